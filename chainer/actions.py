@@ -1,0 +1,165 @@
+"""The action catalogue (DESIGN §5): every action a rule may name, its arguments and their defaults.
+
+Rules validate ``then`` entries against this table; the worker executes an action by name with the
+rendered arguments. An argument left out of a rule takes the triggering event's value where the
+table gives a default, so ``codeship.restart_build: {}`` restarts the build that sent the event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from chainer.events import BuildEvent
+
+# CircleCI's documented pipeline parameter limits (providers.md §5.4).
+CIRCLECI_MAX_PARAMETERS = 100
+CIRCLECI_MAX_PARAMETER_KEY = 128
+CIRCLECI_MAX_PARAMETER_VALUE = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One argument of an action.
+
+    ``types`` are the Python types a rendered value may have; ``default`` computes the value from
+    the triggering event when the rule leaves the argument out (returning None means "no value").
+    ``required`` arguments must end up with a value, from the rule or from the default.
+    """
+
+    name: str
+    types: tuple[type, ...]
+    required: bool = False
+    default: Callable[[BuildEvent], Any] | None = None
+    doc: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSpec:
+    """An action a rule can name in ``then``: its provider, arguments and mutually exclusive pairs."""
+
+    name: str
+    provider: str
+    params: tuple[Param, ...]
+    doc: str
+    exclusive: tuple[tuple[str, str], ...] = ()
+    # When set, the rendered arguments must fill at least one of these groups completely.
+    one_of: tuple[tuple[str, ...], ...] = ()
+
+    def param(self, name: str) -> Param | None:
+        for p in self.params:
+            if p.name == name:
+                return p
+        return None
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+
+def _heads_ref(event: BuildEvent) -> str | None:
+    return f"heads/{event.branch}" if event.branch else None
+
+
+def _same_provider(provider: str, getter: Callable[[BuildEvent], Any]) -> Callable[[BuildEvent], Any]:
+    """A default that only applies when the event came from ``provider`` (ids mean nothing elsewhere)."""
+
+    def default(event: BuildEvent) -> Any:
+        return getter(event) if event.provider == provider else None
+
+    return default
+
+
+def _legacy_slug(event: BuildEvent) -> str | None:
+    """``<vcs>/<org>/<repo>`` for API v1.1, from a CircleCI event's long-form project slug."""
+    if event.provider != "circleci" or not event.project_slug:
+        return None
+    parts = event.project_slug.split("/")
+    vcs = {"gh": "github", "bb": "bitbucket"}.get(parts[0], parts[0])
+    if len(parts) != 3 or vcs not in ("github", "bitbucket"):
+        return None
+    return f"{vcs}/{parts[1]}/{parts[2]}"
+
+
+_STR = (str,)
+_INT_OR_STR = (int, str)
+_BOOL = (bool,)
+_MAP = (dict,)
+
+ACTIONS: Mapping[str, ActionSpec] = {
+    spec.name: spec
+    for spec in (
+        ActionSpec(
+            "codeship.trigger_build",
+            "codeship",
+            (
+                Param("project", _STR, True, lambda e: e.project, "owner/repo or project uuid"),
+                Param("ref", _STR, True, _heads_ref, "git ref in Codeship form, e.g. heads/main"),
+                Param("commit", _STR, False, None, "commit SHA to build (optional)"),
+            ),
+            "Create a build with Codeship API v2.",
+        ),
+        ActionSpec(
+            "codeship.restart_build",
+            "codeship",
+            (
+                Param("project", _STR, True, lambda e: e.project, "owner/repo or project uuid"),
+                Param("build", _STR, False, None, "build uuid; default: the event's build, looked up"),
+            ),
+            "Restart a build with Codeship API v2.",
+        ),
+        ActionSpec(
+            "codeship.v1_restart_build",
+            "codeship",
+            (
+                Param("build", _INT_OR_STR, False, _same_provider("codeship", lambda e: e.build_id), "numeric id"),
+                Param("project", _INT_OR_STR, False, None, "numeric project id, with branch"),
+                Param("branch", _STR, False, None, "restart the newest build of this branch"),
+            ),
+            "Restart a build with the legacy Codeship API v1.",
+            one_of=(("build",), ("project", "branch")),
+        ),
+        ActionSpec(
+            "circleci.trigger_pipeline",
+            "circleci",
+            (
+                Param("project", _STR, True, _same_provider("circleci", lambda e: e.project_slug), "project slug"),
+                Param("branch", _STR, False, lambda e: e.branch if not e.tag else None, "branch to build"),
+                Param("tag", _STR, False, None, "tag to build (instead of a branch)"),
+                Param("parameters", _MAP, False, None, "pipeline parameters"),
+            ),
+            "Trigger a pipeline with CircleCI API v2.",
+            exclusive=(("branch", "tag"),),
+        ),
+        ActionSpec(
+            "circleci.rerun_workflow",
+            "circleci",
+            (
+                Param("workflow", _STR, True, _same_provider("circleci", lambda e: e.workflow_id), "workflow id"),
+                Param("from_failed", _BOOL, False, lambda e: True, "rerun only the failed jobs"),
+            ),
+            "Rerun a workflow with CircleCI API v2.",
+        ),
+        ActionSpec(
+            "circleci.v1_trigger_build",
+            "circleci",
+            (
+                Param("project", _STR, True, _legacy_slug, "<vcs>/<org>/<repo>"),
+                Param("branch", _STR, True, lambda e: e.branch, "branch to build"),
+                Param("revision", _STR, False, None, "commit SHA (optional)"),
+                Param("build_parameters", _MAP, False, None, "environment variables for the job"),
+            ),
+            "Trigger a job on a branch with CircleCI API v1.1.",
+        ),
+        ActionSpec(
+            "circleci.v1_retry_build",
+            "circleci",
+            (
+                Param("project", _STR, True, _legacy_slug, "<vcs>/<org>/<repo>"),
+                Param("build", _INT_OR_STR, True, _same_provider("circleci", lambda e: e.build_id), "build_num"),
+            ),
+            "Retry a build with CircleCI API v1.1.",
+        ),
+    )
+}

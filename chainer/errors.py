@@ -1,0 +1,104 @@
+"""Every exception chainer raises, in one tree.
+
+    ChainerError
+    ├── ConfigError                  a setting is missing or malformed (names the variable)
+    ├── RulesError                   rules.yaml failed validation (carries every problem)
+    ├── WebhookError                 an inbound delivery cannot be accepted
+    │   ├── AuthenticationError      bad or missing signature / token        → 401
+    │   ├── PayloadError             not JSON, not an object, unknown shape  → 400
+    │   ├── PayloadTooLargeError     body over the size cap                  → 413
+    │   └── UnsupportedMediaError    wrong content type                      → 415
+    ├── StoreUnavailableError        Redis cannot durably take or give data  → 503
+    └── DownstreamError              a provider API call did not succeed
+        ├── TransientDownstreamError     worth retrying (connect error, 429, 5xx, rate-limit 403)
+        ├── AmbiguousDownstreamError     the request may have taken effect (timeout after send)
+        └── PermanentDownstreamError     retrying cannot help (other 4xx, auth failure)
+
+Handlers and jobs catch by branch, never a bare ``Exception``.
+"""
+
+from __future__ import annotations
+
+
+class ChainerError(Exception):
+    """Base of every error chainer raises on purpose."""
+
+
+class ConfigError(ChainerError):
+    """A setting a process needs is missing or malformed; the message names the variable."""
+
+
+class RulesError(ChainerError):
+    """The rules file failed validation; ``problems`` holds every problem found, in file order."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems) if self.problems else "invalid rules")
+
+
+class WebhookError(ChainerError):
+    """An inbound delivery cannot be accepted; ``status`` is the HTTP answer to give."""
+
+    status = 400
+
+
+class AuthenticationError(WebhookError):
+    """The delivery's signature or token is missing or wrong."""
+
+    status = 401
+
+
+class PayloadError(WebhookError):
+    """The body is not JSON, not an object, or lacks a field chainer routes on (named in the message)."""
+
+    status = 400
+
+
+class PayloadTooLargeError(WebhookError):
+    """The body is larger than the configured cap."""
+
+    status = 413
+
+
+class UnsupportedMediaError(WebhookError):
+    """The request's content type is not JSON."""
+
+    status = 415
+
+
+class StoreUnavailableError(ChainerError):
+    """Redis did not answer or refused a write; nothing the caller asked for was kept."""
+
+
+class DownstreamError(ChainerError):
+    """A provider API call did not succeed.
+
+    ``status`` is the HTTP status when there was an answer, ``retry_after`` the seconds the
+    provider asked us to wait (or None), ``body`` a short, secret-free excerpt of its answer.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        body: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+        self.body = body
+
+
+class TransientDownstreamError(DownstreamError):
+    """The call certainly had no effect and may succeed later (connect error, 429, rate-limit 403, 5xx)."""
+
+
+class AmbiguousDownstreamError(DownstreamError):
+    """The request was sent but no answer came back; it may or may not have taken effect."""
+
+
+class PermanentDownstreamError(DownstreamError):
+    """Retrying cannot help: the provider refused the request (other 4xx) or credentials are wrong."""

@@ -1,0 +1,160 @@
+"""Settings from the environment (DESIGN §2): validated once, frozen, secrets masked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from chainer.errors import ConfigError
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str``; read it with ``reveal()``."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+_SECRETS = (
+    "CHAINER_HOOK_TOKEN",
+    "CHAINER_CIRCLECI_WEBHOOK_SECRETS",
+    "CHAINER_ADMIN_TOKEN",
+    "CHAINER_CIRCLECI_TOKEN",
+    "CHAINER_CODESHIP_PASSWORD",
+    "CHAINER_CODESHIP_API_KEY",
+)
+
+
+def _read(environ: Mapping[str, str], name: str) -> str | None:
+    """The value of ``name``, or for secrets the contents of the file named by ``name_FILE``."""
+    value = environ.get(name)
+    file_name = environ.get(f"{name}_FILE") if name in _SECRETS else None
+    if value is not None and file_name:
+        raise ConfigError(f"{name} and {name}_FILE are both set; set only one")
+    if file_name:
+        try:
+            return Path(file_name).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE: cannot read {file_name!r}: {exc.strerror or exc}") from exc
+    if value is None:
+        return None
+    return value.strip()
+
+
+def _secret(environ: Mapping[str, str], name: str) -> Secret | None:
+    value = _read(environ, name)
+    return Secret(value) if value else None
+
+
+def _url(environ: Mapping[str, str], name: str, default: str, schemes: tuple[str, ...]) -> str:
+    value = _read(environ, name) or default
+    parts = urlsplit(value)
+    if parts.scheme not in schemes or not parts.netloc:
+        raise ConfigError(f"{name}: {value!r} is not a URL of the form {schemes[0]}://host[:port]")
+    return value.rstrip("/")
+
+
+def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    value = _read(environ, name)
+    if value is None or value == "":
+        return default
+    lowered = value.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}: {value!r} is not a boolean (use 1 or 0)")
+
+
+def _number(environ: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    value = _read(environ, name)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name}: {value!r} is not a number") from None
+    if number < minimum:
+        raise ConfigError(f"{name}: {value!r} is below the minimum {minimum:g}")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a chainer process reads from its environment."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    rules_path: Path = Path("rules.yaml")
+    hook_token: Secret | None = None
+    circleci_webhook_secrets: tuple[Secret, ...] = ()
+    admin_token: Secret | None = None
+    circleci_token: Secret | None = None
+    circleci_url: str = "https://circleci.com"
+    codeship_user: str | None = None
+    codeship_password: Secret | None = None
+    codeship_org: str | None = None
+    codeship_url: str = "https://api.codeship.com"
+    codeship_api_key: Secret | None = None
+    codeship_v1_url: str = "https://codeship.com"
+    dry_run: bool = False
+    audit_retention_days: float = 30.0
+    max_body_bytes: int = 1024 * 1024
+    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from an environment mapping; raise ConfigError naming the first bad variable."""
+        secrets_raw = _read(environ, "CHAINER_CIRCLECI_WEBHOOK_SECRETS") or ""
+        webhook_secrets = tuple(Secret(s.strip()) for s in secrets_raw.split(",") if s.strip())
+        codeship_user = _read(environ, "CHAINER_CODESHIP_USER") or None
+        codeship_password = _secret(environ, "CHAINER_CODESHIP_PASSWORD")
+        if bool(codeship_user) != bool(codeship_password):
+            missing = "CHAINER_CODESHIP_PASSWORD" if codeship_user else "CHAINER_CODESHIP_USER"
+            raise ConfigError(f"{missing}: must be set together with the other Codeship API v2 credential")
+        return cls(
+            redis_url=_url(
+                environ,
+                "CHAINER_REDIS_URL",
+                "redis://127.0.0.1:6379/0",
+                ("redis", "rediss", "unix", "redis+sentinel"),
+            ),
+            rules_path=Path(_read(environ, "CHAINER_RULES") or "rules.yaml"),
+            hook_token=_secret(environ, "CHAINER_HOOK_TOKEN"),
+            circleci_webhook_secrets=webhook_secrets,
+            admin_token=_secret(environ, "CHAINER_ADMIN_TOKEN"),
+            circleci_token=_secret(environ, "CHAINER_CIRCLECI_TOKEN"),
+            circleci_url=_url(environ, "CHAINER_CIRCLECI_URL", "https://circleci.com", ("https", "http")),
+            codeship_user=codeship_user,
+            codeship_password=codeship_password,
+            codeship_org=_read(environ, "CHAINER_CODESHIP_ORG") or None,
+            codeship_url=_url(environ, "CHAINER_CODESHIP_URL", "https://api.codeship.com", ("https", "http")),
+            codeship_api_key=_secret(environ, "CHAINER_CODESHIP_API_KEY"),
+            codeship_v1_url=_url(environ, "CHAINER_CODESHIP_V1_URL", "https://codeship.com", ("https", "http")),
+            dry_run=_bool(environ, "CHAINER_DRY_RUN", False),
+            audit_retention_days=_number(environ, "CHAINER_AUDIT_RETENTION_DAYS", 30.0, 0.001),
+        )
+
+    @property
+    def audit_retention_ms(self) -> int:
+        return int(self.audit_retention_days * 86_400_000)
