@@ -1,0 +1,335 @@
+"""The web app (DESIGN §3, §8): webhook endpoints, the operator API and health probes.
+
+``create_app`` is the composition root; uvicorn runs it as a factory (``chainer.app:create_app``).
+Every answer is JSON; bad input gets a 4xx that names the problem, Redis trouble a 503, never a 500.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import os
+import re
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from chainer import dlq
+from chainer.connections import connect
+from chainer.errors import (
+    PayloadTooLargeError,
+    StoreUnavailableError,
+    UnsupportedMediaError,
+    WebhookError,
+)
+from chainer.intake import Intake
+from chainer.rules import RuleSet, load_rules
+from chainer.settings import Settings
+from chainer.store import Store
+
+log = logging.getLogger("chainer.app")
+
+_STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+_FILTERS = ("type", "rule", "project", "branch", "commit")
+MAX_AUDIT_LIMIT = 500
+
+
+class _State:
+    """What the routes share: settings, the store, the active rules."""
+
+    def __init__(self, settings: Settings, ruleset: RuleSet, store: Store | None) -> None:
+        self.settings = settings
+        self.ruleset = ruleset
+        self.store = store
+        self.intake: Intake | None = Intake(settings, store, lambda: self.ruleset) if store else None
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return _json(status, {"error": message}, headers)
+
+
+def _state(request: Request) -> _State:
+    state: _State = request.app.state.chainer
+    return state
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"body of {declared} bytes is over the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_content_type(request: Request) -> None:
+    value = request.headers.get("content-type", "")
+    media = value.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        shown = media or "none"
+        raise UnsupportedMediaError(f"content type {shown!r} is not supported; send application/json")
+
+
+async def receive_webhook(request: Request) -> Response:
+    """POST /hooks/{provider}[/{token}]: verify, parse, match and durably accept one delivery."""
+    state = _state(request)
+    provider = request.url.path.split("/")[2]
+    intake = state.intake
+    if intake is None:
+        return _error(503, "the store is not ready")
+    remote = request.client.host if request.client else None
+    try:
+        _check_content_type(request)
+        body = await _read_body(request, state.settings.max_body_bytes)
+    except WebhookError as exc:
+        reply = await intake.reject(provider, exc, remote)
+        return _json(reply.status_code, reply.body)
+    token = request.path_params.get("token") or request.query_params.get("token")
+    reply = await intake.receive(provider, request.headers, body, token, remote)
+    headers = {"Retry-After": "5"} if reply.status_code == 503 else None
+    return _json(reply.status_code, reply.body, headers)
+
+
+def _require_admin(request: Request) -> JSONResponse | None:
+    expected = _state(request).settings.admin_token
+    challenge = {"WWW-Authenticate": 'Bearer realm="chainer"'}
+    if expected is None:
+        return _error(401, "the operator API is disabled: CHAINER_ADMIN_TOKEN is not set", challenge)
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given:
+        return _error(401, "missing bearer token (Authorization: Bearer <CHAINER_ADMIN_TOKEN>)", challenge)
+    if not hmac.compare_digest(given.strip().encode(), expected.reveal().encode()):
+        return _error(401, "wrong bearer token", challenge)
+    return None
+
+
+def _time_bound(name: str, value: str) -> int:
+    if value.isdigit():
+        return int(value)
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{name}: {value!r} is neither epoch milliseconds nor an ISO 8601 time") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{name}: {value!r} has no time zone; add Z or an offset")
+    return int(moment.timestamp() * 1000)
+
+
+async def get_audit(request: Request) -> Response:
+    """GET /audit: a page of audit records with stable cursors and filters."""
+    if (denied := _require_admin(request)) is not None:
+        return denied
+    store = _state(request).store
+    if store is None:
+        return _error(503, "the store is not ready")
+    q = request.query_params
+    unknown = set(q.keys()) - {"after", "before", "limit", "event_id", "since", "until", *_FILTERS}
+    if unknown:
+        return _error(400, f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+    try:
+        limit = int(q.get("limit", "100"))
+    except ValueError:
+        return _error(400, f"limit: {q.get('limit')!r} is not a whole number")
+    if not 1 <= limit <= MAX_AUDIT_LIMIT:
+        return _error(400, f"limit: must be between 1 and {MAX_AUDIT_LIMIT}")
+    for name in ("after", "before"):
+        value = q.get(name)
+        if value is not None and not (_STREAM_ID.match(value) or (name == "before" and value == "+")):
+            return _error(400, f"{name}: {value!r} is not a cursor (use the id or next value of a record)")
+    if q.get("after") and q.get("before"):
+        return _error(400, "after and before cannot be combined; page forwards or backwards")
+    try:
+        since = _time_bound("since", q["since"]) if "since" in q else None
+        until = _time_bound("until", q["until"]) if "until" in q else None
+    except ValueError as exc:
+        return _error(400, str(exc))
+    match = {name: set(q[name].split(",")) for name in _FILTERS if q.get(name)}
+    try:
+        page = await store.read_audit(
+            after=q.get("after"),
+            before=q.get("before"),
+            since_ms=since,
+            until_ms=until,
+            limit=limit,
+            match=match,
+            event_id=q.get("event_id"),
+        )
+    except StoreUnavailableError as exc:
+        return _error(503, str(exc))
+    return _json(200, {"items": page.items, "next": page.next})
+
+
+async def get_event(request: Request) -> Response:
+    """GET /events/{event_id}: the event, every rule decision, every action with its attempts."""
+    if (denied := _require_admin(request)) is not None:
+        return denied
+    store = _state(request).store
+    if store is None:
+        return _error(503, "the store is not ready")
+    event_id = request.path_params["event_id"]
+    try:
+        stored = await store.get_event(event_id)
+        if not stored:
+            return _error(404, f"no event {event_id!r} (unknown, or older than the retention window)")
+        action_ids: list[str] = json.loads(stored.get("actions") or "[]")
+        actions = [await store.get_action(a) for a in action_ids]
+        records = await store.event_audit(event_id)
+    except StoreUnavailableError as exc:
+        return _error(503, str(exc))
+    event = json.loads(stored["event"])
+    event["raw"] = json.loads(stored.get("raw") or "{}")
+    return _json(
+        200,
+        {
+            "event": event,
+            "received_ms": int(stored.get("received_ms") or 0),
+            "rules_version": stored.get("rules_version"),
+            "decisions": json.loads(stored.get("decisions") or "[]"),
+            "actions": [_action_view(a, records) for a in actions if a],
+            "audit": records,
+        },
+    )
+
+
+def _action_view(ledger: dict[str, str], records: list[dict[str, Any]]) -> dict[str, Any]:
+    view: dict[str, Any] = dict(ledger)
+    view["params"] = json.loads(ledger.get("params") or "{}")
+    for name in ("attempts", "replays", "depth", "index"):
+        if name in view and str(view[name]).isdigit():
+            view[name] = int(view[name])
+    view["attempt_log"] = [
+        r for r in records if r.get("action_id") == ledger.get("action_id") and r["type"].startswith("attempt.")
+    ]
+    return view
+
+
+async def get_dlq(request: Request) -> Response:
+    """GET /dlq: dead actions with their last error, oldest first."""
+    if (denied := _require_admin(request)) is not None:
+        return denied
+    store = _state(request).store
+    if store is None:
+        return _error(503, "the store is not ready")
+    try:
+        limit = int(request.query_params.get("limit", "100"))
+        offset = int(request.query_params.get("offset", "0"))
+    except ValueError:
+        return _error(400, "limit and offset must be whole numbers")
+    if not 1 <= limit <= MAX_AUDIT_LIMIT or offset < 0:
+        return _error(400, f"limit must be between 1 and {MAX_AUDIT_LIMIT} and offset not negative")
+    try:
+        items = await dlq.list_dead(store, limit=limit, offset=offset)
+    except StoreUnavailableError as exc:
+        return _error(503, str(exc))
+    return _json(200, {"items": items})
+
+
+async def change_dlq(request: Request) -> Response:
+    """POST /dlq/{action_id}/replay|discard: 200 when done, 404 unknown, 409 when the action is not dead."""
+    if (denied := _require_admin(request)) is not None:
+        return denied
+    store = _state(request).store
+    if store is None:
+        return _error(503, "the store is not ready")
+    action = request.path_params["action_id"]
+    verb = request.path_params["verb"]
+    if verb not in ("replay", "discard"):
+        return _error(404, f"unknown operation {verb!r}; use replay or discard")
+    actor = f"operator@{request.client.host if request.client else 'unknown'}"
+    try:
+        change = await (dlq.replay if verb == "replay" else dlq.discard)(store, action, actor)
+    except StoreUnavailableError as exc:
+        return _error(503, str(exc))
+    status = 200 if change.ok else 404 if change.state == "missing" else 409
+    body = {"action_id": action, "state": change.state, "message": change.message}
+    return _json(status, body if change.ok else {**body, "error": change.message})
+
+
+async def get_rules(request: Request) -> Response:
+    """GET /rules: the active rules and their version hash."""
+    if (denied := _require_admin(request)) is not None:
+        return denied
+    return _json(200, _state(request).ruleset.as_dict())
+
+
+async def healthz(request: Request) -> Response:
+    """GET /healthz: the process is up."""
+    return _json(200, {"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """GET /readyz: Redis answers and rules are loaded."""
+    state = _state(request)
+    problems = []
+    if state.store is None or not await state.store.ping():
+        problems.append("redis is not reachable")
+    body: dict[str, Any] = {"status": "ready" if not problems else "not ready", "rules_version": state.ruleset.version}
+    if problems:
+        body["problems"] = problems
+    return _json(200 if not problems else 503, body)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)  # noqa: S101 (starlette only routes HTTPException here)
+    return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+
+def create_app(
+    settings: Settings | None = None, *, ruleset: RuleSet | None = None, store: Store | None = None
+) -> Starlette:
+    """Build the app. Without arguments, settings come from the environment and rules from CHAINER_RULES.
+
+    Raises ConfigError or RulesError when either is bad, so the process stops before serving.
+    """
+    settings = settings or Settings.from_env(os.environ)
+    ruleset = ruleset or load_rules(settings.rules_path)
+    state = _State(settings, ruleset, store)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owned = None
+        if state.store is None:
+            owned = connect(settings.redis_url)
+            state.store = Store(owned, retention_ms=settings.audit_retention_ms)
+            state.intake = Intake(settings, state.store, lambda: state.ruleset)
+        try:
+            yield
+        finally:
+            if owned is not None:
+                await owned.aclose()
+
+    hooks = [
+        Route(f"/hooks/{provider}{suffix}", receive_webhook, methods=["POST"])
+        for provider in ("codeship", "circleci")
+        for suffix in ("", "/{token}")
+    ]
+    routes = [
+        *hooks,
+        Route("/audit", get_audit),
+        Route("/events/{event_id}", get_event),
+        Route("/dlq", get_dlq),
+        Route("/dlq/{action_id}/{verb}", change_dlq, methods=["POST"]),
+        Route("/rules", get_rules),
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    app.state.chainer = state
+    return app

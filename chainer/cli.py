@@ -1,0 +1,240 @@
+"""The ``chainer`` command: web, worker, run, lint (DESIGN §1, §5)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import click
+import redis as syncredis
+
+from chainer.errors import ConfigError, RulesError
+from chainer.logs import configure_logging
+from chainer.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PRIVATE_REDIS_DIR = Path(".chainer")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"chainer: {message}", err=True)
+    sys.exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env(os.environ)
+    except ConfigError as exc:
+        _fail(f"configuration error: {exc}")
+        raise  # unreachable: _fail exits
+
+
+def _load_app(settings: Settings) -> Any:
+    from chainer.app import create_app
+
+    try:
+        return create_app(settings)
+    except RulesError as exc:
+        _fail(f"{settings.rules_path} has {len(exc.problems)} problem(s):\n" + "\n".join(exc.problems))
+    except ConfigError as exc:
+        _fail(f"configuration error: {exc}")
+
+
+def _server_options(f: F) -> F:
+    f = click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")(f)
+    f = click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")(f)
+    return f
+
+
+@click.group()
+@click.version_option(package_name="chainer")
+def main() -> None:
+    """chainer: when one CI build finishes, trigger, restart or rerun others."""
+
+
+@main.command()
+@_server_options
+def web(host: str, port: int) -> None:
+    """Serve the webhook endpoints and the operator API."""
+    import uvicorn
+
+    configure_logging()
+    settings = _settings()
+    app = _load_app(settings)
+    uvicorn.run(app, host=host, port=port, proxy_headers=True, timeout_graceful_shutdown=10, log_config=None)
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+def worker(burst: bool) -> None:
+    """Run the arq worker that calls the downstream CI APIs."""
+    from chainer.worker import create_worker
+
+    configure_logging()
+    settings = _settings()
+    create_worker(settings, burst=burst).run()
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        client = syncredis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (syncredis.RedisError, OSError, ValueError):
+        return False
+
+
+def _start_private_redis(url: str) -> subprocess.Popen[bytes]:
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        _fail(f"no Redis answers at CHAINER_REDIS_URL={url} and it is not a local address to start one on")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        _fail(f"no Redis answers at {url} and redis-server is not installed (apt-get install redis-server)")
+    PRIVATE_REDIS_DIR.mkdir(exist_ok=True)
+    port = str(parts.port or 6379)
+    args = [binary, "--bind", "127.0.0.1", "--port", port, "--dir", str(PRIVATE_REDIS_DIR.resolve()),
+            "--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "noeviction",
+            "--logfile", "redis.log"]  # fmt: skip
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    deadline = time.monotonic() + 10
+    while not _redis_answers(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            _fail(f"the private redis-server did not start; see {PRIVATE_REDIS_DIR / 'redis.log'}")
+        time.sleep(0.1)
+    click.echo(
+        f"chainer: no Redis answered at {url}; started a private redis-server "
+        f"(AOF on, data under {PRIVATE_REDIS_DIR}/), pid {process.pid}",
+        err=True,
+    )
+    return process
+
+
+async def _run_both(app: Any, settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    from chainer.worker import create_worker
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=10))
+    worker = create_worker(settings, handle_signals=False)
+    server_task = asyncio.create_task(server.serve())
+    worker_task = asyncio.create_task(worker.async_run())
+    done, _ = await asyncio.wait({server_task, worker_task}, return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    await asyncio.wait({server_task})
+    await worker.close()
+    with contextlib.suppress(asyncio.CancelledError):
+        await worker_task
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+@main.command()
+@_server_options
+def run(host: str, port: int) -> None:
+    """Web and worker in one process, with a private redis-server when none answers."""
+    configure_logging()
+    settings = _settings()
+    app = _load_app(settings)
+    private = None if _redis_answers(settings.redis_url) else _start_private_redis(settings.redis_url)
+    try:
+        asyncio.run(_run_both(app, settings, host, port))
+    finally:
+        if private is not None:
+            private.terminate()
+            private.wait(timeout=30)
+
+
+@main.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def lint(file: Path | None) -> None:
+    """Check a rules file (default: CHAINER_RULES or ./rules.yaml); exit 1 listing every problem."""
+    from chainer.rules import load_rules
+
+    path = file or Path(os.environ.get("CHAINER_RULES") or "rules.yaml")
+    try:
+        ruleset = load_rules(path)
+    except RulesError as exc:
+        for problem in exc.problems:
+            click.echo(problem)
+        click.echo(f"{len(exc.problems)} problem(s) in {path}", err=True)
+        sys.exit(1)
+    click.echo(ruleset.summary())
+
+
+@main.group(name="dlq")
+def dlq_group() -> None:
+    """List, replay or discard dead actions (the same as the operator API's /dlq)."""
+
+
+async def _with_store(work: Callable[[Any], Any]) -> Any:
+    from chainer.connections import connect
+    from chainer.errors import StoreUnavailableError
+    from chainer.store import Store
+
+    settings = _settings()
+    client = connect(settings.redis_url)
+    try:
+        return await work(Store(client, retention_ms=settings.audit_retention_ms))
+    except StoreUnavailableError as exc:
+        _fail(str(exc))
+    finally:
+        await client.aclose()
+
+
+@dlq_group.command(name="list")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 500))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def dlq_list(limit: int, as_json: bool) -> None:
+    """Show dead actions, oldest first."""
+    import json
+
+    from chainer import dlq
+
+    items = asyncio.run(_with_store(lambda store: dlq.list_dead(store, limit=limit)))
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return
+    if not items:
+        click.echo("no dead actions")
+    for item in items:
+        status = item["last_status"] or "-"
+        click.echo(f"{item['action_id']}  {item['action']}  {item['reason']}  {status}  {item['last_error'] or ''}")
+
+
+def _dlq_change(verb: str, action_id: str) -> None:
+    from chainer import dlq
+
+    operation = dlq.replay if verb == "replay" else dlq.discard
+    actor = f"cli:{os.environ.get('USER', 'unknown')}"
+    change = asyncio.run(_with_store(lambda store: operation(store, action_id, actor)))
+    click.echo(change.message)
+    if not change.ok:
+        sys.exit(1)
+
+
+@dlq_group.command(name="replay")
+@click.argument("action_id")
+def dlq_replay(action_id: str) -> None:
+    """Queue a dead action again."""
+    _dlq_change("replay", action_id)
+
+
+@dlq_group.command(name="discard")
+@click.argument("action_id")
+def dlq_discard(action_id: str) -> None:
+    """Drop a dead action for good."""
+    _dlq_change("discard", action_id)

@@ -1,0 +1,215 @@
+"""From delivery to durable decision: authenticate, parse, match, plan, accept (DESIGN §3).
+
+This is the webhook pipeline without HTTP: ``Intake.receive`` takes the provider name, headers, raw
+body and token and returns the status code and JSON body to answer with. The web app adds only
+transport concerns (size cap, content type, routing).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chainer import audit
+from chainer.errors import AuthenticationError, StoreUnavailableError, WebhookError
+from chainer.events import BuildEvent
+from chainer.jobs import action_id, job_bytes, job_id
+from chainer.rules import Decision, RuleSet
+from chainer.settings import Settings
+from chainer.store import AcceptPlan, QueuedAction, Store, now_ms
+from chainer.webhooks import Ignored, parse_circleci, parse_codeship
+
+log = logging.getLogger("chainer.intake")
+
+PROVIDERS = ("codeship", "circleci")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What to answer a delivery with."""
+
+    status_code: int
+    body: dict[str, Any]
+
+
+def plan_accept(event: BuildEvent, decisions: Sequence[Decision], rules_version: str, at_ms: int) -> AcceptPlan:
+    """Everything an accepted event writes: the event, one ledger and job per action, the audit trail."""
+    delivery = event.dedupe_keys[0] if event.dedupe_keys else event.event_id
+    records: list[dict[str, Any]] = [audit.webhook_received(event, rules_version, delivery)]
+    actions: list[QueuedAction] = []
+    for decision in decisions:
+        if not decision.matched:
+            m = decision.mismatch
+            if m is not None:
+                records.append(
+                    audit.rule_not_matched(event, rules_version, decision.rule, m.field, m.expected, m.actual, m.text)
+                )
+            continue
+        records.append(audit.rule_matched(event, rules_version, decision.rule, len(decision.actions)))
+        for planned in decision.actions:
+            aid = action_id(event.event_id, planned.rule, planned.index)
+            context = {**audit.event_context(event, rules_version), "rule": planned.rule, "action_id": aid,
+                       "action": planned.action}  # fmt: skip
+            ledger = {
+                "action_id": aid,
+                "event_id": event.event_id,
+                "rule": planned.rule,
+                "index": str(planned.index),
+                "action": planned.action,
+                "params": json.dumps(planned.params, separators=(",", ":"), default=str),
+                "attempts": "0",
+                "replays": "0",
+                "depth": str(event.depth + 1),
+                "created_ms": str(at_ms),
+                "updated_ms": str(at_ms),
+                "project": event.project,
+                "branch": event.branch or "",
+                "commit": event.commit or "",
+                "rules_version": rules_version,
+            }
+            if planned.error:
+                ledger |= {"state": "skipped", "last_error": planned.error}
+                records.append(audit.action_skipped(context, planned.error))
+                actions.append(QueuedAction(aid, ledger))
+                continue
+            jid = job_id(aid)
+            ledger |= {"state": "pending", "job_id": jid}
+            records.append(audit.action_queued(context, jid, planned.params))
+            actions.append(QueuedAction(aid, ledger, jid, job_bytes(aid, at_ms), at_ms))
+    event_fields = {
+        "event": json.dumps(event.as_dict(), separators=(",", ":"), default=str),
+        "raw": json.dumps(dict(event.raw), separators=(",", ":"), default=str),
+        "received_ms": str(at_ms),
+        "rules_version": rules_version,
+        "delivery": delivery,
+        "decisions": json.dumps([_decision_summary(d) for d in decisions], separators=(",", ":"), default=str),
+        "actions": json.dumps([a.action_id for a in actions]),
+    }
+    return AcceptPlan(
+        event_id=event.event_id,
+        dedupe_keys=event.dedupe_keys or (event.event_id,),
+        event_fields=event_fields,
+        audit=records,
+        duplicate_record=audit.webhook_duplicate(event, rules_version, delivery),
+        actions=actions,
+    )
+
+
+def _decision_summary(decision: Decision) -> dict[str, Any]:
+    summary: dict[str, Any] = {"rule": decision.rule, "matched": decision.matched}
+    if decision.mismatch is not None:
+        m = decision.mismatch
+        summary["mismatch"] = {"field": m.field, "expected": m.expected, "actual": m.actual, "text": m.text}
+    return summary
+
+
+class _RejectionSampler:
+    """Lets at most ``burst`` rejection records per ``window`` seconds into the log, counting the rest.
+
+    A flood of bad deliveries must not grow the audit stream without bound; the next record that
+    gets through says how many were suppressed.
+    """
+
+    def __init__(self, burst: int = 50, window: float = 10.0) -> None:
+        self.burst, self.window = burst, window
+        self.started, self.count, self.suppressed = 0.0, 0, 0
+
+    def admit(self) -> int | None:
+        now = time.monotonic()
+        if now - self.started > self.window:
+            self.started, self.count = now, 0
+        if self.count >= self.burst:
+            self.suppressed += 1
+            return None
+        self.count += 1
+        suppressed, self.suppressed = self.suppressed, 0
+        return suppressed
+
+
+class Intake:
+    """The webhook pipeline. ``rules`` returns the active rule set (it changes on reload)."""
+
+    def __init__(self, settings: Settings, store: Store, rules: Callable[[], RuleSet]) -> None:
+        self.settings = settings
+        self.store = store
+        self.rules = rules
+        self._sampler = _RejectionSampler()
+
+    def token_valid(self, token: str | None) -> bool:
+        expected = self.settings.hook_token
+        if expected is None or not token:
+            return False
+        return hmac.compare_digest(token.encode(), expected.reveal().encode())
+
+    async def receive(
+        self, provider: str, headers: Mapping[str, str], body: bytes, token: str | None, remote: str | None = None
+    ) -> Reply:
+        """Authenticate, parse, match and durably accept one delivery; never raises for bad input."""
+        try:
+            parsed = self._parse(provider, headers, body, token)
+        except WebhookError as exc:
+            return await self.reject(provider, exc, remote)
+        ruleset = self.rules()
+        if isinstance(parsed, Ignored):
+            return await self._ignore(provider, parsed.reason, ruleset.version, None)
+        decisions = ruleset.evaluate(parsed)
+        matched = [d.rule for d in decisions if d.matched]
+        if not parsed.terminal and not matched:
+            reason = f"status `{parsed.status}` (raw `{parsed.raw_status}`) is not final and no rule asks for it"
+            return await self._ignore(provider, reason, ruleset.version, parsed)
+        plan = plan_accept(parsed, decisions, ruleset.version, now_ms())
+        try:
+            outcome = await self.store.accept(plan)
+        except StoreUnavailableError as exc:
+            log.error("accept_failed", extra={"event_id": parsed.event_id, "error": str(exc)})
+            return _unavailable(parsed.event_id)
+        if outcome.duplicate:
+            return Reply(200, {"status": "duplicate", "event_id": outcome.event_id})
+        queued = sum(1 for a in plan.actions if a.job_id)
+        return Reply(202, {"event_id": parsed.event_id, "status": "accepted", "matched": matched, "queued": queued})
+
+    def _parse(self, provider: str, headers: Mapping[str, str], body: bytes, token: str | None) -> BuildEvent | Ignored:
+        if provider == "codeship":
+            if self.settings.hook_token is None:
+                raise AuthenticationError("unsigned webhooks are refused: CHAINER_HOOK_TOKEN is not configured")
+            if not self.token_valid(token):
+                raise AuthenticationError("missing or wrong token (pass it as ?token= or /hooks/codeship/<token>)")
+            return parse_codeship(body)
+        secrets = [s.reveal() for s in self.settings.circleci_webhook_secrets]
+        return parse_circleci(headers, body, secrets=secrets, token_valid=self.token_valid(token))
+
+    async def reject(self, provider: str, exc: WebhookError, remote: str | None) -> Reply:
+        """Answer a bad delivery with its status and cause, and log the rejection (without the body)."""
+        suppressed = self._sampler.admit()
+        if suppressed is not None:
+            record = audit.webhook_rejected(provider, exc.status, str(exc), remote)
+            if suppressed:
+                record["suppressed_before"] = suppressed
+            try:
+                await self.store.append_audit([record])
+            except StoreUnavailableError as store_exc:
+                log.warning("rejection_not_logged", extra={"error": str(store_exc)})
+        return Reply(exc.status, {"status": "rejected", "error": str(exc)})
+
+    async def _ignore(self, provider: str, reason: str, version: str, event: BuildEvent | None) -> Reply:
+        record = audit.webhook_ignored(provider, reason, version, event)
+        try:
+            await self.store.append_audit([record], event_id=event.event_id if event else None)
+        except StoreUnavailableError:
+            return _unavailable(event.event_id if event else None)
+        body: dict[str, Any] = {"status": "ignored", "reason": reason}
+        if event is not None:
+            body["event_id"] = event.event_id
+        return Reply(202, body)
+
+
+def _unavailable(event_id: str | None) -> Reply:
+    body: dict[str, Any] = {"status": "unavailable", "error": "Redis cannot durably take the event; retry later"}
+    if event_id:
+        body["event_id"] = event_id
+    return Reply(503, body)

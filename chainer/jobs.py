@@ -1,0 +1,225 @@
+"""The job contract: action and job ids, JSON job bytes, retry policy, and the worker's ``run_action``.
+
+An accepted event's actions are written by the acceptance script as arq jobs named ``run_action``
+whose only argument is the action id; everything else (rendered parameters, state, attempts) lives
+in the action's ledger hash. The ledger makes the downstream call at most once per action: a job
+re-run after a crash finds the ledger in ``calling`` and does not call again (DESIGN §6).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from arq import Retry
+from arq.jobs import serialize_job
+
+from chainer import audit
+from chainer.errors import (
+    AmbiguousDownstreamError,
+    DownstreamError,
+    PermanentDownstreamError,
+    TransientDownstreamError,
+)
+from chainer.events import BuildEvent
+from chainer.store import Store, Transition, now_ms
+
+log = logging.getLogger("chainer.jobs")
+
+RUN_ACTION = "run_action"
+TERMINAL_STATES = frozenset({"done", "dead", "skipped", "discarded"})
+
+
+def action_id(event_id: str, rule: str, index: int) -> str:
+    """The deterministic id of the ``index``-th action of ``rule`` for ``event_id``."""
+    return f"{event_id}:{rule}:{index}"
+
+
+def job_id(action: str, replay: int = 0) -> str:
+    """The arq job id of an action's ``replay``-th run (0 for the first)."""
+    return f"act:{action}:{replay}"
+
+
+def job_serializer(obj: Any) -> bytes:
+    """arq serializer: JSON, never pickle (anyone who can write Redis must not be able to run code)."""
+    return json.dumps(obj, separators=(",", ":"), default=str).encode()
+
+
+def job_deserializer(data: bytes) -> Any:
+    return json.loads(data)
+
+
+def job_bytes(action: str, enqueue_ms: int) -> bytes:
+    """The serialized arq job for ``run_action(action)``, as arq's own enqueue would write it."""
+    return serialize_job(RUN_ACTION, (action,), {}, None, enqueue_ms, serializer=job_serializer)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with equal jitter: try n waits between d/2 and d, d = min(cap, base·3^(n-1))."""
+
+    max_tries: int = 8
+    base_s: float = 15.0
+    cap_s: float = 3600.0
+
+    def delay(self, job_try: int, retry_after: float | None = None) -> float:
+        nominal = min(self.cap_s, self.base_s * 3 ** max(job_try - 1, 0))
+        jittered = random.uniform(nominal / 2, nominal)  # noqa: S311 (jitter, not cryptography)
+        return min(max(jittered, retry_after or 0.0), max(self.cap_s, retry_after or 0.0))
+
+
+def ledger_context(ledger: Mapping[str, str]) -> dict[str, Any]:
+    """The fields every audit record about this action carries."""
+    return {
+        "event_id": ledger.get("event_id"),
+        "rule": ledger.get("rule"),
+        "action_id": ledger.get("action_id"),
+        "action": ledger.get("action"),
+        "project": ledger.get("project") or None,
+        "branch": ledger.get("branch") or None,
+        "commit": ledger.get("commit") or None,
+        "rules_version": ledger.get("rules_version") or None,
+    }
+
+
+async def run_action(ctx: dict[str, Any], action: str) -> str:
+    """Execute one action: claim its ledger, call the provider once, record the outcome.
+
+    Returns the final state for arq's result. Raises ``arq.Retry`` for transient failures with
+    tries left; every other outcome is recorded in the ledger and the audit log, never raised.
+    """
+    store: Store = ctx["store"]
+    job_try: int = ctx.get("job_try", 1)
+    policy: RetryPolicy = ctx.get("retry_policy") or RetryPolicy()
+    ledger = await store.get_action(action)
+    if not ledger:
+        log.warning("action_missing", extra={"action_id": action})
+        return "missing"
+    state = ledger.get("state", "")
+    context = ledger_context(ledger)
+    event_id = ledger["event_id"]
+    if state in TERMINAL_STATES:
+        return state
+    if state == "calling":
+        # An earlier run sent the request and died before recording the answer: calling again could
+        # build twice, so the action goes to the dead-letter list for a human to replay or discard.
+        await _die(store, context, "ambiguous", "an earlier attempt was interrupted after sending the request", None)
+        return "dead"
+    attempt = int(ledger.get("attempts") or 0) + 1
+    settings = ctx.get("settings")
+    if settings is not None and settings.dry_run:
+        await store.transition(
+            Transition(
+                action,
+                event_id,
+                from_states=("pending",),
+                set={"state": "skipped", "updated_ms": str(now_ms())},
+                audit=[
+                    audit.action_skipped(
+                        context,
+                        "dry run (CHAINER_DRY_RUN=1): nothing was sent",
+                        params=json.loads(ledger.get("params") or "{}"),
+                    )
+                ],
+            )
+        )
+        return "skipped"
+    claimed = await store.transition(
+        Transition(
+            action,
+            event_id,
+            from_states=("pending",),
+            set={"state": "calling", "updated_ms": str(now_ms())},
+            incr={"attempts": 1},
+            audit=[audit.attempt_started(context, attempt)],
+        )
+    )
+    if not claimed.ok:
+        return claimed.previous_state or "missing"
+    event_json = await store.get_event_field(event_id, "event")
+    event = BuildEvent.from_dict(json.loads(event_json or "{}"))
+    params = json.loads(ledger.get("params") or "{}")
+    try:
+        result = await ctx["downstream"].execute(ledger["action"], params, event)
+    except TransientDownstreamError as exc:
+        if job_try >= policy.max_tries:
+            await _die(store, context, "exhausted", exc.message, exc.status, attempt=attempt, exc=exc)
+            return "dead"
+        defer = policy.delay(job_try, exc.retry_after)
+        await store.transition(
+            Transition(
+                action,
+                event_id,
+                from_states=("calling",),
+                set={"state": "pending", "last_status": str(exc.status or ""), "last_error": exc.message[:512]},
+                audit=[
+                    audit.attempt_failed(context, attempt, exc, "transient"),
+                    audit.retry_scheduled(context, attempt + 1, defer),
+                ],
+            )
+        )
+        raise Retry(defer=defer) from exc
+    except AmbiguousDownstreamError as exc:
+        await _die(store, context, "ambiguous", exc.message, exc.status, attempt=attempt, from_state="calling", exc=exc)
+        return "dead"
+    except PermanentDownstreamError as exc:
+        await _die(store, context, "permanent", exc.message, exc.status, attempt=attempt, from_state="calling", exc=exc)
+        return "dead"
+    await store.transition(
+        Transition(
+            action,
+            event_id,
+            from_states=("calling",),
+            set={
+                "state": "done",
+                "last_status": str(result.status),
+                "downstream_id": result.downstream_id or "",
+                "result": json.dumps(result.detail, default=str),
+                "updated_ms": str(now_ms()),
+            },
+            audit=[audit.attempt_succeeded(context, attempt, result.status, result.downstream_id, result.detail)],
+        )
+    )
+    return "done"
+
+
+async def _die(
+    store: Store,
+    context: Mapping[str, Any],
+    reason: str,
+    message: str,
+    status: int | None,
+    *,
+    attempt: int | None = None,
+    from_state: str = "calling",
+    exc: DownstreamError | None = None,
+) -> None:
+    records = []
+    if exc is not None and attempt is not None:
+        records.append(audit.attempt_failed(context, attempt, exc, reason))
+    records.append(audit.action_dead(context, reason, message, status))
+    result = await store.transition(
+        Transition(
+            str(context["action_id"]),
+            str(context["event_id"]),
+            from_states=(from_state,),
+            set={
+                "state": "dead",
+                "dead_reason": reason,
+                "last_status": str(status or ""),
+                "last_error": message[:512],
+                "updated_ms": str(now_ms()),
+            },
+            audit=records,
+            dlq="add",
+        )
+    )
+    if not result.ok:
+        log.warning(
+            "action_state_conflict",
+            extra={"action_id": context["action_id"], "state": result.previous_state, "wanted": "dead"},
+        )

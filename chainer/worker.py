@@ -1,0 +1,91 @@
+"""The arq worker (DESIGN §1, §6): ``WorkerSettings`` plus the startup that builds shared clients.
+
+``chainer worker`` runs ``create_worker(settings)``; the arq CLI can also load ``WorkerSettings`` but
+then reads Redis from arq's defaults, so prefer the chainer command. Startup reads nothing at
+import time: settings are built in ``startup`` from the environment unless a caller put them in ctx.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from arq import Worker
+from arq.worker import func
+
+from chainer.connections import connect_arq
+from chainer.downstream import Downstream, default_http_client
+from chainer.errors import DownstreamError
+from chainer.jobs import RUN_ACTION, RetryPolicy, job_deserializer, job_serializer, run_action
+from chainer.settings import Settings
+from chainer.store import Store
+
+log = logging.getLogger("chainer.worker")
+
+JOB_TIMEOUT_S = 60
+POLICY = RetryPolicy()
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    """Build what every job shares: settings, the store, one HTTP client, the provider clients."""
+    settings: Settings = ctx.get("settings") or Settings.from_env(os.environ)
+    ctx["settings"] = settings
+    ctx.setdefault("retry_policy", POLICY)
+    ctx.setdefault("store", Store(ctx["redis"], retention_ms=settings.audit_retention_ms))
+    if "downstream" not in ctx:
+        ctx["http"] = default_http_client()
+        ctx["downstream"] = Downstream(settings, ctx["http"])
+        if settings.codeship_user:
+            try:
+                for warning in await ctx["downstream"].check_codeship_auth():
+                    log.warning("codeship_auth_warning", extra={"warning": warning})
+            except DownstreamError as exc:  # report it, keep serving the other providers
+                log.error("codeship_auth_failed", extra={"error": str(exc)})
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    http = ctx.get("http")
+    if http is not None:
+        await http.aclose()
+
+
+class WorkerSettings:
+    """arq settings; every attribute is set on this class itself (arq ignores inherited ones)."""
+
+    functions = (func(run_action, name=RUN_ACTION, max_tries=POLICY.max_tries + 1, timeout=JOB_TIMEOUT_S),)
+    on_startup = startup
+    on_shutdown = shutdown
+    job_serializer = job_serializer
+    job_deserializer = job_deserializer
+    job_timeout = JOB_TIMEOUT_S
+    max_jobs = 20
+    keep_result = 3600
+    retry_jobs = True
+    health_check_interval = 15
+    job_completion_wait = 25
+
+
+def create_worker(settings: Settings, *, burst: bool = False, handle_signals: bool = True, **overrides: Any) -> Worker:
+    """A ready arq Worker on ``settings.redis_url`` with chainer's job and hooks."""
+    ctx = overrides.pop("ctx", {})
+    ctx.setdefault("settings", settings)
+    options: dict[str, Any] = {
+        name: getattr(WorkerSettings, name)
+        for name in (
+            "functions",
+            "on_startup",
+            "on_shutdown",
+            "job_serializer",
+            "job_deserializer",
+            "job_timeout",
+            "max_jobs",
+            "keep_result",
+            "retry_jobs",
+            "health_check_interval",
+            "job_completion_wait",
+        )
+    }
+    options.update(overrides)
+    pool = options.pop("redis_pool", None) or connect_arq(settings.redis_url)
+    return Worker(redis_pool=pool, burst=burst, handle_signals=handle_signals, ctx=ctx, **options)

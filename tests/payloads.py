@@ -1,0 +1,91 @@
+"""Builders for webhook bodies and headers in the providers' shapes, for HTTP-level tests."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+COMMIT = "9f2c4e1b7a3d5c6e8f0a1b2c3d4e5f60718293a4"
+
+
+def codeship(status: str = "success", *, build_id: int = 4711, project: str = "acme/lib", branch: str = "main",
+             commit: str = COMMIT, project_id: int = 1234) -> dict[str, Any]:  # fmt: skip
+    """A Codeship notification webhook body."""
+    return {
+        "build": {
+            "build_url": f"https://app.codeship.com/projects/{project_id}/builds/{build_id}",
+            "commit_url": f"https://github.com/{project}/commit/{commit}",
+            "project_id": project_id,
+            "build_id": build_id,
+            "status": status,
+            "project_name": project,
+            "project_full_name": project,
+            "commit_id": commit,
+            "short_commit_id": commit[:7],
+            "message": "Fix the thing",
+            "committer": "octocat",
+            "branch": branch,
+        }
+    }
+
+
+def circleci_workflow(status: str = "success", *, delivery: str = "7a3c1b52-2f0e-4d35-9a44-0e8a5b6c7d10",
+                      workflow_id: str = "fda08377-fe7e-46b1-8992-3a7aaecac9c3", org: str = "acme",
+                      repo: str = "lib", branch: str = "main", commit: str = COMMIT,
+                      workflow: str = "build-and-test") -> dict[str, Any]:  # fmt: skip
+    """A CircleCI outbound ``workflow-completed`` body (GitHub OAuth form)."""
+    return {
+        "type": "workflow-completed",
+        "id": delivery,
+        "happened_at": "2026-11-20T10:15:40.799826Z",
+        "webhook": {"id": "cf8c4fdd-0587-4da1-b4ca-4846e9640af9", "name": "chainer"},
+        "workflow": {
+            "id": workflow_id,
+            "name": workflow,
+            "created_at": "2026-11-20T10:12:01.123Z",
+            "stopped_at": "2026-11-20T10:15:40.690Z",
+            "url": f"https://app.circleci.com/pipelines/github/{org}/{repo}/42/workflows/{workflow_id}",
+            "status": status,
+        },
+        "pipeline": {
+            "id": "1285fe1d-d3a6-44fc-8886-8979558254c4",
+            "number": 42,
+            "created_at": "2026-11-20T10:12:00.000Z",
+            "trigger": {"type": "webhook"},
+            "vcs": {
+                "provider_name": "github",
+                "origin_repository_url": f"https://github.com/{org}/{repo}",
+                "target_repository_url": f"https://github.com/{org}/{repo}",
+                "revision": commit,
+                "branch": branch,
+                "commit": {"subject": "Fix the thing", "body": "", "author": {"name": "A", "email": "a@example.org"}},
+            },
+        },
+        "project": {"id": "84996744-a854-4f5e-aea3-04e2851dc1d2", "name": repo, "slug": f"github/{org}/{repo}"},
+        "organization": {"id": "f22b6566-597d-46d5-ba74-99ef5bb3d85c", "name": org},
+    }
+
+
+def circleci_ping() -> dict[str, Any]:
+    return {
+        "type": "ping",
+        "id": "3888f21b-eaa7-38e3-8f3d-75a63bba8895",
+        "happened_at": "2026-11-20T10:00:00.000Z",
+        "webhook": {"id": "cf8c4fdd-0587-4da1-b4ca-4846e9640af9", "name": "chainer"},
+    }
+
+
+def signed(body: dict[str, Any] | bytes, secret: str, event_type: str | None = None) -> tuple[bytes, dict[str, str]]:
+    """Body bytes and the headers CircleCI sends with them, signed with ``secret``."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    digest = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "CircleCI-Webhook/1.0",
+        "circleci-signature": f"v1={digest}",
+    }
+    if event_type or isinstance(body, dict):
+        headers["circleci-event-type"] = event_type or str(body.get("type") if isinstance(body, dict) else "")
+    return raw, headers

@@ -1,0 +1,317 @@
+"""Every answer of the webhook endpoints and the operator API, through ASGI against a real Redis."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from chainer.rules import parse_rules
+from redis.asyncio import Redis
+
+from chainer.app import create_app
+from chainer.settings import Secret, Settings
+from chainer.store import QUEUE_KEY, Store
+from tests import payloads
+from tests.redis_server import free_port
+
+pytestmark = pytest.mark.integration
+
+HOOK = "hook-token-123"
+WHSEC = "whsec-456"
+ADMIN = "admin-789"
+
+RULES = """
+version: 1
+rules:
+  - name: api-after-lib
+    when: {project: acme/lib, branch: main, status: success}
+    then:
+      - circleci.trigger_pipeline: {project: gh/acme/api, parameters: {upstream_sha: "{{ event.commit }}"}}
+  - name: restart-infra
+    when: {provider: codeship, status: error}
+    then:
+      - codeship.restart_build: {}
+  - name: web-after-lib
+    when: {project: acme/lib, branch: "release/*", status: finished}
+    then:
+      - codeship.trigger_build: {project: acme/web}
+"""
+
+
+def _settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "hook_token": Secret(HOOK),
+        "circleci_webhook_secrets": (Secret("older"), Secret(WHSEC)),
+        "admin_token": Secret(ADMIN),
+    }
+    return Settings(**(base | overrides))
+
+
+@pytest.fixture
+async def client(redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(_settings(), ruleset=parse_rules(RULES), store=Store(redis))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://chainer.test") as c:
+        yield c
+
+
+async def _post_codeship(client: httpx.AsyncClient, body: Any, token: str | None = HOOK, **kw: Any) -> httpx.Response:
+    url = f"/hooks/codeship/{token}" if token else "/hooks/codeship"
+    return await client.post(url, content=json.dumps(body).encode(), headers={"content-type": "application/json"}, **kw)
+
+
+async def test_codeship_success_is_accepted_with_matched_rules(client: httpx.AsyncClient, redis: Redis) -> None:
+    """A matching Codeship build gets 202 with the event id, the matched rule names and the number queued."""
+    response = await _post_codeship(client, payloads.codeship("success"))
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "accepted" and body["event_id"].startswith("evt_")
+    assert body["matched"] == ["api-after-lib"] and body["queued"] == 1
+    assert await redis.zcard(QUEUE_KEY) == 1
+
+
+async def test_token_as_query_parameter_works(client: httpx.AsyncClient) -> None:
+    """The hook token may be passed as ?token= instead of a path segment."""
+    response = await _post_codeship(client, payloads.codeship("success"), token=None, params={"token": HOOK})
+    assert response.status_code == 202
+
+
+async def test_redelivery_is_a_duplicate_and_queues_nothing(client: httpx.AsyncClient, redis: Redis) -> None:
+    """The same delivery posted twice answers 200 duplicate with the first event id and one job in all."""
+    first = await _post_codeship(client, payloads.codeship("success"))
+    second = await _post_codeship(client, payloads.codeship("success"))
+    assert second.status_code == 200
+    assert second.json() == {"status": "duplicate", "event_id": first.json()["event_id"]}
+    assert await redis.zcard(QUEUE_KEY) == 1
+
+
+async def test_terminal_event_without_match_is_accepted_with_no_rules(client: httpx.AsyncClient) -> None:
+    """A finished build no rule wants is still accepted (and explained in the audit log), queuing nothing."""
+    response = await _post_codeship(client, payloads.codeship("success", project="acme/other"))
+    assert response.status_code == 202
+    assert response.json()["matched"] == [] and response.json()["queued"] == 0
+
+
+@pytest.mark.parametrize("status", ["testing", "initiated", "waiting"])
+async def test_unfinished_build_no_rule_asks_for_is_ignored(client: httpx.AsyncClient, status: str) -> None:
+    """A running Codeship build that no rule asks for gets 202 ignored with a reason."""
+    response = await _post_codeship(client, payloads.codeship(status))
+    assert response.status_code == 202
+    assert response.json()["status"] == "ignored" and "not final" in response.json()["reason"]
+
+
+async def test_circleci_signed_workflow_is_accepted_with_rotated_secret(client: httpx.AsyncClient) -> None:
+    """A workflow-completed body signed with the second configured secret is accepted."""
+    body, headers = payloads.signed(payloads.circleci_workflow("success"), WHSEC)
+    response = await client.post("/hooks/circleci", content=body, headers=headers)
+    assert response.status_code == 202
+    assert response.json()["matched"] == ["api-after-lib"]
+
+
+async def test_circleci_ping_and_unknown_type_are_ignored(client: httpx.AsyncClient) -> None:
+    """A signed ping and a signed unknown event type both get 202 ignored."""
+    body, headers = payloads.signed(payloads.circleci_ping(), WHSEC)
+    ping = await client.post("/hooks/circleci", content=body, headers=headers)
+    assert ping.status_code == 202 and ping.json()["status"] == "ignored"
+    other = payloads.circleci_workflow() | {"type": "pipeline-exploded"}
+    body, headers = payloads.signed(other, WHSEC)
+    unknown = await client.post("/hooks/circleci", content=body, headers=headers)
+    assert unknown.status_code == 202 and "pipeline-exploded" in unknown.json()["reason"]
+
+
+@pytest.mark.parametrize(
+    ("path", "headers_kind", "fragment"),
+    [
+        ("/hooks/codeship", "plain", "token"),
+        ("/hooks/codeship/wrong", "plain", "token"),
+        ("/hooks/circleci", "bad-signature", "signature"),
+        ("/hooks/circleci", "unsigned-outbound", "signed"),
+        ("/hooks/circleci/wrong", "legacy", "token"),
+    ],
+    ids=["codeship-missing-token", "codeship-wrong-token", "circleci-bad-signature", "circleci-unsigned-outbound",
+         "circleci-legacy-wrong-token"],
+)  # fmt: skip
+async def test_bad_credentials_get_401(client: httpx.AsyncClient, path: str, headers_kind: str, fragment: str) -> None:
+    """Missing or wrong tokens and signatures are refused with 401 naming what is wrong."""
+    if headers_kind == "bad-signature":
+        body, headers = payloads.signed(payloads.circleci_workflow(), "not-the-secret")
+    elif headers_kind == "unsigned-outbound":
+        body, headers = json.dumps(payloads.circleci_workflow()).encode(), {"content-type": "application/json"}
+    elif headers_kind == "legacy":
+        body, headers = json.dumps({"payload": {"build_num": 1}}).encode(), {"content-type": "application/json"}
+    else:
+        body, headers = json.dumps(payloads.codeship()).encode(), {"content-type": "application/json"}
+    response = await client.post(path, content=body, headers=headers)
+    assert response.status_code == 401
+    assert fragment in response.json()["error"].lower()
+    assert HOOK not in response.text and WHSEC not in response.text
+
+
+async def test_unsigned_endpoints_refuse_everything_without_a_hook_token(redis: Redis) -> None:
+    """With CHAINER_HOOK_TOKEN unset, Codeship deliveries are refused and the answer says why."""
+    app = create_app(_settings(hook_token=None), ruleset=parse_rules(RULES), store=Store(redis))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        response = await _post_codeship(c, payloads.codeship(), token="anything")
+    assert response.status_code == 401 and "CHAINER_HOOK_TOKEN" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b"{not json", "json"),
+        (b"[1, 2, 3]", "object"),
+        (b'"just a string"', "object"),
+        (b"\xff\xfe\x00", "utf-8"),
+        (json.dumps({"build": {"status": "success"}}).encode(), "build."),
+        (json.dumps({"nothing": 1}).encode(), "build"),
+        (json.dumps(payloads.codeship() | {"build": {**payloads.codeship()["build"], "status": 5}}).encode(),
+         "build.status"),
+        (json.dumps(payloads.codeship() | {"build": {**payloads.codeship()["build"], "build_id": "x"}}).encode(),
+         "build.build_id"),
+    ],
+    ids=["invalid-json", "array", "string", "bad-utf8", "missing-fields", "no-build", "status-type", "build-id-type"],
+)  # fmt: skip
+async def test_bad_payloads_get_400_naming_the_problem(client: httpx.AsyncClient, body: bytes, fragment: str) -> None:
+    """Bodies that are not a known payload shape get 400 whose error names the field or problem."""
+    response = await client.post(f"/hooks/codeship/{HOOK}", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert fragment.lower() in response.json()["error"].lower()
+
+
+async def test_oversize_body_gets_413_with_and_without_content_length(client: httpx.AsyncClient) -> None:
+    """A body over 1 MiB is refused with 413, whether declared up front or streamed."""
+    big = b'{"build": "' + b"x" * (1024 * 1024) + b'"}'
+    declared = await client.post(f"/hooks/codeship/{HOOK}", content=big, headers={"content-type": "application/json"})
+    assert declared.status_code == 413
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield b"x" * 65536
+
+    streamed = await client.post(
+        f"/hooks/codeship/{HOOK}", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_wrong_content_type_gets_415(client: httpx.AsyncClient, content_type: str | None) -> None:
+    """Only JSON is accepted; other or missing content types get 415."""
+    headers = {"content-type": content_type} if content_type else {}
+    response = await client.post(f"/hooks/codeship/{HOOK}", content=b"{}", headers=headers)
+    assert response.status_code == 415
+
+
+async def test_redis_down_gets_503_with_retry_after() -> None:
+    """When Redis cannot take the event, the answer is 503 with Retry-After, never 2xx or 500."""
+    dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    app = create_app(_settings(), ruleset=parse_rules(RULES), store=Store(dead))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        response = await _post_codeship(c, payloads.codeship("success"))
+        ready = await c.get("/readyz")
+    await dead.aclose()
+    assert response.status_code == 503 and response.headers["retry-after"]
+    assert response.json()["event_id"].startswith("evt_")
+    assert ready.status_code == 503
+
+
+async def test_random_bodies_never_produce_a_500(client: httpx.AsyncClient) -> None:
+    """Two hundred random and mangled bodies to both endpoints get 2xx or 4xx, never 5xx."""
+    rng = random.Random(7)
+    samples: list[bytes] = []
+    valid = json.dumps(payloads.codeship()).encode()
+    for _ in range(100):
+        cut = rng.randrange(len(valid))
+        samples.append(valid[:cut] + bytes([rng.randrange(256)]) + valid[cut + 1 :])
+        samples.append(json.dumps(_random_json(rng, 4)).encode())
+    for body in samples:
+        for path in (f"/hooks/codeship/{HOOK}", f"/hooks/circleci/{HOOK}"):
+            response = await client.post(path, content=body, headers={"content-type": "application/json"})
+            assert response.status_code < 500, (body, response.text)
+
+
+def _random_json(rng: random.Random, depth: int) -> Any:
+    choice = rng.randrange(7 if depth > 0 else 4)
+    if choice == 0:
+        return rng.randrange(-5, 5)
+    if choice == 1:
+        return rng.choice(["success", "", "build", "payload", "x" * 3])
+    if choice == 2:
+        return None
+    if choice == 3:
+        return rng.random() > 0.5
+    if choice == 4:
+        return [_random_json(rng, depth - 1) for _ in range(rng.randrange(3))]
+    keys = ["build", "payload", "type", "status", "project_name", "id", "build_id", "workflow"]
+    return {rng.choice(keys): _random_json(rng, depth - 1) for _ in range(rng.randrange(4))}
+
+
+async def test_operator_api_requires_the_admin_token(client: httpx.AsyncClient) -> None:
+    """GET /audit, /events and /rules answer 401 without or with a wrong bearer token."""
+    for path in ("/audit", "/events/evt_x", "/rules"):
+        missing = await client.get(path)
+        wrong = await client.get(path, headers={"authorization": "Bearer nope"})
+        assert missing.status_code == wrong.status_code == 401
+        assert missing.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_audit_lists_the_decision_trail_and_filters(client: httpx.AsyncClient) -> None:
+    """After one accepted event /audit shows received, per-rule decisions and the queued action, filterable."""
+    accepted = (await _post_codeship(client, payloads.codeship("success"))).json()
+    auth = {"authorization": f"Bearer {ADMIN}"}
+    page = (await client.get("/audit", params={"event_id": accepted["event_id"]}, headers=auth)).json()
+    types = [r["type"] for r in page["items"]]
+    assert types[0] == "webhook.received" and "rule.matched" in types and types[-1] == "action.queued"
+    not_matched = [r for r in page["items"] if r["type"] == "rule.not_matched"]
+    assert {r["rule"] for r in not_matched} == {"restart-infra", "web-after-lib"}
+    assert all(r["reason"] and r["field"] and r["rules_version"] for r in not_matched)
+    only = (await client.get("/audit", params={"type": "action.queued"}, headers=auth)).json()["items"]
+    assert [r["type"] for r in only] == ["action.queued"]
+    assert only[0]["params"]["upstream_sha"] == payloads.COMMIT
+
+
+async def test_audit_rejects_bad_query_parameters(client: httpx.AsyncClient) -> None:
+    """Bad limit, cursor, time or unknown parameters get 400 naming the parameter."""
+    auth = {"authorization": f"Bearer {ADMIN}"}
+    cases = [
+        ({"limit": "0"}, "limit"),
+        ({"limit": "501"}, "limit"),
+        ({"limit": "x"}, "limit"),
+        ({"after": "abc"}, "after"),
+        ({"since": "yesterday"}, "since"),
+        ({"colour": "red"}, "colour"),
+    ]
+    for params, name in cases:
+        response = await client.get("/audit", params=params, headers=auth)
+        assert response.status_code == 400 and name in response.json()["error"]
+
+
+async def test_event_view_shows_decisions_and_actions(client: httpx.AsyncClient) -> None:
+    """GET /events/{id} returns the event with its raw payload, every decision and every action."""
+    accepted = (await _post_codeship(client, payloads.codeship("success"))).json()
+    auth = {"authorization": f"Bearer {ADMIN}"}
+    view = (await client.get(f"/events/{accepted['event_id']}", headers=auth)).json()
+    assert view["event"]["project"] == "acme/lib" and view["event"]["raw"]["build"]["build_id"] == 4711
+    assert {d["rule"]: d["matched"] for d in view["decisions"]}["api-after-lib"] is True
+    assert view["actions"][0]["state"] == "pending" and view["actions"][0]["action"] == "circleci.trigger_pipeline"
+    missing = await client.get("/events/evt_nope", headers=auth)
+    assert missing.status_code == 404
+
+
+async def test_health_ready_and_rules(client: httpx.AsyncClient) -> None:
+    """/healthz is always 200; /readyz is 200 with Redis up; /rules shows the active version."""
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    rules = (await client.get("/rules", headers={"authorization": f"Bearer {ADMIN}"})).json()
+    assert rules["version"] == ready.json()["rules_version"]
+    assert [r["name"] for r in rules["rules"]] == ["api-after-lib", "restart-infra", "web-after-lib"]
+
+
+async def test_wrong_method_gets_json_405(client: httpx.AsyncClient) -> None:
+    """GET on a webhook endpoint answers 405 as JSON, not an HTML page."""
+    response = await client.get("/hooks/codeship")
+    assert response.status_code == 405 and "error" in response.json()
