@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -304,7 +305,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        owned = None
+        owned: Redis | None = None
         if state.store is None:
             owned = connect(settings.redis_url)
             state.store = Store(owned, retention_ms=settings.audit_retention_ms)

@@ -103,6 +103,7 @@ def _start_private_redis(url: str) -> subprocess.Popen[bytes]:
     binary = shutil.which("redis-server")
     if binary is None:
         _fail(f"no Redis answers at {url} and redis-server is not installed (apt-get install redis-server)")
+        raise SystemExit(2)
     PRIVATE_REDIS_DIR.mkdir(exist_ok=True)
     port = str(parts.port or 6379)
     args = [binary, "--bind", "127.0.0.1", "--port", port, "--dir", str(PRIVATE_REDIS_DIR.resolve()),
@@ -152,6 +153,9 @@ def run(host: str, port: int) -> None:
     private = None if _redis_answers(settings.redis_url) else _start_private_redis(settings.redis_url)
     try:
         asyncio.run(_run_both(app, settings, host, port))
+    except KeyboardInterrupt:
+        # uvicorn re-raises the SIGINT it handled once it has shut down cleanly.
+        click.echo("chainer: stopped", err=True)
     finally:
         if private is not None:
             private.terminate()
@@ -186,7 +190,7 @@ async def _with_store(work: Callable[[Any], Any]) -> Any:
     from chainer.store import Store
 
     settings = _settings()
-    client = connect(settings.redis_url)
+    client: Any = connect(settings.redis_url)
     try:
         return await work(Store(client, retention_ms=settings.audit_retention_ms))
     except StoreUnavailableError as exc:
@@ -238,3 +242,7 @@ def dlq_replay(action_id: str) -> None:
 def dlq_discard(action_id: str) -> None:
     """Drop a dead action for good."""
     _dlq_change("discard", action_id)
+
+
+if __name__ == "__main__":
+    main()

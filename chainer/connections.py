@@ -78,17 +78,18 @@ def connect(url: str, *, cls: type[R] = Redis, retries: int = 0) -> R:  # type: 
     if url.startswith("redis+sentinel://"):
         target = _parse_sentinel(url)
         sentinel_auth = {"password": target.password, "username": target.username} if target.password else {}
-        sentinel = Sentinel(
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
             target.hosts,
             sentinel_kwargs={"socket_connect_timeout": 2.0, "socket_timeout": 2.0, **sentinel_auth},
             **options,
         )
-        client = sentinel.master_for(
+        client: R = sentinel.master_for(
             target.master, redis_class=cls, db=target.db, username=target.username, password=target.password
         )
         return client
     try:
-        return cls.from_url(url, **options)
+        made: R = cls.from_url(url, **options)
+        return made
     except ValueError as exc:
         raise ConfigError(f"CHAINER_REDIS_URL: {exc}") from None
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from chainer.rules import parse_rules
 from redis.asyncio import Redis
 
 from chainer.app import create_app
+from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import QUEUE_KEY, Store
 from tests import payloads
@@ -264,13 +264,13 @@ async def test_audit_lists_the_decision_trail_and_filters(client: httpx.AsyncCli
     auth = {"authorization": f"Bearer {ADMIN}"}
     page = (await client.get("/audit", params={"event_id": accepted["event_id"]}, headers=auth)).json()
     types = [r["type"] for r in page["items"]]
-    assert types[0] == "webhook.received" and "rule.matched" in types and types[-1] == "action.queued"
+    assert types == ["webhook.received", "rule.matched", "action.queued", "rule.not_matched", "rule.not_matched"]
     not_matched = [r for r in page["items"] if r["type"] == "rule.not_matched"]
     assert {r["rule"] for r in not_matched} == {"restart-infra", "web-after-lib"}
     assert all(r["reason"] and r["field"] and r["rules_version"] for r in not_matched)
     only = (await client.get("/audit", params={"type": "action.queued"}, headers=auth)).json()["items"]
     assert [r["type"] for r in only] == ["action.queued"]
-    assert only[0]["params"]["upstream_sha"] == payloads.COMMIT
+    assert only[0]["params"]["parameters"] == {"upstream_sha": payloads.COMMIT}
 
 
 async def test_audit_rejects_bad_query_parameters(client: httpx.AsyncClient) -> None:

@@ -1,0 +1,780 @@
+"""rules.yaml (DESIGN §5): load and validate with line numbers, match events, render actions.
+
+Loading reports every problem at once, one line each: ``<file>:<line>: rule '<name>' (rules[i])
+<field path>: <message>``. Matching is pure: ``RuleSet.evaluate(event)`` returns one ``Decision`` per
+candidate rule, with the first failing clause for rules that did not match. Candidates come from an
+index by provider and project, so an event is not checked against every rule in the file.
+
+Patterns: a glob (``fnmatch`` rules, case-sensitive; ``*`` also matches ``/``), ``re:<regex>``
+(searched with ``re.fullmatch``), a list of those (any may match), or ``{include: [...],
+exclude: [...]}``. An omitted field matches anything; a field the event lacks (no tag, say) never
+matches a pattern. An omitted ``status`` means ``success``: the safe default for chaining.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import hashlib
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
+
+from chainer.actions import (
+    ACTIONS,
+    CIRCLECI_MAX_PARAMETER_KEY,
+    CIRCLECI_MAX_PARAMETER_VALUE,
+    CIRCLECI_MAX_PARAMETERS,
+    ActionSpec,
+)
+from chainer.errors import ChainerError, RulesError
+from chainer.events import EVENT_FIELDS, KINDS, PROVIDERS, STATUSES, BuildEvent
+
+STATUS_SETS: Mapping[str, frozenset[str]] = {
+    "finished": frozenset({"success", "failed", "error", "canceled"}),
+    "not_success": frozenset({"failed", "error", "canceled"}),
+    "any": frozenset(STATUSES),
+}
+DEFAULT_STATUS = frozenset({"success"})
+DEFAULT_MAX_DEPTH = 5
+PATTERN_FIELDS = ("project", "branch", "tag", "workflow", "job")
+CLAUSE_ORDER = ("provider", "kind", "project", "status", "branch", "tag", "workflow", "job")
+_NAME = re.compile(r"^[a-z0-9-]+$")
+_TOP_KEYS = ("version", "max_depth", "rules")
+_RULE_KEYS = ("name", "description", "when", "then", "max_depth", "limit")
+_WHEN_KEYS = (*CLAUSE_ORDER, "all", "join_on", "within", "reset_on")
+_FAN_IN = ("all", "join_on", "within", "reset_on")
+_LIMIT_KEYS = ("per_commit", "per_day")
+_GLOB_CHARS = set("*?[")
+_TYPE_NAMES: Mapping[type, str] = {str: "a string", int: "a number", bool: "true/false", dict: "a mapping"}
+
+
+class RenderError(ChainerError):
+    """An action's arguments could not be rendered for an event; the message names the argument."""
+
+
+# ----------------------------------------------------------------------------- YAML with lines
+
+
+class _Map(dict[str, Any]):
+    line: int
+    key_lines: dict[str, int]
+
+
+class _List(list[Any]):
+    line: int
+    item_lines: list[int]
+
+
+def _compose(text: str, source: str, problems: list[str]) -> Any:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problems.append(f"{source}:{line}: YAML syntax error: {getattr(exc, 'problem', None) or exc}")
+        return None
+    finally:
+        loader.dispose()
+    return None if node is None else _build(node, loader, source, problems)
+
+
+def _build(node: yaml.Node, loader: yaml.SafeLoader, source: str, problems: list[str]) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        result = _Map()
+        result.line, result.key_lines = node.start_mark.line + 1, {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                problems.append(f"{source}:{line}: keys must be strings, got {key!r}")
+                continue
+            if key in result:
+                problems.append(f"{source}:{line}: duplicate key {key!r} (first at line {result.key_lines[key]})")
+                continue
+            result[key] = _build(value_node, loader, source, problems)
+            result.key_lines[key] = line
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        items = _List()
+        items.line, items.item_lines = node.start_mark.line + 1, []
+        for child in node.value:
+            items.append(_build(child, loader, source, problems))
+            items.item_lines.append(child.start_mark.line + 1)
+        return items
+    return loader.construct_object(node, deep=True)
+
+
+def _line(container: Any, key: str | int | None = None) -> int:
+    if isinstance(container, _Map) and isinstance(key, str) and key in container.key_lines:
+        return container.key_lines[key]
+    if isinstance(container, _List) and isinstance(key, int) and key < len(container.item_lines):
+        return container.item_lines[key]
+    return getattr(container, "line", 1)
+
+
+# ----------------------------------------------------------------------------- patterns
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """One glob or ``re:`` regex."""
+
+    text: str
+    regex: re.Pattern[str]
+
+    @property
+    def literal(self) -> bool:
+        return not self.text.startswith("re:") and not (_GLOB_CHARS & set(self.text))
+
+    def matches(self, value: str) -> bool:
+        return self.regex.fullmatch(value) is not None
+
+
+def _pattern(text: str) -> Pattern:
+    if text.startswith("re:"):
+        return Pattern(text, re.compile(text[3:]))
+    return Pattern(text, re.compile(fnmatch.translate(text)))
+
+
+@dataclass(frozen=True, slots=True)
+class FieldMatcher:
+    """Include patterns (any may match; none given means everything) minus exclude patterns."""
+
+    include: tuple[Pattern, ...]
+    exclude: tuple[Pattern, ...] = ()
+
+    def describe(self) -> Any:
+        inc = [p.text for p in self.include]
+        if not self.exclude:
+            return inc[0] if len(inc) == 1 else inc
+        return {"include": inc, "exclude": [p.text for p in self.exclude]}
+
+    def check(self, name: str, value: Any) -> str | None:
+        """None when ``value`` matches, else the sentence saying why not."""
+        if value is None or value == "":
+            return f"{name} is empty for this event; the rule wants {_show(self.describe())}"
+        text = str(value)
+        if self.include and not any(p.matches(text) for p in self.include):
+            return f"{name} `{text}` does not match {_show([p.text for p in self.include])}"
+        for p in self.exclude:
+            if p.matches(text):
+                return f"{name} `{text}` matched exclude `{p.text}`"
+        return None
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(f"`{v}`" for v in value) if value else "nothing"
+    if isinstance(value, dict):
+        return f"include {_show(value['include'])} exclude {_show(value['exclude'])}"
+    return f"`{value}`"
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """The first failing clause of a rule for an event."""
+
+    field: str
+    expected: Any
+    actual: Any
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    """The conditions of a ``when``; fields left out match anything (status defaults to success)."""
+
+    providers: frozenset[str] | None = None
+    kinds: frozenset[str] | None = None
+    statuses: frozenset[str] = DEFAULT_STATUS
+    status_written: Any = "success"
+    patterns: Mapping[str, FieldMatcher] = field(default_factory=dict)
+
+    def first_mismatch(self, event: BuildEvent) -> Mismatch | None:
+        for name in CLAUSE_ORDER:
+            if name == "provider" and self.providers is not None and event.provider not in self.providers:
+                return Mismatch(name, sorted(self.providers), event.provider,
+                                f"provider `{event.provider}` is not {_show(sorted(self.providers))}")  # fmt: skip
+            if name == "kind" and self.kinds is not None and event.kind not in self.kinds:
+                return Mismatch(name, sorted(self.kinds), event.kind,
+                                f"kind `{event.kind}` is not {_show(sorted(self.kinds))}")  # fmt: skip
+            if name == "status" and event.status not in self.statuses:
+                return Mismatch(name, self.status_written, event.status,
+                                f"status `{event.status}` (raw `{event.raw_status}`) is not one of "
+                                f"{', '.join(sorted(self.statuses))}")  # fmt: skip
+            matcher = self.patterns.get(name)
+            if matcher is not None:
+                value = getattr(event, name)
+                reason = matcher.check(name, value)
+                if reason is not None:
+                    return Mismatch(name, matcher.describe(), value, reason)
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ActionTemplate:
+    """One ``then`` item: the action and its arguments as written, with templates compiled."""
+
+    index: int
+    spec: ActionSpec
+    args: Mapping[str, Any]
+    compiled: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    position: int
+    clause: Clause
+    actions: tuple[ActionTemplate, ...]
+    written: Mapping[str, Any]
+    description: str = ""
+    max_depth: int | None = None
+    limit: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedAction:
+    """An action rendered for one event; ``error`` says why it cannot be sent (then params may be partial)."""
+
+    rule: str
+    index: int
+    action: str
+    params: dict[str, Any]
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    rule: str
+    matched: bool
+    mismatch: Mismatch | None
+    actions: tuple[PlannedAction, ...] = ()
+
+
+# ----------------------------------------------------------------------------- templates
+
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    source: str
+    template: Any
+
+    def render(self, context: Mapping[str, Any]) -> str:
+        rendered: str = self.template.render(context)
+        return rendered
+
+
+def _template_problems(text: str) -> list[str]:
+    """Syntax errors and names a template may not use (only ``event.<canonical field>``)."""
+    try:
+        tree = _ENV.parse(text)
+    except TemplateSyntaxError as exc:
+        return [f"template syntax error: {exc.message}"]
+    problems = []
+    for node in tree.find_all(nodes.Name):
+        if node.name != "event" and node.ctx == "load":
+            problems.append(f"template names `{node.name}`; only `event` is available")
+    for access in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        target = getattr(access, "node", None)
+        if isinstance(target, nodes.Name) and target.name == "event":
+            attr = (
+                access.attr
+                if isinstance(access, nodes.Getattr)
+                else getattr(getattr(access, "arg", None), "value", None)
+            )
+            if not isinstance(attr, str) or attr not in EVENT_FIELDS:
+                close = difflib.get_close_matches(str(attr), sorted(EVENT_FIELDS), n=1)
+                hint = f" (did you mean `event.{close[0]}`?)" if close else ""
+                problems.append(f"template names `event.{attr}`, which events do not have{hint}")
+    return problems
+
+
+def _is_template(text: str) -> bool:
+    return "{{" in text or "{%" in text or "{#" in text
+
+
+def _compile(value: Any) -> Any:
+    if isinstance(value, str):
+        return _Template(value, _ENV.from_string(value)) if _is_template(value) else value
+    if isinstance(value, Mapping):
+        return {k: _compile(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_compile(v) for v in value]
+    return value
+
+
+def _render(value: Any, context: Mapping[str, Any], path: str) -> Any:
+    if isinstance(value, _Template):
+        try:
+            return value.render(context)
+        except UndefinedError as exc:
+            missing = re.search(r"attribute '([^']+)'", str(exc))
+            what = f"event.{missing.group(1)}" if missing else "a value"
+            raise RenderError(f"argument '{path}': {what} is empty for this event") from None
+        except SecurityError as exc:
+            raise RenderError(f"argument '{path}': refused by the template sandbox: {exc}") from None
+        except Exception as exc:  # any template runtime failure must become a clear error
+            raise RenderError(f"argument '{path}': {type(exc).__name__}: {exc}") from None
+    if isinstance(value, Mapping):
+        return {k: _render(v, context, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render(v, context, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _context(event: BuildEvent) -> dict[str, Any]:
+    # Fields without a value are left out so that StrictUndefined names them instead of rendering "None".
+    return {"event": {k: v for k, v in event.template_context().items() if v is not None and v != ""}}
+
+
+def _argument_problems(spec: ActionSpec, params: Mapping[str, Any], final: bool) -> list[str]:
+    """Type, exclusivity, one-of and limit checks; ``final`` adds required-argument checks."""
+    problems = []
+    for name, value in params.items():
+        param = spec.param(name)
+        if param is None or isinstance(value, _Template):
+            continue
+        ok = isinstance(value, param.types) and not (bool not in param.types and isinstance(value, bool))
+        if not ok:
+            wanted = " or ".join(_TYPE_NAMES[t] for t in param.types)
+            problems.append(f"argument '{name}' must be {wanted}, got {type(value).__name__} {value!r}")
+    for a, b in spec.exclusive:
+        if params.get(a) is not None and params.get(b) is not None:
+            problems.append(f"arguments '{a}' and '{b}' cannot both be given")
+    if final and spec.one_of and not any(all(params.get(n) is not None for n in g) for g in spec.one_of):
+        problems.append("needs " + " or ".join("+".join(f"'{n}'" for n in g) for g in spec.one_of))
+    parameters = params.get("parameters")
+    if spec.name == "circleci.trigger_pipeline" and isinstance(parameters, Mapping):
+        if len(parameters) > CIRCLECI_MAX_PARAMETERS:
+            problems.append(f"parameters: {len(parameters)} entries, CircleCI allows {CIRCLECI_MAX_PARAMETERS}")
+        for key, value in parameters.items():
+            if len(str(key)) > CIRCLECI_MAX_PARAMETER_KEY:
+                problems.append(f"parameters: key {str(key)[:20]!r}… is over {CIRCLECI_MAX_PARAMETER_KEY} characters")
+            if isinstance(value, str) and len(value) > CIRCLECI_MAX_PARAMETER_VALUE:
+                problems.append(f"parameters.{key}: value is over {CIRCLECI_MAX_PARAMETER_VALUE} characters")
+    return problems
+
+
+def render_actions(rule: Rule, event: BuildEvent) -> tuple[PlannedAction, ...]:
+    """Render ``rule``'s actions for ``event``: written arguments, then defaults from the event."""
+    context = _context(event)
+    planned = []
+    for template in rule.actions:
+        spec = template.spec
+        params: dict[str, Any] = {}
+        error: str | None = None
+        try:
+            for name, value in template.compiled.items():
+                params[name] = _render(value, context, name)
+        except RenderError as exc:
+            error = str(exc)
+        for param in spec.params:
+            if param.name not in template.args and param.default is not None:
+                value = param.default(event)
+                if value is not None:
+                    params[param.name] = value
+        if error is None:
+            missing = [p.name for p in spec.params if p.required and params.get(p.name) in (None, "")]
+            if missing:
+                error = f"argument '{missing[0]}' has no value: set it in the rule (no default for this event)"
+        if error is None:
+            problems = _argument_problems(spec, params, final=True)
+            error = problems[0] if problems else None
+        planned.append(PlannedAction(rule.name, template.index, spec.name, params, error))
+    return tuple(planned)
+
+
+# ----------------------------------------------------------------------------- rule set
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """A validated rules file with its matching index."""
+
+    version: str
+    path: str
+    rules: tuple[Rule, ...]
+    max_depth: int = DEFAULT_MAX_DEPTH
+    _by_project: Mapping[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
+    _wildcard: tuple[int, ...] = field(default=(), repr=False)
+
+    @classmethod
+    def build(cls, version: str, path: str, rules: Sequence[Rule], max_depth: int) -> RuleSet:
+        # Rules whose project patterns are all literal are reachable only through their projects;
+        # the rest (globs, regexes, or no project clause) are checked for every event. A rule not
+        # among the candidates can never match the event, which `explain` still reports.
+        by_project: dict[str, list[int]] = {}
+        wildcard: list[int] = []
+        for i, rule in enumerate(rules):
+            matcher = rule.clause.patterns.get("project")
+            if matcher is not None and matcher.include and all(p.literal for p in matcher.include):
+                for p in matcher.include:
+                    by_project.setdefault(p.text, []).append(i)
+            else:
+                wildcard.append(i)
+        return cls(version, path, tuple(rules), max_depth,
+                   {k: tuple(v) for k, v in by_project.items()}, tuple(wildcard))  # fmt: skip
+
+    def _candidates(self, event: BuildEvent) -> Iterator[Rule]:
+        literal = self._by_project.get(event.project, ())
+        if not literal:
+            indexes: Sequence[int] = self._wildcard
+        elif not self._wildcard:
+            indexes = literal
+        else:
+            indexes = sorted({*literal, *self._wildcard})
+        for i in indexes:
+            rule = self.rules[i]
+            providers = rule.clause.providers
+            if providers is None or event.provider in providers:
+                yield rule
+
+    def _decide(self, rule: Rule, event: BuildEvent) -> Decision:
+        mismatch = rule.clause.first_mismatch(event)
+        if mismatch is not None:
+            return Decision(rule.name, False, mismatch)
+        return Decision(rule.name, True, None, render_actions(rule, event))
+
+    def evaluate(self, event: BuildEvent) -> list[Decision]:
+        """Decisions for the candidate rules of ``event``, in file order."""
+        return [self._decide(rule, event) for rule in self._candidates(event)]
+
+    def explain(self, event: BuildEvent) -> list[Decision]:
+        """Decisions for every rule, candidates or not, in file order."""
+        return [self._decide(rule, event) for rule in self.rules]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "path": self.path,
+            "max_depth": self.max_depth,
+            "rules": [
+                {
+                    "name": r.name,
+                    "description": r.description or None,
+                    "when": _plain(r.written.get("when")),
+                    "then": _plain(r.written.get("then")),
+                    "limit": dict(r.limit) or None,
+                    "max_depth": r.max_depth,
+                }
+                for r in self.rules
+            ],
+        }
+
+    def summary(self) -> str:
+        lines = [f"{self.path}: {len(self.rules)} rule(s), version {self.version}, max_depth {self.max_depth}"]
+        for r in self.rules:
+            status = (
+                "success (default)"
+                if "status" not in (r.written.get("when") or {})
+                else _status_text(r.clause.status_written)
+            )
+            actions = ", ".join(a.name for a in r.actions)
+            lines.append(f"  {r.name}: status {status} → {actions}")
+        return "\n".join(lines)
+
+
+def _status_text(written: Any) -> str:
+    return ", ".join(map(str, written)) if isinstance(written, list) else str(written)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+class _Checker:
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        self.where = ""
+
+    def add(self, line: int, path: str, message: str) -> None:
+        self.problems.append(f"{self.source}:{line}: {self.where}{path}: {message}")
+
+    def unknown_keys(self, mapping: _Map, allowed: Sequence[str], path: str) -> None:
+        for key in mapping:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(allowed)})"
+                self.add(_line(mapping, key), f"{path}{key}", f"unknown key{hint}")
+
+    def positive_int(self, container: _Map, key: str, path: str) -> int | None:
+        value = container.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            self.add(_line(container, key), path, f"must be a whole number of at least 1, got {value!r}")
+            return None
+        return value
+
+    def patterns(self, container: _Map, key: str, path: str) -> FieldMatcher | None:
+        value = container[key]
+        line = _line(container, key)
+        if isinstance(value, _Map):
+            self.unknown_keys(value, ("include", "exclude"), f"{path}.")
+            include = self.pattern_list(value.get("include", []), f"{path}.include", _line(value, "include"))
+            exclude = self.pattern_list(value.get("exclude", []), f"{path}.exclude", _line(value, "exclude"))
+            if include is None or exclude is None:
+                return None
+            if not include and not exclude:
+                self.add(line, path, "needs include and/or exclude patterns")
+                return None
+            return FieldMatcher(tuple(include), tuple(exclude))
+        include = self.pattern_list(value, path, line)
+        if include is None:
+            return None
+        if not include:
+            self.add(line, path, "an empty list matches nothing; leave the field out to match anything")
+            return None
+        return FieldMatcher(tuple(include))
+
+    def pattern_list(self, value: Any, path: str, line: int) -> list[Pattern] | None:
+        items = value if isinstance(value, list) else [value]
+        result: list[Pattern] = []
+        ok = True
+        for i, item in enumerate(items):
+            item_path = f"{path}[{i}]" if isinstance(value, list) else path
+            item_line = _line(value, i) if isinstance(value, _List) else line
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                item = str(item)
+            if not isinstance(item, str) or not item:
+                self.add(item_line, item_path, f"a pattern must be a non-empty string, got {item!r}")
+                ok = False
+                continue
+            try:
+                result.append(_pattern(item))
+            except re.error as exc:
+                self.add(item_line, item_path, f"bad regex {item!r}: {exc}")
+                ok = False
+        return result if ok else None
+
+    def choices(self, container: _Map, key: str, path: str, allowed: Sequence[str]) -> frozenset[str] | None:
+        value = container[key]
+        items = value if isinstance(value, list) else [value]
+        bad = [v for v in items if v not in allowed]
+        if bad or not items:
+            self.add(_line(container, key), path, f"{bad[0] if bad else value!r} is not one of {', '.join(allowed)}")
+            return None
+        return frozenset(items)
+
+    def status(self, container: _Map, path: str) -> tuple[frozenset[str], Any] | None:
+        value = container["status"]
+        items = value if isinstance(value, list) else [value]
+        statuses: set[str] = set()
+        for item in items:
+            if isinstance(item, str) and item in STATUS_SETS:
+                statuses |= STATUS_SETS[item]
+            elif isinstance(item, str) and item in STATUSES:
+                statuses.add(item)
+            else:
+                allowed = ", ".join([*STATUSES, *STATUS_SETS])
+                self.add(_line(container, "status"), path, f"{item!r} is not a status or named set ({allowed})")
+                return None
+        if not statuses:
+            self.add(_line(container, "status"), path, "an empty list matches nothing")
+            return None
+        return frozenset(statuses), _plain(value)
+
+    def clause(self, when: Any, line: int) -> Clause | None:
+        if not isinstance(when, _Map):
+            self.add(line, "when", f"must be a mapping of conditions, got {type(when).__name__}")
+            return None
+        self.unknown_keys(when, _WHEN_KEYS, "when.")
+        fan_in = [k for k in _FAN_IN if k in when]
+        if fan_in:
+            self.add(
+                _line(when, fan_in[0]), f"when.{fan_in[0]}", "fan-in (`when.all`) is not available in this version"
+            )
+            return None
+        count = len(self.problems)
+        providers = self.choices(when, "provider", "when.provider", PROVIDERS) if "provider" in when else None
+        kinds = self.choices(when, "kind", "when.kind", KINDS) if "kind" in when else None
+        status = self.status(when, "when.status") if "status" in when else (DEFAULT_STATUS, "success")
+        matchers = {}
+        for name in PATTERN_FIELDS:
+            if name in when:
+                matcher = self.patterns(when, name, f"when.{name}")
+                if matcher is not None:
+                    matchers[name] = matcher
+        if len(self.problems) > count or status is None:
+            return None
+        return Clause(providers, kinds, status[0], status[1], matchers)
+
+    def action(self, item: Any, index: int, line: int, providers: frozenset[str] | None) -> ActionTemplate | None:
+        path = f"then[{index}]"
+        if not isinstance(item, _Map) or len(item) != 1:
+            self.add(line, path, "each action is a mapping with exactly one key, the action name, e.g. "
+                                 "`- circleci.trigger_pipeline: {project: gh/acme/api}`")  # fmt: skip
+            return None
+        ((name, args),) = item.items()
+        spec = ACTIONS.get(name)
+        if spec is None:
+            close = difflib.get_close_matches(name, list(ACTIONS), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(ACTIONS)})"
+            self.add(_line(item, name), f"{path}.{name}", f"unknown action{hint}")
+            return None
+        args = _Map() if args is None else args
+        if not isinstance(args, _Map):
+            self.add(_line(item, name), f"{path}.{name}", "arguments must be a mapping (use {} for none)")
+            return None
+        count = len(self.problems)
+        self.unknown_keys(args, spec.param_names, f"{path}.{name}.")
+        for key, value in args.items():
+            for text in _strings(value):
+                for problem in _template_problems(text) if _is_template(text) else ():
+                    self.add(_line(args, key), f"{path}.{name}.{key}", problem)
+        for problem in _argument_problems(spec, {k: v for k, v in args.items() if not _has_template(v)}, final=False):
+            self.add(_line(item, name), f"{path}.{name}", problem)
+        possible = providers or frozenset(PROVIDERS)
+        for param in spec.params:
+            if not param.required or param.name in args:
+                continue
+            if param.default is None:
+                self.add(_line(item, name), f"{path}.{name}", f"missing required argument '{param.name}'")
+                continue
+            for provider in sorted(possible):
+                if param.default(_probe(provider)) is None:
+                    self.add(_line(item, name), f"{path}.{name}",
+                             f"argument '{param.name}' has no default for {provider} events; "
+                             "set it or restrict when.provider")  # fmt: skip
+        if len(self.problems) > count:
+            return None
+        return ActionTemplate(index, spec, _plain(args), _compile(_plain(args)))
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def _has_template(value: Any) -> bool:
+    return any(_is_template(s) for s in _strings(value))
+
+
+def _probe(provider: str) -> BuildEvent:
+    """A fully populated event of ``provider``, to learn whether an argument's default can apply."""
+    return BuildEvent(
+        provider=provider, kind="build" if provider == "codeship" else "workflow", event_id="evt_probe",
+        project="org/repo", status="success", raw_status="success", project_id=1, project_slug="github/org/repo",
+        branch="main", commit="0" * 40, build_id=1, build_url="https://ci.example.org/1", workflow="w",
+        workflow_id="wf", job="j", pipeline_number=1,
+    )  # fmt: skip
+
+
+def parse_rules(text: str | bytes, source: str = "rules.yaml") -> RuleSet:
+    """Validate a rules document; raise RulesError listing every problem."""
+    raw = text.encode() if isinstance(text, str) else text
+    problems: list[str] = []
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RulesError([f"{source}:1: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    doc = _compose(decoded, source, problems)
+    check = _Checker(source, problems)
+    if problems:
+        raise RulesError(problems)
+    if not isinstance(doc, _Map):
+        raise RulesError([f"{source}:1: the file must be a mapping with `version: 1` and `rules:`"])
+    check.unknown_keys(doc, _TOP_KEYS, "")
+    if doc.get("version") != 1:
+        check.add(_line(doc, "version"), "version", f"must be 1, got {doc.get('version')!r}")
+    max_depth = DEFAULT_MAX_DEPTH
+    if "max_depth" in doc:
+        max_depth = check.positive_int(doc, "max_depth", "max_depth") or DEFAULT_MAX_DEPTH
+    items = doc.get("rules")
+    if not isinstance(items, list):
+        check.add(_line(doc, "rules"), "rules", "must be a list of rules")
+        items = []
+    rules: list[Rule] = []
+    seen: dict[str, int] = {}
+    for position, item in enumerate(items):
+        line = _line(items, position)
+        check.where = f"rules[{position}] "
+        if not isinstance(item, _Map):
+            check.add(line, "", "a rule must be a mapping with name, when and then")
+            continue
+        name = item.get("name")
+        if isinstance(name, str) and _NAME.match(name):
+            check.where = f"rule '{name}' (rules[{position}]) "
+            if name in seen:
+                check.add(_line(item, "name"), "name", f"duplicate rule name (first at line {seen[name]})")
+            seen.setdefault(name, _line(item, "name"))
+        else:
+            check.add(_line(item, "name"), "name", f"must match [a-z0-9-]+, got {name!r}")
+        count = len(problems)
+        check.unknown_keys(item, _RULE_KEYS, "")
+        clause = check.clause(item["when"], _line(item, "when")) if "when" in item else None
+        if "when" not in item:
+            check.add(line, "when", "missing (what should trigger this rule?)")
+        then = item.get("then")
+        actions: list[ActionTemplate] = []
+        if not isinstance(then, list) or not then:
+            check.add(_line(item, "then"), "then", "must be a non-empty list of actions")
+        else:
+            providers = clause.providers if clause else None
+            for index, action in enumerate(then):
+                built = check.action(action, index, _line(then, index), providers)
+                if built is not None:
+                    actions.append(built)
+        rule_depth = check.positive_int(item, "max_depth", "max_depth") if "max_depth" in item else None
+        limit: dict[str, int] = {}
+        if "limit" in item:
+            value = item["limit"]
+            if isinstance(value, _Map) and value:
+                check.unknown_keys(value, _LIMIT_KEYS, "limit.")
+                for key in _LIMIT_KEYS:
+                    if key in value and (n := check.positive_int(value, key, f"limit.{key}")) is not None:
+                        limit[key] = n
+            else:
+                check.add(_line(item, "limit"), "limit", "must be a mapping like {per_commit: 2, per_day: 20}")
+        description = item.get("description") or ""
+        if not isinstance(description, str):
+            check.add(_line(item, "description"), "description", "must be text")
+        if len(problems) == count and clause is not None and isinstance(name, str):
+            rules.append(Rule(name, position, clause, tuple(actions), _plain(item), str(description),
+                              rule_depth, limit))  # fmt: skip
+    if problems:
+        raise RulesError(problems)
+    version = hashlib.sha256(raw).hexdigest()[:12]
+    return RuleSet.build(version, source, rules, max_depth)
+
+
+def load_rules(path: str | os.PathLike[str]) -> RuleSet:
+    """Read and validate a rules file; a missing or unreadable file is a RulesError naming the path."""
+    target = Path(path)
+    try:
+        data = target.read_bytes()
+    except OSError as exc:
+        raise RulesError([f"{target}: cannot read the rules file: {exc.strerror or exc}"]) from None
+    return parse_rules(data, str(target))

@@ -1,0 +1,118 @@
+"""The chainer command: lint exit codes, one-line configuration errors, and `chainer run` end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from click.testing import CliRunner
+
+from chainer.cli import main
+from tests import payloads
+from tests.redis_server import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_lint_accepts_the_example_rules() -> None:
+    """`chainer lint rules.yaml` exits 0 and prints a summary naming every rule."""
+    result = CliRunner().invoke(main, ["lint", str(REPO / "rules.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "7 rule(s)" in result.output and "retry-flaky-e2e" in result.output
+
+
+def test_lint_lists_every_problem_and_exits_1(tmp_path: Path) -> None:
+    """A broken file makes `chainer lint` print each problem with its line and exit 1."""
+    bad = tmp_path / "rules.yaml"
+    bad.write_text(
+        "version: 1\nrules:\n  - name: Bad_Name\n    when: {status: sucess}\n    then:\n      - circleci.trigger: {}\n"
+    )
+    result = CliRunner().invoke(main, ["lint", str(bad)])
+    assert result.exit_code == 1
+    lines = [line for line in result.output.splitlines() if line.startswith(str(bad))]
+    assert len(lines) == 3
+    assert ":3:" in lines[0] and "name" in lines[0]
+    assert ":4:" in lines[1] and "sucess" in lines[1]
+    assert ":6:" in lines[2] and "unknown action (did you mean" in lines[2]
+
+
+def test_lint_missing_file_exits_1(tmp_path: Path) -> None:
+    """Linting a file that does not exist names the path and exits 1."""
+    result = CliRunner().invoke(main, ["lint", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 1 and "nope.yaml" in result.output
+
+
+@pytest.mark.parametrize("command", ["web", "worker", "run"])
+def test_bad_setting_stops_with_one_line_naming_it(command: str) -> None:
+    """A malformed variable stops every process at start with exit 2 and one line naming the variable."""
+    env = {"CHAINER_REDIS_URL": "nonsense", "CHAINER_RULES": str(REPO / "rules.yaml")}
+    result = CliRunner().invoke(main, [command], env=env)
+    assert result.exit_code == 2
+    assert result.output.strip().count("\n") == 0
+    assert "CHAINER_REDIS_URL" in result.output
+
+
+def test_bad_rules_stop_the_web_process(tmp_path: Path) -> None:
+    """`chainer web` with an invalid rules file exits 2 listing the problems instead of serving."""
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("version: 2\nrules: []\n")
+    result = CliRunner().invoke(main, ["web"], env={"CHAINER_RULES": str(bad)})
+    assert result.exit_code == 2 and "version" in result.output
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_run_starts_a_private_redis_and_chains_a_build(tmp_path: Path) -> None:
+    """`chainer run` with no Redis answering starts one under ./.chainer/, accepts a webhook and shuts down."""
+    (tmp_path / "rules.yaml").write_text((REPO / "rules.yaml").read_text())
+    port, redis_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "CHAINER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "CHAINER_HOOK_TOKEN": "tok",
+        "CHAINER_ADMIN_TOKEN": "adm",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "chainer.cli", "run", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("chainer run did not become ready within 30 s")
+        body = json.dumps(payloads.codeship("infrastructure_failure")).encode()
+        response = httpx.post(
+            f"{base}/hooks/codeship/tok", content=body, headers={"content-type": "application/json"}, timeout=5
+        )
+        assert response.status_code == 202 and response.json()["matched"] == ["retry-codeship-infra"]
+        audit = httpx.get(f"{base}/audit", headers={"authorization": "Bearer adm"}, timeout=5).json()
+        assert audit["items"][0]["type"] == "webhook.received"
+        assert (tmp_path / ".chainer" / "appendonlydir").is_dir()
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            _, stderr = process.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, stderr = process.communicate()
+    assert "started a private redis-server" in stderr.decode()
+    assert process.returncode == 0, stderr.decode()[-3000:]

@@ -1,0 +1,247 @@
+"""The worker's run_action against real Redis and scripted provider answers: outcomes, retries, DLQ."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from arq import Retry
+from redis.asyncio import Redis
+
+from chainer import dlq
+from chainer.connections import connect_arq
+from chainer.downstream import Downstream
+from chainer.intake import Intake
+from chainer.jobs import RetryPolicy, run_action
+from chainer.rules import parse_rules
+from chainer.settings import Secret, Settings
+from chainer.store import DLQ_KEY, QUEUE_KEY, Store, action_key
+from chainer.worker import create_worker
+from tests import payloads
+
+pytestmark = pytest.mark.integration
+
+RULES = """
+version: 1
+rules:
+  - name: api-after-lib
+    when: {project: acme/lib, status: success}
+    then:
+      - circleci.trigger_pipeline: {project: gh/acme/api, parameters: {sha: "{{ event.commit }}"}}
+"""
+SETTINGS = Settings(
+    hook_token=Secret("hook"), circleci_token=Secret("cci-token"), circleci_url="https://circleci.example"
+)
+CREATED = {"id": "5034460f-c7c4-4c43-9457-de07e2029e7b", "state": "created", "number": 7, "created_at": "x"}
+
+
+@dataclass
+class Provider:
+    """A scripted CircleCI: answers from ``script`` in order (the last one repeats) and records requests."""
+
+    script: list[Callable[[httpx.Request], httpx.Response]] = field(default_factory=list)
+    requests: list[httpx.Request] = field(default_factory=list)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.script[min(len(self.requests), len(self.script)) - 1]
+        return answer(request)
+
+
+def reply(status: int, body: Any = None, headers: dict[str, str] | None = None) -> Callable[..., httpx.Response]:
+    return lambda request: httpx.Response(status, json=body, headers=headers)
+
+
+def timeout(request: httpx.Request) -> httpx.Response:
+    raise httpx.ReadTimeout("read timed out", request=request)
+
+
+@dataclass
+class World:
+    redis: Redis
+    store: Store
+    provider: Provider
+    http: httpx.AsyncClient
+    action: str = ""
+    event_id: str = ""
+
+    def ctx(self, job_try: int = 1, **extra: Any) -> dict[str, Any]:
+        settings = extra.pop("settings", SETTINGS)
+        return {
+            "store": self.store,
+            "settings": settings,
+            "downstream": Downstream(settings, self.http),
+            "job_try": job_try,
+            "retry_policy": RetryPolicy(max_tries=3, base_s=10, cap_s=100),
+            **extra,
+        }
+
+    async def ledger(self) -> dict[bytes, bytes]:
+        result: dict[bytes, bytes] = await self.redis.hgetall(action_key(self.action))
+        return result
+
+    async def types(self) -> list[str]:
+        return [r["type"] for r in await self.store.event_audit(self.event_id)]
+
+
+@pytest.fixture
+async def world(redis: Redis) -> AsyncIterator[World]:
+    store = Store(redis)
+    provider = Provider()
+    http = httpx.AsyncClient(transport=httpx.MockTransport(provider.handle))
+    intake = Intake(SETTINGS, store, lambda: parse_rules(RULES))
+    body = json.dumps(payloads.codeship("success")).encode()
+    reply_ = await intake.receive("codeship", {"content-type": "application/json"}, body, "hook")
+    assert reply_.status_code == 202
+    event_id = reply_.body["event_id"]
+    yield World(redis, store, provider, http, f"{event_id}:api-after-lib:0", event_id)
+    await http.aclose()
+
+
+async def test_success_marks_done_and_records_the_attempt(world: World) -> None:
+    """A 201 answer makes the action done with the pipeline id, audited as started then succeeded."""
+    world.provider.script = [reply(201, CREATED)]
+    assert await run_action(world.ctx(), world.action) == "done"
+    ledger = await world.ledger()
+    assert ledger[b"state"] == b"done" and ledger[b"downstream_id"] == CREATED["id"].encode()
+    assert ledger[b"attempts"] == b"1"
+    assert (await world.types())[-2:] == ["attempt.started", "attempt.succeeded"]
+    request = world.provider.requests[0]
+    assert request.url.path == "/api/v2/project/gh/acme/api/pipeline"
+    assert json.loads(request.content) == {"branch": "main", "parameters": {"sha": payloads.COMMIT}}
+
+
+async def test_transient_failure_with_tries_left_schedules_a_retry(world: World) -> None:
+    """A 503 on the first try raises arq Retry with a jittered backoff and leaves the action pending."""
+    world.provider.script = [reply(503, {"message": "busy"})]
+    with pytest.raises(Retry) as info:
+        await run_action(world.ctx(job_try=1), world.action)
+    assert info.value.defer_score is not None and 5_000 <= info.value.defer_score <= 10_000
+    assert (await world.ledger())[b"state"] == b"pending"
+    assert (await world.types())[-3:] == ["attempt.started", "attempt.failed", "action.retry_scheduled"]
+
+
+async def test_retry_after_is_honoured(world: World) -> None:
+    """A 429 with Retry-After 60 defers the next try by at least 60 seconds."""
+    world.provider.script = [reply(429, {"message": "slow down"}, {"Retry-After": "60"})]
+    with pytest.raises(Retry) as info:
+        await run_action(world.ctx(job_try=1), world.action)
+    assert info.value.defer_score is not None and info.value.defer_score >= 60_000
+
+
+async def test_last_try_transient_failure_is_dead_exhausted(world: World) -> None:
+    """A transient failure on the last allowed try dead-letters the action as exhausted with the status."""
+    world.provider.script = [reply(502, {"message": "bad gateway"})]
+    assert await run_action(world.ctx(job_try=3), world.action) == "dead"
+    ledger = await world.ledger()
+    assert (ledger[b"state"], ledger[b"dead_reason"], ledger[b"last_status"]) == (b"dead", b"exhausted", b"502")
+    assert await world.redis.zscore(DLQ_KEY, world.action) is not None
+    assert (await world.types())[-2:] == ["attempt.failed", "action.dead"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [(reply(404, {"message": "Project not found"}), "permanent"), (reply(401, {"message": "nope"}), "permanent"),
+     (timeout, "ambiguous")],
+    ids=["404", "401", "read-timeout"],
+)  # fmt: skip
+async def test_permanent_and_ambiguous_failures_die_after_one_call(world: World, answer: Any, reason: str) -> None:
+    """4xx and a timeout after sending make exactly one call and dead-letter the action with the reason."""
+    world.provider.script = [answer]
+    assert await run_action(world.ctx(), world.action) == "dead"
+    assert len(world.provider.requests) == 1
+    ledger = await world.ledger()
+    assert ledger[b"dead_reason"] == reason.encode()
+    entries = await dlq.list_dead(world.store)
+    assert [e["action_id"] for e in entries] == [world.action] and entries[0]["reason"] == reason
+
+
+async def test_dry_run_sends_nothing_and_records_the_action(world: World) -> None:
+    """With CHAINER_DRY_RUN the action is skipped, audited with its parameters, and no request is made."""
+    dry = Settings(**{**{f: getattr(SETTINGS, f) for f in ("hook_token", "circleci_token", "circleci_url")},
+                      "dry_run": True})  # fmt: skip
+    assert await run_action(world.ctx(settings=dry), world.action) == "skipped"
+    assert world.provider.requests == []
+    skipped = [r for r in await world.store.event_audit(world.event_id) if r["type"] == "action.skipped"]
+    assert "dry run" in skipped[0]["reason"] and skipped[0]["params"]["project"] == "gh/acme/api"
+
+
+async def test_replay_queues_once_and_a_second_replay_is_refused(world: World) -> None:
+    """Replaying a dead action queues one new job; replaying again while pending is refused; discard works."""
+    world.provider.script = [reply(400, {"message": "bad"})]
+    await run_action(world.ctx(), world.action)
+    queued_before = await world.redis.zcard(QUEUE_KEY)
+    first = await dlq.replay(world.store, world.action, "test")
+    second = await dlq.replay(world.store, world.action, "test")
+    assert first.ok and not second.ok and second.state == "pending"
+    assert await world.redis.zcard(QUEUE_KEY) == queued_before + 1
+    assert await world.redis.zscore(DLQ_KEY, world.action) is None
+    world.provider.script = [reply(201, CREATED)]
+    assert await run_action(world.ctx(), world.action) == "done"
+    assert len(world.provider.requests) == 2
+    refused = await dlq.discard(world.store, world.action, "test")
+    assert not refused.ok and refused.state == "done"
+    types = await world.types()
+    assert "action.replayed" in types and types[-1] == "attempt.succeeded"
+
+
+async def test_discard_removes_from_the_dead_letter_list(world: World) -> None:
+    """Discarding a dead action marks it discarded, removes it from /dlq and audits who did it."""
+    world.provider.script = [reply(422, {"message": "no"})]
+    await run_action(world.ctx(), world.action)
+    change = await dlq.discard(world.store, world.action, "operator@test")
+    assert change.ok and (await world.ledger())[b"state"] == b"discarded"
+    assert await dlq.list_dead(world.store) == []
+    discarded = [r for r in await world.store.event_audit(world.event_id) if r["type"] == "action.discarded"]
+    assert discarded[0]["actor"] == "operator@test"
+    missing = await dlq.replay(world.store, "evt_nope:x:0", "t")
+    assert not missing.ok and missing.state == "missing"
+
+
+async def test_worker_retries_transient_failures_until_success(world: World, redis_url: str) -> None:
+    """Through a real arq worker, two 500s then a 201 make three calls spaced by the backoff and end done."""
+    world.provider.script = [reply(500), reply(500), reply(201, CREATED)]
+    policy = RetryPolicy(max_tries=5, base_s=0.05, cap_s=0.2)
+    worker = create_worker(
+        SETTINGS,
+        burst=True,
+        handle_signals=False,
+        poll_delay=0.01,
+        redis_pool=connect_arq(redis_url, retries=0),
+        ctx={"downstream": Downstream(SETTINGS, world.http), "retry_policy": policy},
+    )
+    await worker.main()
+    await worker.close()
+    assert len(world.provider.requests) == 3
+    assert (await world.ledger())[b"state"] == b"done"
+    types = await world.types()
+    assert types.count("attempt.failed") == 2 and types.count("action.retry_scheduled") == 2
+    retries = [r for r in await world.store.event_audit(world.event_id) if r["type"] == "action.retry_scheduled"]
+    assert retries[0]["defer_s"] >= 0.025 and retries[1]["defer_s"] >= 0.075
+
+
+async def test_dlq_over_http(world: World) -> None:
+    """GET /dlq lists the dead action; replay answers 200 then 409; unknown ids 404; all behind the token."""
+    from chainer.app import create_app
+
+    world.provider.script = [reply(400, {"message": "bad"})]
+    await run_action(world.ctx(), world.action)
+    settings = Settings(admin_token=Secret("adm"), hook_token=Secret("hook"))
+    app = create_app(settings, ruleset=parse_rules(RULES), store=world.store)
+    auth = {"authorization": "Bearer adm"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        assert (await client.get("/dlq")).status_code == 401
+        listed = (await client.get("/dlq", headers=auth)).json()["items"]
+        assert [(i["action_id"], i["reason"], i["last_status"]) for i in listed] == [(world.action, "permanent", 400)]
+        first = await client.post(f"/dlq/{world.action}/replay", headers=auth)
+        second = await client.post(f"/dlq/{world.action}/replay", headers=auth)
+        discard = await client.post(f"/dlq/{world.action}/discard", headers=auth)
+        unknown = await client.post("/dlq/evt_x:r:0/replay", headers=auth)
+        bad_verb = await client.post(f"/dlq/{world.action}/explode", headers=auth)
+    assert (first.status_code, second.status_code, discard.status_code) == (200, 409, 409)
+    assert "not dead" in second.json()["error"]
+    assert (unknown.status_code, bad_verb.status_code) == (404, 404)
