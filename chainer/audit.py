@@ -134,12 +134,15 @@ def attempt_failed(context: Mapping[str, Any], attempt: int, exc: DownstreamErro
     }
 
 
-def retry_scheduled(context: Mapping[str, Any], next_attempt: int, defer_s: float) -> dict[str, Any]:
+def retry_scheduled(
+    context: Mapping[str, Any], next_attempt: int, defer_s: float, reason: str | None = None
+) -> dict[str, Any]:
     return {
         "type": "action.retry_scheduled",
         **context,
         "next_attempt": next_attempt,
         "defer_s": round(defer_s, 3),
+        "reason": reason,
     }
 
 

@@ -30,7 +30,7 @@ from urllib.parse import quote
 
 import httpx
 
-from chainer.downstream import Api, CallResult, Scrubber, json_body, numeric_id, required_text
+from chainer.downstream import Api, CallResult, Scrubber, Throttle, json_body, numeric_id, required_text
 from chainer.errors import DownstreamError, PermanentDownstreamError
 from chainer.events import BuildEvent
 from chainer.settings import Settings
@@ -79,14 +79,22 @@ class Codeship:
     """The Codeship actions of ``Downstream``; see the module docstring for the token and lookups."""
 
     def __init__(
-        self, settings: Settings, http: httpx.AsyncClient, *, clock: Callable[[], float], scrub: Scrubber
+        self,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        *,
+        clock: Callable[[], float],
+        scrub: Scrubber,
+        throttle: Throttle | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
         self._scrub = scrub
-        self._v2 = Api(http, label="Codeship", credentials=CREDENTIALS, scrub=scrub, clock=clock, rate_limit_403=True)
+        self._v2 = Api(http, label="Codeship", credentials=CREDENTIALS, scrub=scrub, clock=clock, rate_limit_403=True,
+                       throttle=throttle)  # fmt: skip
         v1_key = "CHAINER_CODESHIP_API_KEY"
-        self._v1 = Api(http, label="Codeship v1", credentials=v1_key, scrub=scrub, clock=clock, rate_limit_403=True)
+        self._v1 = Api(http, label="Codeship v1", credentials=v1_key, scrub=scrub, clock=clock, rate_limit_403=True,
+                       throttle=throttle)  # fmt: skip
         self._base = f"{settings.codeship_url}/v2"
         self._session: _Session | None = None
         self._auth_lock = asyncio.Lock()

@@ -138,6 +138,11 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
+# Called before every request of an API with its label; raises TransientDownstreamError (with
+# retry_after) when a shared outbound limit says to wait. Nothing has been sent at that point.
+Throttle = Callable[[str], Awaitable[None]]
+
+
 class Api:
     """One provider API as seen from chainer: sends requests and classifies every outcome.
 
@@ -154,8 +159,10 @@ class Api:
         scrub: Scrubber,
         clock: Callable[[], float],
         rate_limit_403: bool = False,
+        throttle: Throttle | None = None,
     ) -> None:
         self._http = http
+        self._throttle = throttle
         self.label = label
         self._credentials = credentials
         self.scrub = scrub
@@ -184,6 +191,8 @@ class Api:
         except httpx.InvalidURL as exc:
             message = f"{self.label} {method}: invalid URL ({self.scrub(str(exc))}): check the base URL setting"
             raise PermanentDownstreamError(message) from None
+        if self._throttle is not None:
+            await self._throttle(self.label)
         try:
             response = await self._http.request(method, target, json=json, headers=headers, auth=auth)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -290,17 +299,25 @@ class Downstream:
     """Executes actions (chainer.actions) against the Codeship and CircleCI APIs.
 
     One instance per process: it caches the Codeship token and project map. ``clock`` (unix seconds)
-    drives token expiry and retry-after arithmetic, so tests can move time.
+    drives token expiry and retry-after arithmetic, so tests can move time. ``codeship_throttle`` runs
+    before every Codeship request (v1 and v2 share the account's 60 requests a minute).
     """
 
-    def __init__(self, settings: Settings, http: httpx.AsyncClient, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        *,
+        clock: Callable[[], float] = time.time,
+        codeship_throttle: Throttle | None = None,
+    ) -> None:
         # Imported here: both provider modules import this module's Api, CallResult and helpers.
         from chainer.circleci import CircleCI
         from chainer.codeship import Codeship
 
         secrets = (settings.circleci_token, settings.codeship_password, settings.codeship_api_key)
         scrub = Scrubber(s.reveal() for s in secrets if s is not None)
-        self._codeship: Codeship = Codeship(settings, http, clock=clock, scrub=scrub)
+        self._codeship: Codeship = Codeship(settings, http, clock=clock, scrub=scrub, throttle=codeship_throttle)
         self._circleci: CircleCI = CircleCI(settings, http, clock=clock, scrub=scrub)
         self._handlers: dict[str, Handler] = {
             "codeship.trigger_build": self._codeship.trigger_build,

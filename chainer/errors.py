@@ -11,6 +11,7 @@
     ├── StoreUnavailableError        Redis cannot durably take or give data  → 503
     └── DownstreamError              a provider API call did not succeed
         ├── TransientDownstreamError     worth retrying (connect error, 429, 5xx, rate-limit 403)
+        │   └── ThrottledError           chainer's own outbound limit says wait; nothing was sent
         ├── AmbiguousDownstreamError     the request may have taken effect (timeout after send)
         └── PermanentDownstreamError     retrying cannot help (other 4xx, auth failure)
 
@@ -94,6 +95,10 @@ class DownstreamError(ChainerError):
 
 class TransientDownstreamError(DownstreamError):
     """The call certainly had no effect and may succeed later (connect error, 429, rate-limit 403, 5xx)."""
+
+
+class ThrottledError(TransientDownstreamError):
+    """A shared outbound limit (requests per minute, one call in flight) says to wait; nothing was sent."""
 
 
 class AmbiguousDownstreamError(DownstreamError):

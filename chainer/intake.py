@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from chainer import audit
@@ -21,12 +22,14 @@ from chainer.events import BuildEvent
 from chainer.jobs import action_id, job_bytes, job_id
 from chainer.rules import Decision, RuleSet
 from chainer.settings import Settings
-from chainer.store import AcceptPlan, QueuedAction, Store, now_ms
+from chainer.store import AcceptPlan, ActionSlot, Budget, QueuedAction, Store, now_ms
 from chainer.webhooks import Ignored, parse_circleci, parse_codeship
 
 log = logging.getLogger("chainer.intake")
 
 PROVIDERS = ("codeship", "circleci")
+BUDGET_COMMIT_TTL_MS = 30 * 86_400_000
+BUDGET_DAY_TTL_MS = 2 * 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +40,20 @@ class Reply:
     body: dict[str, Any]
 
 
-def plan_accept(event: BuildEvent, decisions: Sequence[Decision], rules_version: str, at_ms: int) -> AcceptPlan:
-    """Everything an accepted event writes: the event, one ledger and job per action, the audit trail."""
+def plan_accept(
+    event: BuildEvent,
+    decisions: Sequence[Decision],
+    rules_version: str,
+    at_ms: int,
+    limits: Mapping[str, Mapping[str, int]] | None = None,
+) -> AcceptPlan:
+    """Everything an accepted event writes: the event, one ledger and job per action, the audit trail.
+
+    ``limits`` maps rule names to their ``limit`` budgets (per_commit, per_day), spent atomically at
+    acceptance; an action whose budget is spent is recorded as skipped with the reason.
+    """
     delivery = event.dedupe_keys[0] if event.dedupe_keys else event.event_id
-    records: list[dict[str, Any]] = [audit.webhook_received(event, rules_version, delivery)]
+    records: list[dict[str, Any] | ActionSlot] = [audit.webhook_received(event, rules_version, delivery)]
     actions: list[QueuedAction] = []
     for decision in decisions:
         if not decision.matched:
@@ -51,6 +64,7 @@ def plan_accept(event: BuildEvent, decisions: Sequence[Decision], rules_version:
                 )
             continue
         records.append(audit.rule_matched(event, rules_version, decision.rule, len(decision.actions)))
+        budgets = _budgets(event, decision.rule, (limits or {}).get(decision.rule) or {}, at_ms)
         for planned in decision.actions:
             aid = action_id(event.event_id, planned.rule, planned.index)
             context = {**audit.event_context(event, rules_version), "rule": planned.rule, "action_id": aid,
@@ -72,15 +86,25 @@ def plan_accept(event: BuildEvent, decisions: Sequence[Decision], rules_version:
                 "commit": event.commit or "",
                 "rules_version": rules_version,
             }
+            records.append(ActionSlot(len(actions)))
             if planned.error:
                 ledger |= {"state": "skipped", "last_error": planned.error}
-                records.append(audit.action_skipped(context, planned.error))
-                actions.append(QueuedAction(aid, ledger))
+                actions.append(QueuedAction(aid, ledger, audit.action_skipped(context, planned.error)))
                 continue
             jid = job_id(aid)
             ledger |= {"state": "pending", "job_id": jid}
-            records.append(audit.action_queued(context, jid, planned.params))
-            actions.append(QueuedAction(aid, ledger, jid, job_bytes(aid, at_ms), at_ms))
+            actions.append(
+                QueuedAction(
+                    aid,
+                    ledger,
+                    audit.action_queued(context, jid, planned.params),
+                    jid,
+                    job_bytes(aid, at_ms),
+                    at_ms,
+                    budgets,
+                    audit.action_skipped(context, "budget spent", params=planned.params),
+                )
+            )
     event_fields = {
         "event": json.dumps(event.as_dict(), separators=(",", ":"), default=str),
         "raw": json.dumps(dict(event.raw), separators=(",", ":"), default=str),
@@ -98,6 +122,33 @@ def plan_accept(event: BuildEvent, decisions: Sequence[Decision], rules_version:
         duplicate_record=audit.webhook_duplicate(event, rules_version, delivery),
         actions=actions,
     )
+
+
+def _budgets(event: BuildEvent, rule: str, limit: Mapping[str, int], at_ms: int) -> tuple[Budget, ...]:
+    budgets = []
+    per_commit = limit.get("per_commit")
+    if per_commit and event.commit:
+        budgets.append(
+            Budget(
+                f"chainer:budget:{rule}:commit:{event.commit}",
+                per_commit,
+                BUDGET_COMMIT_TTL_MS,
+                f"budget spent: rule `{rule}` allows {per_commit} action run(s) per commit "
+                f"and commit {event.commit[:12]} has used them",
+            )
+        )
+    per_day = limit.get("per_day")
+    if per_day:
+        day = datetime.fromtimestamp(at_ms / 1000, UTC).strftime("%Y-%m-%d")
+        budgets.append(
+            Budget(
+                f"chainer:budget:{rule}:day:{day}",
+                per_day,
+                BUDGET_DAY_TTL_MS,
+                f"budget spent: rule `{rule}` allows {per_day} action run(s) per day (UTC) and {day} has used them",
+            )
+        )
+    return tuple(budgets)
 
 
 def _decision_summary(decision: Decision) -> dict[str, Any]:
@@ -162,7 +213,7 @@ class Intake:
         if not parsed.terminal and not matched:
             reason = f"status `{parsed.status}` (raw `{parsed.raw_status}`) is not final and no rule asks for it"
             return await self._ignore(provider, reason, ruleset.version, parsed)
-        plan = plan_accept(parsed, decisions, ruleset.version, now_ms())
+        plan = plan_accept(parsed, decisions, ruleset.version, now_ms(), ruleset.limits)
         try:
             outcome = await self.store.accept(plan)
         except StoreUnavailableError as exc:
@@ -170,8 +221,8 @@ class Intake:
             return _unavailable(parsed.event_id)
         if outcome.duplicate:
             return Reply(200, {"status": "duplicate", "event_id": outcome.event_id})
-        queued = sum(1 for a in plan.actions if a.job_id)
-        return Reply(202, {"event_id": parsed.event_id, "status": "accepted", "matched": matched, "queued": queued})
+        body = {"event_id": parsed.event_id, "status": "accepted", "matched": matched, "queued": outcome.queued}
+        return Reply(202, body)
 
     def _parse(self, provider: str, headers: Mapping[str, str], body: bytes, token: str | None) -> BuildEvent | Ignored:
         if provider == "codeship":

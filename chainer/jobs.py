@@ -23,9 +23,11 @@ from chainer.errors import (
     AmbiguousDownstreamError,
     DownstreamError,
     PermanentDownstreamError,
+    ThrottledError,
     TransientDownstreamError,
 )
 from chainer.events import BuildEvent
+from chainer.limits import InflightLocks, inflight_key
 from chainer.store import Store, Transition, now_ms
 
 log = logging.getLogger("chainer.jobs")
@@ -66,10 +68,21 @@ class RetryPolicy:
     base_s: float = 15.0
     cap_s: float = 3600.0
 
-    def delay(self, job_try: int, retry_after: float | None = None) -> float:
-        nominal = min(self.cap_s, self.base_s * 3 ** max(job_try - 1, 0))
+    busy_s: float = 1.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (1-based), at least ``retry_after``."""
+        nominal = min(self.cap_s, self.base_s * 3 ** max(attempt - 1, 0))
         jittered = random.uniform(nominal / 2, nominal)  # noqa: S311 (jitter, not cryptography)
         return min(max(jittered, retry_after or 0.0), max(self.cap_s, retry_after or 0.0))
+
+    def throttle_delay(self, retry_after: float | None) -> float:
+        """Wait for an outbound limit: its own estimate plus a little jitter so waiters spread out."""
+        return (retry_after or self.busy_s) + random.uniform(0, self.busy_s / 2)  # noqa: S311
+
+    def busy_delay(self) -> float:
+        """Wait for another call to the same target to finish."""
+        return random.uniform(self.busy_s / 2, self.busy_s)  # noqa: S311
 
 
 def ledger_context(ledger: Mapping[str, str]) -> dict[str, Any]:
@@ -87,13 +100,13 @@ def ledger_context(ledger: Mapping[str, str]) -> dict[str, Any]:
 
 
 async def run_action(ctx: dict[str, Any], action: str) -> str:
-    """Execute one action: claim its ledger, call the provider once, record the outcome.
+    """Execute one action: take its target's lease, claim its ledger, call the provider once, record.
 
-    Returns the final state for arq's result. Raises ``arq.Retry`` for transient failures with
-    tries left; every other outcome is recorded in the ledger and the audit log, never raised.
+    Returns the final state for arq's result. Raises ``arq.Retry`` to wait (transient failure with
+    tries left, outbound limit, target busy); every other outcome is recorded in the ledger and the
+    audit log, never raised.
     """
     store: Store = ctx["store"]
-    job_try: int = ctx.get("job_try", 1)
     policy: RetryPolicy = ctx.get("retry_policy") or RetryPolicy()
     ledger = await store.get_action(action)
     if not ledger:
@@ -101,7 +114,6 @@ async def run_action(ctx: dict[str, Any], action: str) -> str:
         return "missing"
     state = ledger.get("state", "")
     context = ledger_context(ledger)
-    event_id = ledger["event_id"]
     if state in TERMINAL_STATES:
         return state
     if state == "calling":
@@ -109,25 +121,39 @@ async def run_action(ctx: dict[str, Any], action: str) -> str:
         # build twice, so the action goes to the dead-letter list for a human to replay or discard.
         await _die(store, context, "ambiguous", "an earlier attempt was interrupted after sending the request", None)
         return "dead"
-    attempt = int(ledger.get("attempts") or 0) + 1
+    params = json.loads(ledger.get("params") or "{}")
     settings = ctx.get("settings")
     if settings is not None and settings.dry_run:
         await store.transition(
             Transition(
                 action,
-                event_id,
+                ledger["event_id"],
                 from_states=("pending",),
                 set={"state": "skipped", "updated_ms": str(now_ms())},
-                audit=[
-                    audit.action_skipped(
-                        context,
-                        "dry run (CHAINER_DRY_RUN=1): nothing was sent",
-                        params=json.loads(ledger.get("params") or "{}"),
-                    )
-                ],
+                audit=[audit.action_skipped(context, "dry run (CHAINER_DRY_RUN=1): nothing was sent", params=params)],
             )
         )
         return "skipped"
+    locks: InflightLocks | None = ctx.get("locks")
+    if locks is None:
+        return await _attempt(ctx, store, policy, ledger, params)
+    key = inflight_key(ledger["action"], params)
+    holder = await locks.acquire(key, action)
+    if holder is not None:
+        log.info("target_busy", extra={"action_id": action, "target": key, "holder": holder})
+        raise Retry(defer=policy.busy_delay())
+    try:
+        return await _attempt(ctx, store, policy, ledger, params)
+    finally:
+        await locks.release(key, action)
+
+
+async def _attempt(
+    ctx: dict[str, Any], store: Store, policy: RetryPolicy, ledger: Mapping[str, str], params: dict[str, Any]
+) -> str:
+    action, event_id = ledger["action_id"], ledger["event_id"]
+    context = ledger_context(ledger)
+    attempt = int(ledger.get("attempts") or 0) + 1
     claimed = await store.transition(
         Transition(
             action,
@@ -142,14 +168,27 @@ async def run_action(ctx: dict[str, Any], action: str) -> str:
         return claimed.previous_state or "missing"
     event_json = await store.get_event_field(event_id, "event")
     event = BuildEvent.from_dict(json.loads(event_json or "{}"))
-    params = json.loads(ledger.get("params") or "{}")
     try:
         result = await ctx["downstream"].execute(ledger["action"], params, event)
+    except ThrottledError as exc:
+        # Nothing was sent: give the attempt back and wait for the limit, without counting a try.
+        defer = policy.throttle_delay(exc.retry_after)
+        await store.transition(
+            Transition(
+                action,
+                event_id,
+                from_states=("calling",),
+                set={"state": "pending", "updated_ms": str(now_ms())},
+                incr={"attempts": -1},
+                audit=[audit.retry_scheduled(context, attempt, defer, reason=exc.message)],
+            )
+        )
+        raise Retry(defer=defer) from exc
     except TransientDownstreamError as exc:
-        if job_try >= policy.max_tries:
+        if attempt >= policy.max_tries:
             await _die(store, context, "exhausted", exc.message, exc.status, attempt=attempt, exc=exc)
             return "dead"
-        defer = policy.delay(job_try, exc.retry_after)
+        defer = policy.delay(attempt, exc.retry_after)
         await store.transition(
             Transition(
                 action,
@@ -164,10 +203,10 @@ async def run_action(ctx: dict[str, Any], action: str) -> str:
         )
         raise Retry(defer=defer) from exc
     except AmbiguousDownstreamError as exc:
-        await _die(store, context, "ambiguous", exc.message, exc.status, attempt=attempt, from_state="calling", exc=exc)
+        await _die(store, context, "ambiguous", exc.message, exc.status, attempt=attempt, exc=exc)
         return "dead"
     except PermanentDownstreamError as exc:
-        await _die(store, context, "permanent", exc.message, exc.status, attempt=attempt, from_state="calling", exc=exc)
+        await _die(store, context, "permanent", exc.message, exc.status, attempt=attempt, exc=exc)
         return "dead"
     await store.transition(
         Transition(

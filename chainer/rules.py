@@ -435,6 +435,11 @@ class RuleSet:
         return cls(version, path, tuple(rules), max_depth,
                    {k: tuple(v) for k, v in by_project.items()}, tuple(wildcard))  # fmt: skip
 
+    @property
+    def limits(self) -> dict[str, Mapping[str, int]]:
+        """Each rule's ``limit`` budgets, by rule name (rules without one are left out)."""
+        return {r.name: r.limit for r in self.rules if r.limit}
+
     def _candidates(self, event: BuildEvent) -> Iterator[Rule]:
         literal = self._by_project.get(event.project, ())
         if not literal:

@@ -80,28 +80,51 @@ for i = 1, nd do
     local rec = cjson.encode(dup)
     local id = redis.call('XADD', KEYS[2], 'MINID', '~', plan.minid, '*', 'r', rec)
     if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('XADD', KEYS[3], id, 'r', rec) end
-    return {'duplicate', existing}
+    return {'duplicate', existing, 0}
   end
 end
 for i = 1, nd do redis.call('SET', KEYS[4 + i], plan.event_id, 'PX', plan.dedupe_ttl) end
 redis.call('HSET', KEYS[1], unpack(plan.event))
 redis.call('PEXPIRE', KEYS[1], plan.ttl)
+local chosen = {}
+local queued = 0
+local k = 4 + nd
+for a, act in ipairs(plan.actions) do
+  local lk, jk = KEYS[k + 1], KEYS[k + 2]
+  k = k + 2
+  local spent = nil
+  for b, budget in ipairs(act.budget) do
+    local used = tonumber(redis.call('GET', KEYS[k + b]) or '0')
+    if spent == nil and used >= budget[1] then spent = budget[3] end
+  end
+  if spent == nil then
+    for b, budget in ipairs(act.budget) do
+      if redis.call('INCR', KEYS[k + b]) == 1 then redis.call('PEXPIRE', KEYS[k + b], budget[2]) end
+    end
+    redis.call('HSET', lk, unpack(act.ledger))
+    if act.job_id ~= '' then
+      redis.call('SET', jk, act.job, 'PX', plan.job_ttl)
+      redis.call('ZADD', KEYS[4], act.score, act.job_id)
+      queued = queued + 1
+    end
+    chosen[a] = act.record
+  else
+    redis.call('HSET', lk, unpack(act.ledger))
+    redis.call('HSET', lk, 'state', 'skipped', 'job_id', '', 'last_error', spent)
+    local skip = cjson.decode(act.skip)
+    skip.reason = spent
+    chosen[a] = cjson.encode(skip)
+  end
+  redis.call('PEXPIRE', lk, plan.ttl)
+  k = k + #act.budget
+end
 for _, rec in ipairs(plan.audit) do
+  if type(rec) == 'table' then rec = chosen[rec.a] end
   local id = redis.call('XADD', KEYS[2], 'MINID', '~', plan.minid, '*', 'r', rec)
   redis.call('XADD', KEYS[3], id, 'r', rec)
 end
 redis.call('PEXPIRE', KEYS[3], plan.ttl)
-for a, act in ipairs(plan.actions) do
-  local lk = KEYS[4 + nd + 2 * a - 1]
-  local jk = KEYS[4 + nd + 2 * a]
-  redis.call('HSET', lk, unpack(act.ledger))
-  redis.call('PEXPIRE', lk, plan.ttl)
-  if act.job_id ~= '' then
-    redis.call('SET', jk, act.job, 'PX', plan.job_ttl)
-    redis.call('ZADD', KEYS[4], act.score, act.job_id)
-  end
-end
-return {'accepted', plan.event_id}
+return {'accepted', plan.event_id, queued}
 """
 
 _APPEND = """
@@ -214,24 +237,52 @@ class _ScriptBatcher:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """A counter an action spends at acceptance; at ``limit`` the action is skipped with ``reason``."""
+
+    key: str
+    limit: int
+    ttl_ms: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class QueuedAction:
-    """One action to write at acceptance: its ledger fields and, unless skipped, its arq job."""
+    """One action to write at acceptance: its ledger, its arq job (unless skipped) and its audit record.
+
+    ``record`` is written when the action is queued; when one of ``budgets`` is spent the action is
+    skipped instead and ``skip_record`` is written with the budget's reason.
+    """
 
     action_id: str
     ledger: Mapping[str, str]
+    record: Mapping[str, Any]
     job_id: str = ""
     job: bytes = b""
     score_ms: int = 0
+    budgets: Sequence[Budget] = ()
+    skip_record: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionSlot:
+    """The place of the ``index``-th action's record in an accept plan's audit trail."""
+
+    index: int
 
 
 @dataclass(frozen=True, slots=True)
 class AcceptPlan:
-    """Everything one accepted event writes, prepared in Python and applied by one atomic script."""
+    """Everything one accepted event writes, prepared in Python and applied by one atomic script.
+
+    ``audit`` holds records, and for each action an ``ActionSlot`` where its record (queued or
+    skipped, decided inside the script) goes.
+    """
 
     event_id: str
     dedupe_keys: Sequence[str]
     event_fields: Mapping[str, str]
-    audit: Sequence[Mapping[str, Any]]
+    audit: Sequence[Mapping[str, Any] | ActionSlot]
     duplicate_record: Mapping[str, Any]
     actions: Sequence[QueuedAction] = field(default_factory=tuple)
 
@@ -240,6 +291,7 @@ class AcceptPlan:
 class AcceptOutcome:
     duplicate: bool
     event_id: str
+    queued: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,19 +354,23 @@ class Store:
         actions = []
         for action in plan.actions:
             keys += [action_key(action.action_id), JOB_PREFIX + (action.job_id or action.action_id)]
+            keys += [b.key for b in action.budgets]
             actions.append(
                 {
                     "ledger": [x for kv in action.ledger.items() for x in kv],
                     "job_id": action.job_id,
                     "job": action.job.decode(),
                     "score": action.score_ms,
+                    "record": encode_record(action.record),
+                    "skip": encode_record(action.skip_record),
+                    "budget": [[b.limit, b.ttl_ms, b.reason] for b in action.budgets],
                 }
             )
         args = {
             "nd": len(plan.dedupe_keys),
             "event_id": plan.event_id,
             "event": [x for kv in plan.event_fields.items() for x in kv],
-            "audit": [encode_record(r) for r in plan.audit],
+            "audit": [{"a": r.index + 1} if isinstance(r, ActionSlot) else encode_record(r) for r in plan.audit],
             "dup": encode_record(plan.duplicate_record),
             "actions": actions,
             "minid": self._minid(),
@@ -323,8 +379,8 @@ class Store:
             "job_ttl": self.job_ttl_ms,
         }
         result = await self._accept(keys, [json.dumps(args, separators=(",", ":"))])
-        status, event_id = (_text(x) for x in result)
-        return AcceptOutcome(duplicate=status == "duplicate", event_id=event_id)
+        status, event_id, queued = (_text(x) for x in result)
+        return AcceptOutcome(duplicate=status == "duplicate", event_id=event_id, queued=int(queued))
 
     async def append_audit(self, records: Iterable[Mapping[str, Any]], *, event_id: str | None = None) -> list[str]:
         """Append records to the audit log (and to the event's own stream when ``event_id`` is given)."""

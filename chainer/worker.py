@@ -18,6 +18,7 @@ from chainer.connections import connect_arq
 from chainer.downstream import Downstream, default_http_client
 from chainer.errors import DownstreamError
 from chainer.jobs import RUN_ACTION, RetryPolicy, job_deserializer, job_serializer, run_action
+from chainer.limits import InflightLocks, RateLimiter
 from chainer.settings import Settings
 from chainer.store import Store
 
@@ -25,6 +26,11 @@ log = logging.getLogger("chainer.worker")
 
 JOB_TIMEOUT_S = 60
 POLICY = RetryPolicy()
+# chainer decides when an action is exhausted (from its ledger's real attempts); arq's own try
+# counter also counts waits for outbound limits, so its bound is only a guard against endless loops.
+ARQ_MAX_TRIES = 1000
+CODESHIP_PER_MINUTE = 60
+CODESHIP_RATE_KEY = "chainer:rate:codeship"
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -33,9 +39,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["settings"] = settings
     ctx.setdefault("retry_policy", POLICY)
     ctx.setdefault("store", Store(ctx["redis"], retention_ms=settings.audit_retention_ms))
+    ctx.setdefault("locks", InflightLocks(ctx["redis"], lease_s=JOB_TIMEOUT_S + 10))
     if "downstream" not in ctx:
         ctx["http"] = default_http_client()
-        ctx["downstream"] = Downstream(settings, ctx["http"])
+        limiter = RateLimiter(ctx["redis"], CODESHIP_RATE_KEY, limit=CODESHIP_PER_MINUTE, window_s=60, label="Codeship")
+        ctx["downstream"] = Downstream(settings, ctx["http"], codeship_throttle=limiter)
         if settings.codeship_user:
             try:
                 for warning in await ctx["downstream"].check_codeship_auth():
@@ -53,7 +61,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """arq settings; every attribute is set on this class itself (arq ignores inherited ones)."""
 
-    functions = (func(run_action, name=RUN_ACTION, max_tries=POLICY.max_tries + 1, timeout=JOB_TIMEOUT_S),)
+    functions = (func(run_action, name=RUN_ACTION, max_tries=ARQ_MAX_TRIES, timeout=JOB_TIMEOUT_S),)
     on_startup = startup
     on_shutdown = shutdown
     job_serializer = job_serializer

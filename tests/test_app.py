@@ -35,6 +35,7 @@ rules:
     when: {provider: codeship, status: error}
     then:
       - codeship.restart_build: {}
+    limit: {per_commit: 2, per_day: 3}
   - name: web-after-lib
     when: {project: acme/lib, branch: "release/*", status: finished}
     then:
@@ -315,3 +316,21 @@ async def test_wrong_method_gets_json_405(client: httpx.AsyncClient) -> None:
     """GET on a webhook endpoint answers 405 as JSON, not an HTML page."""
     response = await client.get("/hooks/codeship")
     assert response.status_code == 405 and "error" in response.json()
+
+
+async def test_restart_budget_is_spent_per_commit_and_per_day(client: httpx.AsyncClient, redis: Redis) -> None:
+    """limit {per_commit: 2, per_day: 3} queues two restarts per commit and three a day, auditing the rest."""
+    queued = []
+    for build_id, commit in [(1, "a" * 40), (2, "a" * 40), (3, "a" * 40), (4, "b" * 40), (5, "c" * 40)]:
+        response = await _post_codeship(client, payloads.codeship("infrastructure_failure", build_id=build_id, commit=commit))
+        assert response.status_code == 202 and response.json()["matched"] == ["restart-infra"]
+        queued.append(response.json()["queued"])
+    assert queued == [1, 1, 0, 1, 0]
+    assert await redis.zcard(QUEUE_KEY) == 3
+    auth = {"authorization": f"Bearer {ADMIN}"}
+    skipped = (await client.get("/audit", params={"type": "action.skipped"}, headers=auth)).json()["items"]
+    assert len(skipped) == 2
+    assert "per commit" in skipped[0]["reason"] and "aaaaaaaaaaaa" in skipped[0]["reason"]
+    assert "per day" in skipped[1]["reason"]
+    view = (await client.get(f"/events/{skipped[0]['event_id']}", headers=auth)).json()
+    assert view["actions"][0]["state"] == "skipped" and "budget" in view["actions"][0]["last_error"]

@@ -136,6 +136,7 @@ async def test_retry_after_is_honoured(world: World) -> None:
 async def test_last_try_transient_failure_is_dead_exhausted(world: World) -> None:
     """A transient failure on the last allowed try dead-letters the action as exhausted with the status."""
     world.provider.script = [reply(502, {"message": "bad gateway"})]
+    await world.redis.hset(action_key(world.action), "attempts", 2)
     assert await run_action(world.ctx(job_try=3), world.action) == "dead"
     ledger = await world.ledger()
     assert (ledger[b"state"], ledger[b"dead_reason"], ledger[b"last_status"]) == (b"dead", b"exhausted", b"502")

@@ -38,6 +38,7 @@ def _plan(event_id: str, *, keys: tuple[str, ...] | None = None, actions: int = 
             QueuedAction(
                 aid,
                 {"action_id": aid, "event_id": event_id, "state": "pending", "params": "{}"},
+                {"type": "action.queued", "action_id": aid},
                 job_id(aid),
                 job_bytes(aid, at),
                 at,
