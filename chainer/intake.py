@@ -221,8 +221,8 @@ class Intake:
             return _unavailable(parsed.event_id)
         if outcome.duplicate:
             return Reply(200, {"status": "duplicate", "event_id": outcome.event_id})
-        body = {"event_id": parsed.event_id, "status": "accepted", "matched": matched, "queued": outcome.queued}
-        return Reply(202, body)
+        answer = {"event_id": parsed.event_id, "status": "accepted", "matched": matched, "queued": outcome.queued}
+        return Reply(202, answer)
 
     def _parse(self, provider: str, headers: Mapping[str, str], body: bytes, token: str | None) -> BuildEvent | Ignored:
         if provider == "codeship":

@@ -262,3 +262,32 @@ async def _die(
             "action_state_conflict",
             extra={"action_id": context["action_id"], "state": result.previous_state, "wanted": "dead"},
         )
+
+
+SWEEP_GRACE_MS = 5 * 60_000
+
+
+async def sweep(ctx: dict[str, Any]) -> int:
+    """Dead-letter actions whose arq job vanished before they finished; returns how many it found.
+
+    arq drops a job without calling any hook when it expires, cannot be deserialized or runs out
+    of tries (shared/reference/arq-redis.md §1.4); its ledger would stay pending for ever. Every
+    action still open ``SWEEP_GRACE_MS`` after it was queued and without a job is marked ``lost``.
+    """
+    store: Store = ctx["store"]
+    cutoff = now_ms() - int(ctx.get("sweep_grace_ms", SWEEP_GRACE_MS))
+    lost = 0
+    for action in await store.open_actions(cutoff):
+        ledger = await store.get_action(action)
+        state = ledger.get("state", "")
+        if state not in ("pending", "calling"):
+            await store.forget_open(action)
+            continue
+        if await store.job_exists(ledger.get("job_id", "")):
+            continue
+        message = "the queued job disappeared before the action finished (expired, unreadable or out of tries)"
+        await _die(store, ledger_context(ledger), "lost", message, None, from_state=state)
+        lost += 1
+    if lost:
+        log.warning("actions_lost", extra={"count": lost})
+    return lost

@@ -8,6 +8,7 @@ Keys (all ``chainer:`` except arq's own):
     chainer:audit                  STREAM every audit record, trimmed by time (MINID)
     chainer:audit:event:<event id> STREAM the same records of one event, under the same ids
     chainer:dlq                    ZSET   dead action ids → time they died
+    chainer:open                   ZSET   actions not yet finished → when they were queued (sweeper input)
     arq:job:<job id>, arq:queue    arq's job and queue keys, written here so acceptance is one atomic step
 
 Acceptance is one Lua script per event: dedupe, event, ledgers, audit records and arq jobs are written
@@ -33,6 +34,8 @@ from chainer.errors import StoreUnavailableError
 PREFIX = "chainer:"
 AUDIT_KEY = f"{PREFIX}audit"
 DLQ_KEY = f"{PREFIX}dlq"
+OPEN_KEY = f"{PREFIX}open"
+OPEN_STATES = frozenset({"pending", "calling"})
 QUEUE_KEY = "arq:queue"
 JOB_PREFIX = "arq:job:"
 DEDUPE_DAYS = 30
@@ -72,9 +75,9 @@ _ACCEPT = """
 local plan = cjson.decode(ARGV[1])
 local nd = plan.nd
 for i = 1, nd do
-  local existing = redis.call('GET', KEYS[4 + i])
+  local existing = redis.call('GET', KEYS[5 + i])
   if existing then
-    for j = 1, nd do redis.call('SET', KEYS[4 + j], existing, 'PX', plan.dedupe_ttl, 'NX') end
+    for j = 1, nd do redis.call('SET', KEYS[5 + j], existing, 'PX', plan.dedupe_ttl, 'NX') end
     local dup = cjson.decode(plan.dup)
     dup.event_id = existing
     local rec = cjson.encode(dup)
@@ -83,12 +86,12 @@ for i = 1, nd do
     return {'duplicate', existing, 0}
   end
 end
-for i = 1, nd do redis.call('SET', KEYS[4 + i], plan.event_id, 'PX', plan.dedupe_ttl) end
+for i = 1, nd do redis.call('SET', KEYS[5 + i], plan.event_id, 'PX', plan.dedupe_ttl) end
 redis.call('HSET', KEYS[1], unpack(plan.event))
 redis.call('PEXPIRE', KEYS[1], plan.ttl)
 local chosen = {}
 local queued = 0
-local k = 4 + nd
+local k = 5 + nd
 for a, act in ipairs(plan.actions) do
   local lk, jk = KEYS[k + 1], KEYS[k + 2]
   k = k + 2
@@ -105,6 +108,7 @@ for a, act in ipairs(plan.actions) do
     if act.job_id ~= '' then
       redis.call('SET', jk, act.job, 'PX', plan.job_ttl)
       redis.call('ZADD', KEYS[4], act.score, act.job_id)
+      redis.call('ZADD', KEYS[5], act.score, act.action_id)
       queued = queued + 1
     end
     chosen[a] = act.record
@@ -139,7 +143,7 @@ if #KEYS > 1 then redis.call('PEXPIRE', KEYS[2], p.ttl) end
 return ids
 """
 
-# KEYS: ledger, audit, event audit, dlq, job key, queue.  Compare-and-set on the ledger's state, then
+# KEYS: ledger, audit, event audit, dlq, job key, queue, open set.  Compare-and-set on the ledger's state, then
 # the field writes, audit records, dead-letter bookkeeping and (for replays and retries) a new job.
 _TRANSITION = """
 local p = cjson.decode(ARGV[1])
@@ -158,6 +162,8 @@ for _, rec in ipairs(p.audit) do
 end
 if p.dlq == 'add' then redis.call('ZADD', KEYS[4], p.now, p.action_id)
 elseif p.dlq == 'remove' then redis.call('ZREM', KEYS[4], p.action_id) end
+if p.open == 'add' then redis.call('ZADD', KEYS[7], p.now, p.action_id)
+elseif p.open == 'remove' then redis.call('ZREM', KEYS[7], p.action_id) end
 if p.job_id ~= '' then
   redis.call('SET', KEYS[5], p.job, 'PX', p.job_ttl)
   redis.call('ZADD', KEYS[6], p.score, p.job_id)
@@ -349,6 +355,7 @@ class Store:
             AUDIT_KEY,
             event_audit_key(plan.event_id),
             QUEUE_KEY,
+            OPEN_KEY,
             *(seen_key(k) for k in plan.dedupe_keys),
         ]
         actions = []
@@ -358,6 +365,7 @@ class Store:
             actions.append(
                 {
                     "ledger": [x for kv in action.ledger.items() for x in kv],
+                    "action_id": action.action_id,
                     "job_id": action.job_id,
                     "job": action.job.decode(),
                     "score": action.score_ms,
@@ -398,7 +406,10 @@ class Store:
             DLQ_KEY,
             JOB_PREFIX + (change.job_id or change.action_id),
             QUEUE_KEY,
+            OPEN_KEY,
         ]
+        new_state = change.set.get("state")
+        open_change = "" if new_state is None else "add" if new_state in OPEN_STATES else "remove"
         args = {
             "from": list(change.from_states),
             "set": [x for kv in change.set.items() for x in kv],
@@ -406,6 +417,7 @@ class Store:
             "audit": [encode_record(r) for r in change.audit],
             "minid": self._minid(),
             "dlq": change.dlq,
+            "open": open_change,
             "now": now_ms(),
             "action_id": change.action_id,
             "job_id": change.job_id,
@@ -483,6 +495,22 @@ class Store:
                 exhausted = True
                 break
         return AuditPage(items=items, next=None if exhausted else cursor)
+
+    async def open_actions(self, older_than_ms: int, limit: int = 200) -> list[str]:
+        """Actions queued before ``older_than_ms`` that are still pending or calling."""
+        ids = await self._guard(self.redis.zrangebyscore(OPEN_KEY, "-inf", older_than_ms, start=0, num=limit))
+        return [_text(i) for i in ids]
+
+    async def job_exists(self, job: str) -> bool:
+        """Whether arq still holds the job (its key, or its place in the queue)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(JOB_PREFIX + job)
+            pipe.zscore(QUEUE_KEY, job)
+            exists, score = await self._guard(pipe.execute())
+        return bool(exists) or score is not None
+
+    async def forget_open(self, action_id: str) -> None:
+        await self._guard(self.redis.zrem(OPEN_KEY, action_id))
 
     async def dead_actions(self, *, limit: int = 100, offset: int = 0) -> list[str]:
         ids = await self._guard(self.redis.zrange(DLQ_KEY, offset, offset + limit - 1))

@@ -12,12 +12,13 @@ import os
 from typing import Any
 
 from arq import Worker
+from arq.cron import cron
 from arq.worker import func
 
 from chainer.connections import connect_arq
 from chainer.downstream import Downstream, default_http_client
 from chainer.errors import DownstreamError
-from chainer.jobs import RUN_ACTION, RetryPolicy, job_deserializer, job_serializer, run_action
+from chainer.jobs import RUN_ACTION, RetryPolicy, job_deserializer, job_serializer, run_action, sweep
 from chainer.limits import InflightLocks, RateLimiter
 from chainer.settings import Settings
 from chainer.store import Store
@@ -62,6 +63,7 @@ class WorkerSettings:
     """arq settings; every attribute is set on this class itself (arq ignores inherited ones)."""
 
     functions = (func(run_action, name=RUN_ACTION, max_tries=ARQ_MAX_TRIES, timeout=JOB_TIMEOUT_S),)
+    cron_jobs = (cron(sweep, name="sweep", second=30, run_at_startup=True, timeout=JOB_TIMEOUT_S),)
     on_startup = startup
     on_shutdown = shutdown
     job_serializer = job_serializer
@@ -82,6 +84,7 @@ def create_worker(settings: Settings, *, burst: bool = False, handle_signals: bo
         name: getattr(WorkerSettings, name)
         for name in (
             "functions",
+            "cron_jobs",
             "on_startup",
             "on_shutdown",
             "job_serializer",

@@ -246,3 +246,28 @@ async def test_dlq_over_http(world: World) -> None:
     assert (first.status_code, second.status_code, discard.status_code) == (200, 409, 409)
     assert "not dead" in second.json()["error"]
     assert (unknown.status_code, bad_verb.status_code) == (404, 404)
+
+
+async def test_sweeper_dead_letters_actions_whose_job_vanished(world: World) -> None:
+    """An action still pending after arq dropped its job is marked dead as lost; live jobs are left alone."""
+    from chainer.jobs import sweep
+
+    ctx = world.ctx(sweep_grace_ms=0)
+    assert await sweep(ctx) == 0  # the job is still queued
+    job = (await world.ledger())[b"job_id"].decode()
+    await world.redis.delete(f"arq:job:{job}")
+    await world.redis.zrem(QUEUE_KEY, job)
+    assert await sweep(ctx) == 1
+    ledger = await world.ledger()
+    assert (ledger[b"state"], ledger[b"dead_reason"]) == (b"dead", b"lost")
+    assert await world.redis.zscore("chainer:open", world.action) is None
+    assert await sweep(ctx) == 0
+    assert [e["reason"] for e in await dlq.list_dead(world.store)] == ["lost"]
+
+
+async def test_finished_actions_leave_the_open_set(world: World) -> None:
+    """The open set holds an action while it is pending and drops it once it is done."""
+    assert await world.redis.zscore("chainer:open", world.action) is not None
+    world.provider.script = [reply(201, CREATED)]
+    await run_action(world.ctx(), world.action)
+    assert await world.redis.zscore("chainer:open", world.action) is None
