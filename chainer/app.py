@@ -6,6 +6,7 @@ Every answer is JSON; bad input gets a 4xx that names the problem, Redis trouble
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -32,6 +33,7 @@ from chainer.errors import (
     WebhookError,
 )
 from chainer.intake import Intake
+from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
 from chainer.store import Store
@@ -293,15 +295,25 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    settings: Settings | None = None, *, ruleset: RuleSet | None = None, store: Store | None = None
+    settings: Settings | None = None,
+    *,
+    ruleset: RuleSet | None = None,
+    store: Store | None = None,
+    watch_rules: bool | None = None,
 ) -> Starlette:
     """Build the app. Without arguments, settings come from the environment and rules from CHAINER_RULES.
 
-    Raises ConfigError or RulesError when either is bad, so the process stops before serving.
+    Rules loaded here are reloaded on SIGHUP and when the file changes (``watch_rules``, default on
+    unless a ruleset is passed in). Raises ConfigError or RulesError when either is bad, so the
+    process stops before serving.
     """
     settings = settings or Settings.from_env(os.environ)
+    watch = ruleset is None if watch_rules is None else watch_rules
     ruleset = ruleset or load_rules(settings.rules_path)
     state = _State(settings, ruleset, store)
+
+    def activate(new: RuleSet) -> None:
+        state.ruleset = new
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -310,9 +322,16 @@ def create_app(
             owned = connect(settings.redis_url)
             state.store = Store(owned, retention_ms=settings.audit_retention_ms)
             state.intake = Intake(settings, state.store, lambda: state.ruleset)
+        watcher = RulesWatcher(settings.rules_path, lambda: state.ruleset, activate, state.store)
+        app.state.rules_watcher = watcher
+        task = asyncio.create_task(watcher.watch(settings.rules_poll_seconds)) if watch else None
         try:
             yield
         finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if owned is not None:
                 await owned.aclose()
 

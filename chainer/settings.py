@@ -119,6 +119,7 @@ class Settings:
     codeship_v1_url: str = "https://codeship.com"
     dry_run: bool = False
     audit_retention_days: float = 30.0
+    rules_poll_seconds: float = 1.0
     max_body_bytes: int = 1024 * 1024
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
@@ -153,6 +154,7 @@ class Settings:
             codeship_v1_url=_url(environ, "CHAINER_CODESHIP_V1_URL", "https://codeship.com", ("https", "http")),
             dry_run=_bool(environ, "CHAINER_DRY_RUN", False),
             audit_retention_days=_number(environ, "CHAINER_AUDIT_RETENTION_DAYS", 30.0, 0.001),
+            rules_poll_seconds=_number(environ, "CHAINER_RULES_POLL_SECONDS", 1.0, 0.05),
         )
 
     @property

@@ -1,0 +1,91 @@
+"""Rules reload (DESIGN §5): on SIGHUP or a change of the file, validate and swap, or refuse and keep.
+
+The worker renders nothing from the rules (actions are rendered at acceptance and stored in their
+ledgers), so only web processes hold rules and reload them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from chainer.errors import RulesError, StoreUnavailableError
+from chainer.rules import RuleSet, load_rules
+from chainer.store import Store
+
+log = logging.getLogger("chainer.reload")
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class RulesWatcher:
+    """Keeps the active RuleSet in step with its file; every outcome goes to the audit log."""
+
+    def __init__(
+        self, path: Path, current: Callable[[], RuleSet], activate: Callable[[RuleSet], None], store: Store
+    ) -> None:
+        self.path = path
+        self._current = current
+        self._activate = activate
+        self._store = store
+        self._stamp = _stamp(path)
+        self._lock = asyncio.Lock()
+
+    async def reload(self, cause: str) -> bool:
+        """Load the file now; activate it when valid and different. Returns whether rules changed."""
+        async with self._lock:
+            self._stamp = _stamp(self.path)
+            old = self._current()
+            try:
+                new = load_rules(self.path)
+            except RulesError as exc:
+                log.error("rules_refused", extra={"cause": cause, "problems": exc.problems})
+                await self._audit({"type": "rules.refused", "cause": cause, "path": str(self.path),
+                                   "rules_version": old.version, "problems": exc.problems[:50],
+                                   "problem_count": len(exc.problems)})  # fmt: skip
+                return False
+            if new.version == old.version:
+                return False
+            self._activate(new)
+            log.info("rules_reloaded", extra={"cause": cause, "version": new.version, "previous": old.version})
+            await self._audit({"type": "rules.reloaded", "cause": cause, "path": str(self.path),
+                               "rules_version": new.version, "previous_version": old.version,
+                               "rules": len(new.rules)})  # fmt: skip
+            return True
+
+    async def _audit(self, record: dict[str, object]) -> None:
+        try:
+            await self._store.append_audit([record])
+        except StoreUnavailableError as exc:
+            log.warning("reload_not_audited", extra={"error": str(exc)})
+
+    async def changed(self) -> bool:
+        """Reload if the file's modification time, size or inode changed (or it appeared or vanished)."""
+        if _stamp(self.path) == self._stamp:
+            return False
+        return await self.reload("file changed")
+
+    async def watch(self, interval: float = 1.0) -> None:
+        """Poll the file until cancelled; also reload on SIGHUP when running in the main thread."""
+        loop = asyncio.get_running_loop()
+        hup = False
+        with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("SIGHUP")))
+            hup = True
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                await self.changed()
+        finally:
+            if hup:
+                loop.remove_signal_handler(signal.SIGHUP)
