@@ -32,11 +32,13 @@ from chainer.errors import (
     UnsupportedMediaError,
     WebhookError,
 )
+from chainer.explain import explain
 from chainer.intake import Intake
 from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
 from chainer.store import Store
+from chainer.webhooks import decode_json_object
 
 log = logging.getLogger("chainer.app")
 
@@ -265,6 +267,39 @@ async def change_dlq(request: Request) -> Response:
     return _json(status, body if change.ok else {**body, "error": change.message})
 
 
+async def post_explain(request: Request) -> Response:
+    """POST /explain: what the active rules would do with a payload; stores and sends nothing.
+
+    Body: ``{"provider": "codeship"|"circleci", "payload": {...} or "body": "<raw text>",
+    "headers": {...}}``.
+    """
+    if (denied := _require_admin(request)) is not None:
+        return denied
+    try:
+        _check_content_type(request)
+        raw = await _read_body(request, _state(request).settings.max_body_bytes * 2)
+        query = decode_json_object(raw)
+    except WebhookError as exc:
+        return _error(exc.status, f"explain request: {exc}")
+    provider = query.get("provider")
+    if provider not in ("codeship", "circleci"):
+        return _error(400, "provider: must be 'codeship' or 'circleci'")
+    headers = query.get("headers") or {}
+    if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+        return _error(400, "headers: must be an object of strings")
+    if isinstance(query.get("body"), str):
+        body = query["body"].encode()
+    elif isinstance(query.get("payload"), dict):
+        body = json.dumps(query["payload"]).encode()
+    else:
+        return _error(400, "give the delivery as payload (a JSON object) or body (the raw text)")
+    try:
+        result = explain(_state(request).ruleset, provider, headers, body)
+    except WebhookError as exc:
+        return _error(exc.status, str(exc))
+    return _json(200, result)
+
+
 async def get_rules(request: Request) -> Response:
     """GET /rules: the active rules and their version hash."""
     if (denied := _require_admin(request)) is not None:
@@ -346,6 +381,7 @@ def create_app(
         Route("/events/{event_id}", get_event),
         Route("/dlq", get_dlq),
         Route("/dlq/{action_id}/{verb}", change_dlq, methods=["POST"]),
+        Route("/explain", post_explain, methods=["POST"]),
         Route("/rules", get_rules),
         Route("/healthz", healthz),
         Route("/readyz", readyz),

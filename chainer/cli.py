@@ -179,6 +179,52 @@ def lint(file: Path | None) -> None:
     click.echo(ruleset.summary())
 
 
+@main.command(name="explain")
+@click.option("--provider", required=True, type=click.Choice(["codeship", "circleci"]), help="Who sent it.")
+@click.argument("payload", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--header", "headers", multiple=True, metavar="K:V", help="A delivery header (repeatable).")
+@click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path), help="Rules file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the stable JSON shape.")
+def explain_command(
+    provider: str, payload: Path, headers: tuple[str, ...], rules_file: Path | None, as_json: bool
+) -> None:
+    """What the rules would do with a payload file, offline: nothing is stored or sent."""
+    import json
+
+    from chainer.errors import WebhookError
+    from chainer.explain import explain, render_text
+    from chainer.rules import load_rules
+
+    parsed_headers = {}
+    for item in headers:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            _fail(f"--header {item!r}: use NAME:VALUE")
+        parsed_headers[name.strip().lower()] = value.strip()
+    path = rules_file or Path(os.environ.get("CHAINER_RULES") or "rules.yaml")
+    try:
+        ruleset = load_rules(path)
+    except RulesError as exc:
+        for problem in exc.problems:
+            click.echo(problem, err=True)
+        sys.exit(1)
+    try:
+        result = explain(ruleset, provider, parsed_headers, payload.read_bytes())
+    except WebhookError as exc:
+        _fail(f"{payload}: {exc}", code=1)
+    click.echo(json.dumps(result, indent=2) if as_json else render_text(result))
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema (draft 2020-12) of rules.yaml, for editors."""
+    import json
+
+    from chainer.schema import rules_schema
+
+    click.echo(json.dumps(rules_schema(), indent=2))
+
+
 @main.group(name="dlq")
 def dlq_group() -> None:
     """List, replay or discard dead actions (the same as the operator API's /dlq)."""

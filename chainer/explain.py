@@ -1,0 +1,95 @@
+"""What the active rules would do with a payload (DESIGN §8 explain), storing and sending nothing.
+
+Used by ``POST /explain`` and ``chainer explain``. Authenticity is not checked: the operator is
+asking a what-if question about a payload they hold, so a CircleCI body is re-signed with a
+throw-away secret before parsing, and legacy bodies are treated as carrying a valid token.
+The JSON shape is stable: ``event``, ``rules`` (``name``, ``matched``, ``reasons``), ``actions``
+(``rule``, ``action``, ``params``, plus ``error`` when it could not be rendered), and ``ignored``
+(a reason, when the payload would be ignored).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+from chainer.events import BuildEvent
+from chainer.rules import Decision, RuleSet
+from chainer.webhooks import SIGNATURE_HEADER, Ignored, decode_json_object, parse_circleci, parse_codeship
+
+
+def parse_any(provider: str, headers: Mapping[str, str], body: bytes) -> BuildEvent | Ignored:
+    """Parse ``body`` as ``provider`` would deliver it, skipping authentication; raises PayloadError."""
+    if provider == "codeship":
+        return parse_codeship(body)
+    data = decode_json_object(body)
+    plain = {k.lower(): v for k, v in headers.items() if k.lower() != SIGNATURE_HEADER}
+    if "payload" in data and "type" not in data:
+        return parse_circleci(plain, body, secrets=[], token_valid=True)
+    secret = secrets.token_hex(16)
+    plain[SIGNATURE_HEADER] = "v1=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return parse_circleci(plain, body, secrets=[secret], token_valid=True)
+
+
+def _reasons(decision: Decision) -> list[str]:
+    if decision.mismatch is not None:
+        return [decision.mismatch.text]
+    return ["every clause matched"]
+
+
+def explain(ruleset: RuleSet, provider: str, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """The parsed event, every rule's decision clause by clause, and the rendered actions."""
+    parsed = parse_any(provider, headers, body)
+    result: dict[str, Any] = {"rules_version": ruleset.version, "event": None, "rules": [], "actions": []}
+    if isinstance(parsed, Ignored):
+        result["ignored"] = parsed.reason
+        return result
+    decisions = ruleset.explain(parsed)
+    result["event"] = parsed.as_dict()
+    result["rules"] = [
+        {
+            "name": d.rule,
+            "matched": d.matched,
+            "reasons": _reasons(d),
+            **(
+                {"mismatch": {"field": d.mismatch.field, "expected": d.mismatch.expected, "actual": d.mismatch.actual}}
+                if d.mismatch
+                else {}
+            ),
+        }
+        for d in decisions
+    ]
+    result["actions"] = [
+        {"rule": a.rule, "action": a.action, "params": a.params, **({"error": a.error} if a.error else {})}
+        for d in decisions
+        for a in d.actions
+    ]
+    if not parsed.terminal and not any(d.matched for d in decisions):
+        result["ignored"] = f"status `{parsed.status}` is not final and no rule asks for it"
+    return result
+
+
+def render_text(result: Mapping[str, Any]) -> str:
+    """A human reading of ``explain``'s result, for the terminal."""
+    lines = [f"rules version {result['rules_version']}"]
+    event = result.get("event")
+    if event:
+        where = event.get("branch") or (f"tag {event['tag']}" if event.get("tag") else "-")
+        lines.append(
+            f"event {event['event_id']}: {event['provider']} {event['kind']} {event['project']} "
+            f"{where} {event['status']} (raw {event['raw_status']}) commit {event.get('commit') or '-'}"
+        )
+    if result.get("ignored"):
+        lines.append(f"ignored: {result['ignored']}")
+    for rule in result["rules"]:
+        mark = "MATCH" if rule["matched"] else "no   "
+        lines.append(f"  {mark} {rule['name']}: {'; '.join(rule['reasons'])}")
+    for action in result["actions"]:
+        status = f"  (cannot send: {action['error']})" if action.get("error") else ""
+        lines.append(f"  → {action['rule']}: {action['action']} {action['params']}{status}")
+    if not result["actions"] and event:
+        lines.append("  no action would run")
+    return "\n".join(lines)
