@@ -300,6 +300,62 @@ async def post_explain(request: Request) -> Response:
     return _json(200, result)
 
 
+MAX_CHAIN_NODES = 500
+
+
+async def get_chain(request: Request) -> Response:
+    """GET /chains/{event_id}: the lineage tree around an event, from the first build of its chain."""
+    if (denied := _require_admin(request)) is not None:
+        return denied
+    store = _state(request).store
+    if store is None:
+        return _error(503, "the store is not ready")
+    event_id = request.path_params["event_id"]
+    try:
+        stored = await store.get_event(event_id)
+        if not stored:
+            return _error(404, f"no event {event_id!r} (unknown, or older than the retention window)")
+        chain = json.loads(stored["event"]).get("chain") or []
+        root = chain[0]["event_id"] if chain else event_id
+        budget = [MAX_CHAIN_NODES]
+        tree = await _chain_node(store, root, budget)
+    except StoreUnavailableError as exc:
+        return _error(503, str(exc))
+    return _json(200, {"event_id": event_id, "root": root, "path": chain, "tree": tree, "truncated": budget[0] <= 0})
+
+
+async def _chain_node(store: Store, event_id: str, budget: list[int]) -> dict[str, Any]:
+    budget[0] -= 1
+    stored = await store.get_event(event_id)
+    if not stored:
+        return {"event_id": event_id, "missing": "expired or never stored"}
+    event = json.loads(stored["event"])
+    chain = event.get("chain") or []
+    children = [await _chain_node(store, c, budget) for c in await store.children(event_id) if budget[0] > 0]
+    actions = []
+    for action in json.loads(stored.get("actions") or "[]"):
+        ledger = await store.get_action(action)
+        actions.append(
+            {
+                "action_id": action,
+                "rule": ledger.get("rule"),
+                "action": ledger.get("action"),
+                "state": ledger.get("state"),
+                "downstream_id": ledger.get("downstream_id") or None,
+                "reason": ledger.get("last_error") or None,
+                "builds": [c for c in children if c.get("caused_by") == action],
+            }
+        )
+    fields = ("provider", "kind", "project", "branch", "tag", "commit", "status", "build_url", "workflow")
+    return {
+        "event_id": event_id,
+        **{name: event.get(name) for name in fields},
+        "depth": len(chain),
+        "caused_by": chain[-1].get("action_id") if chain else None,
+        "actions": actions,
+    }
+
+
 async def get_rules(request: Request) -> Response:
     """GET /rules: the active rules and their version hash."""
     if (denied := _require_admin(request)) is not None:
@@ -379,6 +435,7 @@ def create_app(
         *hooks,
         Route("/audit", get_audit),
         Route("/events/{event_id}", get_event),
+        Route("/chains/{event_id}", get_chain),
         Route("/dlq", get_dlq),
         Route("/dlq/{action_id}/{verb}", change_dlq, methods=["POST"]),
         Route("/explain", post_explain, methods=["POST"]),

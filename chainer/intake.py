@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from chainer import audit
+from chainer import audit, lineage
 from chainer.errors import AuthenticationError, StoreUnavailableError, WebhookError
-from chainer.events import BuildEvent
+from chainer.events import BuildEvent, ChainLink
 from chainer.jobs import action_id, job_bytes, job_id
 from chainer.rules import Decision, RuleSet
 from chainer.settings import Settings
@@ -121,6 +121,7 @@ def plan_accept(
         audit=records,
         duplicate_record=audit.webhook_duplicate(event, rules_version, delivery),
         actions=actions,
+        parent=event.chain[-1].event_id if event.chain else "",
     )
 
 
@@ -208,6 +209,10 @@ class Intake:
         ruleset = self.rules()
         if isinstance(parsed, Ignored):
             return await self._ignore(provider, parsed.reason, ruleset.version, None)
+        try:
+            parsed = await self._with_lineage(parsed)
+        except StoreUnavailableError:
+            return _unavailable(parsed.event_id)
         decisions = ruleset.evaluate(parsed)
         matched = [d.rule for d in decisions if d.matched]
         if not parsed.terminal and not matched:
@@ -223,6 +228,18 @@ class Intake:
             return Reply(200, {"status": "duplicate", "event_id": outcome.event_id})
         answer = {"event_id": parsed.event_id, "status": "accepted", "matched": matched, "queued": outcome.queued}
         return Reply(202, answer)
+
+    async def _with_lineage(self, event: BuildEvent) -> BuildEvent:
+        """The event with the chain of the action that started its build, when chainer started it."""
+        found = await self.store.first_value(lineage.event_keys(event))
+        if not found:
+            return event
+        try:
+            links = tuple(ChainLink(**link) for link in json.loads(found))
+        except (ValueError, TypeError):
+            log.warning("lineage_unreadable", extra={"event_id": event.event_id})
+            return event
+        return event.with_chain(links)
 
     def _parse(self, provider: str, headers: Mapping[str, str], body: bytes, token: str | None) -> BuildEvent | Ignored:
         if provider == "codeship":

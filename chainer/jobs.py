@@ -18,11 +18,12 @@ from typing import Any
 from arq import Retry
 from arq.jobs import serialize_job
 
-from chainer import audit
+from chainer import audit, lineage
 from chainer.errors import (
     AmbiguousDownstreamError,
     DownstreamError,
     PermanentDownstreamError,
+    StoreUnavailableError,
     ThrottledError,
     TransientDownstreamError,
 )
@@ -223,7 +224,20 @@ async def _attempt(
             audit=[audit.attempt_succeeded(context, attempt, result.status, result.downstream_id, result.detail)],
         )
     )
+    await _register_lineage(store, ledger, params, result.downstream_id, event)
     return "done"
+
+
+async def _register_lineage(
+    store: Store, ledger: Mapping[str, str], params: Mapping[str, Any], downstream_id: str | None, event: BuildEvent
+) -> None:
+    keys = lineage.target_keys(ledger["action"], params, downstream_id, event)
+    chain = json.dumps(lineage.child_chain(event, ledger["rule"], ledger["action_id"]))
+    try:
+        await store.set_many([(key, chain, ttl) for key, ttl in keys])
+    except StoreUnavailableError as exc:
+        # The call is done and recorded; only the loop guard for its build loses its lineage.
+        log.warning("lineage_not_recorded", extra={"action_id": ledger["action_id"], "error": str(exc)})
 
 
 async def _die(

@@ -13,6 +13,7 @@ matches a pattern. An omitted ``status`` means ``success``: the safe default for
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import hashlib
@@ -458,7 +459,21 @@ class RuleSet:
         mismatch = rule.clause.first_mismatch(event)
         if mismatch is not None:
             return Decision(rule.name, False, mismatch)
-        return Decision(rule.name, True, None, render_actions(rule, event))
+        actions = render_actions(rule, event)
+        limit = rule.max_depth or self.max_depth
+        depth = event.depth + 1
+        if depth > limit:
+            # The loop guard (DESIGN §7): the rule matched, but its actions are not sent.
+            hops = [link.project for link in event.chain] + [event.project]
+            actions = tuple(
+                dataclasses.replace(
+                    a,
+                    error=f"loop guard: {' → '.join([*hops, str(a.params.get('project') or a.action)])}, "
+                    f"depth {depth} > {limit}",
+                )
+                for a in actions
+            )
+        return Decision(rule.name, True, None, actions)
 
     def evaluate(self, event: BuildEvent) -> list[Decision]:
         """Decisions for the candidate rules of ``event``, in file order."""

@@ -54,6 +54,10 @@ def action_key(action_id: str) -> str:
     return f"{PREFIX}action:{action_id}"
 
 
+def children_key(event_id: str) -> str:
+    return f"{PREFIX}children:{event_id}"
+
+
 def seen_key(dedupe_key: str) -> str:
     return f"{PREFIX}seen:{dedupe_key}"
 
@@ -75,9 +79,9 @@ _ACCEPT = """
 local plan = cjson.decode(ARGV[1])
 local nd = plan.nd
 for i = 1, nd do
-  local existing = redis.call('GET', KEYS[5 + i])
+  local existing = redis.call('GET', KEYS[6 + i])
   if existing then
-    for j = 1, nd do redis.call('SET', KEYS[5 + j], existing, 'PX', plan.dedupe_ttl, 'NX') end
+    for j = 1, nd do redis.call('SET', KEYS[6 + j], existing, 'PX', plan.dedupe_ttl, 'NX') end
     local dup = cjson.decode(plan.dup)
     dup.event_id = existing
     local rec = cjson.encode(dup)
@@ -86,12 +90,16 @@ for i = 1, nd do
     return {'duplicate', existing, 0}
   end
 end
-for i = 1, nd do redis.call('SET', KEYS[5 + i], plan.event_id, 'PX', plan.dedupe_ttl) end
+for i = 1, nd do redis.call('SET', KEYS[6 + i], plan.event_id, 'PX', plan.dedupe_ttl) end
 redis.call('HSET', KEYS[1], unpack(plan.event))
 redis.call('PEXPIRE', KEYS[1], plan.ttl)
+if plan.parent ~= '' then
+  redis.call('SADD', KEYS[6], plan.event_id)
+  redis.call('PEXPIRE', KEYS[6], plan.ttl)
+end
 local chosen = {}
 local queued = 0
-local k = 5 + nd
+local k = 6 + nd
 for a, act in ipairs(plan.actions) do
   local lk, jk = KEYS[k + 1], KEYS[k + 2]
   k = k + 2
@@ -129,6 +137,14 @@ for _, rec in ipairs(plan.audit) do
 end
 redis.call('PEXPIRE', KEYS[3], plan.ttl)
 return {'accepted', plan.event_id, queued}
+"""
+
+_FIRST = """
+for i = 1, #KEYS do
+  local value = redis.call('GET', KEYS[i])
+  if value then return value end
+end
+return false
 """
 
 _APPEND = """
@@ -291,6 +307,7 @@ class AcceptPlan:
     audit: Sequence[Mapping[str, Any] | ActionSlot]
     duplicate_record: Mapping[str, Any]
     actions: Sequence[QueuedAction] = field(default_factory=tuple)
+    parent: str = ""  # the event whose action caused this one (lineage), if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +355,7 @@ class Store:
         self._accept = _ScriptBatcher(redis, _ACCEPT)
         self._append = _ScriptBatcher(redis, _APPEND)
         self._transition = _ScriptBatcher(redis, _TRANSITION)
+        self._first = _ScriptBatcher(redis, _FIRST)
 
     def _minid(self) -> str:
         return f"{max(now_ms() - self.retention_ms, 0)}-0"
@@ -356,6 +374,7 @@ class Store:
             event_audit_key(plan.event_id),
             QUEUE_KEY,
             OPEN_KEY,
+            children_key(plan.parent or "-"),
             *(seen_key(k) for k in plan.dedupe_keys),
         ]
         actions = []
@@ -376,6 +395,7 @@ class Store:
             )
         args = {
             "nd": len(plan.dedupe_keys),
+            "parent": plan.parent,
             "event_id": plan.event_id,
             "event": [x for kv in plan.event_fields.items() for x in kv],
             "audit": [{"a": r.index + 1} if isinstance(r, ActionSlot) else encode_record(r) for r in plan.audit],
@@ -495,6 +515,26 @@ class Store:
                 exhausted = True
                 break
         return AuditPage(items=items, next=None if exhausted else cursor)
+
+    async def first_value(self, keys: Sequence[str]) -> str | None:
+        """The value of the first of ``keys`` that exists (one batched round trip), or None."""
+        if not keys:
+            return None
+        value = await self._first(keys, [])
+        return None if value is None else _text(value)
+
+    async def set_many(self, items: Sequence[tuple[str, str, int]]) -> None:
+        """SET each (key, value, ttl_ms) in one pipeline."""
+        if not items:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, value, ttl in items:
+                pipe.set(key, value, px=ttl)
+            await self._guard(pipe.execute())
+
+    async def children(self, event_id: str) -> list[str]:
+        members = await self._guard(self.redis.smembers(children_key(event_id)))
+        return sorted(_text(m) for m in members)
 
     async def open_actions(self, older_than_ms: int, limit: int = 200) -> list[str]:
         """Actions queued before ``older_than_ms`` that are still pending or calling."""
