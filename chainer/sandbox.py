@@ -1,0 +1,624 @@
+"""A local emulation of the Codeship (v2, v1) and CircleCI (v2, v1.1) APIs that chainer calls, as one Starlette app.
+
+Paths, credentials, status codes and bodies follow shared/reference/providers.md, including the awkward parts:
+Codeship answers 202 with no body, rate-limits with 403, and reports 2FA accounts with a 200; CircleCI v1.1
+answers EDN when no ``Accept`` header is sent. Every request is recorded with its credentials redacted, and
+faults (an error status, a ``Retry-After``, a hang) can be scripted from Python or over HTTP under ``/_sandbox/``.
+Point ``CHAINER_CODESHIP_URL``, ``CHAINER_CODESHIP_V1_URL`` and ``CHAINER_CIRCLECI_URL`` at the sandbox's root.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import html
+import json
+import logging
+import math
+import re
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from chainer.sandbox_state import (
+    APIS,
+    CIRCLECI_V2,
+    CIRCLECI_V11,
+    CODESHIP_V1,
+    CODESHIP_V2,
+    CodeshipBuild,
+    CodeshipOrg,
+    CodeshipProject,
+    SandboxState,
+    ScriptedFault,
+    normalize_vcs,
+)
+
+__all__ = ["SandboxState", "create_sandbox_app", "serve_sandbox"]
+
+log = logging.getLogger("chainer.sandbox")
+
+SANDBOX = "sandbox"
+UNKNOWN = "unknown"
+PER_PAGE_DEFAULT, PER_PAGE_MAX = 30, 50
+CIRCLECI_PAGE = 20
+LOGIN_FIRST = "You must log in first."
+TWO_FACTOR = "Your account has two-factor authentication enabled, which is not possible to support with the API."
+_PREFIXES = (
+    ("/api/v1.1/", CIRCLECI_V11),
+    ("/api/v1/", CODESHIP_V1),
+    ("/api/v2/", CIRCLECI_V2),
+    ("/v2/", CODESHIP_V2),
+    ("/_sandbox", SANDBOX),
+)
+_DIGITS = re.compile(r"[0-9]{1,9}")
+_KEYWORD = re.compile(r"[A-Za-z_][\w.-]*")
+_REF = re.compile(r"^(heads|tags)/\S+$")
+_SECRET_HEADERS = {"authorization", "circle-token", "cookie", "proxy-authorization"}
+_SECRET_QUERY = {"api_key", "circle-token"}
+_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]  # the endpoint answers 405 itself, and records it
+
+
+class ApiError(Exception):
+    """An error answer; the endpoint renders it in the shape of the API that was called."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request as a handler sees it: the request, the shared state and the raw body."""
+
+    request: Request
+    state: SandboxState
+    raw: bytes
+
+    def param(self, name: str) -> str:
+        """A path parameter as text."""
+        return str(self.request.path_params[name])
+
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object (``{}`` when empty); raises ``ApiError(400)`` otherwise."""
+        if not self.raw.strip():
+            return {}
+        data = _decode(self.raw)
+        if data is _NOT_JSON:
+            raise ApiError(400, "the request body is not valid JSON")
+        if not isinstance(data, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        return data
+
+
+Handler = Callable[[Call], Awaitable[Response]]
+_NOT_JSON = object()
+_T = TypeVar("_T")
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return _NOT_JSON
+
+
+def _basic(request: Request) -> tuple[str, str] | None:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else (user, "")
+
+
+def _found(item: _T | None, message: str) -> _T:
+    if item is None:
+        raise ApiError(404, message)
+    return item
+
+
+def _number(text: str, status: int, message: str) -> int:
+    if not _DIGITS.fullmatch(text):  # ASCII digits, bounded: int() of other "digits" or 5000 of them raises
+        raise ApiError(status, message)
+    return int(text)
+
+
+def _same(given: str | None, expected: str) -> bool:
+    return given is not None and secrets.compare_digest(given.encode(), expected.encode())
+
+
+def _error(api: str, request: Request, status: int, message: str) -> Response:
+    if api == CODESHIP_V2:
+        return JSONResponse({"errors": [message]}, status)
+    if api in (CIRCLECI_V2, CIRCLECI_V11):
+        return _circle_answer(request, status, {"message": message}, v11=api == CIRCLECI_V11)
+    return JSONResponse({"error": message}, status)
+
+
+# -- Codeship API v2 -----------------------------------------------------------------------------
+
+
+async def codeship_auth(call: Call) -> Response:
+    """``POST /v2/auth``: Basic credentials in, a bearer token and the account's organizations out."""
+    user, password = _basic(call.request) or (None, None)
+    state = call.state
+    if call.raw.strip() and _decode(call.raw) is _NOT_JSON:
+        raise ApiError(400, "the request body is not valid JSON")
+    if not (_same(user, state.codeship_user) and _same(password, state.codeship_password)):
+        return JSONResponse({"error": "Unauthorized"}, 401)
+    if state.two_factor:
+        return JSONResponse({"error": TWO_FACTOR})
+    token, expires_at = state.issue_codeship_token()
+    orgs = [{"uuid": o.uuid, "name": o.name, "scopes": list(o.scopes)} for o in state.orgs]
+    return JSONResponse({"access_token": token, "expires_at": expires_at, "organizations": orgs})
+
+
+def _codeship_org(call: Call, scope: str) -> CodeshipOrg:
+    scheme, _, token = call.request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not call.state.codeship_token_valid(token.strip()):
+        raise ApiError(401, "Unauthorized")
+    org = next((o for o in call.state.orgs if o.uuid == call.param("org")), None)
+    if org is None:
+        raise ApiError(404, "organization not found")
+    if scope not in org.scopes:
+        raise ApiError(403, f"Forbidden: the {scope} scope is required in organization {org.name}")
+    return org
+
+
+def _codeship_project(call: Call, scope: str) -> CodeshipProject:
+    project = call.state.codeship_project(_codeship_org(call, scope), call.param("project"))
+    return _found(project, "project not found")
+
+
+def _codeship_build(call: Call, scope: str) -> CodeshipBuild:
+    builds = _codeship_project(call, scope).builds
+    return _found(next((b for b in builds if b.uuid == call.param("build")), None), "build not found")
+
+
+def _positive(call: Call, name: str, default: int) -> int:
+    number = _number(call.request.query_params.get(name, str(default)), 400, f"{name} must be a positive integer")
+    if number < 1:
+        raise ApiError(400, f"{name} must be a positive integer")
+    return number
+
+
+def _codeship_page(call: Call, key: str, items: list[dict[str, Any]]) -> Response:
+    """One page of a Codeship list: ``{key, page, per_page, total}`` plus an RFC 5988 ``Link`` header."""
+    page, per_page = _positive(call, "page", 1), min(_positive(call, "per_page", PER_PAGE_DEFAULT), PER_PAGE_MAX)
+    last = max(1, math.ceil(len(items) / per_page))
+    rels = ([("first", 1), ("prev", min(page - 1, last))] if page > 1 else []) + (
+        [("next", page + 1), ("last", last)] if page < last else []
+    )
+    url = call.request.url
+    links = [f'<{url.include_query_params(page=p, per_page=per_page)}>; rel="{rel}"' for rel, p in rels]
+    body = {key: items[(page - 1) * per_page : page * per_page], "page": page, "per_page": per_page}
+    return JSONResponse({**body, "total": len(items)}, headers={"Link": ", ".join(links)} if links else None)
+
+
+async def codeship_list_projects(call: Call) -> Response:
+    """``GET /v2/organizations/{org}/projects``: paginated, oldest project first."""
+    org = _codeship_org(call, "project.read")
+    return _codeship_page(call, "projects", [p.v2() for p in call.state.codeship_projects(org)])
+
+
+async def codeship_get_project(call: Call) -> Response:
+    """``GET …/projects/{uuid}``: ``{"project": {...}}``."""
+    return JSONResponse({"project": _codeship_project(call, "project.read").v2()})
+
+
+async def codeship_list_builds(call: Call) -> Response:
+    """``GET …/projects/{uuid}/builds``: paginated, newest first."""
+    project = _codeship_project(call, "build.read")
+    return _codeship_page(call, "builds", [b.v2(_root(call.request)) for b in reversed(project.builds)])
+
+
+async def codeship_get_build(call: Call) -> Response:
+    """``GET …/builds/{uuid}``: ``{"build": {...}}``."""
+    return JSONResponse({"build": _codeship_build(call, "build.read").v2(_root(call.request))})
+
+
+async def codeship_create_build(call: Call) -> Response:
+    """``POST …/builds`` with ``{ref, commit_sha?}``: queues a build and answers 202 with an empty body."""
+    project = _codeship_project(call, "build.write")
+    body = call.json_object()
+    ref, sha = body.get("ref"), body.get("commit_sha")
+    if not isinstance(ref, str) or not ref:
+        raise ApiError(400, "ref is required")
+    if not _REF.match(ref):
+        raise ApiError(400, "ref must look like heads/<branch> or tags/<tag>")
+    if sha is not None and not isinstance(sha, str):
+        raise ApiError(400, "commit_sha must be a string")
+    call.state.create_codeship_build(project, ref, sha or None)
+    return Response(status_code=202)
+
+
+async def codeship_restart_build(call: Call) -> Response:
+    """``POST …/builds/{uuid}/restart``: 202, empty body (Basic keeps the uuid, Pro makes a new build)."""
+    build = _codeship_build(call, "build.write")
+    call.json_object()
+    call.state.restart_codeship_build(build)
+    return Response(status_code=202)
+
+
+async def codeship_stop_build(call: Call) -> Response:
+    """``POST …/builds/{uuid}/stop``: 202, empty body."""
+    build = _codeship_build(call, "build.write")
+    call.json_object()
+    call.state.stop_codeship_build(build)
+    return Response(status_code=202)
+
+
+# -- Codeship API v1 (Basic projects only) -------------------------------------------------------
+
+
+def _v1_key(call: Call) -> None:
+    if not _same(call.request.query_params.get("api_key"), call.state.codeship_api_key):
+        raise ApiError(401, "Unauthorized")
+
+
+async def codeship_v1_projects(call: Call) -> Response:
+    """``GET /api/v1/projects.json?api_key=``: every Basic project with its builds, newest first."""
+    _v1_key(call)
+    return JSONResponse({"projects": [p.v1() for p in call.state.projects if p.type == "basic"]})
+
+
+async def codeship_v1_project(call: Call) -> Response:
+    """``GET /api/v1/projects/{id}.json?api_key=&branch=``: one project, builds newest first."""
+    _v1_key(call)
+    wanted = _number(call.param("id"), 404, "project not found")
+    project = _found(
+        next((p for p in call.state.projects if p.type == "basic" and p.id == wanted), None), "project not found"
+    )
+    return JSONResponse(project.v1(call.request.query_params.get("branch")))
+
+
+async def codeship_v1_restart(call: Call) -> Response:
+    """``POST /api/v1/builds/{id}/restart.json?api_key=``: 200 ``{"id": new id, "uuid": new uuid}``."""
+    _v1_key(call)
+    wanted = _number(call.param("id"), 404, "build not found")
+    builds = (b for b in call.state.codeship_builds() if b.id == wanted and b.project.type == "basic")
+    again = call.state.restart_codeship_v1(_found(next(builds, None), "build not found"))
+    return JSONResponse({"id": again.id, "uuid": again.uuid})
+
+
+# -- CircleCI API v2 and v1.1 --------------------------------------------------------------------
+
+
+def _circle_auth(call: Call, *, query: bool) -> None:
+    request = call.request
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    given = [request.headers.get("circle-token"), (_basic(request) or (None, ""))[0]]
+    given += [value.strip() if scheme.lower() == "bearer" else None]
+    given += [request.query_params.get("circle-token")] if query else []
+    if not any(_same(token, call.state.circleci_token) for token in given):
+        raise ApiError(401, LOGIN_FIRST)
+
+
+def _edn(value: Any) -> str:
+    """Just enough EDN for a v1.1 job summary: maps with keyword keys, vectors, strings, numbers, nil."""
+    if isinstance(value, dict):
+        keys = [f":{k}" if _KEYWORD.fullmatch(k) else json.dumps(k) for k in value]
+        return "{" + ", ".join(f"{k} {_edn(v)}" for k, v in zip(keys, value.values(), strict=True)) + "}"
+    if isinstance(value, list):
+        return "[" + " ".join(_edn(v) for v in value) + "]"
+    if value is None:
+        return "nil"
+    return json.dumps(value)  # strings, numbers and booleans are written the same way
+
+
+def _circle_answer(request: Request, status: int, body: Any, *, v11: bool = True) -> Response:
+    """v1.1 without ``Accept`` answers EDN (pitfall 7); ``application/json`` gets compact JSON, others pretty."""
+    accept = request.headers.get("accept")
+    if accept is None and v11:
+        return Response(_edn(body), status, media_type="application/edn")
+    if accept is None or not v11 or "application/json" in accept.lower():
+        return JSONResponse(body, status)
+    return Response(json.dumps(body, indent=2), status, media_type="application/json")
+
+
+def _check_parameters(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ApiError(400, "parameters must be a JSON object")
+    if len(value) > 100:
+        raise ApiError(400, "parameters: at most 100 entries are allowed")
+    for key, item in value.items():
+        if len(key) > 128:
+            raise ApiError(400, f"parameter key {key[:32]!r}... is longer than 128 characters")
+        if not isinstance(item, str | int | bool) or len(str(item)) > 512:
+            raise ApiError(400, f"parameter {key!r} must be a string, integer or boolean of at most 512 characters")
+    return value
+
+
+def _slug(call: Call) -> str:
+    slug = call.param("slug")
+    parts = slug.split("/")
+    if len(parts) != 3 or not all(parts):
+        raise ApiError(404, "Project not found")
+    return slug
+
+
+async def circleci_trigger_pipeline(call: Call) -> Response:
+    """``POST /api/v2/project/{slug}/pipeline`` ``{branch | tag, parameters}`` → 201 ``{id, state, number, …}``."""
+    _circle_auth(call, query=False)
+    slug, body = _slug(call), call.json_object()
+    branch, tag = body.get("branch"), body.get("tag")
+    if branch is not None and tag is not None:
+        raise ApiError(400, "branch and tag are mutually exclusive")
+    if not all(isinstance(v, str | None) for v in (branch, tag)):
+        raise ApiError(400, "branch and tag must be strings")
+    params = _check_parameters(body["parameters"]) if body.get("parameters") is not None else None
+    pipeline = call.state.trigger_pipeline(slug, branch=branch, tag=tag, parameters=params)
+    return JSONResponse(pipeline.created(), 201)
+
+
+async def circleci_list_pipelines(call: Call) -> Response:
+    """``GET /api/v2/project/{slug}/pipeline?branch=&page-token=``: newest first, ``{items, next_page_token}``."""
+    _circle_auth(call, query=False)
+    slug, query = _slug(call), call.request.query_params
+    mine = [p for p in reversed(call.state.pipelines) if p.slug == slug and query.get("branch") in (None, p.branch)]
+    start = _number(query.get("page-token") or "0", 400, "page-token is not valid")
+    more = start + CIRCLECI_PAGE < len(mine)
+    items = [p.v2() for p in mine[start : start + CIRCLECI_PAGE]]
+    return JSONResponse({"items": items, "next_page_token": str(start + CIRCLECI_PAGE) if more else None})
+
+
+async def circleci_get_pipeline(call: Call) -> Response:
+    """``GET /api/v2/pipeline/{id}``: the pipeline object."""
+    _circle_auth(call, query=False)
+    pipeline = next((p for p in call.state.pipelines if p.id == call.param("id")), None)
+    return JSONResponse(_found(pipeline, "Pipeline not found").v2())
+
+
+async def circleci_rerun_workflow(call: Call) -> Response:
+    """``POST /api/v2/workflow/{id}/rerun`` with optional ``{from_failed | jobs}``: 202 ``{"workflow_id": new}``."""
+    _circle_auth(call, query=False)
+    body = call.json_object()
+    jobs = body.get("jobs")
+    if jobs is not None and not (isinstance(jobs, list) and all(isinstance(j, str) for j in jobs)):
+        raise ApiError(400, "jobs must be a list of job ids")
+    if body.get("from_failed") and jobs:
+        raise ApiError(400, "from_failed and jobs are mutually exclusive")
+    if (body.get("sparse_tree") or body.get("enable_ssh")) and not jobs:
+        raise ApiError(400, "sparse_tree and enable_ssh need jobs")
+    workflow_id = _found(call.state.rerun_workflow(call.param("id")), "Workflow not found")
+    return JSONResponse({"workflow_id": workflow_id}, 202)
+
+
+def _v11_project(call: Call) -> tuple[str, str, str]:
+    _circle_auth(call, query=True)
+    return _found(normalize_vcs(call.param("vcs")), "Project not found"), call.param("org"), call.param("repo")
+
+
+async def circleci_v1_trigger_build(call: Call) -> Response:
+    """``POST /api/v1.1/project/{vcs}/{org}/{repo}/tree/{branch}``: 200, a ``not_running`` job summary."""
+    vcs, org, repo = _v11_project(call)
+    body = call.json_object()
+    revision, build_parameters = body.get("revision"), body.get("build_parameters")
+    if not isinstance(revision, str | None) or not isinstance(build_parameters, dict | None):
+        raise ApiError(400, "revision must be a string and build_parameters an object")
+    job = call.state.trigger_job(vcs, org, repo, call.param("branch"), revision, build_parameters)
+    return _circle_answer(call.request, 200, job.summary())
+
+
+async def circleci_v1_retry_build(call: Call) -> Response:
+    """``POST /api/v1.1/project/{vcs}/{org}/{repo}/{build_num}/retry``: 200, a queued summary with ``retry_of``."""
+    vcs, org, repo = _v11_project(call)
+    job = call.state.find_job(vcs, org, repo, _number(call.param("build_num"), 404, "Build not found"))
+    return _circle_answer(call.request, 200, call.state.retry_job(_found(job, "Build not found")).summary())
+
+
+# -- the route table, recording and scripted faults ----------------------------------------------
+
+
+_CS = "/v2/organizations/{org}/projects"
+_BUILD = _CS + "/{project}/builds/{build}"
+_PIPELINES = "/api/v2/project/{slug:path}/pipeline"
+_V11 = "/api/v1.1/project/{vcs}/{org}/{repo}"
+# method, path (Starlette syntax), action recorded for it, handler; the API follows from the path prefix.
+ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
+    ("POST", "/v2/auth", "codeship.auth", codeship_auth),
+    ("GET", _CS, "codeship.list_projects", codeship_list_projects),
+    ("GET", _CS + "/{project}", "codeship.get_project", codeship_get_project),
+    ("GET", _CS + "/{project}/builds", "codeship.list_builds", codeship_list_builds),
+    ("POST", _CS + "/{project}/builds", "codeship.trigger_build", codeship_create_build),
+    ("GET", _BUILD, "codeship.get_build", codeship_get_build),
+    ("POST", _BUILD + "/restart", "codeship.restart_build", codeship_restart_build),
+    ("POST", _BUILD + "/stop", "codeship.stop_build", codeship_stop_build),
+    ("GET", "/api/v1/projects.json", "codeship.v1_list_projects", codeship_v1_projects),
+    ("GET", "/api/v1/projects/{id}.json", "codeship.v1_get_project", codeship_v1_project),
+    ("POST", "/api/v1/builds/{id}/restart.json", "codeship.v1_restart_build", codeship_v1_restart),
+    ("POST", _PIPELINES, "circleci.trigger_pipeline", circleci_trigger_pipeline),
+    ("GET", _PIPELINES, "circleci.list_pipelines", circleci_list_pipelines),
+    ("GET", "/api/v2/pipeline/{id}", "circleci.get_pipeline", circleci_get_pipeline),
+    ("POST", "/api/v2/workflow/{id}/rerun", "circleci.rerun_workflow", circleci_rerun_workflow),
+    ("POST", _V11 + "/tree/{branch:path}", "circleci.v1_trigger_build", circleci_v1_trigger_build),
+    ("POST", _V11 + "/{build_num}/retry", "circleci.v1_retry_build", circleci_v1_retry_build),
+)
+
+
+def _root(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _api_of(path: str) -> str:
+    return next((api for prefix, api in _PREFIXES if path.startswith(prefix)), UNKNOWN)
+
+
+def _fault_response(fault: ScriptedFault) -> Response:
+    if fault.body is None or fault.status in (204, 304):
+        return Response(status_code=fault.status, headers=fault.headers)
+    if isinstance(fault.body, str):
+        return Response(fault.body, fault.status, headers=fault.headers, media_type="text/plain")
+    return JSONResponse(fault.body, fault.status, headers=fault.headers)
+
+
+def _redacted_headers(request: Request) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        if name in _SECRET_HEADERS:
+            scheme, sep, _ = value.partition(" ")
+            value = f"{scheme} ***" if sep and scheme.isalpha() else "***"
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
+
+
+def _sent_path(request: Request) -> str:
+    """The path as it was sent, percent-escapes kept (httpx's ASGI transport appends the query to raw_path)."""
+    raw = request.scope.get("raw_path")
+    return raw.decode("latin-1").partition("?")[0] if raw else request.url.path
+
+
+def _recorded_body(raw: bytes) -> Any:
+    if not raw:
+        return None
+    data = _decode(raw)
+    return raw.decode("utf-8", "replace") if data is _NOT_JSON else data
+
+
+async def _hold(request: Request, delay: float) -> None:
+    """Wait ``delay`` seconds before answering, or only until the client hangs up (say, after its timeout)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(delay):
+            while (await request.receive())["type"] != "http.disconnect":
+                continue  # the body was read already; only the disconnect can still arrive
+
+
+async def _answer(call: Call, api: str, handler: Handler | None, known_path: bool) -> Response:
+    try:
+        if api == CODESHIP_V2 and call.state.over_codeship_rate_limit():
+            raise ApiError(403, "Rate Limit Exceeded")
+        if handler is None:
+            raise ApiError(405, "Method Not Allowed") if known_path else ApiError(404, "Not Found")
+        return await handler(call)
+    except ApiError as exc:
+        return _error(api, call.request, exc.status, exc.message)
+
+
+def _endpoint(methods: dict[str, tuple[str, Handler]]) -> Callable[[Request], Awaitable[Response]]:
+    """The Starlette endpoint of one path: a scripted fault or the handler, then record, then any scripted delay."""
+
+    async def endpoint(request: Request) -> Response:
+        state: SandboxState = request.app.state.sandbox
+        path, api = _sent_path(request), _api_of(request.url.path)
+        action, handler = methods.get(request.method, (None, None))
+        raw = await request.body()
+        fault = state.take_fault(api, path) if api in APIS else None
+        call = Call(request, state, raw)
+        response = _fault_response(fault) if fault else await _answer(call, api, handler, bool(methods))
+        if api != SANDBOX:
+            query = {k: "***" if k in _SECRET_QUERY else v for k, v in request.query_params.items()}
+            headers, body, status = _redacted_headers(request), _recorded_body(raw), response.status_code
+            state.record(
+                api=api, method=request.method, path=path, query=query, headers=headers, body=body, status=status,
+                action=action,
+            )  # fmt: skip
+            log.debug("sandbox_request", extra={"api": api, "action": action, "status": status})
+        if fault is not None and fault.delay > 0:
+            await _hold(request, fault.delay)
+        return response
+
+    return endpoint
+
+
+# -- control and inspection under /_sandbox/ -----------------------------------------------------
+
+
+async def control_requests(request: Request) -> Response:
+    """``GET /_sandbox/requests?after=<id>``: the recorded requests; ``DELETE`` clears them."""
+    state: SandboxState = request.app.state.sandbox
+    if request.method == "DELETE":
+        cleared = len(state.requests)
+        state.requests.clear()
+        return JSONResponse({"cleared": cleared})
+    after = request.query_params.get("after", "0")
+    if not _DIGITS.fullmatch(after):
+        return JSONResponse({"error": "after must be a request id"}, 400)
+    return JSONResponse([asdict(r) for r in state.requests if r.id > int(after)])
+
+
+async def control_script(request: Request) -> Response:
+    """``POST /_sandbox/script`` with the arguments of ``SandboxState.script``; ``DELETE`` drops all faults."""
+    state: SandboxState = request.app.state.sandbox
+    if request.method == "DELETE":
+        state.faults.clear()
+        return JSONResponse({"faults": 0})
+    data = _decode(await request.body())
+    allowed = {"api", "status", "body", "headers", "times", "delay", "path_contains"}
+    if not isinstance(data, dict) or not {"api", "status"} <= data.keys() <= allowed:
+        return JSONResponse({"error": f"send a JSON object with api, status and optionally {sorted(allowed)}"}, 400)
+    try:
+        state.script(**data)
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    return JSONResponse({"faults": len(state.faults)}, 201)
+
+
+async def control_page(request: Request) -> Response:
+    """``GET /_sandbox/``: a small HTML page listing the newest requests."""
+    state: SandboxState = request.app.state.sandbox
+    cells = ((r.id, r.api, r.method, r.path, r.status, r.action or "-") for r in reversed(state.requests[-100:]))
+    rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in cells)
+    base = html.escape(_root(request))
+    page = (
+        "<!doctype html><meta charset=utf-8><title>chainer sandbox</title><h1>chainer provider sandbox</h1>"
+        f"<p>Point CHAINER_CODESHIP_URL, CHAINER_CODESHIP_V1_URL and CHAINER_CIRCLECI_URL at <code>{base}</code>. "
+        f"JSON log: <a href='{base}/_sandbox/requests'>/_sandbox/requests</a>. Inject a fault: <code>curl -X POST "
+        f'{base}/_sandbox/script -d \'{{"api": "circleci.v2", "status": 500, "times": 2}}\'</code></p>'
+        "<table border=1><tr><th>id<th>api<th>method<th>path<th>status<th>action</tr>" + rows + "</table>"
+    )
+    return HTMLResponse(page)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    return JSONResponse({"error": getattr(exc, "detail", "error")}, getattr(exc, "status_code", 500))
+
+
+def create_sandbox_app(state: SandboxState | None = None) -> Starlette:
+    """The sandbox as an ASGI app; ``state`` (a fresh default one when omitted) is at ``app.state.sandbox``."""
+    by_path: dict[str, dict[str, tuple[str, Handler]]] = {}
+    for method, path, action, handler in ROUTES:
+        by_path.setdefault(path, {})[method] = (action, handler)
+    routes = [
+        Route("/_sandbox/", control_page, methods=["GET"]),
+        Route("/_sandbox", control_page, methods=["GET"]),
+        Route("/_sandbox/requests", control_requests, methods=["GET", "DELETE"]),
+        Route("/_sandbox/script", control_script, methods=["POST", "DELETE"]),
+        *(Route(path, _endpoint(methods), methods=_METHODS) for path, methods in by_path.items()),
+        Route("/{rest:path}", _endpoint({}), methods=_METHODS),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
+    app.state.sandbox = state if state is not None else SandboxState()
+    return app
+
+
+async def serve_sandbox(host: str, port: int, state: SandboxState | None = None) -> None:
+    """Serve the sandbox under uvicorn until SIGINT/SIGTERM or cancellation, then shut down cleanly.
+
+    Logs through ``logging`` (uvicorn's own log config is not installed) and prints nothing.
+    """
+    app = create_sandbox_app(state)
+    # A scripted hang must not hold up shutdown: in-flight requests get two seconds, then are cancelled.
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off", timeout_graceful_shutdown=2)
+    server = uvicorn.Server(config)
+    serving = asyncio.ensure_future(server.serve())
+    log.info("sandbox_serving", extra={"url": f"http://{host}:{port}"})
+    try:
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:
+        server.should_exit = True  # let uvicorn close its sockets before the cancellation goes on
+        await serving
+        raise

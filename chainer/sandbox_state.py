@@ -1,0 +1,531 @@
+"""In-memory state of the provider sandbox: accounts, projects, builds, pipelines, scripted faults and the request log.
+
+Everything here is plain data and synchronous; ``chainer.sandbox`` turns HTTP requests into calls on
+:class:`SandboxState`. Ids are deterministic (counters and name-based UUIDs) so demos and tests repeat;
+only Codeship access tokens are random. Shapes follow shared/reference/providers.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+CODESHIP_V2 = "codeship.v2"
+CODESHIP_V1 = "codeship.v1"
+CIRCLECI_V2 = "circleci.v2"
+CIRCLECI_V11 = "circleci.v1.1"
+APIS = (CODESHIP_V2, CODESHIP_V1, CIRCLECI_V2, CIRCLECI_V11)
+CODESHIP_SCOPES = ("project.read", "project.write", "build.read", "build.write")
+DEFAULT_ORG_UUID = "0b5e7a1d-5a4d-4b0c-8c1e-000000000001"
+TOKEN_LIFETIME_S = 3600
+RATE_WINDOW_S = 60
+MAX_RECORDED = 10_000
+MAX_FAULT_DELAY_S = 3600.0
+_IDS = uuid.UUID("8a0c7e52-3b1f-4f0e-9d6a-5c1e2b7d4f90")  # namespace of the sandbox's name-based UUIDs
+_VCS = {"gh": "github", "github": "github", "bb": "bitbucket", "bitbucket": "bitbucket"}
+_SHORT_VCS = {"github": "gh", "bitbucket": "bb"}
+
+
+def iso(ts: float, *, zulu: bool = False) -> str:
+    """ISO-8601 with milliseconds: ``+00:00`` like Codeship, or ``Z`` like CircleCI."""
+    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z") if zulu else text
+
+
+def normalize_vcs(vcs: str) -> str | None:
+    """``github`` or ``bitbucket`` for a VCS name or its short form (``gh``, ``bb``); None when unknown."""
+    return _VCS.get(vcs.lower())
+
+
+def _project_key(slug: str) -> str:
+    vcs, _, rest = slug.partition("/")
+    return f"{normalize_vcs(vcs) or vcs}/{rest}"
+
+
+def fake_sha(*parts: object) -> str:
+    """A stable 40-hex commit id for a branch head the sandbox has to invent."""
+    return hashlib.sha1(":".join(map(str, parts)).encode(), usedforsecurity=False).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request the sandbox answered.
+
+    ``path`` is as sent (percent-escapes kept) and ``headers`` has lower-case names, as ASGI delivers them.
+    Credentials are redacted: ``authorization: Bearer ***``, ``circle-token: ***``, ``api_key=***``.
+    """
+
+    id: int
+    time: float
+    api: str
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    status: int
+    action: str | None
+
+
+@dataclass(slots=True)
+class ScriptedFault:
+    """A canned answer for the next ``times`` requests to ``api`` whose path as sent contains ``path_contains``."""
+
+    api: str
+    status: int
+    body: Any
+    headers: dict[str, str]
+    times: int
+    delay: float
+    path_contains: str
+
+
+@dataclass(frozen=True, slots=True)
+class CodeshipOrg:
+    """A Codeship organization of the sandbox account and the scopes the account holds in it."""
+
+    name: str
+    uuid: str
+    scopes: tuple[str, ...]
+
+
+@dataclass(eq=False, slots=True)
+class CodeshipProject:
+    """A Codeship project; ``builds`` are kept oldest first."""
+
+    id: int
+    uuid: str
+    name: str
+    type: str
+    org: CodeshipOrg
+    created_at: float
+    builds: list[CodeshipBuild] = field(default_factory=list)
+
+    def v2(self) -> dict[str, Any]:
+        """The API v2 project object (keys as in codeship-go's projects fixtures)."""
+        body: dict[str, Any] = {
+            "aes_key": None,
+            "authentication_user": "Sandbox User",
+            "created_at": iso(self.created_at),
+            "id": self.id,
+            "name": self.name,
+            "notification_rules": [],
+            "organization_uuid": self.org.uuid,
+            "repository_provider": "github",
+            "repository_url": f"https://github.com/{self.name}",
+            "ssh_key": "ssh-rsa sandbox",
+            "team_ids": [],
+            "type": self.type,
+            "updated_at": iso(self.created_at),
+            "uuid": self.uuid,
+        }
+        if self.type == "basic":
+            body.update(deployment_pipelines=[], environment_variables=[], setup_commands=[], test_pipelines=[])
+        return body
+
+    def v1(self, branch: str | None = None) -> dict[str, Any]:
+        """The API v1 project object, builds newest first, optionally only those of ``branch``."""
+        builds = [b.v1() for b in reversed(self.builds) if branch is None or b.branch == branch]
+        return {"id": self.id, "uuid": self.uuid, "repository_name": self.name, "builds": builds}
+
+
+@dataclass(eq=False, slots=True)
+class CodeshipBuild:
+    """A Codeship build; ``id`` is the numeric id webhooks and API v1 use, ``uuid`` the API v2 one."""
+
+    id: int
+    uuid: str
+    project: CodeshipProject
+    ref: str
+    branch: str
+    commit_sha: str
+    message: str
+    status: str
+    queued_at: float
+    finished_at: float | None
+
+    def v2(self, base: str) -> dict[str, Any]:
+        """The API v2 build object; ``base`` is the API root the links point at."""
+        org, project = self.project.org.uuid, self.project.uuid
+        own = f"{base}/v2/organizations/{org}/projects/{project}/builds/{self.uuid}"
+        links = {"pipelines": f"{own}/pipelines"} if self.project.type == "basic" else {}
+        if self.project.type == "pro":
+            links = {"services": f"{own}/services", "steps": f"{own}/steps"}
+        return {
+            "allocated_at": None if self.project.type == "basic" else iso(self.queued_at),
+            "branch": self.branch,
+            "commit_message": self.message,
+            "commit_sha": self.commit_sha,
+            "finished_at": None if self.finished_at is None else iso(self.finished_at),
+            "links": links,
+            "organization_uuid": org,
+            "project_id": self.project.id,
+            "project_uuid": project,
+            "queued_at": iso(self.queued_at),
+            "ref": self.ref,
+            "status": self.status,
+            "username": "sandbox",
+            "uuid": self.uuid,
+        }
+
+    def v1(self) -> dict[str, Any]:
+        """The API v1 build object (v1 says ``testing``/``error`` where v2 says ``initiated``/``failed``)."""
+        return {
+            "id": self.id,
+            "uuid": self.uuid,
+            "project_id": self.project.id,
+            "status": {"initiated": "testing", "failed": "error"}.get(self.status, self.status),
+            "branch": self.branch,
+            "commit_id": self.commit_sha,
+            "github_username": "sandbox",
+            "message": self.message,
+            "started_at": iso(self.queued_at),
+            "finished_at": None if self.finished_at is None else iso(self.finished_at),
+            "debug_connection": None,
+        }
+
+
+@dataclass(eq=False, slots=True)
+class CirclePipeline:
+    """A CircleCI pipeline created through API v2, with the ids of its workflows (first = original)."""
+
+    id: str
+    slug: str
+    number: int
+    branch: str | None
+    tag: str | None
+    revision: str
+    parameters: dict[str, Any]
+    created_at: float
+    workflow_ids: list[str] = field(default_factory=list)
+
+    def created(self) -> dict[str, Any]:
+        """The 201 body of ``POST /project/{slug}/pipeline``."""
+        return {"id": self.id, "state": "created", "number": self.number, "created_at": iso(self.created_at, zulu=True)}
+
+    def v2(self) -> dict[str, Any]:
+        """The pipeline object of ``GET /pipeline/{id}`` and the project's pipeline list."""
+        repo = f"https://github.com/{'/'.join(self.slug.split('/')[1:])}"
+        vcs: dict[str, Any] = {
+            "provider_name": "GitHub",
+            "origin_repository_url": repo,
+            "target_repository_url": repo,
+            "revision": self.revision,
+        }
+        vcs.update({"tag": self.tag} if self.tag else {"branch": self.branch})
+        return {
+            **self.created(),
+            "errors": [],
+            "project_slug": self.slug,
+            "updated_at": iso(self.created_at, zulu=True),
+            "trigger_parameters": {},
+            "trigger": {
+                "type": "api",
+                "received_at": iso(self.created_at, zulu=True),
+                "actor": {"login": "sandbox", "avatar_url": None},
+            },
+            "vcs": vcs,
+        }
+
+
+@dataclass(eq=False, slots=True)
+class CircleJob:
+    """A CircleCI API v1.1 job; ``build_num``, ``previous`` and ``queued_at`` are set when it is added."""
+
+    vcs: str
+    org: str
+    repo: str
+    branch: str
+    revision: str
+    build_parameters: dict[str, Any] | None
+    status: str
+    why: str
+    retry_of: int | None = None
+    build_num: int = 0
+    previous: dict[str, Any] | None = None
+    queued_at: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """The job summary v1.1 answers to trigger and retry calls."""
+        return {
+            "build_num": self.build_num,
+            "build_url": f"https://circleci.com/{_SHORT_VCS[self.vcs]}/{self.org}/{self.repo}/{self.build_num}",
+            "vcs_url": f"https://{self.vcs}.com/{self.org}/{self.repo}",
+            "username": self.org,
+            "reponame": self.repo,
+            "branch": self.branch,
+            "vcs_revision": self.revision,
+            "build_parameters": self.build_parameters,
+            "why": self.why,
+            "dont_build": None,
+            "lifecycle": self.status,
+            "outcome": None,
+            "status": self.status,
+            "retry_of": self.retry_of,
+            "previous": self.previous,
+            "queued_at": iso(self.queued_at, zulu=True),
+        }
+
+
+class SandboxState:
+    """Everything the sandbox knows: one Codeship account, one CircleCI token, the data and the request log.
+
+    ``codeship_orgs`` entries are ``(name, uuid, *scopes)``; the account holds exactly those scopes there.
+    ``clock`` drives timestamps, token expiry and the Codeship rate-limit window.
+    """
+
+    def __init__(
+        self,
+        *,
+        codeship_user: str = "sandbox@example.org",
+        codeship_password: str = "sandbox",  # noqa: S107 - the sandbox's published demo credentials
+        codeship_orgs: Sequence[Sequence[str]] = (("acme", DEFAULT_ORG_UUID, *CODESHIP_SCOPES),),
+        circleci_token: str = "sandbox-token",  # noqa: S107 - as above
+        codeship_api_key: str = "sandbox-key",
+        two_factor: bool = False,
+        codeship_rate_limit: int = 60,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not codeship_orgs or any(len(org) < 2 for org in codeship_orgs):
+            raise ValueError("codeship_orgs needs at least one (name, uuid, *scopes) entry")
+        self.codeship_user = codeship_user
+        self.codeship_password = codeship_password
+        self.orgs = [CodeshipOrg(org[0], org[1], tuple(org[2:])) for org in codeship_orgs]
+        self.circleci_token = circleci_token
+        self.codeship_api_key = codeship_api_key
+        self.two_factor = two_factor
+        self.codeship_rate_limit = codeship_rate_limit
+        self.clock = clock
+        self.requests: list[RecordedRequest] = []
+        self.faults: list[ScriptedFault] = []
+        self.projects: list[CodeshipProject] = []
+        self.pipelines: list[CirclePipeline] = []
+        self.workflows: dict[str, CirclePipeline] = {}  # workflow id -> its pipeline
+        self.jobs: list[CircleJob] = []
+        self._tokens: dict[str, float] = {}
+        self._window = (-1, 0)  # (minute number, Codeship v2 requests seen in it)
+        self._counter = 0
+        self._next_request = 1
+        self._next_build = 1001
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def new_uuid(self, kind: str) -> str:
+        """A fresh, deterministic UUID (the n-th id the state hands out)."""
+        self._counter += 1
+        return str(uuid.uuid5(_IDS, f"{kind}:{self._counter}"))
+
+    def record(self, **fields: Any) -> RecordedRequest:
+        """Append one request to the log (oldest entries dropped beyond ``MAX_RECORDED``)."""
+        entry = RecordedRequest(id=self._next_request, time=self.clock(), **fields)
+        self._next_request += 1
+        self.requests.append(entry)
+        del self.requests[:-MAX_RECORDED]
+        return entry
+
+    def script(
+        self,
+        api: str,
+        *,
+        status: int,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        times: int = 1,
+        delay: float = 0.0,
+        path_contains: str = "",
+    ) -> None:
+        """Answer the next ``times`` matching requests with ``status``/``body``/``headers`` after ``delay`` s.
+
+        Raises ``ValueError`` for an unknown api, a status outside 200-599, ``times`` < 1 or a bad delay.
+        """
+        if api not in APIS:
+            raise ValueError(f"api must be one of {', '.join(APIS)}")
+        if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+            raise ValueError("status must be an integer from 200 to 599")
+        if not isinstance(times, int) or isinstance(times, bool) or times < 1:
+            raise ValueError("times must be a positive integer")
+        if not isinstance(delay, int | float) or isinstance(delay, bool) or not 0 <= delay <= MAX_FAULT_DELAY_S:
+            raise ValueError(f"delay must be a number of seconds from 0 to {MAX_FAULT_DELAY_S:g}")
+        if not isinstance(path_contains, str):
+            raise ValueError("path_contains must be a string")
+        if headers is not None and not (
+            isinstance(headers, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        ):
+            raise ValueError("headers must map names to string values")
+        self.faults.append(ScriptedFault(api, status, body, dict(headers or {}), times, float(delay), path_contains))
+
+    def take_fault(self, api: str, path: str) -> ScriptedFault | None:
+        """The first scripted fault matching this request, counting one use of it."""
+        for fault in self.faults:
+            if fault.api == api and fault.path_contains in path:
+                fault.times -= 1
+                if fault.times <= 0:
+                    self.faults.remove(fault)
+                return fault
+        return None
+
+    def over_codeship_rate_limit(self) -> bool:
+        """Count one Codeship v2 request; true when it exceeds the limit of the current clock minute."""
+        minute = math.floor(self.clock() / RATE_WINDOW_S)
+        seen = self._window[1] + 1 if self._window[0] == minute else 1
+        self._window = (minute, seen)
+        return seen > self.codeship_rate_limit
+
+    # -- Codeship --------------------------------------------------------------------------------
+
+    def issue_codeship_token(self) -> tuple[str, int]:
+        """A new API v2 access token and its ``expires_at`` (now + 1 h)."""
+        token, now = secrets.token_urlsafe(24), self.clock()
+        expires_at = int(now) + TOKEN_LIFETIME_S
+        self._tokens = {t: e for t, e in self._tokens.items() if e > now} | {token: expires_at}
+        return token, expires_at
+
+    def codeship_token_valid(self, token: str) -> bool:
+        """Whether ``token`` was issued here and has not expired."""
+        expires_at = self._tokens.get(token)
+        return expires_at is not None and self.clock() < expires_at
+
+    def org(self, uuid_or_name: str) -> CodeshipOrg | None:
+        """The organization with this uuid (or, for seeding, this name)."""
+        return next((o for o in self.orgs if uuid_or_name in (o.uuid, o.name)), None)
+
+    def add_codeship_project(
+        self, name: str, *, type: str = "basic", id: int | None = None, org: str | None = None
+    ) -> dict[str, Any]:
+        """Create a project ``owner/repo`` in ``org`` (name or uuid; default the first) and return its v2 object.
+
+        Raises ``ValueError`` for a duplicate name or id, an unknown type or org.
+        """
+        owner = self.org(org) if org else self.orgs[0]
+        if owner is None or type not in ("basic", "pro"):
+            raise ValueError(f"unknown organization {org!r} or project type {type!r}")
+        if any(p.name == name or p.id == id for p in self.projects):
+            raise ValueError(f"a project named {name!r} or with id {id} exists already")
+        number = id if id is not None else max((p.id for p in self.projects), default=0) + 1
+        uid = str(uuid.uuid5(_IDS, f"codeship-project:{owner.uuid}:{name}"))
+        project = CodeshipProject(number, uid, name, type, owner, self.clock())
+        self.projects.append(project)
+        return project.v2()
+
+    def add_codeship_build(
+        self, project_name: str, *, branch: str, commit_sha: str, status: str = "success"
+    ) -> dict[str, Any]:
+        """Record a build of ``project_name`` on ``branch``; returns its v2 object plus its numeric ``id``.
+
+        Raises ``KeyError`` when no project has that name.
+        """
+        project = next((p for p in self.projects if p.name == project_name), None)
+        if project is None:
+            raise KeyError(project_name)
+        finished = status not in ("initiated", "testing", "waiting")
+        build = self._new_build(project, f"heads/{branch}", commit_sha, status=status, finished=finished)
+        return {**build.v2("https://api.codeship.com"), "id": build.id}
+
+    def codeship_project(self, org: CodeshipOrg, uid: str) -> CodeshipProject | None:
+        """The project with API v2 uuid ``uid`` in ``org``."""
+        return next((p for p in self.projects if p.org == org and p.uuid == uid), None)
+
+    def codeship_projects(self, org: CodeshipOrg) -> list[CodeshipProject]:
+        """The projects of ``org``, oldest first."""
+        return [p for p in self.projects if p.org == org]
+
+    def codeship_builds(self) -> Iterable[CodeshipBuild]:
+        """Every Codeship build of every project."""
+        return (b for p in self.projects for b in p.builds)
+
+    def create_codeship_build(self, project: CodeshipProject, ref: str, commit_sha: str | None) -> CodeshipBuild:
+        """What ``POST …/builds`` does: queue a new build of ``ref`` (branch head when no sha is given)."""
+        name = ref.split("/", 1)[1]
+        heads = [b.commit_sha for b in project.builds if b.branch == name]
+        sha = commit_sha or (heads[-1] if heads else fake_sha(project.uuid, ref))
+        return self._new_build(project, ref, sha, status="initiated", finished=False)
+
+    def restart_codeship_build(self, build: CodeshipBuild) -> CodeshipBuild:
+        """Restart a finished build: Basic reruns it under the same uuid, Pro queues a new build.
+
+        A build still running is left alone (Codeship ignores such restarts but answers 202).
+        """
+        if build.finished_at is None:
+            return build
+        if build.project.type == "pro":
+            return self._new_build(build.project, build.ref, build.commit_sha, status="initiated", finished=False)
+        build.status, build.queued_at, build.finished_at = "initiated", self.clock(), None
+        return build
+
+    def restart_codeship_v1(self, build: CodeshipBuild) -> CodeshipBuild:
+        """What API v1 ``restart.json`` does: a new build with a new numeric id and uuid."""
+        return self._new_build(build.project, build.ref, build.commit_sha, status="initiated", finished=False)
+
+    def stop_codeship_build(self, build: CodeshipBuild) -> None:
+        """Stop a running build (a finished one stays as it is)."""
+        if build.finished_at is None:
+            build.status, build.finished_at = "stopped", self.clock()
+
+    def _new_build(self, project: CodeshipProject, ref: str, sha: str, *, status: str, finished: bool) -> CodeshipBuild:
+        now = self.clock()
+        branch = ref.split("/", 1)[1]
+        build_id, self._next_build = self._next_build, self._next_build + 1
+        message = f"sandbox build {build_id} of {branch}"
+        build = CodeshipBuild(
+            build_id, self.new_uuid("codeship-build"), project, ref, branch, sha, message, status, now,
+            now if finished else None,
+        )  # fmt: skip
+        project.builds.append(build)
+        return build
+
+    # -- CircleCI --------------------------------------------------------------------------------
+
+    def trigger_pipeline(
+        self, slug: str, *, branch: str | None = None, tag: str | None = None, parameters: dict[str, Any] | None = None
+    ) -> CirclePipeline:
+        """Create a pipeline with one workflow, numbered per project (``gh/x/y`` and ``github/x/y`` are one)."""
+        key = _project_key(slug)
+        number = 1 + sum(1 for p in self.pipelines if _project_key(p.slug) == key)
+        branch = None if tag else branch or "main"
+        revision = fake_sha(key, tag or branch, number)
+        pipeline = CirclePipeline(
+            self.new_uuid("pipeline"), slug, number, branch, tag, revision, dict(parameters or {}), self.clock()
+        )
+        self.pipelines.append(pipeline)
+        self._add_workflow(pipeline)
+        return pipeline
+
+    def rerun_workflow(self, workflow_id: str) -> str | None:
+        """A new workflow id in the same pipeline, or None when the workflow is unknown."""
+        pipeline = self.workflows.get(workflow_id)
+        return None if pipeline is None else self._add_workflow(pipeline)
+
+    def _add_workflow(self, pipeline: CirclePipeline) -> str:
+        workflow_id = self.new_uuid("workflow")
+        pipeline.workflow_ids.append(workflow_id)
+        self.workflows[workflow_id] = pipeline
+        return workflow_id
+
+    def trigger_job(
+        self, vcs: str, org: str, repo: str, branch: str, revision: str | None, build_parameters: dict[str, Any] | None
+    ) -> CircleJob:
+        """What v1.1 ``tree/{branch}`` does: a new job, ``not_running`` yet."""
+        sha = revision or fake_sha(vcs, org, repo, branch)
+        return self._add_job(CircleJob(vcs, org, repo, branch, sha, build_parameters, "not_running", "api"))
+
+    def retry_job(self, job: CircleJob) -> CircleJob:
+        """What v1.1 ``{build_num}/retry`` does: a queued copy with ``retry_of`` set."""
+        return self._add_job(replace(job, status="queued", why="retry", retry_of=job.build_num))
+
+    def find_job(self, vcs: str, org: str, repo: str, build_num: int) -> CircleJob | None:
+        """The v1.1 job ``build_num`` of a project."""
+        return next((j for j in self.jobs if (j.vcs, j.org, j.repo, j.build_num) == (vcs, org, repo, build_num)), None)
+
+    def _add_job(self, job: CircleJob) -> CircleJob:
+        mine = [j for j in self.jobs if (j.vcs, j.org, j.repo) == (job.vcs, job.org, job.repo)]
+        previous = {"build_num": mine[-1].build_num, "status": mine[-1].status} if mine else None
+        job = replace(job, build_num=len(mine) + 1, previous=previous, queued_at=self.clock())
+        self.jobs.append(job)
+        return job
