@@ -123,36 +123,87 @@ def _start_private_redis(url: str) -> subprocess.Popen[bytes]:
     return process
 
 
-async def _run_both(app: Any, settings: Settings, host: str, port: int) -> None:
+async def _run_both(app: Any, settings: Settings, host: str, port: int, sandbox: Any = None) -> None:
     import uvicorn
 
     from chainer.worker import create_worker
 
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=10))
     worker = create_worker(settings, handle_signals=False)
-    server_task = asyncio.create_task(server.serve())
-    worker_task = asyncio.create_task(worker.async_run())
-    done, _ = await asyncio.wait({server_task, worker_task}, return_when=asyncio.FIRST_COMPLETED)
+    serving = asyncio.create_task(server.serve())
+    tasks = {serving, asyncio.create_task(worker.async_run())}
+    if sandbox is not None:
+        from chainer.sandbox import serve_sandbox
+
+        state, sandbox_port = sandbox
+        tasks.add(asyncio.create_task(serve_sandbox(host, sandbox_port, state)))
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     server.should_exit = True
-    await asyncio.wait({server_task})
     await worker.close()
-    with contextlib.suppress(asyncio.CancelledError):
-        await worker_task
+    for task in tasks:
+        if task is not serving and not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     for task in done:
         if not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]
 
 
+def _sandboxed(settings: Settings, host: str, sandbox_port: int) -> tuple[Settings, Any]:
+    """Settings that send every provider call to a local sandbox, and the sandbox's state."""
+    import dataclasses
+    import secrets
+
+    from chainer.rules import load_rules
+    from chainer.sandbox_state import SandboxState
+    from chainer.settings import Secret
+
+    state = SandboxState()
+    for rule in load_rules(settings.rules_path).rules:
+        for action in rule.actions:
+            project = action.args.get("project")
+            if action.spec.provider == "codeship" and isinstance(project, str) and "{" not in project:
+                state.add_codeship_project(project)
+    base = f"http://{host}:{sandbox_port}"
+    changes: dict[str, Any] = {
+        "circleci_url": base,
+        "circleci_token": Secret(state.circleci_token),
+        "codeship_url": base,
+        "codeship_v1_url": base,
+        "codeship_user": state.codeship_user,
+        "codeship_password": Secret(state.codeship_password),
+        "codeship_org": None,
+        "codeship_api_key": Secret(state.codeship_api_key),
+    }
+    for name in ("hook_token", "admin_token"):
+        if getattr(settings, name) is None:
+            token = secrets.token_hex(12)
+            changes[name] = Secret(token)
+            click.echo(f"chainer: sandbox mode: CHAINER_{name.upper()} for this run is {token}", err=True)
+    click.echo(f"chainer: sandbox mode: provider APIs are emulated at {base} (requests at {base}/_sandbox/)", err=True)
+    return dataclasses.replace(settings, **changes), state
+
+
 @main.command()
 @_server_options
-def run(host: str, port: int) -> None:
+@click.option("--sandbox", is_flag=True, help="Send provider calls to a local emulation instead of the real APIs.")
+@click.option("--sandbox-port", default=8001, show_default=True, type=click.IntRange(1, 65535))
+def run(host: str, port: int, sandbox: bool, sandbox_port: int) -> None:
     """Web and worker in one process, with a private redis-server when none answers."""
+    from chainer.app import create_app
+
     configure_logging()
     settings = _settings()
     app = _load_app(settings)
+    sandboxed = None
+    if sandbox:
+        settings, state = _sandboxed(settings, host, sandbox_port)
+        app = create_app(settings)
+        sandboxed = (state, sandbox_port)
     private = None if _redis_answers(settings.redis_url) else _start_private_redis(settings.redis_url)
     try:
-        asyncio.run(_run_both(app, settings, host, port))
+        asyncio.run(_run_both(app, settings, host, port, sandboxed))
     except KeyboardInterrupt:
         # uvicorn re-raises the SIGINT it handled once it has shut down cleanly.
         click.echo("chainer: stopped", err=True)
@@ -160,6 +211,18 @@ def run(host: str, port: int) -> None:
         if private is not None:
             private.terminate()
             private.wait(timeout=30)
+
+
+@main.command(name="sandbox")
+@_server_options
+def sandbox_command(host: str, port: int) -> None:
+    """Serve the provider sandbox alone: Codeship v1/v2 and CircleCI v1.1/v2 on one port."""
+    from chainer.sandbox import serve_sandbox
+
+    configure_logging()
+    click.echo(f"chainer: provider sandbox on http://{host}:{port} (recorded requests at /_sandbox/)", err=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_sandbox(host, port))
 
 
 @main.command()

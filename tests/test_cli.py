@@ -116,3 +116,63 @@ def test_run_starts_a_private_redis_and_chains_a_build(tmp_path: Path) -> None:
             _, stderr = process.communicate()
     assert "started a private redis-server" in stderr.decode()
     assert process.returncode == 0, stderr.decode()[-3000:]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_run_with_sandbox_chains_to_the_emulated_provider(tmp_path: Path) -> None:
+    """`chainer run --sandbox` sends the chained build to the local emulation, which records the request."""
+    (tmp_path / "rules.yaml").write_text((REPO / "rules.yaml").read_text())
+    port, sandbox_port, redis_port = free_port(), free_port(), free_port()
+    env = {**os.environ, "CHAINER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "CHAINER_HOOK_TOKEN": "tok"}
+    for name in ("CHAINER_ADMIN_TOKEN", "CHAINER_CIRCLECI_TOKEN", "CHAINER_CODESHIP_USER"):
+        env.pop(name, None)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chainer.cli",
+            "run",
+            "--sandbox",
+            "--port",
+            str(port),
+            "--sandbox-port",
+            str(sandbox_port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        base, sandbox = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sandbox_port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    httpx.get(f"{sandbox}/_sandbox/requests", timeout=1)
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("chainer run --sandbox did not become ready within 30 s")
+        body = json.dumps(payloads.codeship("success", project="acme/web", branch="main")).encode()
+        response = httpx.post(f"{base}/hooks/codeship/tok", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 202 and response.json()["matched"] == ["smoke-after-web"]
+        recorded: list[dict[str, object]] = []
+        while time.monotonic() < deadline + 20 and not any(r["path"] for r in recorded if "builds" in str(r["path"])):
+            recorded = httpx.get(f"{sandbox}/_sandbox/requests", timeout=2).json()
+            time.sleep(0.1)
+        builds = [r for r in recorded if str(r["path"]).endswith("/builds") and r["method"] == "POST"]
+        assert len(builds) == 1 and builds[0]["status"] == 202
+        assert builds[0]["body"] == {"ref": "heads/main", "commit_sha": payloads.COMMIT}
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            _, stderr = process.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, stderr = process.communicate()
+    assert "sandbox mode" in stderr.decode()
+    assert process.returncode == 0, stderr.decode()[-3000:]
