@@ -53,6 +53,23 @@ _TOP_KEYS = ("version", "max_depth", "rules")
 _RULE_KEYS = ("name", "description", "when", "then", "max_depth", "limit")
 _WHEN_KEYS = (*CLAUSE_ORDER, "all", "join_on", "within", "reset_on")
 _FAN_IN = ("all", "join_on", "within", "reset_on")
+JOIN_ON = ("commit", "branch", "tag")
+_DURATION = re.compile(r"^(\d+)\s*(s|m|h|d)$")
+_UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+MAX_WITHIN_MS = 30 * 86_400_000
+
+
+def _duration_ms(value: Any) -> int | None:
+    """``90s``/``30m``/``2h``/``1d`` or whole seconds → milliseconds; None when malformed or out of range."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        ms = value * 1000
+    elif isinstance(value, str) and (m := _DURATION.match(value.strip())):
+        ms = int(m.group(1)) * _UNIT_MS[m.group(2)]
+    else:
+        return None
+    return ms if 0 < ms <= MAX_WITHIN_MS else None
+
+
 _LIMIT_KEYS = ("per_commit", "per_day")
 _GLOB_CHARS = set("*?[")
 _TYPE_NAMES: Mapping[type, str] = {str: "a string", int: "a number", bool: "true/false", dict: "a mapping"}
@@ -240,15 +257,45 @@ class ActionTemplate:
 
 
 @dataclass(frozen=True, slots=True)
+class Join:
+    """A fan-in: every clause must see a matching event with the same ``on`` value within ``within_ms``."""
+
+    clauses: tuple[Clause, ...]
+    on: str
+    within_ms: int
+    reset_on_failure: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JoinStep:
+    """What one event does to a fan-in rule's join: the clauses it satisfies and those it resets."""
+
+    rule: str
+    on: str
+    value: str
+    contributes: tuple[int, ...]
+    resets: tuple[int, ...]
+    clauses: int
+    within_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
+    """A validated rule: a single ``clause``, or a fan-in ``join`` (then ``clause`` is None)."""
+
     name: str
     position: int
-    clause: Clause
+    clause: Clause | None
     actions: tuple[ActionTemplate, ...]
     written: Mapping[str, Any]
     description: str = ""
     max_depth: int | None = None
     limit: Mapping[str, int] = field(default_factory=dict)
+    join: Join | None = None
+
+    @property
+    def clauses(self) -> tuple[Clause, ...]:
+        return self.join.clauses if self.join is not None else (self.clause,) if self.clause else ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,10 +311,13 @@ class PlannedAction:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """A rule's verdict on an event; for a fan-in rule, ``matched`` means the event fed its join."""
+
     rule: str
     matched: bool
     mismatch: Mismatch | None
     actions: tuple[PlannedAction, ...] = ()
+    join: JoinStep | None = None
 
 
 # ----------------------------------------------------------------------------- templates
@@ -285,28 +335,38 @@ class _Template:
         return rendered
 
 
-def _template_problems(text: str) -> list[str]:
-    """Syntax errors and names a template may not use (only ``event.<canonical field>``)."""
+def _template_problems(text: str, fan_in: int = 0) -> list[str]:
+    """Syntax errors and names a template may not use: ``event.<field>``, and ``events[i].<field>`` in fan-in."""
     try:
         tree = _ENV.parse(text)
     except TemplateSyntaxError as exc:
         return [f"template syntax error: {exc.message}"]
     problems = []
+    allowed = ("event", "events") if fan_in else ("event",)
     for node in tree.find_all(nodes.Name):
-        if node.name != "event" and node.ctx == "load":
-            problems.append(f"template names `{node.name}`; only `event` is available")
+        if node.name not in allowed and node.ctx == "load":
+            problems.append(f"template names `{node.name}`; only {' and '.join(f'`{a}`' for a in allowed)} exist here")
+    for item in tree.find_all(nodes.Getitem):
+        target = getattr(item, "node", None)
+        if isinstance(target, nodes.Name) and target.name == "events":
+            index = getattr(getattr(item, "arg", None), "value", None)
+            if not isinstance(index, int) or not 0 <= index < fan_in:
+                problems.append(f"template names `events[{index}]`; this fan-in has events[0] to events[{fan_in - 1}]")
     for access in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        target = getattr(access, "node", None)
-        if isinstance(target, nodes.Name) and target.name == "event":
-            attr = (
-                access.attr
-                if isinstance(access, nodes.Getattr)
-                else getattr(getattr(access, "arg", None), "value", None)
-            )
-            if not isinstance(attr, str) or attr not in EVENT_FIELDS:
-                close = difflib.get_close_matches(str(attr), sorted(EVENT_FIELDS), n=1)
-                hint = f" (did you mean `event.{close[0]}`?)" if close else ""
-                problems.append(f"template names `event.{attr}`, which events do not have{hint}")
+        base = getattr(access, "node", None)
+        if isinstance(base, nodes.Name) and base.name == "event":
+            shown = "event"
+        elif isinstance(base, nodes.Getitem) and isinstance(base.node, nodes.Name) and base.node.name == "events":
+            shown = f"events[{getattr(base.arg, 'value', '?')}]"
+        else:
+            continue
+        attr = (
+            access.attr if isinstance(access, nodes.Getattr) else getattr(getattr(access, "arg", None), "value", None)
+        )
+        if not isinstance(attr, str) or attr not in EVENT_FIELDS:
+            close = difflib.get_close_matches(str(attr), sorted(EVENT_FIELDS), n=1)
+            hint = f" (did you mean `{shown}.{close[0]}`?)" if close else ""
+            problems.append(f"template names `{shown}.{attr}`, which events do not have{hint}")
     return problems
 
 
@@ -343,9 +403,16 @@ def _render(value: Any, context: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def _context(event: BuildEvent) -> dict[str, Any]:
+def _fields(event: BuildEvent) -> dict[str, Any]:
     # Fields without a value are left out so that StrictUndefined names them instead of rendering "None".
-    return {"event": {k: v for k, v in event.template_context().items() if v is not None and v != ""}}
+    return {k: v for k, v in event.template_context().items() if v is not None and v != ""}
+
+
+def _context(event: BuildEvent, events: Sequence[BuildEvent] = ()) -> dict[str, Any]:
+    context: dict[str, Any] = {"event": _fields(event)}
+    if events:
+        context["events"] = [_fields(e) for e in events]
+    return context
 
 
 def _argument_problems(spec: ActionSpec, params: Mapping[str, Any], final: bool) -> list[str]:
@@ -376,9 +443,13 @@ def _argument_problems(spec: ActionSpec, params: Mapping[str, Any], final: bool)
     return problems
 
 
-def render_actions(rule: Rule, event: BuildEvent) -> tuple[PlannedAction, ...]:
-    """Render ``rule``'s actions for ``event``: written arguments, then defaults from the event."""
-    context = _context(event)
+def render_actions(rule: Rule, event: BuildEvent, events: Sequence[BuildEvent] = ()) -> tuple[PlannedAction, ...]:
+    """Render ``rule``'s actions for ``event``: written arguments, then defaults from the event.
+
+    For a fan-in, ``events`` are the contributing events (``events[i]`` in templates) and ``event``
+    is the one that completed the join.
+    """
+    context = _context(event, events)
     planned = []
     for template in rule.actions:
         spec = template.spec
@@ -427,10 +498,10 @@ class RuleSet:
         by_project: dict[str, list[int]] = {}
         wildcard: list[int] = []
         for i, rule in enumerate(rules):
-            matcher = rule.clause.patterns.get("project")
-            if matcher is not None and matcher.include and all(p.literal for p in matcher.include):
-                for p in matcher.include:
-                    by_project.setdefault(p.text, []).append(i)
+            matchers = [c.patterns.get("project") for c in rule.clauses]
+            if all(m is not None and m.include and all(p.literal for p in m.include) for m in matchers):
+                for text in sorted({p.text for m in matchers if m is not None for p in m.include}):
+                    by_project.setdefault(text, []).append(i)
             else:
                 wildcard.append(i)
         return cls(version, path, tuple(rules), max_depth,
@@ -451,29 +522,74 @@ class RuleSet:
             indexes = sorted({*literal, *self._wildcard})
         for i in indexes:
             rule = self.rules[i]
-            providers = rule.clause.providers
-            if providers is None or event.provider in providers:
+            if any(c.providers is None or event.provider in c.providers for c in rule.clauses):
                 yield rule
 
+    def rule(self, name: str) -> Rule | None:
+        """The rule called ``name``, or None."""
+        for rule in self.rules:
+            if rule.name == name:
+                return rule
+        return None
+
+    def fire(self, rule: Rule, events: Sequence[BuildEvent], last: BuildEvent) -> tuple[PlannedAction, ...]:
+        """Render a completed fan-in's actions: ``events`` in clause order, ``last`` completed the join."""
+        return self._guard(rule, last, render_actions(rule, last, events))
+
+    def _guard(self, rule: Rule, event: BuildEvent, actions: tuple[PlannedAction, ...]) -> tuple[PlannedAction, ...]:
+        limit = rule.max_depth or self.max_depth
+        depth = event.depth + 1
+        if depth <= limit:
+            return actions
+        # The loop guard (DESIGN §7): the rule matched, but its actions are not sent.
+        hops = [link.project for link in event.chain] + [event.project]
+        return tuple(
+            dataclasses.replace(
+                a,
+                error=f"loop guard: {' → '.join([*hops, str(a.params.get('project') or a.action)])}, "
+                f"depth {depth} > {limit}",
+            )
+            for a in actions
+        )
+
+    def _join_step(self, rule: Rule, join: Join, event: BuildEvent) -> Decision:
+        contributes, resets, misses = [], [], []
+        for i, clause in enumerate(join.clauses):
+            mismatch = clause.first_mismatch(event)
+            if mismatch is None:
+                contributes.append(i)
+                continue
+            misses.append((i, mismatch))
+            relaxed = dataclasses.replace(clause, statuses=STATUS_SETS["any"])
+            if (
+                join.reset_on_failure
+                and event.status in STATUS_SETS["not_success"]
+                and not relaxed.first_mismatch(event)
+            ):
+                resets.append(i)
+        if not contributes and not resets:
+            i, first = misses[0]
+            text = "; ".join(f"all[{j}]: {m.text}" for j, m in misses)
+            return Decision(rule.name, False, Mismatch(f"all[{i}].{first.field}", first.expected, first.actual, text))
+        value = getattr(event, join.on)
+        if not value:
+            text = f"join_on {join.on}: the event has no {join.on}"
+            return Decision(rule.name, False, Mismatch("join_on", join.on, None, text))
+        step = JoinStep(rule.name, join.on, str(value), tuple(contributes), tuple(resets), len(join.clauses),
+                        join.within_ms)  # fmt: skip
+        if not contributes:
+            text = f"{event.status} event resets all[{', '.join(map(str, resets))}] (reset_on: failed)"
+            return Decision(rule.name, False, Mismatch("status", "reset", event.status, text), join=step)
+        return Decision(rule.name, True, None, join=step)
+
     def _decide(self, rule: Rule, event: BuildEvent) -> Decision:
+        if rule.join is not None:
+            return self._join_step(rule, rule.join, event)
+        assert rule.clause is not None  # noqa: S101 (a rule has a clause or a join)
         mismatch = rule.clause.first_mismatch(event)
         if mismatch is not None:
             return Decision(rule.name, False, mismatch)
-        actions = render_actions(rule, event)
-        limit = rule.max_depth or self.max_depth
-        depth = event.depth + 1
-        if depth > limit:
-            # The loop guard (DESIGN §7): the rule matched, but its actions are not sent.
-            hops = [link.project for link in event.chain] + [event.project]
-            actions = tuple(
-                dataclasses.replace(
-                    a,
-                    error=f"loop guard: {' → '.join([*hops, str(a.params.get('project') or a.action)])}, "
-                    f"depth {depth} > {limit}",
-                )
-                for a in actions
-            )
-        return Decision(rule.name, True, None, actions)
+        return Decision(rule.name, True, None, self._guard(rule, event, render_actions(rule, event)))
 
     def evaluate(self, event: BuildEvent) -> list[Decision]:
         """Decisions for the candidate rules of ``event``, in file order."""
@@ -504,13 +620,14 @@ class RuleSet:
     def summary(self) -> str:
         lines = [f"{self.path}: {len(self.rules)} rule(s), version {self.version}, max_depth {self.max_depth}"]
         for r in self.rules:
-            status = (
-                "success (default)"
-                if "status" not in (r.written.get("when") or {})
-                else _status_text(r.clause.status_written)
-            )
             actions = ", ".join(a.name for a in r.actions)
-            lines.append(f"  {r.name}: status {status} → {actions}")
+            if r.join is not None:
+                when = f"fan-in of {len(r.join.clauses)} clauses on {r.join.on} within {r.join.within_ms // 1000} s"
+            elif r.clause is None or "status" not in (r.written.get("when") or {}):
+                when = "status success (default)"
+            else:
+                when = f"status {_status_text(r.clause.status_written)}"
+            lines.append(f"  {r.name}: {when} → {actions}")
         return "\n".join(lines)
 
 
@@ -620,32 +737,61 @@ class _Checker:
             return None
         return frozenset(statuses), _plain(value)
 
-    def clause(self, when: Any, line: int) -> Clause | None:
+    def clause(self, when: Any, line: int, path: str = "when", *, nested: bool = False) -> Clause | None:
         if not isinstance(when, _Map):
-            self.add(line, "when", f"must be a mapping of conditions, got {type(when).__name__}")
+            self.add(line, path, f"must be a mapping of conditions, got {type(when).__name__}")
             return None
-        self.unknown_keys(when, _WHEN_KEYS, "when.")
-        fan_in = [k for k in _FAN_IN if k in when]
-        if fan_in:
-            self.add(
-                _line(when, fan_in[0]), f"when.{fan_in[0]}", "fan-in (`when.all`) is not available in this version"
-            )
-            return None
+        self.unknown_keys(when, CLAUSE_ORDER if nested else _WHEN_KEYS, f"{path}.")
         count = len(self.problems)
-        providers = self.choices(when, "provider", "when.provider", PROVIDERS) if "provider" in when else None
-        kinds = self.choices(when, "kind", "when.kind", KINDS) if "kind" in when else None
-        status = self.status(when, "when.status") if "status" in when else (DEFAULT_STATUS, "success")
+        providers = self.choices(when, "provider", f"{path}.provider", PROVIDERS) if "provider" in when else None
+        kinds = self.choices(when, "kind", f"{path}.kind", KINDS) if "kind" in when else None
+        status = self.status(when, f"{path}.status") if "status" in when else (DEFAULT_STATUS, "success")
         matchers = {}
         for name in PATTERN_FIELDS:
             if name in when:
-                matcher = self.patterns(when, name, f"when.{name}")
+                matcher = self.patterns(when, name, f"{path}.{name}")
                 if matcher is not None:
                     matchers[name] = matcher
         if len(self.problems) > count or status is None:
             return None
         return Clause(providers, kinds, status[0], status[1], matchers)
 
-    def action(self, item: Any, index: int, line: int, providers: frozenset[str] | None) -> ActionTemplate | None:
+    def join(self, when: _Map) -> Join | None:
+        """A fan-in ``when``: ``all`` (two or more clauses), ``join_on``, ``within``, ``reset_on``."""
+        count = len(self.problems)
+        for key in when:
+            if key not in _FAN_IN and key in _WHEN_KEYS:
+                self.add(_line(when, key), f"when.{key}", "conditions of a fan-in go inside each `all` clause")
+        items = when["all"]
+        clauses: list[Clause] = []
+        if not isinstance(items, list) or len(items) < 2:
+            self.add(_line(when, "all"), "when.all", "a fan-in needs a list of at least two clauses")
+        else:
+            for i, item in enumerate(items):
+                clause = self.clause(item, _line(items, i), f"when.all[{i}]", nested=True)
+                if clause is not None:
+                    clauses.append(clause)
+        on = when.get("join_on", "commit")
+        if on not in JOIN_ON:
+            self.add(_line(when, "join_on"), "when.join_on", f"{on!r} is not one of {', '.join(JOIN_ON)}")
+        within_ms = None
+        if "within" not in when:
+            self.add(when.line, "when.within", "a fan-in needs `within`, the time its clauses may be apart (e.g. 2h)")
+        else:
+            within_ms = _duration_ms(when["within"])
+            if within_ms is None:
+                self.add(_line(when, "within"), "when.within",
+                         f"{when['within']!r} is not a duration like 90s, 30m, 2h or 1d (at most 30d)")  # fmt: skip
+        reset = when.get("reset_on")
+        if reset is not None and reset != "failed":
+            self.add(_line(when, "reset_on"), "when.reset_on", f"{reset!r}: the only reset is `failed`")
+        if len(self.problems) > count or within_ms is None:
+            return None
+        return Join(tuple(clauses), str(on), within_ms, reset == "failed")
+
+    def action(
+        self, item: Any, index: int, line: int, providers: frozenset[str] | None, fan_in: int = 0
+    ) -> ActionTemplate | None:
         path = f"then[{index}]"
         if not isinstance(item, _Map) or len(item) != 1:
             self.add(line, path, "each action is a mapping with exactly one key, the action name, e.g. "
@@ -666,7 +812,7 @@ class _Checker:
         self.unknown_keys(args, spec.param_names, f"{path}.{name}.")
         for key, value in args.items():
             for text in _strings(value):
-                for problem in _template_problems(text) if _is_template(text) else ():
+                for problem in _template_problems(text, fan_in) if _is_template(text) else ():
                     self.add(_line(args, key), f"{path}.{name}.{key}", problem)
         for problem in _argument_problems(spec, {k: v for k, v in args.items() if not _has_template(v)}, final=False):
             self.add(_line(item, name), f"{path}.{name}", problem)
@@ -754,17 +900,27 @@ def parse_rules(text: str | bytes, source: str = "rules.yaml") -> RuleSet:
             check.add(_line(item, "name"), "name", f"must match [a-z0-9-]+, got {name!r}")
         count = len(problems)
         check.unknown_keys(item, _RULE_KEYS, "")
-        clause = check.clause(item["when"], _line(item, "when")) if "when" in item else None
-        if "when" not in item:
+        when = item.get("when")
+        clause: Clause | None = None
+        join: Join | None = None
+        if isinstance(when, _Map) and "all" in when:
+            join = check.join(when)
+        elif "when" in item:
+            clause = check.clause(when, _line(item, "when"))
+        else:
             check.add(line, "when", "missing (what should trigger this rule?)")
+        clauses = join.clauses if join else (clause,) if clause else ()
+        fan_in = len(when["all"]) if isinstance(when, _Map) and isinstance(when.get("all"), list) else 0
         then = item.get("then")
         actions: list[ActionTemplate] = []
         if not isinstance(then, list) or not then:
             check.add(_line(item, "then"), "then", "must be a non-empty list of actions")
         else:
-            providers = clause.providers if clause else None
+            providers: frozenset[str] | None = frozenset()
+            for c in clauses:
+                providers = None if providers is None or c.providers is None else providers | c.providers
             for index, action in enumerate(then):
-                built = check.action(action, index, _line(then, index), providers)
+                built = check.action(action, index, _line(then, index), providers or None, fan_in)
                 if built is not None:
                     actions.append(built)
         rule_depth = check.positive_int(item, "max_depth", "max_depth") if "max_depth" in item else None
@@ -781,9 +937,9 @@ def parse_rules(text: str | bytes, source: str = "rules.yaml") -> RuleSet:
         description = item.get("description") or ""
         if not isinstance(description, str):
             check.add(_line(item, "description"), "description", "must be text")
-        if len(problems) == count and clause is not None and isinstance(name, str):
+        if len(problems) == count and (clause or join) and isinstance(name, str):
             rules.append(Rule(name, position, clause, tuple(actions), _plain(item), str(description),
-                              rule_depth, limit))  # fmt: skip
+                              rule_depth, limit, join))  # fmt: skip
     if problems:
         raise RulesError(problems)
     version = hashlib.sha256(raw).hexdigest()[:12]
