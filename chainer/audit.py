@@ -19,6 +19,8 @@ RECORD_TYPES = (
     "webhook.ignored",
     "rule.matched",
     "rule.not_matched",
+    "join.progress",
+    "join.fired",
     "action.queued",
     "attempt.started",
     "attempt.succeeded",

@@ -78,11 +78,16 @@ def web(host: str, port: int) -> None:
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
 def worker(burst: bool) -> None:
     """Run the arq worker that calls the downstream CI APIs."""
+    from chainer.rules import load_rules
     from chainer.worker import create_worker
 
     configure_logging()
     settings = _settings()
-    create_worker(settings, burst=burst).run()
+    try:
+        ruleset = load_rules(settings.rules_path)
+    except RulesError as exc:
+        _fail(f"{settings.rules_path} has {len(exc.problems)} problem(s):\n" + "\n".join(exc.problems))
+    create_worker(settings, burst=burst, ctx={"ruleset": ruleset}).run()
 
 
 def _redis_answers(url: str) -> bool:

@@ -35,6 +35,11 @@ def parse_any(provider: str, headers: Mapping[str, str], body: bytes) -> BuildEv
 
 
 def _reasons(decision: Decision) -> list[str]:
+    step = decision.join
+    if step is not None and step.contributes:
+        clauses = ", ".join(f"all[{i}]" for i in step.contributes)
+        return [f"satisfies {clauses} of the fan-in on {step.on} {step.value}; it fires once all "
+                f"{step.clauses} clauses have matching events within {step.within_ms // 1000} s"]  # fmt: skip
     if decision.mismatch is not None:
         return [decision.mismatch.text]
     return ["every clause matched"]

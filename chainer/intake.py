@@ -7,6 +7,7 @@ transport concerns (size cap, content type, routing).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -16,13 +17,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from arq.jobs import serialize_job
+
 from chainer import audit, lineage
 from chainer.errors import AuthenticationError, StoreUnavailableError, WebhookError
 from chainer.events import BuildEvent, ChainLink
-from chainer.jobs import action_id, job_bytes, job_id
-from chainer.rules import Decision, RuleSet
+from chainer.jobs import FIRE_JOIN, action_id, job_bytes, job_id, job_serializer
+from chainer.rules import Decision, JoinStep, PlannedAction, RuleSet
 from chainer.settings import Settings
-from chainer.store import AcceptPlan, ActionSlot, Budget, QueuedAction, Store, now_ms
+from chainer.store import AcceptPlan, ActionSlot, Budget, JoinPlan, QueuedAction, Store, now_ms
 from chainer.webhooks import Ignored, parse_circleci, parse_codeship
 
 log = logging.getLogger("chainer.intake")
@@ -40,6 +43,57 @@ class Reply:
     body: dict[str, Any]
 
 
+def queue_actions(
+    event: BuildEvent,
+    planned_actions: Sequence[PlannedAction],
+    rules_version: str,
+    at_ms: int,
+    budgets: Sequence[Budget] = (),
+) -> list[QueuedAction]:
+    """A ledger, job and audit record for each rendered action; actions that cannot be sent are skipped."""
+    queued: list[QueuedAction] = []
+    for planned in planned_actions:
+        aid = action_id(event.event_id, planned.rule, planned.index)
+        context = {**audit.event_context(event, rules_version), "rule": planned.rule, "action_id": aid,
+                   "action": planned.action}  # fmt: skip
+        ledger = {
+            "action_id": aid,
+            "event_id": event.event_id,
+            "rule": planned.rule,
+            "index": str(planned.index),
+            "action": planned.action,
+            "params": json.dumps(planned.params, separators=(",", ":"), default=str),
+            "attempts": "0",
+            "replays": "0",
+            "depth": str(event.depth + 1),
+            "created_ms": str(at_ms),
+            "updated_ms": str(at_ms),
+            "project": event.project,
+            "branch": event.branch or "",
+            "commit": event.commit or "",
+            "rules_version": rules_version,
+        }
+        if planned.error:
+            ledger |= {"state": "skipped", "last_error": planned.error}
+            queued.append(QueuedAction(aid, ledger, audit.action_skipped(context, planned.error)))
+            continue
+        jid = job_id(aid)
+        ledger |= {"state": "pending", "job_id": jid}
+        queued.append(
+            QueuedAction(
+                aid,
+                ledger,
+                audit.action_queued(context, jid, planned.params),
+                jid,
+                job_bytes(aid, at_ms),
+                at_ms,
+                budgets,
+                audit.action_skipped(context, "budget spent", params=planned.params),
+            )
+        )
+    return queued
+
+
 def plan_accept(
     event: BuildEvent,
     decisions: Sequence[Decision],
@@ -55,7 +109,10 @@ def plan_accept(
     delivery = event.dedupe_keys[0] if event.dedupe_keys else event.event_id
     records: list[dict[str, Any] | ActionSlot] = [audit.webhook_received(event, rules_version, delivery)]
     actions: list[QueuedAction] = []
+    joins: list[JoinPlan] = []
     for decision in decisions:
+        if decision.join is not None:
+            joins.append(_join_plan(event, decision.join, rules_version, at_ms))
         if not decision.matched:
             m = decision.mismatch
             if m is not None:
@@ -63,48 +120,16 @@ def plan_accept(
                     audit.rule_not_matched(event, rules_version, decision.rule, m.field, m.expected, m.actual, m.text)
                 )
             continue
+        if decision.join is not None:
+            step = decision.join
+            join = {"on": step.on, "value": step.value, "clauses": list(step.contributes)}
+            records.append(audit.rule_matched(event, rules_version, decision.rule, 0) | {"join": join})
+            continue
         records.append(audit.rule_matched(event, rules_version, decision.rule, len(decision.actions)))
-        budgets = _budgets(event, decision.rule, (limits or {}).get(decision.rule) or {}, at_ms)
-        for planned in decision.actions:
-            aid = action_id(event.event_id, planned.rule, planned.index)
-            context = {**audit.event_context(event, rules_version), "rule": planned.rule, "action_id": aid,
-                       "action": planned.action}  # fmt: skip
-            ledger = {
-                "action_id": aid,
-                "event_id": event.event_id,
-                "rule": planned.rule,
-                "index": str(planned.index),
-                "action": planned.action,
-                "params": json.dumps(planned.params, separators=(",", ":"), default=str),
-                "attempts": "0",
-                "replays": "0",
-                "depth": str(event.depth + 1),
-                "created_ms": str(at_ms),
-                "updated_ms": str(at_ms),
-                "project": event.project,
-                "branch": event.branch or "",
-                "commit": event.commit or "",
-                "rules_version": rules_version,
-            }
+        budgets = budgets_for(event, decision.rule, (limits or {}).get(decision.rule) or {}, at_ms)
+        for queued in queue_actions(event, decision.actions, rules_version, at_ms, budgets):
             records.append(ActionSlot(len(actions)))
-            if planned.error:
-                ledger |= {"state": "skipped", "last_error": planned.error}
-                actions.append(QueuedAction(aid, ledger, audit.action_skipped(context, planned.error)))
-                continue
-            jid = job_id(aid)
-            ledger |= {"state": "pending", "job_id": jid}
-            actions.append(
-                QueuedAction(
-                    aid,
-                    ledger,
-                    audit.action_queued(context, jid, planned.params),
-                    jid,
-                    job_bytes(aid, at_ms),
-                    at_ms,
-                    budgets,
-                    audit.action_skipped(context, "budget spent", params=planned.params),
-                )
-            )
+            actions.append(queued)
     event_fields = {
         "event": json.dumps(event.as_dict(), separators=(",", ":"), default=str),
         "raw": json.dumps(dict(event.raw), separators=(",", ":"), default=str),
@@ -122,10 +147,33 @@ def plan_accept(
         duplicate_record=audit.webhook_duplicate(event, rules_version, delivery),
         actions=actions,
         parent=event.chain[-1].event_id if event.chain else "",
+        joins=joins,
     )
 
 
-def _budgets(event: BuildEvent, rule: str, limit: Mapping[str, int], at_ms: int) -> tuple[Budget, ...]:
+def join_key(step: JoinStep) -> str:
+    """The Redis key of a fan-in join: one per rule and join value (commit, branch or tag)."""
+    return f"chainer:join:{step.rule}:{step.on}:{step.value}"
+
+
+def _join_plan(event: BuildEvent, step: JoinStep, rules_version: str, at_ms: int) -> JoinPlan:
+    key = join_key(step)
+    jid = "join:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+    record = {
+        "type": "join.progress",
+        **audit.event_context(event, rules_version),
+        "rule": step.rule,
+        "join": {"on": step.on, "value": step.value, "clauses": step.clauses},
+        "contributed": list(step.contributes),
+        "reset": list(step.resets) or None,
+    }
+    job = serialize_job(FIRE_JOIN, (key,), {}, None, at_ms, serializer=job_serializer)
+    return JoinPlan(key, step.rule, step.on, step.value, step.clauses, step.contributes, step.resets,
+                    step.within_ms, jid, job, record)  # fmt: skip
+
+
+def budgets_for(event: BuildEvent, rule: str, limit: Mapping[str, int], at_ms: int) -> tuple[Budget, ...]:
+    """The counters a rule's ``limit`` spends for ``event`` (per commit, per UTC day)."""
     budgets = []
     per_commit = limit.get("per_commit")
     if per_commit and event.commit:

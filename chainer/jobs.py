@@ -34,6 +34,7 @@ from chainer.store import Store, Transition, now_ms
 log = logging.getLogger("chainer.jobs")
 
 RUN_ACTION = "run_action"
+FIRE_JOIN = "fire_join"
 TERMINAL_STATES = frozenset({"done", "dead", "skipped", "discarded"})
 
 

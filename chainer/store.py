@@ -75,31 +75,10 @@ def encode_record(record: Mapping[str, Any]) -> str:
     return json.dumps({k: v for k, v in record.items() if v is not None}, separators=(",", ":"), default=str)
 
 
-_ACCEPT = """
-local plan = cjson.decode(ARGV[1])
-local nd = plan.nd
-for i = 1, nd do
-  local existing = redis.call('GET', KEYS[6 + i])
-  if existing then
-    for j = 1, nd do redis.call('SET', KEYS[6 + j], existing, 'PX', plan.dedupe_ttl, 'NX') end
-    local dup = cjson.decode(plan.dup)
-    dup.event_id = existing
-    local rec = cjson.encode(dup)
-    local id = redis.call('XADD', KEYS[2], 'MINID', '~', plan.minid, '*', 'r', rec)
-    if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('XADD', KEYS[3], id, 'r', rec) end
-    return {'duplicate', existing, 0}
-  end
-end
-for i = 1, nd do redis.call('SET', KEYS[6 + i], plan.event_id, 'PX', plan.dedupe_ttl) end
-redis.call('HSET', KEYS[1], unpack(plan.event))
-redis.call('PEXPIRE', KEYS[1], plan.ttl)
-if plan.parent ~= '' then
-  redis.call('SADD', KEYS[6], plan.event_id)
-  redis.call('PEXPIRE', KEYS[6], plan.ttl)
-end
-local chosen = {}
-local queued = 0
-local k = 6 + nd
+# Writes plan.actions: a ledger each, an arq job (queue KEYS[4], open set KEYS[5]) unless a budget
+# is spent, and the chosen audit record into `chosen`. Expects `chosen`, `queued` and `k` (the
+# index of the last key before the first action's keys) to be defined.
+_WRITE_ACTIONS = """
 for a, act in ipairs(plan.actions) do
   local lk, jk = KEYS[k + 1], KEYS[k + 2]
   k = k + 2
@@ -130,14 +109,114 @@ for a, act in ipairs(plan.actions) do
   redis.call('PEXPIRE', lk, plan.ttl)
   k = k + #act.budget
 end
+"""
+
+_AUDIT_LUA = """
 for _, rec in ipairs(plan.audit) do
   if type(rec) == 'table' then rec = chosen[rec.a] end
+  local id = redis.call('XADD', KEYS[2], 'MINID', '~', plan.minid, '*', 'r', rec)
+  redis.call('XADD', KEYS[3], id, 'r', rec)
+end
+"""
+
+# KEYS: join hash, audit, event audit, queue, open set, event hash, then the actions' keys.
+_FIRE = (
+    """
+local plan = cjson.decode(ARGV[1])
+if redis.call('HEXISTS', KEYS[1], 'done') == 1 then return {'done', redis.call('HGET', KEYS[1], 'done'), 0} end
+redis.call('HSET', KEYS[1], 'done', plan.event_id)
+local chosen = {}
+local queued = 0
+local k = 6
+"""
+    + _WRITE_ACTIONS
+    + _AUDIT_LUA
+    + """
+redis.call('PEXPIRE', KEYS[3], plan.ttl)
+if #plan.actions > 0 then
+  local listed = redis.call('HGET', KEYS[6], 'actions')
+  local ids = {}
+  if listed then
+    for id in string.gmatch(listed, '"([^"]+)"') do table.insert(ids, id) end
+  end
+  for _, act in ipairs(plan.actions) do table.insert(ids, act.action_id) end
+  redis.call('HSET', KEYS[6], 'actions', cjson.encode(ids))
+end
+return {'fired', plan.event_id, queued}
+"""
+)
+
+_ACCEPT = (
+    """
+local plan = cjson.decode(ARGV[1])
+local nd = plan.nd
+for i = 1, nd do
+  local existing = redis.call('GET', KEYS[6 + i])
+  if existing then
+    for j = 1, nd do redis.call('SET', KEYS[6 + j], existing, 'PX', plan.dedupe_ttl, 'NX') end
+    local dup = cjson.decode(plan.dup)
+    dup.event_id = existing
+    local rec = cjson.encode(dup)
+    local id = redis.call('XADD', KEYS[2], 'MINID', '~', plan.minid, '*', 'r', rec)
+    if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('XADD', KEYS[3], id, 'r', rec) end
+    return {'duplicate', existing, 0}
+  end
+end
+for i = 1, nd do redis.call('SET', KEYS[6 + i], plan.event_id, 'PX', plan.dedupe_ttl) end
+redis.call('HSET', KEYS[1], unpack(plan.event))
+redis.call('PEXPIRE', KEYS[1], plan.ttl)
+if plan.parent ~= '' then
+  redis.call('SADD', KEYS[6], plan.event_id)
+  redis.call('PEXPIRE', KEYS[6], plan.ttl)
+end
+local chosen = {}
+local queued = 0
+local k = 6 + nd
+"""
+    + _WRITE_ACTIONS
+    + """local progress = {}
+for _, jn in ipairs(plan.joins) do
+  local jk, fk = KEYS[k + 1], KEYS[k + 2]
+  k = k + 2
+  local fired = redis.call('HGET', jk, 'fired')
+  if not fired then
+    for _, i in ipairs(jn.resets) do redis.call('HDEL', jk, 'c' .. i) end
+    for _, i in ipairs(jn.contributes) do redis.call('HSET', jk, 'c' .. i, plan.event_id) end
+    if redis.call('HSETNX', jk, 'rule', jn.rule) == 1 then
+      redis.call('HSET', jk, 'n', jn.clauses, 'on', jn.on, 'value', jn.value, 'started_ms', plan.now)
+      redis.call('PEXPIRE', jk, jn.within)
+    end
+  end
+  local satisfied = {}
+  for i = 0, jn.clauses - 1 do
+    if redis.call('HEXISTS', jk, 'c' .. i) == 1 then table.insert(satisfied, i) end
+  end
+  local rec = cjson.decode(jn.record)
+  rec.complete = (#satisfied == jn.clauses)
+  if fired then
+    rec.already_fired_by = fired
+  elseif rec.complete then
+    redis.call('HSET', jk, 'fired', plan.event_id)
+    redis.call('PEXPIRE', jk, plan.ttl)
+    redis.call('SET', fk, jn.job, 'PX', plan.job_ttl)
+    redis.call('ZADD', KEYS[4], plan.now, jn.job_id)
+    rec.fired = true
+  end
+  rec.satisfied = '__satisfied__'
+  local text = string.gsub(cjson.encode(rec), '"__satisfied__"', '[' .. table.concat(satisfied, ',') .. ']')
+  table.insert(progress, text)
+end
+"""
+    + _AUDIT_LUA
+    + """
+for _, rec in ipairs(progress) do
   local id = redis.call('XADD', KEYS[2], 'MINID', '~', plan.minid, '*', 'r', rec)
   redis.call('XADD', KEYS[3], id, 'r', rec)
 end
 redis.call('PEXPIRE', KEYS[3], plan.ttl)
 return {'accepted', plan.event_id, queued}
 """
+)
 
 _FIRST = """
 for i = 1, #KEYS do
@@ -287,6 +366,23 @@ class QueuedAction:
 
 
 @dataclass(frozen=True, slots=True)
+class JoinPlan:
+    """One event's step in a fan-in join; the script fires ``job`` when the step completes the join."""
+
+    key: str
+    rule: str
+    on: str
+    value: str
+    clauses: int
+    contributes: Sequence[int]
+    resets: Sequence[int]
+    within_ms: int
+    job_id: str
+    job: bytes
+    record: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class ActionSlot:
     """The place of the ``index``-th action's record in an accept plan's audit trail."""
 
@@ -308,6 +404,7 @@ class AcceptPlan:
     duplicate_record: Mapping[str, Any]
     actions: Sequence[QueuedAction] = field(default_factory=tuple)
     parent: str = ""  # the event whose action caused this one (lineage), if any
+    joins: Sequence[JoinPlan] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +453,7 @@ class Store:
         self._append = _ScriptBatcher(redis, _APPEND)
         self._transition = _ScriptBatcher(redis, _TRANSITION)
         self._first = _ScriptBatcher(redis, _FIRST)
+        self._fire = _ScriptBatcher(redis, _FIRE)
 
     def _minid(self) -> str:
         return f"{max(now_ms() - self.retention_ms, 0)}-0"
@@ -377,28 +475,33 @@ class Store:
             children_key(plan.parent or "-"),
             *(seen_key(k) for k in plan.dedupe_keys),
         ]
-        actions = []
-        for action in plan.actions:
-            keys += [action_key(action.action_id), JOB_PREFIX + (action.job_id or action.action_id)]
-            keys += [b.key for b in action.budgets]
-            actions.append(
+        action_keys, actions = _encode_actions(plan.actions)
+        keys += action_keys
+        joins = []
+        for jn in plan.joins:
+            keys += [jn.key, JOB_PREFIX + jn.job_id]
+            joins.append(
                 {
-                    "ledger": [x for kv in action.ledger.items() for x in kv],
-                    "action_id": action.action_id,
-                    "job_id": action.job_id,
-                    "job": action.job.decode(),
-                    "score": action.score_ms,
-                    "record": encode_record(action.record),
-                    "skip": encode_record(action.skip_record),
-                    "budget": [[b.limit, b.ttl_ms, b.reason] for b in action.budgets],
+                    "rule": jn.rule,
+                    "on": jn.on,
+                    "value": jn.value,
+                    "clauses": jn.clauses,
+                    "contributes": list(jn.contributes),
+                    "resets": list(jn.resets),
+                    "within": jn.within_ms,
+                    "job_id": jn.job_id,
+                    "job": jn.job.decode(),
+                    "record": encode_record(jn.record),
                 }
             )
         args = {
+            "joins": joins,
+            "now": now_ms(),
             "nd": len(plan.dedupe_keys),
             "parent": plan.parent,
             "event_id": plan.event_id,
             "event": [x for kv in plan.event_fields.items() for x in kv],
-            "audit": [{"a": r.index + 1} if isinstance(r, ActionSlot) else encode_record(r) for r in plan.audit],
+            "audit": _encode_audit(plan.audit),
             "dup": encode_record(plan.duplicate_record),
             "actions": actions,
             "minid": self._minid(),
@@ -409,6 +512,30 @@ class Store:
         result = await self._accept(keys, [json.dumps(args, separators=(",", ":"))])
         status, event_id, queued = (_text(x) for x in result)
         return AcceptOutcome(duplicate=status == "duplicate", event_id=event_id, queued=int(queued))
+
+    async def fire_join(
+        self,
+        key: str,
+        event_id: str,
+        actions: Sequence[QueuedAction],
+        records: Sequence[Mapping[str, Any] | ActionSlot],
+    ) -> int | None:
+        """Write a completed fan-in's actions once; None when the join had already been fired and written."""
+        action_keys, encoded = _encode_actions(actions)
+        keys = [key, AUDIT_KEY, event_audit_key(event_id), QUEUE_KEY, OPEN_KEY, event_key(event_id), *action_keys]
+        args = {
+            "event_id": event_id,
+            "actions": encoded,
+            "audit": _encode_audit(records),
+            "minid": self._minid(),
+            "ttl": self.retention_ms,
+            "job_ttl": self.job_ttl_ms,
+        }
+        status, _, queued = (_text(x) for x in await self._fire(keys, [json.dumps(args, separators=(",", ":"))]))
+        return int(queued) if status == "fired" else None
+
+    async def get_join(self, key: str) -> dict[str, str]:
+        return _decode_hash(await self._guard(self.redis.hgetall(key)))
 
     async def append_audit(self, records: Iterable[Mapping[str, Any]], *, event_id: str | None = None) -> list[str]:
         """Append records to the audit log (and to the event's own stream when ``event_id`` is given)."""
@@ -561,6 +688,31 @@ class Store:
             return await awaitable
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
+
+
+def _encode_actions(actions: Sequence[QueuedAction]) -> tuple[list[str], list[dict[str, Any]]]:
+    keys: list[str] = []
+    encoded = []
+    for action in actions:
+        keys += [action_key(action.action_id), JOB_PREFIX + (action.job_id or action.action_id)]
+        keys += [b.key for b in action.budgets]
+        encoded.append(
+            {
+                "ledger": [x for kv in action.ledger.items() for x in kv],
+                "action_id": action.action_id,
+                "job_id": action.job_id,
+                "job": action.job.decode(),
+                "score": action.score_ms,
+                "record": encode_record(action.record),
+                "skip": encode_record(action.skip_record),
+                "budget": [[b.limit, b.ttl_ms, b.reason] for b in action.budgets],
+            }
+        )
+    return keys, encoded
+
+
+def _encode_audit(records: Sequence[Mapping[str, Any] | ActionSlot]) -> list[Any]:
+    return [{"a": r.index + 1} if isinstance(r, ActionSlot) else encode_record(r) for r in records]
 
 
 def _text(value: Any) -> str:

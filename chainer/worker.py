@@ -7,6 +7,8 @@ import time: settings are built in ``startup`` from the environment unless a cal
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from typing import Any
@@ -18,8 +20,11 @@ from arq.worker import func
 from chainer.connections import connect_arq
 from chainer.downstream import Downstream, default_http_client
 from chainer.errors import DownstreamError
-from chainer.jobs import RUN_ACTION, RetryPolicy, job_deserializer, job_serializer, run_action, sweep
+from chainer.fanin import fire_join
+from chainer.jobs import FIRE_JOIN, RUN_ACTION, RetryPolicy, job_deserializer, job_serializer, run_action, sweep
 from chainer.limits import InflightLocks, RateLimiter
+from chainer.reload import RulesWatcher
+from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
 from chainer.store import Store
 
@@ -41,6 +46,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx.setdefault("retry_policy", POLICY)
     ctx.setdefault("store", Store(ctx["redis"], retention_ms=settings.audit_retention_ms))
     ctx.setdefault("locks", InflightLocks(ctx["redis"], lease_s=JOB_TIMEOUT_S + 10))
+    _watch_rules(ctx, settings)
     if "downstream" not in ctx:
         ctx["http"] = default_http_client()
         limiter = RateLimiter(ctx["redis"], CODESHIP_RATE_KEY, limit=CODESHIP_PER_MINUTE, window_s=60, label="Codeship")
@@ -53,7 +59,25 @@ async def startup(ctx: dict[str, Any]) -> None:
                 log.error("codeship_auth_failed", extra={"error": str(exc)})
 
 
+def _watch_rules(ctx: dict[str, Any], settings: Settings) -> None:
+    """Hold the active rules in ctx (fan-in jobs render with them) and reload them like the web does."""
+    if "ruleset" not in ctx:
+        ctx["ruleset"] = load_rules(settings.rules_path)
+    ctx["rules"] = lambda: ctx["ruleset"]
+
+    def activate(new: RuleSet) -> None:
+        ctx["ruleset"] = new
+
+    watcher = RulesWatcher(settings.rules_path, ctx["rules"], activate, ctx["store"])
+    ctx["rules_task"] = asyncio.create_task(watcher.watch(settings.rules_poll_seconds))
+
+
 async def shutdown(ctx: dict[str, Any]) -> None:
+    task = ctx.get("rules_task")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     http = ctx.get("http")
     if http is not None:
         await http.aclose()
@@ -62,7 +86,10 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 class WorkerSettings:
     """arq settings; every attribute is set on this class itself (arq ignores inherited ones)."""
 
-    functions = (func(run_action, name=RUN_ACTION, max_tries=ARQ_MAX_TRIES, timeout=JOB_TIMEOUT_S),)
+    functions = (
+        func(run_action, name=RUN_ACTION, max_tries=ARQ_MAX_TRIES, timeout=JOB_TIMEOUT_S),
+        func(fire_join, name=FIRE_JOIN, max_tries=5, timeout=JOB_TIMEOUT_S),
+    )
     cron_jobs = (cron(sweep, name="sweep", second=30, run_at_startup=True, timeout=JOB_TIMEOUT_S),)
     on_startup = startup
     on_shutdown = shutdown

@@ -322,7 +322,9 @@ async def test_restart_budget_is_spent_per_commit_and_per_day(client: httpx.Asyn
     """limit {per_commit: 2, per_day: 3} queues two restarts per commit and three a day, auditing the rest."""
     queued = []
     for build_id, commit in [(1, "a" * 40), (2, "a" * 40), (3, "a" * 40), (4, "b" * 40), (5, "c" * 40)]:
-        response = await _post_codeship(client, payloads.codeship("infrastructure_failure", build_id=build_id, commit=commit))
+        response = await _post_codeship(
+            client, payloads.codeship("infrastructure_failure", build_id=build_id, commit=commit)
+        )
         assert response.status_code == 202 and response.json()["matched"] == ["restart-infra"]
         queued.append(response.json()["queued"])
     assert queued == [1, 1, 0, 1, 0]

@@ -1,0 +1,160 @@
+"""Fan-in joins end to end: both halves fire once, windows expire, failures reset, races fire once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from chainer.app import create_app
+from chainer.connections import connect_arq
+from chainer.downstream import Downstream
+from chainer.rules import RuleSet, parse_rules
+from chainer.settings import Secret, Settings
+from chainer.store import QUEUE_KEY, Store
+from chainer.worker import create_worker
+from tests import payloads
+
+pytestmark = pytest.mark.integration
+
+RULES = """
+version: 1
+rules:
+  - name: release-after-both
+    when:
+      all:
+        - {project: acme/api, status: success}
+        - {project: acme/web, status: success}
+      join_on: commit
+      within: WITHIN
+      reset_on: failed
+    then:
+      - codeship.trigger_build:
+          project: acme/release
+          ref: "heads/{{ event.branch }}"
+          commit: "{{ events[0].commit }}"
+"""
+SETTINGS = Settings(
+    hook_token=Secret("hook"),
+    admin_token=Secret("adm"),
+    codeship_user="ci@example.org",
+    codeship_password=Secret("pw"),
+    codeship_url="https://codeship.example",
+)
+
+
+def _rules(within: str = "2h") -> RuleSet:
+    return parse_rules(RULES.replace("WITHIN", within))
+
+
+class Codeship:
+    def __init__(self) -> None:
+        self.builds: list[dict[str, Any]] = []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/auth":
+            org = {"uuid": "org-1", "name": "acme", "scopes": ["build.write"]}
+            return httpx.Response(200, json={"access_token": "t", "expires_at": 9999999999, "organizations": [org]})
+        if request.url.path.endswith("/projects"):
+            project = {"uuid": "11111111-2222-4333-8444-555555555555", "id": 9, "name": "acme/release"}
+            return httpx.Response(200, json={"projects": [project], "page": 1, "per_page": 50, "total": 1})
+        self.builds.append(json.loads(request.content))
+        return httpx.Response(202)
+
+
+async def _post(client: httpx.AsyncClient, project: str, status: str, build_id: int, commit: str) -> dict[str, Any]:
+    body = json.dumps(payloads.codeship(status, project=project, build_id=build_id, commit=commit)).encode()
+    answer = await client.post("/hooks/codeship/hook", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 202, answer.text
+    return dict(answer.json())
+
+
+async def _drain(redis_url: str, ruleset: RuleSet, codeship: Codeship) -> None:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(codeship.handle)) as http:
+        worker = create_worker(
+            SETTINGS,
+            burst=True,
+            handle_signals=False,
+            poll_delay=0.01,
+            redis_pool=connect_arq(redis_url, retries=0),
+            ctx={"ruleset": ruleset, "downstream": Downstream(SETTINGS, http)},
+        )
+        await worker.main()
+        await worker.close()
+
+
+def _client(ruleset: RuleSet, store: Store) -> httpx.AsyncClient:
+    app = create_app(SETTINGS, ruleset=ruleset, store=store)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+async def test_both_halves_fire_once_with_every_event_in_templates(redis: Redis, redis_url: str) -> None:
+    """api then web on one commit fires the release once; later events on that commit do not fire again."""
+    ruleset, store, codeship = _rules(), Store(redis), Codeship()
+    commit = "a" * 40
+    async with _client(ruleset, store) as client:
+        first = await _post(client, "acme/api", "success", 1, commit)
+        second = await _post(client, "acme/web", "success", 2, commit)
+        await _drain(redis_url, ruleset, codeship)
+        again = await _post(client, "acme/api", "success", 3, commit)
+        await _drain(redis_url, ruleset, codeship)
+        view = (await client.get(f"/events/{second['event_id']}", headers={"authorization": "Bearer adm"})).json()
+    assert first["matched"] == second["matched"] == ["release-after-both"]
+    assert codeship.builds == [{"ref": "heads/main", "commit_sha": commit}]
+    progress = [r for r in (await store.read_audit(match={"type": {"join.progress"}})).items]
+    assert [(p["satisfied"], p["complete"]) for p in progress] == [([0], False), ([0, 1], True), ([0, 1], True)]
+    assert progress[1]["fired"] is True and progress[2]["already_fired_by"] == second["event_id"]
+    assert again["queued"] == 0
+    types = [r["type"] for r in view["audit"]]
+    assert "join.fired" in types and "attempt.succeeded" in types
+    assert view["actions"][0]["state"] == "done"
+
+
+async def test_a_window_that_expires_starts_over(redis: Redis, redis_url: str) -> None:
+    """Halves further apart than `within` do not fire; the late half starts a new join."""
+    ruleset, store = _rules("1s"), Store(redis)
+    commit = "b" * 40
+    async with _client(ruleset, store) as client:
+        await _post(client, "acme/api", "success", 1, commit)
+        await asyncio.sleep(1.2)
+        await _post(client, "acme/web", "success", 2, commit)
+    progress = (await store.read_audit(match={"type": {"join.progress"}})).items
+    assert [(p["satisfied"], p["complete"]) for p in progress] == [([0], False), ([1], False)]
+    assert await redis.zcard(QUEUE_KEY) == 0
+
+
+async def test_a_failure_resets_its_clause_when_the_rule_says_so(redis: Redis) -> None:
+    """api green, api red, web green: the reset clause is missing, so nothing fires."""
+    ruleset, store = _rules(), Store(redis)
+    commit = "c" * 40
+    async with _client(ruleset, store) as client:
+        await _post(client, "acme/api", "success", 1, commit)
+        reset = await _post(client, "acme/api", "error", 2, commit)
+        await _post(client, "acme/web", "success", 3, commit)
+    progress = (await store.read_audit(match={"type": {"join.progress"}})).items
+    assert [(p["satisfied"], p["complete"]) for p in progress] == [([0], False), ([], False), ([1], False)]
+    assert progress[1]["reset"] == [0] and reset["matched"] == []
+    assert await redis.zcard(QUEUE_KEY) == 0
+
+
+async def test_concurrent_halves_on_two_web_apps_fire_exactly_once(redis_url: str) -> None:
+    """Twenty commits whose halves arrive at the same moment at two apps with their own connections fire once each."""
+    ruleset = _rules()
+    one, two = Redis.from_url(redis_url), Redis.from_url(redis_url)
+    async with _client(ruleset, Store(one)) as left, _client(ruleset, Store(two)) as right:
+        for n in range(20):
+            commit = f"{n:040x}"
+            await asyncio.gather(
+                _post(left, "acme/api", "success", 100 + n, commit),
+                _post(right, "acme/web", "success", 200 + n, commit),
+            )
+    fire_jobs = [j for j in await one.zrange(QUEUE_KEY, 0, -1) if j.startswith(b"join:")]
+    fired = (await Store(one).read_audit(match={"type": {"join.progress"}}, limit=100)).items
+    await one.aclose()
+    await two.aclose()
+    assert len(fire_jobs) == 20
+    assert sum(1 for p in fired if p.get("fired")) == 20
