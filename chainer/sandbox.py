@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import html
 import json
 import logging
@@ -30,52 +29,32 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from chainer.sandbox_state import (
-    APIS,
-    CIRCLECI_V2,
-    CIRCLECI_V11,
-    CODESHIP_V1,
-    CODESHIP_V2,
-    CodeshipBuild,
-    CodeshipOrg,
-    CodeshipProject,
-    SandboxState,
-    ScriptedFault,
-    normalize_vcs,
-)
+from chainer import sandbox_state as st
+from chainer.sandbox_state import RecordedRequest, SandboxState
 
-__all__ = ["SandboxState", "create_sandbox_app", "serve_sandbox"]
+__all__ = ["RecordedRequest", "SandboxState", "create_sandbox_app", "serve_sandbox"]
 
 log = logging.getLogger("chainer.sandbox")
 
-SANDBOX = "sandbox"
-UNKNOWN = "unknown"
-PER_PAGE_DEFAULT, PER_PAGE_MAX = 30, 50
-CIRCLECI_PAGE = 20
+SANDBOX, UNKNOWN = "sandbox", "unknown"
+PER_PAGE_DEFAULT, PER_PAGE_MAX, CIRCLECI_PAGE = 30, 50, 20
 LOGIN_FIRST = "You must log in first."
 TWO_FACTOR = "Your account has two-factor authentication enabled, which is not possible to support with the API."
-_PREFIXES = (
-    ("/api/v1.1/", CIRCLECI_V11),
-    ("/api/v1/", CODESHIP_V1),
-    ("/api/v2/", CIRCLECI_V2),
-    ("/v2/", CODESHIP_V2),
-    ("/_sandbox", SANDBOX),
-)
-_DIGITS = re.compile(r"[0-9]{1,9}")
-_KEYWORD = re.compile(r"[A-Za-z_][\w.-]*")
+_PREFIXES = dict(zip(("/v2/", "/api/v1/", "/api/v2/", "/api/v1.1/"), st.APIS, strict=True)) | {"/_sandbox": SANDBOX}
+_DIGITS = re.compile(r"[0-9]{1,9}")  # ASCII digits, bounded: int() of other "digits" or of 5000 of them raises
 _REF = re.compile(r"^(heads|tags)/\S+$")
 _SECRET_HEADERS = {"authorization", "circle-token", "cookie", "proxy-authorization"}
 _SECRET_QUERY = {"api_key", "circle-token"}
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]  # the endpoint answers 405 itself, and records it
+_NOT_JSON = object()
+_T = TypeVar("_T")
 
 
-class ApiError(Exception):
-    """An error answer; the endpoint renders it in the shape of the API that was called."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+def _decode(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return _NOT_JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,49 +70,40 @@ class Call:
         return str(self.request.path_params[name])
 
     def json_object(self) -> dict[str, Any]:
-        """The body as a JSON object (``{}`` when empty); raises ``ApiError(400)`` otherwise."""
-        if not self.raw.strip():
-            return {}
-        data = _decode(self.raw)
-        if data is _NOT_JSON:
-            raise ApiError(400, "the request body is not valid JSON")
-        if not isinstance(data, dict):
-            raise ApiError(400, "the request body must be a JSON object")
+        """The body as a JSON object (``{}`` when empty); raises ``HTTPException(400)`` otherwise."""
+        data = _decode(self.raw) if self.raw.strip() else {}
+        _refuse(data is _NOT_JSON, 400, "the request body is not valid JSON")
+        _refuse(not isinstance(data, dict), 400, "the request body must be a JSON object")
         return data
 
 
 Handler = Callable[[Call], Awaitable[Response]]
-_NOT_JSON = object()
-_T = TypeVar("_T")
 
 
-def _decode(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        return _NOT_JSON
-
-
-def _basic(request: Request) -> tuple[str, str] | None:
+def _basic(request: Request) -> tuple[str | None, str | None]:
+    """User and password of a ``Basic`` authorization header; ``(None, None)`` without a readable one."""
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "basic":
-        return None
     try:
-        user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+        user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
-        return None
-    return (user, password) if sep else (user, "")
+        return None, None
+    return (user, password) if scheme.lower() == "basic" else (None, None)
+
+
+def _refuse(when: object, status: int, message: str) -> None:
+    """Answer ``status`` with ``message`` (in the called API's error shape) when ``when`` is true."""
+    if when:
+        raise HTTPException(status, message)
 
 
 def _found(item: _T | None, message: str) -> _T:
     if item is None:
-        raise ApiError(404, message)
+        raise HTTPException(404, message)
     return item
 
 
 def _number(text: str, status: int, message: str) -> int:
-    if not _DIGITS.fullmatch(text):  # ASCII digits, bounded: int() of other "digits" or 5000 of them raises
-        raise ApiError(status, message)
+    _refuse(not _DIGITS.fullmatch(text), status, message)
     return int(text)
 
 
@@ -142,63 +112,54 @@ def _same(given: str | None, expected: str) -> bool:
 
 
 def _error(api: str, request: Request, status: int, message: str) -> Response:
-    if api == CODESHIP_V2:
+    if api == st.CODESHIP_V2:
         return JSONResponse({"errors": [message]}, status)
-    if api in (CIRCLECI_V2, CIRCLECI_V11):
-        return _circle_answer(request, status, {"message": message}, v11=api == CIRCLECI_V11)
+    if api in (st.CIRCLECI_V2, st.CIRCLECI_V11):
+        return _circle_answer(request, status, {"message": message}, v11=api == st.CIRCLECI_V11)
     return JSONResponse({"error": message}, status)
 
 
 # -- Codeship API v2 -----------------------------------------------------------------------------
-
-
 async def codeship_auth(call: Call) -> Response:
-    """``POST /v2/auth``: Basic credentials in, a bearer token and the account's organizations out."""
-    user, password = _basic(call.request) or (None, None)
+    """``POST /v2/auth``: Basic credentials in, a bearer token and the account's organization out."""
+    user, password = _basic(call.request)
     state = call.state
-    if call.raw.strip() and _decode(call.raw) is _NOT_JSON:
-        raise ApiError(400, "the request body is not valid JSON")
+    _refuse(call.raw.strip() and _decode(call.raw) is _NOT_JSON, 400, "the request body is not valid JSON")
     if not (_same(user, state.codeship_user) and _same(password, state.codeship_password)):
         return JSONResponse({"error": "Unauthorized"}, 401)
     if state.two_factor:
-        return JSONResponse({"error": TWO_FACTOR})
+        return JSONResponse({"error": TWO_FACTOR})  # HTTP 200 (providers.md pitfall 5)
     token, expires_at = state.issue_codeship_token()
-    orgs = [{"uuid": o.uuid, "name": o.name, "scopes": list(o.scopes)} for o in state.orgs]
-    return JSONResponse({"access_token": token, "expires_at": expires_at, "organizations": orgs})
+    org = {"uuid": state.codeship_org_uuid, "name": state.codeship_org, "scopes": list(state.codeship_scopes)}
+    return JSONResponse({"access_token": token, "expires_at": expires_at, "organizations": [org]})
 
 
-def _codeship_org(call: Call, scope: str) -> CodeshipOrg:
+def _codeship_org(call: Call, scope: str) -> None:
+    """Check the bearer token, the organization in the path and the account's ``scope`` there."""
     scheme, _, token = call.request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not call.state.codeship_token_valid(token.strip()):
-        raise ApiError(401, "Unauthorized")
-    org = next((o for o in call.state.orgs if o.uuid == call.param("org")), None)
-    if org is None:
-        raise ApiError(404, "organization not found")
-    if scope not in org.scopes:
-        raise ApiError(403, f"Forbidden: the {scope} scope is required in organization {org.name}")
-    return org
+    _refuse(scheme.lower() != "bearer" or not call.state.codeship_token_valid(token.strip()), 401, "Unauthorized")
+    _refuse(call.param("org") != call.state.codeship_org_uuid, 404, "organization not found")
+    if scope not in call.state.codeship_scopes:
+        raise HTTPException(403, f"Forbidden: the {scope} scope is required in organization {call.state.codeship_org}")
 
 
-def _codeship_project(call: Call, scope: str) -> CodeshipProject:
-    project = call.state.codeship_project(_codeship_org(call, scope), call.param("project"))
-    return _found(project, "project not found")
+def _codeship_project(call: Call, scope: str) -> st.CodeshipProject:
+    _codeship_org(call, scope)
+    return _found(call.state.codeship_project(call.param("project")), "project not found")
 
 
-def _codeship_build(call: Call, scope: str) -> CodeshipBuild:
+def _codeship_build(call: Call, scope: str) -> st.CodeshipBuild:
     builds = _codeship_project(call, scope).builds
     return _found(next((b for b in builds if b.uuid == call.param("build")), None), "build not found")
 
 
-def _positive(call: Call, name: str, default: int) -> int:
-    number = _number(call.request.query_params.get(name, str(default)), 400, f"{name} must be a positive integer")
-    if number < 1:
-        raise ApiError(400, f"{name} must be a positive integer")
-    return number
-
-
 def _codeship_page(call: Call, key: str, items: list[dict[str, Any]]) -> Response:
     """One page of a Codeship list: ``{key, page, per_page, total}`` plus an RFC 5988 ``Link`` header."""
-    page, per_page = _positive(call, "page", 1), min(_positive(call, "per_page", PER_PAGE_DEFAULT), PER_PAGE_MAX)
+    query = call.request.query_params
+    page = _number(query.get("page", "1"), 400, "page must be a positive integer")
+    per_page = _number(query.get("per_page", str(PER_PAGE_DEFAULT)), 400, "per_page must be a positive integer")
+    _refuse(page < 1 or per_page < 1, 400, "page and per_page must be positive integers")
+    per_page = min(per_page, PER_PAGE_MAX)
     last = max(1, math.ceil(len(items) / per_page))
     rels = ([("first", 1), ("prev", min(page - 1, last))] if page > 1 else []) + (
         [("next", page + 1), ("last", last)] if page < last else []
@@ -211,8 +172,8 @@ def _codeship_page(call: Call, key: str, items: list[dict[str, Any]]) -> Respons
 
 async def codeship_list_projects(call: Call) -> Response:
     """``GET /v2/organizations/{org}/projects``: paginated, oldest project first."""
-    org = _codeship_org(call, "project.read")
-    return _codeship_page(call, "projects", [p.v2() for p in call.state.codeship_projects(org)])
+    _codeship_org(call, "project.read")
+    return _codeship_page(call, "projects", [p.v2() for p in call.state.projects])
 
 
 async def codeship_get_project(call: Call) -> Response:
@@ -222,152 +183,100 @@ async def codeship_get_project(call: Call) -> Response:
 
 async def codeship_list_builds(call: Call) -> Response:
     """``GET …/projects/{uuid}/builds``: paginated, newest first."""
-    project = _codeship_project(call, "build.read")
-    return _codeship_page(call, "builds", [b.v2(_root(call.request)) for b in reversed(project.builds)])
+    project, base = _codeship_project(call, "build.read"), str(call.request.base_url).rstrip("/")
+    return _codeship_page(call, "builds", [b.v2(base) for b in reversed(project.builds)])
 
 
 async def codeship_get_build(call: Call) -> Response:
     """``GET …/builds/{uuid}``: ``{"build": {...}}``."""
-    return JSONResponse({"build": _codeship_build(call, "build.read").v2(_root(call.request))})
+    return JSONResponse({"build": _codeship_build(call, "build.read").v2(str(call.request.base_url).rstrip("/"))})
 
 
 async def codeship_create_build(call: Call) -> Response:
     """``POST …/builds`` with ``{ref, commit_sha?}``: queues a build and answers 202 with an empty body."""
     project = _codeship_project(call, "build.write")
     body = call.json_object()
-    ref, sha = body.get("ref"), body.get("commit_sha")
-    if not isinstance(ref, str) or not ref:
-        raise ApiError(400, "ref is required")
-    if not _REF.match(ref):
-        raise ApiError(400, "ref must look like heads/<branch> or tags/<tag>")
-    if sha is not None and not isinstance(sha, str):
-        raise ApiError(400, "commit_sha must be a string")
+    ref, sha = body["ref"] if isinstance(body.get("ref"), str) else "", body.get("commit_sha")
+    _refuse(not ref, 400, "ref is required")
+    _refuse(not _REF.match(ref), 400, "ref must look like heads/<branch> or tags/<tag>")
+    _refuse(sha is not None and not isinstance(sha, str), 400, "commit_sha must be a string")
     call.state.create_codeship_build(project, ref, sha or None)
     return Response(status_code=202)
 
 
-async def codeship_restart_build(call: Call) -> Response:
-    """``POST …/builds/{uuid}/restart``: 202, empty body (Basic keeps the uuid, Pro makes a new build)."""
+async def codeship_build_command(call: Call) -> Response:
+    """``POST …/builds/{uuid}/restart`` or ``…/stop``: 202, empty body (a Basic restart keeps the uuid, Pro's not)."""
     build = _codeship_build(call, "build.write")
     call.json_object()
-    call.state.restart_codeship_build(build)
-    return Response(status_code=202)
-
-
-async def codeship_stop_build(call: Call) -> Response:
-    """``POST …/builds/{uuid}/stop``: 202, empty body."""
-    build = _codeship_build(call, "build.write")
-    call.json_object()
-    call.state.stop_codeship_build(build)
+    if call.request.url.path.endswith("/stop"):
+        call.state.stop_codeship_build(build)
+    else:
+        call.state.restart_codeship_build(build)
     return Response(status_code=202)
 
 
 # -- Codeship API v1 (Basic projects only) -------------------------------------------------------
-
-
-def _v1_key(call: Call) -> None:
-    if not _same(call.request.query_params.get("api_key"), call.state.codeship_api_key):
-        raise ApiError(401, "Unauthorized")
-
-
 async def codeship_v1_projects(call: Call) -> Response:
     """``GET /api/v1/projects.json?api_key=``: every Basic project with its builds, newest first."""
-    _v1_key(call)
     return JSONResponse({"projects": [p.v1() for p in call.state.projects if p.type == "basic"]})
 
 
 async def codeship_v1_project(call: Call) -> Response:
     """``GET /api/v1/projects/{id}.json?api_key=&branch=``: one project, builds newest first."""
-    _v1_key(call)
     wanted = _number(call.param("id"), 404, "project not found")
-    project = _found(
-        next((p for p in call.state.projects if p.type == "basic" and p.id == wanted), None), "project not found"
-    )
-    return JSONResponse(project.v1(call.request.query_params.get("branch")))
+    found = next((p for p in call.state.projects if p.type == "basic" and p.id == wanted), None)
+    return JSONResponse(_found(found, "project not found").v1(call.request.query_params.get("branch")))
 
 
 async def codeship_v1_restart(call: Call) -> Response:
     """``POST /api/v1/builds/{id}/restart.json?api_key=``: 200 ``{"id": new id, "uuid": new uuid}``."""
-    _v1_key(call)
     wanted = _number(call.param("id"), 404, "build not found")
-    builds = (b for b in call.state.codeship_builds() if b.id == wanted and b.project.type == "basic")
-    again = call.state.restart_codeship_v1(_found(next(builds, None), "build not found"))
+    builds = (b for p in call.state.projects if p.type == "basic" for b in p.builds if b.id == wanted)
+    old = _found(next(builds, None), "build not found")
+    again = call.state.create_codeship_build(old.project, old.ref, old.commit_sha)  # v1 restarts as a new build
     return JSONResponse({"id": again.id, "uuid": again.uuid})
 
 
 # -- CircleCI API v2 and v1.1 --------------------------------------------------------------------
-
-
 def _circle_auth(call: Call, *, query: bool) -> None:
+    """The token as ``Circle-Token``, bearer, Basic user name or (v1.1 only) ``?circle-token=``; else 401."""
     request = call.request
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
-    given = [request.headers.get("circle-token"), (_basic(request) or (None, ""))[0]]
+    given = [request.headers.get("circle-token"), _basic(request)[0]]
     given += [value.strip() if scheme.lower() == "bearer" else None]
     given += [request.query_params.get("circle-token")] if query else []
-    if not any(_same(token, call.state.circleci_token) for token in given):
-        raise ApiError(401, LOGIN_FIRST)
-
-
-def _edn(value: Any) -> str:
-    """Just enough EDN for a v1.1 job summary: maps with keyword keys, vectors, strings, numbers, nil."""
-    if isinstance(value, dict):
-        keys = [f":{k}" if _KEYWORD.fullmatch(k) else json.dumps(k) for k in value]
-        return "{" + ", ".join(f"{k} {_edn(v)}" for k, v in zip(keys, value.values(), strict=True)) + "}"
-    if isinstance(value, list):
-        return "[" + " ".join(_edn(v) for v in value) + "]"
-    if value is None:
-        return "nil"
-    return json.dumps(value)  # strings, numbers and booleans are written the same way
+    _refuse(not any(_same(token, call.state.circleci_token) for token in given), 401, LOGIN_FIRST)
 
 
 def _circle_answer(request: Request, status: int, body: Any, *, v11: bool = True) -> Response:
     """v1.1 without ``Accept`` answers EDN (pitfall 7); ``application/json`` gets compact JSON, others pretty."""
     accept = request.headers.get("accept")
     if accept is None and v11:
-        return Response(_edn(body), status, media_type="application/edn")
+        return Response(st.edn(body), status, media_type="application/edn")
     if accept is None or not v11 or "application/json" in accept.lower():
         return JSONResponse(body, status)
     return Response(json.dumps(body, indent=2), status, media_type="application/json")
 
 
-def _check_parameters(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ApiError(400, "parameters must be a JSON object")
-    if len(value) > 100:
-        raise ApiError(400, "parameters: at most 100 entries are allowed")
-    for key, item in value.items():
-        if len(key) > 128:
-            raise ApiError(400, f"parameter key {key[:32]!r}... is longer than 128 characters")
-        if not isinstance(item, str | int | bool) or len(str(item)) > 512:
-            raise ApiError(400, f"parameter {key!r} must be a string, integer or boolean of at most 512 characters")
-    return value
-
-
 def _slug(call: Call) -> str:
     slug = call.param("slug")
-    parts = slug.split("/")
-    if len(parts) != 3 or not all(parts):
-        raise ApiError(404, "Project not found")
+    _refuse(len(parts := slug.split("/")) != 3 or not all(parts), 404, "Project not found")
     return slug
 
 
 async def circleci_trigger_pipeline(call: Call) -> Response:
-    """``POST /api/v2/project/{slug}/pipeline`` ``{branch | tag, parameters}`` → 201 ``{id, state, number, …}``."""
-    _circle_auth(call, query=False)
+    """``POST /api/v2/project/{slug}/pipeline`` ``{branch | tag, parameters}`` → 201 ``{id, state, number, …}``.
+
+    Neither branch nor tag builds the default branch, as CircleCI does; both are a 400.
+    """
     slug, body = _slug(call), call.json_object()
-    branch, tag = body.get("branch"), body.get("tag")
-    if branch is not None and tag is not None:
-        raise ApiError(400, "branch and tag are mutually exclusive")
-    if not all(isinstance(v, str | None) for v in (branch, tag)):
-        raise ApiError(400, "branch and tag must be strings")
-    params = _check_parameters(body["parameters"]) if body.get("parameters") is not None else None
-    pipeline = call.state.trigger_pipeline(slug, branch=branch, tag=tag, parameters=params)
+    branch, tag, params = body.get("branch"), body.get("tag"), body.get("parameters")
+    pipeline = call.state.trigger_pipeline(slug, branch=branch, tag=tag, parameters=params)  # ValueError: 400
     return JSONResponse(pipeline.created(), 201)
 
 
 async def circleci_list_pipelines(call: Call) -> Response:
     """``GET /api/v2/project/{slug}/pipeline?branch=&page-token=``: newest first, ``{items, next_page_token}``."""
-    _circle_auth(call, query=False)
     slug, query = _slug(call), call.request.query_params
     mine = [p for p in reversed(call.state.pipelines) if p.slug == slug and query.get("branch") in (None, p.branch)]
     start = _number(query.get("page-token") or "0", 400, "page-token is not valid")
@@ -378,29 +287,25 @@ async def circleci_list_pipelines(call: Call) -> Response:
 
 async def circleci_get_pipeline(call: Call) -> Response:
     """``GET /api/v2/pipeline/{id}``: the pipeline object."""
-    _circle_auth(call, query=False)
     pipeline = next((p for p in call.state.pipelines if p.id == call.param("id")), None)
     return JSONResponse(_found(pipeline, "Pipeline not found").v2())
 
 
 async def circleci_rerun_workflow(call: Call) -> Response:
     """``POST /api/v2/workflow/{id}/rerun`` with optional ``{from_failed | jobs}``: 202 ``{"workflow_id": new}``."""
-    _circle_auth(call, query=False)
     body = call.json_object()
     jobs = body.get("jobs")
     if jobs is not None and not (isinstance(jobs, list) and all(isinstance(j, str) for j in jobs)):
-        raise ApiError(400, "jobs must be a list of job ids")
-    if body.get("from_failed") and jobs:
-        raise ApiError(400, "from_failed and jobs are mutually exclusive")
+        raise HTTPException(400, "jobs must be a list of job ids")
+    _refuse(body.get("from_failed") and jobs, 400, "from_failed and jobs are mutually exclusive")
     if (body.get("sparse_tree") or body.get("enable_ssh")) and not jobs:
-        raise ApiError(400, "sparse_tree and enable_ssh need jobs")
+        raise HTTPException(400, "sparse_tree and enable_ssh need jobs")
     workflow_id = _found(call.state.rerun_workflow(call.param("id")), "Workflow not found")
     return JSONResponse({"workflow_id": workflow_id}, 202)
 
 
 def _v11_project(call: Call) -> tuple[str, str, str]:
-    _circle_auth(call, query=True)
-    return _found(normalize_vcs(call.param("vcs")), "Project not found"), call.param("org"), call.param("repo")
+    return _found(st.normalize_vcs(call.param("vcs")), "Project not found"), call.param("org"), call.param("repo")
 
 
 async def circleci_v1_trigger_build(call: Call) -> Response:
@@ -409,7 +314,7 @@ async def circleci_v1_trigger_build(call: Call) -> Response:
     body = call.json_object()
     revision, build_parameters = body.get("revision"), body.get("build_parameters")
     if not isinstance(revision, str | None) or not isinstance(build_parameters, dict | None):
-        raise ApiError(400, "revision must be a string and build_parameters an object")
+        raise HTTPException(400, "revision must be a string and build_parameters an object")
     job = call.state.trigger_job(vcs, org, repo, call.param("branch"), revision, build_parameters)
     return _circle_answer(call.request, 200, job.summary())
 
@@ -422,8 +327,6 @@ async def circleci_v1_retry_build(call: Call) -> Response:
 
 
 # -- the route table, recording and scripted faults ----------------------------------------------
-
-
 _CS = "/v2/organizations/{org}/projects"
 _BUILD = _CS + "/{project}/builds/{build}"
 _PIPELINES = "/api/v2/project/{slug:path}/pipeline"
@@ -436,8 +339,8 @@ ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
     ("GET", _CS + "/{project}/builds", "codeship.list_builds", codeship_list_builds),
     ("POST", _CS + "/{project}/builds", "codeship.trigger_build", codeship_create_build),
     ("GET", _BUILD, "codeship.get_build", codeship_get_build),
-    ("POST", _BUILD + "/restart", "codeship.restart_build", codeship_restart_build),
-    ("POST", _BUILD + "/stop", "codeship.stop_build", codeship_stop_build),
+    ("POST", _BUILD + "/restart", "codeship.restart_build", codeship_build_command),
+    ("POST", _BUILD + "/stop", "codeship.stop_build", codeship_build_command),
     ("GET", "/api/v1/projects.json", "codeship.v1_list_projects", codeship_v1_projects),
     ("GET", "/api/v1/projects/{id}.json", "codeship.v1_get_project", codeship_v1_project),
     ("POST", "/api/v1/builds/{id}/restart.json", "codeship.v1_restart_build", codeship_v1_restart),
@@ -450,15 +353,7 @@ ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
 )
 
 
-def _root(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
-
-
-def _api_of(path: str) -> str:
-    return next((api for prefix, api in _PREFIXES if path.startswith(prefix)), UNKNOWN)
-
-
-def _fault_response(fault: ScriptedFault) -> Response:
+def _fault_response(fault: st.ScriptedFault) -> Response:
     if fault.body is None or fault.status in (204, 304):
         return Response(status_code=fault.status, headers=fault.headers)
     if isinstance(fault.body, str):
@@ -466,46 +361,36 @@ def _fault_response(fault: ScriptedFault) -> Response:
     return JSONResponse(fault.body, fault.status, headers=fault.headers)
 
 
-def _redacted_headers(request: Request) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for name, value in request.headers.items():
-        if name in _SECRET_HEADERS:
-            scheme, sep, _ = value.partition(" ")
-            value = f"{scheme} ***" if sep and scheme.isalpha() else "***"
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
-    return headers
-
-
-def _sent_path(request: Request) -> str:
-    """The path as it was sent, percent-escapes kept (httpx's ASGI transport appends the query to raw_path)."""
-    raw = request.scope.get("raw_path")
-    return raw.decode("latin-1").partition("?")[0] if raw else request.url.path
-
-
-def _recorded_body(raw: bytes) -> Any:
-    if not raw:
-        return None
-    data = _decode(raw)
-    return raw.decode("utf-8", "replace") if data is _NOT_JSON else data
-
-
 async def _hold(request: Request, delay: float) -> None:
-    """Wait ``delay`` seconds before answering, or only until the client hangs up (say, after its timeout)."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(delay):
-            while (await request.receive())["type"] != "http.disconnect":
-                continue  # the body was read already; only the disconnect can still arrive
+    """``asyncio.sleep(delay)`` before answering, cut short when the client hangs up (after its timeout, say)."""
+
+    async def hung_up() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            continue  # the body was read already; only the disconnect can still arrive
+
+    waits = [asyncio.ensure_future(asyncio.sleep(delay)), asyncio.ensure_future(hung_up())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
 
 
 async def _answer(call: Call, api: str, handler: Handler | None, known_path: bool) -> Response:
+    """Rate limit (Codeship v2) and credentials (Codeship v1, CircleCI) first, then the handler; errors in style."""
     try:
-        if api == CODESHIP_V2 and call.state.over_codeship_rate_limit():
-            raise ApiError(403, "Rate Limit Exceeded")
+        _refuse(api == st.CODESHIP_V2 and call.state.over_codeship_rate_limit(), 403, "Rate Limit Exceeded")
+        if api in (st.CIRCLECI_V2, st.CIRCLECI_V11):
+            _circle_auth(call, query=api == st.CIRCLECI_V11)  # ?circle-token= is v1.1 only
+        key = call.request.query_params.get("api_key")
+        _refuse(api == st.CODESHIP_V1 and not _same(key, call.state.codeship_api_key), 401, "Unauthorized")
         if handler is None:
-            raise ApiError(405, "Method Not Allowed") if known_path else ApiError(404, "Not Found")
+            raise HTTPException(405, "Method Not Allowed") if known_path else HTTPException(404, "Not Found")
         return await handler(call)
-    except ApiError as exc:
-        return _error(api, call.request, exc.status, exc.message)
+    except HTTPException as exc:
+        return _error(api, call.request, exc.status_code, exc.detail)
+    except ValueError as exc:  # the state refused the request's arguments
+        return _error(api, call.request, 400, str(exc))
 
 
 def _endpoint(methods: dict[str, tuple[str, Handler]]) -> Callable[[Request], Awaitable[Response]]:
@@ -513,18 +398,22 @@ def _endpoint(methods: dict[str, tuple[str, Handler]]) -> Callable[[Request], Aw
 
     async def endpoint(request: Request) -> Response:
         state: SandboxState = request.app.state.sandbox
-        path, api = _sent_path(request), _api_of(request.url.path)
+        raw_path = request.scope.get("raw_path")  # as sent, percent-escapes kept (httpx's ASGI transport adds "?…")
+        path = raw_path.decode("latin-1").partition("?")[0] if raw_path else request.url.path
+        api = next((api for prefix, api in _PREFIXES.items() if request.url.path.startswith(prefix)), UNKNOWN)
         action, handler = methods.get(request.method, (None, None))
         raw = await request.body()
-        fault = state.take_fault(api, path) if api in APIS else None
+        fault = state.take_fault(api, path) if api in st.APIS else None
         call = Call(request, state, raw)
         response = _fault_response(fault) if fault else await _answer(call, api, handler, bool(methods))
         if api != SANDBOX:
             query = {k: "***" if k in _SECRET_QUERY else v for k, v in request.query_params.items()}
-            headers, body, status = _redacted_headers(request), _recorded_body(raw), response.status_code
+            body = None if not raw else raw.decode("utf-8", "replace") if (data := _decode(raw)) is _NOT_JSON else data
+            status, seen = response.status_code, request.headers
+            headers = {k: "***" if k in _SECRET_HEADERS else ", ".join(seen.getlist(k)) for k in seen}
             state.record(
-                api=api, method=request.method, path=path, query=query, headers=headers, body=body, status=status,
-                action=action,
+                api=api, method=request.method, path=path, query=query, headers=headers, body=body,
+                status=status, action=action,
             )  # fmt: skip
             log.debug("sandbox_request", extra={"api": api, "action": action, "status": status})
         if fault is not None and fault.delay > 0:
@@ -535,8 +424,6 @@ def _endpoint(methods: dict[str, tuple[str, Handler]]) -> Callable[[Request], Aw
 
 
 # -- control and inspection under /_sandbox/ -----------------------------------------------------
-
-
 async def control_requests(request: Request) -> Response:
     """``GET /_sandbox/requests?after=<id>``: the recorded requests; ``DELETE`` clears them."""
     state: SandboxState = request.app.state.sandbox
@@ -568,11 +455,11 @@ async def control_script(request: Request) -> Response:
 
 
 async def control_page(request: Request) -> Response:
-    """``GET /_sandbox/``: a small HTML page listing the newest requests."""
+    """``GET /_sandbox/``: a small HTML page listing the newest requests, every value escaped."""
     state: SandboxState = request.app.state.sandbox
     cells = ((r.id, r.api, r.method, r.path, r.status, r.action or "-") for r in reversed(state.requests[-100:]))
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in cells)
-    base = html.escape(_root(request))
+    base = html.escape(str(request.base_url).rstrip("/"))
     page = (
         "<!doctype html><meta charset=utf-8><title>chainer sandbox</title><h1>chainer provider sandbox</h1>"
         f"<p>Point CHAINER_CODESHIP_URL, CHAINER_CODESHIP_V1_URL and CHAINER_CIRCLECI_URL at <code>{base}</code>. "
@@ -610,9 +497,10 @@ async def serve_sandbox(host: str, port: int, state: SandboxState | None = None)
 
     Logs through ``logging`` (uvicorn's own log config is not installed) and prints nothing.
     """
-    app = create_sandbox_app(state)
     # A scripted hang must not hold up shutdown: in-flight requests get two seconds, then are cancelled.
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="off", timeout_graceful_shutdown=2)
+    config = uvicorn.Config(
+        create_sandbox_app(state), host=host, port=port, log_config=None, lifespan="off", timeout_graceful_shutdown=2
+    )
     server = uvicorn.Server(config)
     serving = asyncio.ensure_future(server.serve())
     log.info("sandbox_serving", extra={"url": f"http://{host}:{port}"})

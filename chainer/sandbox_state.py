@@ -1,4 +1,4 @@
-"""In-memory state of the provider sandbox: accounts, projects, builds, pipelines, scripted faults and the request log.
+"""In-memory state of the provider sandbox: the account, projects, builds, pipelines, scripted faults, the request log.
 
 Everything here is plain data and synchronous; ``chainer.sandbox`` turns HTTP requests into calls on
 :class:`SandboxState`. Ids are deterministic (counters and name-based UUIDs) so demos and tests repeat;
@@ -8,11 +8,13 @@ only Codeship access tokens are random. Shapes follow shared/reference/providers
 from __future__ import annotations
 
 import hashlib
+import json
 import math
+import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +25,6 @@ CIRCLECI_V2 = "circleci.v2"
 CIRCLECI_V11 = "circleci.v1.1"
 APIS = (CODESHIP_V2, CODESHIP_V1, CIRCLECI_V2, CIRCLECI_V11)
 CODESHIP_SCOPES = ("project.read", "project.write", "build.read", "build.write")
-DEFAULT_ORG_UUID = "0b5e7a1d-5a4d-4b0c-8c1e-000000000001"
 TOKEN_LIFETIME_S = 3600
 RATE_WINDOW_S = 60
 MAX_RECORDED = 10_000
@@ -31,6 +32,8 @@ MAX_FAULT_DELAY_S = 3600.0
 _IDS = uuid.UUID("8a0c7e52-3b1f-4f0e-9d6a-5c1e2b7d4f90")  # namespace of the sandbox's name-based UUIDs
 _VCS = {"gh": "github", "github": "github", "bb": "bitbucket", "bitbucket": "bitbucket"}
 _SHORT_VCS = {"github": "gh", "bitbucket": "bb"}
+_RUNNING = ("initiated", "testing", "waiting")
+_KEYWORD = re.compile(r"[A-Za-z_][\w.-]*")
 
 
 def iso(ts: float, *, zulu: bool = False) -> str:
@@ -44,6 +47,11 @@ def normalize_vcs(vcs: str) -> str | None:
     return _VCS.get(vcs.lower())
 
 
+def org_uuid(name: str) -> str:
+    """The stable UUID the sandbox gives the Codeship organization called ``name`` (case-insensitive)."""
+    return str(uuid.uuid5(_IDS, f"codeship-org:{name.casefold()}"))
+
+
 def _project_key(slug: str) -> str:
     vcs, _, rest = slug.partition("/")
     return f"{normalize_vcs(vcs) or vcs}/{rest}"
@@ -54,12 +62,26 @@ def fake_sha(*parts: object) -> str:
     return hashlib.sha1(":".join(map(str, parts)).encode(), usedforsecurity=False).hexdigest()
 
 
+def edn(value: Any) -> str:
+    """Just enough EDN for a CircleCI v1.1 job summary: maps with keyword keys, vectors, strings, numbers, nil."""
+    if isinstance(value, dict):
+        keys = [f":{k}" if _KEYWORD.fullmatch(k) else json.dumps(k) for k in value]
+        return "{" + ", ".join(f"{k} {edn(v)}" for k, v in zip(keys, value.values(), strict=True)) + "}"
+    if isinstance(value, list):
+        return "[" + " ".join(edn(v) for v in value) + "]"
+    return "nil" if value is None else json.dumps(value)  # strings, numbers and booleans read the same
+
+
+def _opt_iso(ts: float | None, *, zulu: bool = False) -> str | None:
+    return None if ts is None else iso(ts, zulu=zulu)
+
+
 @dataclass(frozen=True, slots=True)
 class RecordedRequest:
     """One request the sandbox answered.
 
-    ``path`` is as sent (percent-escapes kept) and ``headers`` has lower-case names, as ASGI delivers them.
-    Credentials are redacted: ``authorization: Bearer ***``, ``circle-token: ***``, ``api_key=***``.
+    ``path`` is as sent (percent-escapes kept), ``headers`` has lower-case names as ASGI delivers them, and
+    credentials are ``***``: the ``authorization`` and ``circle-token`` headers, ``api_key`` and ``circle-token``.
     """
 
     id: int
@@ -87,45 +109,27 @@ class ScriptedFault:
     path_contains: str
 
 
-@dataclass(frozen=True, slots=True)
-class CodeshipOrg:
-    """A Codeship organization of the sandbox account and the scopes the account holds in it."""
-
-    name: str
-    uuid: str
-    scopes: tuple[str, ...]
-
-
 @dataclass(eq=False, slots=True)
 class CodeshipProject:
-    """A Codeship project; ``builds`` are kept oldest first."""
+    """A Codeship project of the sandbox's organization; ``builds`` are kept oldest first."""
 
     id: int
     uuid: str
     name: str
     type: str
-    org: CodeshipOrg
+    org_uuid: str
     created_at: float
     builds: list[CodeshipBuild] = field(default_factory=list)
 
     def v2(self) -> dict[str, Any]:
         """The API v2 project object (keys as in codeship-go's projects fixtures)."""
+        created = iso(self.created_at)
         body: dict[str, Any] = {
-            "aes_key": None,
-            "authentication_user": "Sandbox User",
-            "created_at": iso(self.created_at),
-            "id": self.id,
-            "name": self.name,
-            "notification_rules": [],
-            "organization_uuid": self.org.uuid,
-            "repository_provider": "github",
-            "repository_url": f"https://github.com/{self.name}",
-            "ssh_key": "ssh-rsa sandbox",
-            "team_ids": [],
-            "type": self.type,
-            "updated_at": iso(self.created_at),
-            "uuid": self.uuid,
-        }
+            "aes_key": None, "authentication_user": "Sandbox User", "created_at": created, "id": self.id,
+            "name": self.name, "notification_rules": [], "organization_uuid": self.org_uuid,
+            "repository_provider": "github", "repository_url": f"https://github.com/{self.name}",
+            "ssh_key": "ssh-rsa sandbox", "team_ids": [], "type": self.type, "updated_at": created, "uuid": self.uuid,
+        }  # fmt: skip
         if self.type == "basic":
             body.update(deployment_pipelines=[], environment_variables=[], setup_commands=[], test_pipelines=[])
         return body
@@ -153,43 +157,26 @@ class CodeshipBuild:
 
     def v2(self, base: str) -> dict[str, Any]:
         """The API v2 build object; ``base`` is the API root the links point at."""
-        org, project = self.project.org.uuid, self.project.uuid
-        own = f"{base}/v2/organizations/{org}/projects/{project}/builds/{self.uuid}"
-        links = {"pipelines": f"{own}/pipelines"} if self.project.type == "basic" else {}
-        if self.project.type == "pro":
-            links = {"services": f"{own}/services", "steps": f"{own}/steps"}
+        pro = self.project.type == "pro"
+        own = f"{base}/v2/organizations/{self.project.org_uuid}/projects/{self.project.uuid}/builds/{self.uuid}"
+        links = {"services": f"{own}/services", "steps": f"{own}/steps"} if pro else {"pipelines": f"{own}/pipelines"}
         return {
-            "allocated_at": None if self.project.type == "basic" else iso(self.queued_at),
-            "branch": self.branch,
-            "commit_message": self.message,
-            "commit_sha": self.commit_sha,
-            "finished_at": None if self.finished_at is None else iso(self.finished_at),
-            "links": links,
-            "organization_uuid": org,
-            "project_id": self.project.id,
-            "project_uuid": project,
-            "queued_at": iso(self.queued_at),
-            "ref": self.ref,
-            "status": self.status,
-            "username": "sandbox",
-            "uuid": self.uuid,
-        }
+            "allocated_at": iso(self.queued_at) if pro else None, "branch": self.branch,
+            "commit_message": self.message, "commit_sha": self.commit_sha, "finished_at": _opt_iso(self.finished_at),
+            "links": links, "organization_uuid": self.project.org_uuid, "project_id": self.project.id,
+            "project_uuid": self.project.uuid, "queued_at": iso(self.queued_at), "ref": self.ref,
+            "status": self.status, "username": "sandbox", "uuid": self.uuid,
+        }  # fmt: skip
 
     def v1(self) -> dict[str, Any]:
         """The API v1 build object (v1 says ``testing``/``error`` where v2 says ``initiated``/``failed``)."""
         return {
-            "id": self.id,
-            "uuid": self.uuid,
-            "project_id": self.project.id,
+            "id": self.id, "uuid": self.uuid, "project_id": self.project.id,
             "status": {"initiated": "testing", "failed": "error"}.get(self.status, self.status),
-            "branch": self.branch,
-            "commit_id": self.commit_sha,
-            "github_username": "sandbox",
-            "message": self.message,
-            "started_at": iso(self.queued_at),
-            "finished_at": None if self.finished_at is None else iso(self.finished_at),
+            "branch": self.branch, "commit_id": self.commit_sha, "github_username": "sandbox",
+            "message": self.message, "started_at": iso(self.queued_at), "finished_at": _opt_iso(self.finished_at),
             "debug_connection": None,
-        }
+        }  # fmt: skip
 
 
 @dataclass(eq=False, slots=True)
@@ -212,27 +199,12 @@ class CirclePipeline:
 
     def v2(self) -> dict[str, Any]:
         """The pipeline object of ``GET /pipeline/{id}`` and the project's pipeline list."""
-        repo = f"https://github.com/{'/'.join(self.slug.split('/')[1:])}"
-        vcs: dict[str, Any] = {
-            "provider_name": "GitHub",
-            "origin_repository_url": repo,
-            "target_repository_url": repo,
-            "revision": self.revision,
-        }
-        vcs.update({"tag": self.tag} if self.tag else {"branch": self.branch})
-        return {
-            **self.created(),
-            "errors": [],
-            "project_slug": self.slug,
-            "updated_at": iso(self.created_at, zulu=True),
-            "trigger_parameters": {},
-            "trigger": {
-                "type": "api",
-                "received_at": iso(self.created_at, zulu=True),
-                "actor": {"login": "sandbox", "avatar_url": None},
-            },
-            "vcs": vcs,
-        }
+        repo, at = f"https://github.com/{'/'.join(self.slug.split('/')[1:])}", iso(self.created_at, zulu=True)
+        vcs: dict[str, Any] = {"provider_name": "GitHub", "origin_repository_url": repo, "target_repository_url": repo}
+        vcs.update({"revision": self.revision, **({"tag": self.tag} if self.tag else {"branch": self.branch})})
+        trigger = {"type": "api", "received_at": at, "actor": {"login": "sandbox", "avatar_url": None}}
+        extra = {"errors": [], "project_slug": self.slug, "updated_at": at, "trigger_parameters": {}}
+        return {**self.created(), **extra, "trigger": trigger, "vcs": vcs}
 
 
 @dataclass(eq=False, slots=True)
@@ -254,31 +226,27 @@ class CircleJob:
 
     def summary(self) -> dict[str, Any]:
         """The job summary v1.1 answers to trigger and retry calls."""
+        short, num = _SHORT_VCS[self.vcs], self.build_num
         return {
-            "build_num": self.build_num,
-            "build_url": f"https://circleci.com/{_SHORT_VCS[self.vcs]}/{self.org}/{self.repo}/{self.build_num}",
-            "vcs_url": f"https://{self.vcs}.com/{self.org}/{self.repo}",
-            "username": self.org,
-            "reponame": self.repo,
-            "branch": self.branch,
-            "vcs_revision": self.revision,
-            "build_parameters": self.build_parameters,
-            "why": self.why,
-            "dont_build": None,
-            "lifecycle": self.status,
-            "outcome": None,
-            "status": self.status,
-            "retry_of": self.retry_of,
-            "previous": self.previous,
-            "queued_at": iso(self.queued_at, zulu=True),
-        }
+            "build_num": num, "build_url": f"https://circleci.com/{short}/{self.org}/{self.repo}/{num}",
+            "vcs_url": f"https://{self.vcs}.com/{self.org}/{self.repo}", "username": self.org,
+            "reponame": self.repo, "branch": self.branch, "vcs_revision": self.revision,
+            "build_parameters": self.build_parameters, "why": self.why, "dont_build": None,
+            "lifecycle": self.status, "outcome": None, "status": self.status, "retry_of": self.retry_of,
+            "previous": self.previous, "queued_at": iso(self.queued_at, zulu=True),
+        }  # fmt: skip
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class SandboxState:
-    """Everything the sandbox knows: one Codeship account, one CircleCI token, the data and the request log.
+    """Everything the sandbox knows: one Codeship account and organization, one CircleCI token, data and log.
 
-    ``codeship_orgs`` entries are ``(name, uuid, *scopes)``; the account holds exactly those scopes there.
-    ``clock`` drives timestamps, token expiry and the Codeship rate-limit window.
+    The Codeship account belongs to one organization, ``codeship_org`` (its UUID is ``codeship_org_uuid``),
+    where it holds ``codeship_scopes``. ``clock`` drives timestamps, token expiry and the rate-limit window.
+    Attributes may be changed between requests (say, ``two_factor`` or ``codeship_scopes``).
     """
 
     def __init__(
@@ -286,18 +254,19 @@ class SandboxState:
         *,
         codeship_user: str = "sandbox@example.org",
         codeship_password: str = "sandbox",  # noqa: S107 - the sandbox's published demo credentials
-        codeship_orgs: Sequence[Sequence[str]] = (("acme", DEFAULT_ORG_UUID, *CODESHIP_SCOPES),),
+        codeship_org: str = "acme",
+        codeship_scopes: Sequence[str] = CODESHIP_SCOPES,
         circleci_token: str = "sandbox-token",  # noqa: S107 - as above
         codeship_api_key: str = "sandbox-key",
         two_factor: bool = False,
         codeship_rate_limit: int = 60,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not codeship_orgs or any(len(org) < 2 for org in codeship_orgs):
-            raise ValueError("codeship_orgs needs at least one (name, uuid, *scopes) entry")
         self.codeship_user = codeship_user
         self.codeship_password = codeship_password
-        self.orgs = [CodeshipOrg(org[0], org[1], tuple(org[2:])) for org in codeship_orgs]
+        self.codeship_org = codeship_org
+        self.codeship_org_uuid = org_uuid(codeship_org)
+        self.codeship_scopes = tuple(codeship_scopes)
         self.circleci_token = circleci_token
         self.codeship_api_key = codeship_api_key
         self.two_factor = two_factor
@@ -310,7 +279,7 @@ class SandboxState:
         self.workflows: dict[str, CirclePipeline] = {}  # workflow id -> its pipeline
         self.jobs: list[CircleJob] = []
         self._tokens: dict[str, float] = {}
-        self._window = (-1, 0)  # (minute number, Codeship v2 requests seen in it)
+        self._window = (-1, 0)  # (window number, Codeship v2 requests seen in it)
         self._counter = 0
         self._next_request = 1
         self._next_build = 1001
@@ -341,24 +310,24 @@ class SandboxState:
         delay: float = 0.0,
         path_contains: str = "",
     ) -> None:
-        """Answer the next ``times`` matching requests with ``status``/``body``/``headers`` after ``delay`` s.
+        """Answer the next ``times`` requests to ``api`` whose path contains ``path_contains`` with a canned reply.
 
-        Raises ``ValueError`` for an unknown api, a status outside 200-599, ``times`` < 1 or a bad delay.
+        The reply (``status``; ``body`` as JSON, or as text when a string, or empty when None; ``headers``)
+        comes after ``delay`` seconds, before any normal handling. Raises ``ValueError`` for an unknown api,
+        a status outside 200-599, ``times`` < 1, a delay outside 0-3600 s or malformed headers.
         """
-        if api not in APIS:
-            raise ValueError(f"api must be one of {', '.join(APIS)}")
-        if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
-            raise ValueError("status must be an integer from 200 to 599")
-        if not isinstance(times, int) or isinstance(times, bool) or times < 1:
-            raise ValueError("times must be a positive integer")
-        if not isinstance(delay, int | float) or isinstance(delay, bool) or not 0 <= delay <= MAX_FAULT_DELAY_S:
-            raise ValueError(f"delay must be a number of seconds from 0 to {MAX_FAULT_DELAY_S:g}")
-        if not isinstance(path_contains, str):
-            raise ValueError("path_contains must be a string")
-        if headers is not None and not (
-            isinstance(headers, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        number = _is_int(delay) or isinstance(delay, float)
+        pairs = headers.items() if isinstance(headers, dict) else [(0, 0)] if headers is not None else []
+        for ok, problem in (
+            (api in APIS, f"api must be one of {', '.join(APIS)}"),
+            (_is_int(status) and 200 <= status <= 599, "status must be an integer from 200 to 599"),
+            (_is_int(times) and times >= 1, "times must be a positive integer"),
+            (number and 0 <= delay <= MAX_FAULT_DELAY_S, f"delay must be 0 to {MAX_FAULT_DELAY_S:g} seconds"),
+            (isinstance(path_contains, str), "path_contains must be a string"),
+            (all(isinstance(k, str) and isinstance(v, str) for k, v in pairs), "headers must map names to strings"),
         ):
-            raise ValueError("headers must map names to string values")
+            if not ok:
+                raise ValueError(problem)
         self.faults.append(ScriptedFault(api, status, body, dict(headers or {}), times, float(delay), path_contains))
 
     def take_fault(self, api: str, path: str) -> ScriptedFault | None:
@@ -372,10 +341,10 @@ class SandboxState:
         return None
 
     def over_codeship_rate_limit(self) -> bool:
-        """Count one Codeship v2 request; true when it exceeds the limit of the current clock minute."""
-        minute = math.floor(self.clock() / RATE_WINDOW_S)
-        seen = self._window[1] + 1 if self._window[0] == minute else 1
-        self._window = (minute, seen)
+        """Count one Codeship v2 request; true when it exceeds the limit of the current 60-s clock window."""
+        window = math.floor(self.clock() / RATE_WINDOW_S)
+        seen = self._window[1] + 1 if self._window[0] == window else 1
+        self._window = (window, seen)
         return seen > self.codeship_rate_limit
 
     # -- Codeship --------------------------------------------------------------------------------
@@ -392,60 +361,46 @@ class SandboxState:
         expires_at = self._tokens.get(token)
         return expires_at is not None and self.clock() < expires_at
 
-    def org(self, uuid_or_name: str) -> CodeshipOrg | None:
-        """The organization with this uuid (or, for seeding, this name)."""
-        return next((o for o in self.orgs if uuid_or_name in (o.uuid, o.name)), None)
+    def add_codeship_project(self, name: str, *, type: str = "basic", id: int | None = None) -> dict[str, Any]:
+        """Create the project ``owner/repo`` (numeric ``id`` default: next free) and return its API v2 object.
 
-    def add_codeship_project(
-        self, name: str, *, type: str = "basic", id: int | None = None, org: str | None = None
-    ) -> dict[str, Any]:
-        """Create a project ``owner/repo`` in ``org`` (name or uuid; default the first) and return its v2 object.
-
-        Raises ``ValueError`` for a duplicate name or id, an unknown type or org.
+        Adding an existing project again returns it unchanged; ``ValueError`` when the name, type and id clash.
         """
-        owner = self.org(org) if org else self.orgs[0]
-        if owner is None or type not in ("basic", "pro"):
-            raise ValueError(f"unknown organization {org!r} or project type {type!r}")
-        if any(p.name == name or p.id == id for p in self.projects):
-            raise ValueError(f"a project named {name!r} or with id {id} exists already")
+        same = next((p for p in self.projects if p.name == name), None)
+        if same is not None and same.type == type and id in (None, same.id):
+            return same.v2()
+        if type not in ("basic", "pro") or same is not None or any(p.id == id for p in self.projects):
+            raise ValueError(f"project {name!r} (type {type!r}, id {id}) clashes with another or has no known type")
         number = id if id is not None else max((p.id for p in self.projects), default=0) + 1
-        uid = str(uuid.uuid5(_IDS, f"codeship-project:{owner.uuid}:{name}"))
-        project = CodeshipProject(number, uid, name, type, owner, self.clock())
+        uid = str(uuid.uuid5(_IDS, f"codeship-project:{self.codeship_org_uuid}:{name}"))
+        project = CodeshipProject(number, uid, name, type, self.codeship_org_uuid, self.clock())
         self.projects.append(project)
         return project.v2()
 
     def add_codeship_build(
         self, project_name: str, *, branch: str, commit_sha: str, status: str = "success"
     ) -> dict[str, Any]:
-        """Record a build of ``project_name`` on ``branch``; returns its v2 object plus its numeric ``id``.
+        """Record a build of ``project_name`` on ``branch``; returns its API v2 object (which has numeric ``id``).
 
+        Builds whose status is ``initiated``, ``testing`` or ``waiting`` are running, others finished.
         Raises ``KeyError`` when no project has that name.
         """
         project = next((p for p in self.projects if p.name == project_name), None)
         if project is None:
             raise KeyError(project_name)
-        finished = status not in ("initiated", "testing", "waiting")
-        build = self._new_build(project, f"heads/{branch}", commit_sha, status=status, finished=finished)
+        build = self._new_build(project, f"heads/{branch}", commit_sha, status=status)
         return {**build.v2("https://api.codeship.com"), "id": build.id}
 
-    def codeship_project(self, org: CodeshipOrg, uid: str) -> CodeshipProject | None:
-        """The project with API v2 uuid ``uid`` in ``org``."""
-        return next((p for p in self.projects if p.org == org and p.uuid == uid), None)
-
-    def codeship_projects(self, org: CodeshipOrg) -> list[CodeshipProject]:
-        """The projects of ``org``, oldest first."""
-        return [p for p in self.projects if p.org == org]
-
-    def codeship_builds(self) -> Iterable[CodeshipBuild]:
-        """Every Codeship build of every project."""
-        return (b for p in self.projects for b in p.builds)
+    def codeship_project(self, uid: str) -> CodeshipProject | None:
+        """The project with API v2 uuid ``uid``."""
+        return next((p for p in self.projects if p.uuid == uid), None)
 
     def create_codeship_build(self, project: CodeshipProject, ref: str, commit_sha: str | None) -> CodeshipBuild:
         """What ``POST …/builds`` does: queue a new build of ``ref`` (branch head when no sha is given)."""
         name = ref.split("/", 1)[1]
         heads = [b.commit_sha for b in project.builds if b.branch == name]
         sha = commit_sha or (heads[-1] if heads else fake_sha(project.uuid, ref))
-        return self._new_build(project, ref, sha, status="initiated", finished=False)
+        return self._new_build(project, ref, sha)
 
     def restart_codeship_build(self, build: CodeshipBuild) -> CodeshipBuild:
         """Restart a finished build: Basic reruns it under the same uuid, Pro queues a new build.
@@ -455,28 +410,22 @@ class SandboxState:
         if build.finished_at is None:
             return build
         if build.project.type == "pro":
-            return self._new_build(build.project, build.ref, build.commit_sha, status="initiated", finished=False)
+            return self._new_build(build.project, build.ref, build.commit_sha)
         build.status, build.queued_at, build.finished_at = "initiated", self.clock(), None
         return build
-
-    def restart_codeship_v1(self, build: CodeshipBuild) -> CodeshipBuild:
-        """What API v1 ``restart.json`` does: a new build with a new numeric id and uuid."""
-        return self._new_build(build.project, build.ref, build.commit_sha, status="initiated", finished=False)
 
     def stop_codeship_build(self, build: CodeshipBuild) -> None:
         """Stop a running build (a finished one stays as it is)."""
         if build.finished_at is None:
             build.status, build.finished_at = "stopped", self.clock()
 
-    def _new_build(self, project: CodeshipProject, ref: str, sha: str, *, status: str, finished: bool) -> CodeshipBuild:
-        now = self.clock()
-        branch = ref.split("/", 1)[1]
+    def _new_build(self, project: CodeshipProject, ref: str, sha: str, *, status: str = "initiated") -> CodeshipBuild:
+        now, branch = self.clock(), ref.split("/", 1)[1]
         build_id, self._next_build = self._next_build, self._next_build + 1
+        finished = None if status in _RUNNING else now
         message = f"sandbox build {build_id} of {branch}"
-        build = CodeshipBuild(
-            build_id, self.new_uuid("codeship-build"), project, ref, branch, sha, message, status, now,
-            now if finished else None,
-        )  # fmt: skip
+        uid = self.new_uuid("codeship-build")
+        build = CodeshipBuild(build_id, uid, project, ref, branch, sha, message, status, now, finished)
         project.builds.append(build)
         return build
 
@@ -485,7 +434,26 @@ class SandboxState:
     def trigger_pipeline(
         self, slug: str, *, branch: str | None = None, tag: str | None = None, parameters: dict[str, Any] | None = None
     ) -> CirclePipeline:
-        """Create a pipeline with one workflow, numbered per project (``gh/x/y`` and ``github/x/y`` are one)."""
+        """Create a pipeline with one workflow, numbered per project (``gh/x/y`` and ``github/x/y`` are one).
+
+        Neither branch nor tag means the default branch, as on CircleCI. Raises ``ValueError`` for both, for
+        non-string ones, and for parameters that are not integers, strings or booleans or break CircleCI's
+        limits (100 entries, keys of 128 and values of 512 characters).
+        """
+        if branch is not None and tag is not None:
+            raise ValueError("branch and tag are mutually exclusive")
+        if not all(isinstance(v, str | None) for v in (branch, tag)):
+            raise ValueError("branch and tag must be strings")
+        if parameters is not None and not isinstance(parameters, dict):
+            raise ValueError("parameters must be a JSON object")
+        if len(parameters or {}) > 100:
+            raise ValueError("parameters: at most 100 entries are allowed")
+        for name, item in (parameters or {}).items():
+            if len(name) > 128 or not isinstance(item, str | int | bool) or len(str(item)) > 512:
+                raise ValueError(
+                    f"parameter {name[:32]!r}: keys have at most 128 characters, values are strings, "
+                    "integers or booleans of at most 512 characters"
+                )
         key = _project_key(slug)
         number = 1 + sum(1 for p in self.pipelines if _project_key(p.slug) == key)
         branch = None if tag else branch or "main"

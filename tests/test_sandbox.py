@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import re
 import socket
@@ -15,14 +16,19 @@ import httpx
 import pytest
 import uvicorn
 
+from chainer.downstream import Downstream
+from chainer.errors import PermanentDownstreamError, TransientDownstreamError
+from chainer.events import BuildEvent
 from chainer.sandbox import SandboxState, create_sandbox_app, serve_sandbox
-from chainer.sandbox_state import CODESHIP_SCOPES, DEFAULT_ORG_UUID
+from chainer.sandbox_state import CODESHIP_SCOPES, org_uuid
+from chainer.settings import Secret, Settings
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared/reference/fixtures"
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z, 20 s into a clock minute
 USER, PASSWORD = "sandbox@example.org", "sandbox"
 CIRCLE = {"Circle-Token": "sandbox-token", "Accept": "application/json"}
 SHA = "185ab4c7dc4eda2a027c284f7a669cac3f50a5ed"
+ORG_UUID = org_uuid("acme")
 UUID_RE = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
 
@@ -87,7 +93,7 @@ async def test_codeship_auth_returns_token_expiry_and_organizations(client: http
     body = answer.json()
     assert set(body) == {"access_token", "expires_at", "organizations"}
     assert body["expires_at"] == int(NOW) + 3600 and body["access_token"]
-    assert body["organizations"] == [{"uuid": DEFAULT_ORG_UUID, "name": "acme", "scopes": list(CODESHIP_SCOPES)}]
+    assert body["organizations"] == [{"uuid": ORG_UUID, "name": "acme", "scopes": list(CODESHIP_SCOPES)}]
 
 
 @pytest.mark.parametrize(
@@ -128,7 +134,7 @@ async def test_codeship_unknown_org_project_and_build_are_404(client: httpx.Asyn
     other = "00000000-0000-4000-8000-000000000000"
     cases = {
         f"/v2/organizations/{other}/projects": "organization not found",
-        f"/v2/organizations/{DEFAULT_ORG_UUID}/projects/{other}": "project not found",
+        f"/v2/organizations/{ORG_UUID}/projects/{other}": "project not found",
         f"{project}/builds/{other}": "build not found",
     }
     for path, message in cases.items():
@@ -138,7 +144,7 @@ async def test_codeship_unknown_org_project_and_build_are_404(client: httpx.Asyn
 
 async def test_codeship_write_without_build_write_scope_is_403(clock: Clock) -> None:
     """An account holding only read scopes may list builds but gets 403 ``errors`` when creating one."""
-    state = SandboxState(codeship_orgs=(("acme", DEFAULT_ORG_UUID, "project.read", "build.read"),), clock=clock)
+    state = SandboxState(codeship_scopes=("project.read", "build.read"), clock=clock)
     state.add_codeship_project("acme/web")
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=create_sandbox_app(state)), base_url="http://s"
@@ -150,6 +156,25 @@ async def test_codeship_write_without_build_write_scope_is_403(clock: Clock) -> 
     assert len(answer.json()["errors"]) == 1 and "build.write" in answer.json()["errors"][0]
 
 
+def test_seeding_a_project_twice_is_harmless_but_clashes_raise() -> None:
+    """Adding the same project again returns it unchanged; a clashing id, type or unknown project raises."""
+    state = SandboxState()
+    first = state.add_codeship_project("acme/web", id=11)
+    assert state.add_codeship_project("acme/web") == first and len(state.projects) == 1
+    for name, kwargs in (("acme/web", {"type": "pro"}), ("acme/other", {"id": 11}), ("acme/x", {"type": "cloud"})):
+        with pytest.raises(ValueError, match="clashes"):
+            state.add_codeship_project(name, **kwargs)
+    with pytest.raises(KeyError):
+        state.add_codeship_build("acme/missing", branch="main", commit_sha=SHA)
+    build = state.add_codeship_build("acme/web", branch="main", commit_sha=SHA, status="testing")
+    assert (build["id"], build["status"], build["finished_at"], build["organization_uuid"]) == (
+        1001,
+        "testing",
+        None,
+        ORG_UUID,
+    )
+
+
 async def test_codeship_projects_list_and_get(client: httpx.AsyncClient) -> None:
     """The project list carries page, per_page and total; one project comes wrapped in ``project``."""
     headers, org = await login(client)
@@ -157,7 +182,7 @@ async def test_codeship_projects_list_and_get(client: httpx.AsyncClient) -> None
     assert (listing["page"], listing["per_page"], listing["total"]) == (1, 30, 2)
     web, pro = listing["projects"]
     assert (web["name"], web["id"], web["type"], pro["type"]) == ("acme/web", 11, "basic", "pro")
-    assert web["organization_uuid"] == DEFAULT_ORG_UUID
+    assert web["organization_uuid"] == ORG_UUID
     answer = await client.get(f"{org}/projects/{pro['uuid']}", headers=headers)
     assert answer.status_code == 200 and answer.json() == {"project": pro}
 
@@ -591,8 +616,7 @@ async def test_recorded_requests_never_show_credentials(clock: Clock) -> None:
         assert secret not in text
     records = log.json()
     assert len(records) == 7 and [r["status"] for r in records] == [200, 200, 200, 201, 201, 201, 200]
-    assert records[1]["headers"]["authorization"] == "Bearer ***"
-    assert records[0]["headers"]["authorization"] == "Basic ***"
+    assert [r["headers"].get("authorization") for r in records] == ["***", "***", None, None, "***", "***", None]
     assert records[3]["headers"]["circle-token"] == "***"
     assert records[2]["query"] == {"api_key": "***"} and records[6]["query"] == {"circle-token": "***"}
 
@@ -749,6 +773,137 @@ async def test_answers_match_provider_reference_shapes(client: httpx.AsyncClient
     single = (await client.get(project, headers=headers)).json()
     assert set(single) == set(fixture("codeshipgo_projects_get.json"))
     assert set(fixture("codeshipgo_projects_get.json")["project"]) <= set(single["project"])
+
+
+# -- chainer's real clients against the sandbox ---------------------------------------------------
+
+
+SANDBOX_URL = "http://sandbox.test"
+
+
+def sandbox_settings(**overrides: Any) -> Settings:
+    """Settings pointing every provider URL at the sandbox, with the sandbox's default credentials."""
+    values: dict[str, Any] = {
+        "codeship_url": SANDBOX_URL,
+        "codeship_v1_url": SANDBOX_URL,
+        "circleci_url": SANDBOX_URL,
+        "codeship_user": USER,
+        "codeship_password": Secret(PASSWORD),
+        "codeship_org": "ACME",  # chainer matches the organization name case-insensitively
+        "codeship_api_key": Secret("sandbox-key"),
+        "circleci_token": Secret("sandbox-token"),
+    }
+    return Settings(**(values | overrides))
+
+
+def failed_codeship_event() -> BuildEvent:
+    """A Codeship webhook event for the failed build of acme/web at ``SHA`` on main."""
+    return BuildEvent(
+        provider="codeship", kind="build", event_id="evt_sandbox", project="acme/web", project_id=11,
+        status="failed", raw_status="error", branch="main", commit=SHA, build_id=1001,
+    )  # fmt: skip
+
+
+async def test_chainer_downstream_runs_all_seven_actions_against_the_sandbox(clock: Clock) -> None:
+    """chainer's real Downstream, pointed at the sandbox, executes every action successfully and the sandbox sees it."""
+    secrets_ = {"codeship_password": "pw-Kd93q", "codeship_api_key": "key-Lm27v", "circleci_token": "cci-Rt55z"}
+    state = SandboxState(
+        clock=clock, codeship_password="pw-Kd93q", codeship_api_key="key-Lm27v", circleci_token="cci-Rt55z"
+    )
+    state.add_codeship_project("acme/web", id=11)
+    state.add_codeship_project("acme/pro", type="pro", id=12)
+    seeded = state.add_codeship_build("acme/web", branch="main", commit_sha=SHA, status="failed")
+    workflow = state.trigger_pipeline("gh/acme/api", branch="main").workflow_ids[0]
+    state.trigger_job("github", "acme", "api", "main", SHA, None)
+    actions: list[tuple[str, dict[str, Any]]] = [
+        ("codeship.trigger_build", {"project": "acme/web", "ref": "heads/release/1.2", "commit": "a" * 40}),
+        ("codeship.restart_build", {"project": "11"}),
+        ("codeship.v1_restart_build", {"project": 11, "branch": "main"}),
+        ("circleci.trigger_pipeline", {"project": "gh/acme/api", "branch": "feature/x", "parameters": {"n": 3}}),
+        ("circleci.rerun_workflow", {"workflow": workflow}),
+        ("circleci.v1_trigger_build", {"project": "github/acme/api", "branch": "feature/x", "revision": SHA}),
+        ("circleci.v1_retry_build", {"project": "github/acme/api", "build": 1}),
+    ]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_sandbox_app(state))) as http:
+        settings = sandbox_settings(**{name: Secret(value) for name, value in secrets_.items()})
+        downstream = Downstream(settings, http, clock=clock)
+        assert await downstream.check_codeship_auth() == []
+        results = {name: await downstream.execute(name, params, failed_codeship_event()) for name, params in actions}
+    assert set(results) == downstream.actions
+    assert {name: (r.status, r.downstream_id is not None) for name, r in results.items()} == {
+        "codeship.trigger_build": (202, False),
+        "codeship.restart_build": (202, False),
+        "codeship.v1_restart_build": (200, True),
+        "circleci.trigger_pipeline": (201, True),
+        "circleci.rerun_workflow": (202, True),
+        "circleci.v1_trigger_build": (200, True),
+        "circleci.v1_retry_build": (200, True),
+    }
+    web = state.projects[0]
+    assert results["codeship.trigger_build"].detail["project_uuid"] == web.uuid
+    assert results["codeship.restart_build"].detail == {
+        "project_uuid": web.uuid,
+        "build": seeded["uuid"],
+        "looked_up": True,
+    }
+    assert [(b.branch, b.commit_sha, b.status) for b in web.builds] == [
+        ("main", SHA, "initiated"),  # the Basic restart reran the seeded build under its own uuid
+        ("release/1.2", "a" * 40, "initiated"),
+        ("main", SHA, "initiated"),  # the v1 restart made a new build
+    ]
+    assert results["codeship.v1_restart_build"].downstream_id == str(web.builds[-1].id)
+    pipeline = state.pipelines[-1]
+    assert results["circleci.trigger_pipeline"].downstream_id == pipeline.id
+    assert (pipeline.number, pipeline.branch, pipeline.parameters) == (2, "feature/x", {"n": 3})
+    assert results["circleci.rerun_workflow"].downstream_id == state.pipelines[0].workflow_ids[1]
+    assert results["circleci.v1_trigger_build"].detail == {
+        "build_num": 2, "build_url": "https://circleci.com/gh/acme/api/2", "status": "not_running"
+    }  # fmt: skip
+    assert (results["circleci.v1_retry_build"].downstream_id, state.jobs[-1].retry_of) == ("3", 1)
+    assert [(r.action, r.status) for r in state.requests] == [
+        ("codeship.auth", 200),
+        ("codeship.list_projects", 200),
+        ("codeship.trigger_build", 202),
+        ("codeship.list_builds", 200),
+        ("codeship.restart_build", 202),
+        ("codeship.v1_get_project", 200),
+        ("codeship.v1_restart_build", 200),
+        ("circleci.trigger_pipeline", 201),
+        ("circleci.rerun_workflow", 202),
+        ("circleci.v1_trigger_build", 200),
+        ("circleci.v1_retry_build", 200),
+    ]
+    assert state.requests[2].body == {"ref": "heads/release/1.2", "commit_sha": "a" * 40}
+    assert state.requests[8].body == {"from_failed": True}
+    assert state.requests[9].path == "/api/v1.1/project/github/acme/api/tree/feature%2Fx"
+    recorded = json.dumps([dataclasses.asdict(r) for r in state.requests])
+    for secret in secrets_.values():
+        assert secret not in recorded
+
+
+async def test_chainer_downstream_sees_the_sandbox_faults_as_the_real_ones(clock: Clock) -> None:
+    """Missing scopes, 2FA, Codeship's 403 rate limit and a scripted 429 reach chainer as on the real providers."""
+    state = SandboxState(codeship_scopes=("project.read", "build.read"), codeship_rate_limit=3, clock=clock)
+    state.add_codeship_project("acme/web", id=11)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_sandbox_app(state))) as http:
+        downstream = Downstream(sandbox_settings(), http, clock=clock)
+        warnings = await downstream.check_codeship_auth()
+        assert len(warnings) == 1 and "build.write" in warnings[0]
+        with pytest.raises(PermanentDownstreamError) as refused:  # 403 without build.write: not a rate limit
+            await downstream.execute("codeship.trigger_build", {"project": "acme/web", "ref": "heads/main"},
+                                     failed_codeship_event())  # fmt: skip
+        assert refused.value.status == 403
+        with pytest.raises(TransientDownstreamError) as limited:  # auth, list, create: the 4th call is one too many
+            await downstream.execute("codeship.trigger_build", {"project": "acme/web", "ref": "heads/main"},
+                                     failed_codeship_event())  # fmt: skip
+        assert (limited.value.status, limited.value.retry_after) == (403, 40.0)
+        state.script("circleci.v2", status=429, headers={"Retry-After": "7"}, body={"message": "slow down"})
+        with pytest.raises(TransientDownstreamError) as throttled:
+            await downstream.execute("circleci.trigger_pipeline", {"project": "gh/acme/api"}, failed_codeship_event())
+        assert (throttled.value.status, throttled.value.retry_after) == (429, 7.0)
+        state.two_factor, clock.now = True, clock.now + 3600
+        with pytest.raises(PermanentDownstreamError, match="two-factor"):
+            await Downstream(sandbox_settings(), http, clock=clock).check_codeship_auth()
 
 
 # -- a real server -------------------------------------------------------------------------------
