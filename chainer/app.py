@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import json
 import logging
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -125,6 +126,24 @@ def _require_admin(request: Request) -> JSONResponse | None:
     return None
 
 
+def _operator(handler: Callable[[Request, Store], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """An operator endpoint: bearer token checked, the store handed in, Redis trouble answered with 503."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        if (denied := _require_admin(request)) is not None:
+            return denied
+        store = _state(request).store
+        if store is None:
+            return _error(503, "the store is not ready")
+        try:
+            return await handler(request, store)
+        except StoreUnavailableError as exc:
+            return _error(503, str(exc))
+
+    return endpoint
+
+
 def _time_bound(name: str, value: str) -> int:
     if value.isdigit():
         return int(value)
@@ -137,13 +156,9 @@ def _time_bound(name: str, value: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-async def get_audit(request: Request) -> Response:
+@_operator
+async def get_audit(request: Request, store: Store) -> Response:
     """GET /audit: a page of audit records with stable cursors and filters."""
-    if (denied := _require_admin(request)) is not None:
-        return denied
-    store = _state(request).store
-    if store is None:
-        return _error(503, "the store is not ready")
     q = request.query_params
     unknown = set(q.keys()) - {"after", "before", "limit", "event_id", "since", "until", *_FILTERS}
     if unknown:
@@ -181,13 +196,9 @@ async def get_audit(request: Request) -> Response:
     return _json(200, {"items": page.items, "next": page.next})
 
 
-async def get_event(request: Request) -> Response:
+@_operator
+async def get_event(request: Request, store: Store) -> Response:
     """GET /events/{event_id}: the event, every rule decision, every action with its attempts."""
-    if (denied := _require_admin(request)) is not None:
-        return denied
-    store = _state(request).store
-    if store is None:
-        return _error(503, "the store is not ready")
     event_id = request.path_params["event_id"]
     try:
         stored = await store.get_event(event_id)
@@ -225,13 +236,9 @@ def _action_view(ledger: dict[str, str], records: list[dict[str, Any]]) -> dict[
     return view
 
 
-async def get_dlq(request: Request) -> Response:
+@_operator
+async def get_dlq(request: Request, store: Store) -> Response:
     """GET /dlq: dead actions with their last error, oldest first."""
-    if (denied := _require_admin(request)) is not None:
-        return denied
-    store = _state(request).store
-    if store is None:
-        return _error(503, "the store is not ready")
     try:
         limit = int(request.query_params.get("limit", "100"))
         offset = int(request.query_params.get("offset", "0"))
@@ -246,13 +253,9 @@ async def get_dlq(request: Request) -> Response:
     return _json(200, {"items": items})
 
 
-async def change_dlq(request: Request) -> Response:
+@_operator
+async def change_dlq(request: Request, store: Store) -> Response:
     """POST /dlq/{action_id}/replay|discard: 200 when done, 404 unknown, 409 when the action is not dead."""
-    if (denied := _require_admin(request)) is not None:
-        return denied
-    store = _state(request).store
-    if store is None:
-        return _error(503, "the store is not ready")
     action = request.path_params["action_id"]
     verb = request.path_params["verb"]
     if verb not in ("replay", "discard"):
@@ -303,13 +306,9 @@ async def post_explain(request: Request) -> Response:
 MAX_CHAIN_NODES = 500
 
 
-async def get_chain(request: Request) -> Response:
+@_operator
+async def get_chain(request: Request, store: Store) -> Response:
     """GET /chains/{event_id}: the lineage tree around an event, from the first build of its chain."""
-    if (denied := _require_admin(request)) is not None:
-        return denied
-    store = _state(request).store
-    if store is None:
-        return _error(503, "the store is not ready")
     event_id = request.path_params["event_id"]
     try:
         stored = await store.get_event(event_id)
