@@ -628,7 +628,98 @@ class RuleSet:
             else:
                 when = f"status {_status_text(r.clause.status_written)}"
             lines.append(f"  {r.name}: {when} → {actions}")
+        cycles = self.cycles()
+        if cycles:
+            lines.append(f"{len(cycles)} cycle(s) in the project graph, each cut by the loop guard:")
+            lines += [f"  {c.text()}" for c in cycles]
         return "\n".join(lines)
+
+    def cycles(self, limit: int = 50) -> list[Cycle]:
+        """Cycles in the graph project → project that the rules' actions draw, with their depth bound.
+
+        A rule's sources are the projects its clauses name (globs expand to every project the rules
+        mention); its targets are its actions' ``project`` arguments, or the source itself when an
+        action acts on the event's own project (restart, rerun). Every cycle is bounded, by the
+        rules' ``max_depth`` or the global one, and the summary says where each stops.
+        """
+        edges = _project_edges(self.rules)
+        found: dict[tuple[tuple[str, ...], tuple[str, ...]], Cycle] = {}
+        for start in sorted(edges):
+            stack: list[tuple[str, list[str], list[str]]] = [(start, [start], [])]
+            while stack and len(found) < limit:
+                node, path, rules = stack.pop()
+                for target, rule in sorted(edges.get(node, ())):
+                    if target == start:
+                        cycle_rules = [*rules, rule]
+                        key = (_rotation(path), tuple(sorted(cycle_rules)))
+                        if key not in found:
+                            depth = min(self._rule_depth(name) for name in cycle_rules)
+                            found[key] = Cycle(tuple([*path, start]), tuple(cycle_rules), depth)
+                    elif target not in path and len(path) < 12:
+                        stack.append((target, [*path, target], [*rules, rule]))
+        return [found[k] for k in sorted(found)]
+
+    def _rule_depth(self, name: str) -> int:
+        rule = self.rule(name)
+        return (rule.max_depth if rule else None) or self.max_depth
+
+
+@dataclass(frozen=True, slots=True)
+class Cycle:
+    """A loop in the project graph: ``projects`` (first repeated at the end), the rules, the depth bound."""
+
+    projects: tuple[str, ...]
+    rules: tuple[str, ...]
+    max_depth: int
+
+    def text(self) -> str:
+        return f"{' → '.join(self.projects)} (rules {', '.join(self.rules)}), stopped at depth {self.max_depth}"
+
+
+ANY_PROJECT = "(any project)"
+
+
+def _repo(project: str) -> str:
+    return "/".join([p for p in project.split("/") if p][-2:]).lower()
+
+
+def _project_edges(rules: Sequence[Rule]) -> dict[str, set[tuple[str, str]]]:
+    sources: dict[str, list[Pattern] | None] = {}
+    targets: dict[str, set[str | None]] = {}
+    for rule in rules:
+        patterns: list[Pattern] | None = []
+        for clause in rule.clauses:
+            matcher = clause.patterns.get("project")
+            if matcher is None or patterns is None:
+                patterns = None
+            else:
+                patterns += list(matcher.include)
+        sources[rule.name] = patterns
+        targets[rule.name] = {
+            _repo(a.args["project"]) if isinstance(a.args.get("project"), str) and not _is_template(a.args["project"])
+            else None
+            for a in rule.actions
+        }  # fmt: skip
+    nodes = {t for ts in targets.values() for t in ts if t} | {
+        _repo(p.text) for ps in sources.values() if ps for p in ps if p.literal
+    }
+    edges: dict[str, set[tuple[str, str]]] = {}
+    for rule in rules:
+        patterns = sources[rule.name]
+        matched = {n for n in nodes if patterns is None or any(p.matches(n) or _repo(p.text) == n for p in patterns)}
+        for target in targets[rule.name]:
+            if target is None and patterns is None:
+                # Acts on whichever project sent the event: one loop on "any project", not one per project.
+                edges.setdefault(ANY_PROJECT, set()).add((ANY_PROJECT, rule.name))
+                continue
+            for source in matched:
+                edges.setdefault(source, set()).add((target or source, rule.name))
+    return edges
+
+
+def _rotation(path: list[str]) -> tuple[str, ...]:
+    smallest = min(range(len(path)), key=lambda i: path[i])
+    return tuple(path[smallest:] + path[:smallest])
 
 
 def _status_text(written: Any) -> str:

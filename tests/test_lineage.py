@@ -132,3 +132,22 @@ async def test_loop_guard_stops_an_a_b_a_chain_and_chains_shows_the_tree(redis: 
     assert chains["root"] == stranger["event_id"] and chains["path"] == []
     pipelines = [r for r in providers.requests if r.url.path.endswith("/pipeline")]
     assert len(pipelines) == 2
+
+
+def test_lint_reports_each_cycle_with_the_depth_that_stops_it() -> None:
+    """The project graph's cycles are listed with their rules and the max_depth that cuts them."""
+    ruleset = parse_rules(RULES)
+    [cycle] = ruleset.cycles()
+    assert cycle.projects == ("acme/a", "acme/b", "acme/a") and cycle.rules == ("a-to-b", "b-to-a")
+    assert cycle.max_depth == 3
+    assert "acme/a → acme/b → acme/a (rules a-to-b, b-to-a), stopped at depth 3" in ruleset.summary()
+    own = parse_rules(
+        "version: 1\nrules:\n"
+        "  - {name: again, when: {provider: codeship, status: error}, then: [{codeship.restart_build: {}}],"
+        " max_depth: 2}\n"
+        "  - {name: self, when: {project: acme/x}, then: [{codeship.trigger_build: {project: acme/x}}]}\n"
+    )
+    assert [c.text() for c in own.cycles()] == [
+        "(any project) → (any project) (rules again), stopped at depth 2",
+        "acme/x → acme/x (rules self), stopped at depth 5",
+    ]
