@@ -11,14 +11,14 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from chainer.downstream import Downstream
-from chainer.rules import parse_rules
-from chainer.sandbox import SandboxState, create_sandbox_app
 from redis.asyncio import Redis
 
 from chainer.app import create_app
 from chainer.connections import connect_arq
+from chainer.downstream import Downstream
 from chainer.jobs import RetryPolicy
+from chainer.rules import parse_rules
+from chainer.sandbox import SandboxState, create_sandbox_app
 from chainer.settings import Secret, Settings
 from chainer.store import Store
 from chainer.worker import create_worker
