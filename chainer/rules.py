@@ -92,7 +92,17 @@ class _List(list[Any]):
     item_lines: list[int]
 
 
-def _compose(text: str, source: str, problems: list[str]) -> Any:
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+# A problem met while building the document: (line, field path such as ``rules[0].when``, message).
+_Flaw = tuple[int, str, str]
+
+
+def _compose(text: str, source: str, problems: list[str], flaws: list[_Flaw]) -> Any:
+    """The document with lines, or None after a YAML syntax error (then ``problems`` holds it).
+
+    Key-level trouble (duplicate or non-string keys, merge keys, tags the safe loader cannot build)
+    goes to ``flaws`` instead, so that validation goes on and each one is reported in its rule.
+    """
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -103,33 +113,62 @@ def _compose(text: str, source: str, problems: list[str]) -> Any:
         return None
     finally:
         loader.dispose()
-    return None if node is None else _build(node, loader, source, problems)
+    return None if node is None else _build(node, loader, flaws, "", set())
 
 
-def _build(node: yaml.Node, loader: yaml.SafeLoader, source: str, problems: list[str]) -> Any:
+def _build(node: yaml.Node, loader: yaml.SafeLoader, flaws: list[_Flaw], path: str, open_nodes: set[int]) -> Any:
+    if id(node) in open_nodes:
+        flaws.append((node.start_mark.line + 1, path, "a YAML alias may not contain itself"))
+        return None
     if isinstance(node, yaml.MappingNode):
+        open_nodes.add(id(node))
         result = _Map()
         result.line, result.key_lines = node.start_mark.line + 1, {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
             line = key_node.start_mark.line + 1
+            if key_node.tag == _MERGE_TAG:
+                flaws.append((line, path, "YAML merge keys (`<<`) are not supported; write the keys out"))
+                continue
+            key = _build(key_node, loader, flaws, path, open_nodes)
             if not isinstance(key, str):
-                problems.append(f"{source}:{line}: keys must be strings, got {key!r}")
+                flaws.append((line, path, f"keys must be strings, got {_plain(key)!r}"))
                 continue
+            key_path = f"{path}.{key}" if path else key
             if key in result:
-                problems.append(f"{source}:{line}: duplicate key {key!r} (first at line {result.key_lines[key]})")
+                flaws.append((line, key_path, f"duplicate key (first at line {result.key_lines[key]})"))
                 continue
-            result[key] = _build(value_node, loader, source, problems)
+            result[key] = _build(value_node, loader, flaws, key_path, open_nodes)
             result.key_lines[key] = line
+        open_nodes.discard(id(node))
         return result
     if isinstance(node, yaml.SequenceNode):
+        open_nodes.add(id(node))
         items = _List()
         items.line, items.item_lines = node.start_mark.line + 1, []
-        for child in node.value:
-            items.append(_build(child, loader, source, problems))
+        for i, child in enumerate(node.value):
+            items.append(_build(child, loader, flaws, f"{path}[{i}]", open_nodes))
             items.item_lines.append(child.start_mark.line + 1)
+        open_nodes.discard(id(node))
         return items
-    return loader.construct_object(node, deep=True)
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:  # a tag the safe loader refuses (``!!python/name:…``) is a problem, not a crash
+        flaws.append((node.start_mark.line + 1, path, f"YAML error: {getattr(exc, 'problem', None) or exc}"))
+        return None
+
+
+def _rule_of(doc: Any, path: str) -> tuple[str, str]:
+    """Split a document path into the checker's rule prefix and the field path inside that rule."""
+    m = re.match(r"rules\[(\d+)\]\.?", path)
+    if m is None:
+        return "", path
+    position = int(m.group(1))
+    items = doc.get("rules") if isinstance(doc, _Map) else None
+    item = items[position] if isinstance(items, list) and position < len(items) else None
+    name = item.get("name") if isinstance(item, _Map) else None
+    if isinstance(name, str) and _NAME.match(name):
+        return f"rule '{name}' (rules[{position}]) ", path[m.end() :]
+    return f"rules[{position}] ", path[m.end() :]
 
 
 def _line(container: Any, key: str | int | None = None) -> int:
@@ -420,7 +459,12 @@ def _argument_problems(spec: ActionSpec, params: Mapping[str, Any], final: bool)
     problems = []
     for name, value in params.items():
         param = spec.param(name)
-        if param is None or isinstance(value, _Template):
+        if param is None:
+            continue
+        if isinstance(value, _Template):
+            if str not in param.types:
+                wanted = " or ".join(_TYPE_NAMES[t] for t in param.types)
+                problems.append(f"argument '{name}' is a template, which renders text, but must be {wanted}")
             continue
         ok = isinstance(value, param.types) and not (bool not in param.types and isinstance(value, bool))
         if not ok:
@@ -489,23 +533,33 @@ class RuleSet:
     max_depth: int = DEFAULT_MAX_DEPTH
     _by_project: Mapping[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
     _wildcard: tuple[int, ...] = field(default=(), repr=False)
+    _by_prefix: Mapping[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
+    _prefix_lengths: tuple[int, ...] = field(default=(), repr=False)
 
     @classmethod
     def build(cls, version: str, path: str, rules: Sequence[Rule], max_depth: int) -> RuleSet:
-        # Rules whose project patterns are all literal are reachable only through their projects;
-        # the rest (globs, regexes, or no project clause) are checked for every event. A rule not
-        # among the candidates can never match the event, which `explain` still reports.
-        by_project: dict[str, list[int]] = {}
+        # A rule is reachable through its project patterns: literal names go into a dict by name,
+        # globs into a dict by their literal prefix (the text before the first * ? or [). Rules with
+        # a regex project, or without a project clause, are checked for every event. A rule that is
+        # not among an event's candidates can never match it, which `explain` still reports.
+        by_project: dict[str, set[int]] = {}
+        by_prefix: dict[str, set[int]] = {}
         wildcard: list[int] = []
         for i, rule in enumerate(rules):
             matchers = [c.patterns.get("project") for c in rule.clauses]
-            if all(m is not None and m.include and all(p.literal for p in m.include) for m in matchers):
-                for text in sorted({p.text for m in matchers if m is not None for p in m.include}):
-                    by_project.setdefault(text, []).append(i)
-            else:
+            patterns = [p for m in matchers if m is not None for p in m.include]
+            if any(m is None or not m.include for m in matchers) or any(p.text.startswith("re:") for p in patterns):
                 wildcard.append(i)
+                continue
+            for p in patterns:
+                if p.literal:
+                    by_project.setdefault(p.text, set()).add(i)
+                else:
+                    by_prefix.setdefault(_literal_prefix(p.text), set()).add(i)
         return cls(version, path, tuple(rules), max_depth,
-                   {k: tuple(v) for k, v in by_project.items()}, tuple(wildcard))  # fmt: skip
+                   {k: tuple(sorted(v)) for k, v in by_project.items()}, tuple(wildcard),
+                   {k: tuple(sorted(v)) for k, v in by_prefix.items()},
+                   tuple(sorted({len(k) for k in by_prefix})))  # fmt: skip
 
     @property
     def limits(self) -> dict[str, Mapping[str, int]]:
@@ -513,13 +567,11 @@ class RuleSet:
         return {r.name: r.limit for r in self.rules if r.limit}
 
     def _candidates(self, event: BuildEvent) -> Iterator[Rule]:
-        literal = self._by_project.get(event.project, ())
-        if not literal:
-            indexes: Sequence[int] = self._wildcard
-        elif not self._wildcard:
-            indexes = literal
-        else:
-            indexes = sorted({*literal, *self._wildcard})
+        project = event.project
+        groups = [self._by_project.get(project, ()), self._wildcard]
+        groups += [self._by_prefix.get(project[:n], ()) for n in self._prefix_lengths if n <= len(project)]
+        present = [g for g in groups if g]
+        indexes: Sequence[int] = present[0] if len(present) == 1 else sorted({i for g in present for i in g})
         for i in indexes:
             rule = self.rules[i]
             if any(c.providers is None or event.provider in c.providers for c in rule.clauses):
@@ -679,6 +731,11 @@ class Cycle:
 ANY_PROJECT = "(any project)"
 
 
+def _literal_prefix(glob: str) -> str:
+    cut = min((glob.index(c) for c in "*?[" if c in glob), default=len(glob))
+    return glob[:cut]
+
+
 def _repo(project: str) -> str:
     return "/".join([p for p in project.split("/") if p][-2:]).lower()
 
@@ -744,7 +801,9 @@ class _Checker:
         self.where = ""
 
     def add(self, line: int, path: str, message: str) -> None:
-        self.problems.append(f"{self.source}:{line}: {self.where}{path}: {message}")
+        subject = f"{self.where}{path}".rstrip()
+        where = f"{self.source}:{line}: {subject}" if subject else f"{self.source}:{line}"
+        self.problems.append(f"{where}: {message}")
 
     def unknown_keys(self, mapping: _Map, allowed: Sequence[str], path: str) -> None:
         for key in mapping:
@@ -830,9 +889,12 @@ class _Checker:
 
     def clause(self, when: Any, line: int, path: str = "when", *, nested: bool = False) -> Clause | None:
         if not isinstance(when, _Map):
-            self.add(line, path, f"must be a mapping of conditions, got {type(when).__name__}")
+            self.add(line, path, f"must be a mapping of conditions, got {type(_plain(when)).__name__}")
             return None
         self.unknown_keys(when, CLAUSE_ORDER if nested else _WHEN_KEYS, f"{path}.")
+        for key in _FAN_IN:
+            if key in when and not nested:
+                self.add(_line(when, key), f"{path}.{key}", "only a fan-in uses this; add `all:` with its clauses")
         count = len(self.problems)
         providers = self.choices(when, "provider", f"{path}.provider", PROVIDERS) if "provider" in when else None
         kinds = self.choices(when, "kind", f"{path}.kind", KINDS) if "kind" in when else None
@@ -905,7 +967,8 @@ class _Checker:
             for text in _strings(value):
                 for problem in _template_problems(text, fan_in) if _is_template(text) else ():
                     self.add(_line(args, key), f"{path}.{name}.{key}", problem)
-        for problem in _argument_problems(spec, {k: v for k, v in args.items() if not _has_template(v)}, final=False):
+        # Compiled, so that templated values count for exclusivity and limits but skip the type check.
+        for problem in _argument_problems(spec, _compile(_plain(args)), final=False):
             self.add(_line(item, name), f"{path}.{name}", problem)
         possible = providers or frozenset(PROVIDERS)
         for param in spec.params:
@@ -935,10 +998,6 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(v)
 
 
-def _has_template(value: Any) -> bool:
-    return any(_is_template(s) for s in _strings(value))
-
-
 def _probe(provider: str) -> BuildEvent:
     """A fully populated event of ``provider``, to learn whether an argument's default can apply."""
     return BuildEvent(
@@ -957,12 +1016,18 @@ def parse_rules(text: str | bytes, source: str = "rules.yaml") -> RuleSet:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RulesError([f"{source}:1: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
-    doc = _compose(decoded, source, problems)
-    check = _Checker(source, problems)
+    flaws: list[_Flaw] = []
+    doc = _compose(decoded, source, problems, flaws)
     if problems:
         raise RulesError(problems)
+    check = _Checker(source, problems)
+    for flaw_line, flaw_path, message in flaws:
+        check.where, field_path = _rule_of(doc, flaw_path)
+        check.add(flaw_line, field_path, message)
+    check.where = ""
     if not isinstance(doc, _Map):
-        raise RulesError([f"{source}:1: the file must be a mapping with `version: 1` and `rules:`"])
+        check.add(1, "", "the file must be a mapping with `version: 1` and `rules:`")
+        raise RulesError(_in_file_order(problems, source))
     check.unknown_keys(doc, _TOP_KEYS, "")
     if doc.get("version") != 1:
         check.add(_line(doc, "version"), "version", f"must be 1, got {doc.get('version')!r}")
@@ -1032,9 +1097,18 @@ def parse_rules(text: str | bytes, source: str = "rules.yaml") -> RuleSet:
             rules.append(Rule(name, position, clause, tuple(actions), _plain(item), str(description),
                               rule_depth, limit, join))  # fmt: skip
     if problems:
-        raise RulesError(problems)
+        raise RulesError(_in_file_order(problems, source))
     version = hashlib.sha256(raw).hexdigest()[:12]
     return RuleSet.build(version, source, rules, max_depth)
+
+
+def _in_file_order(problems: list[str], source: str) -> list[str]:
+    # Checks run by topic (a rule's unknown keys before its `when`), so sort by line; ties keep check order.
+    def line(problem: str) -> int:
+        head = problem[len(source) + 1 :].split(":", 1)[0]
+        return int(head) if problem.startswith(f"{source}:") and head.isdigit() else 0
+
+    return sorted(problems, key=line)
 
 
 def load_rules(path: str | os.PathLike[str]) -> RuleSet:
