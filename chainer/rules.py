@@ -100,8 +100,9 @@ _Flaw = tuple[int, str, str]
 def _compose(text: str, source: str, problems: list[str], flaws: list[_Flaw]) -> Any:
     """The document with lines, or None after a YAML syntax error (then ``problems`` holds it).
 
-    Key-level trouble (duplicate or non-string keys, merge keys, tags the safe loader cannot build)
-    goes to ``flaws`` instead, so that validation goes on and each one is reported in its rule.
+    Key-level trouble (duplicate or non-string keys, a merge key without a mapping, self-containing
+    aliases, tags the safe loader cannot build) goes to ``flaws`` instead, so that validation goes on
+    and each one is reported in its rule.
     """
     loader = yaml.SafeLoader(text)
     try:
@@ -124,10 +125,12 @@ def _build(node: yaml.Node, loader: yaml.SafeLoader, flaws: list[_Flaw], path: s
         open_nodes.add(id(node))
         result = _Map()
         result.line, result.key_lines = node.start_mark.line + 1, {}
+        merged: list[tuple[int, Any]] = []
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
             if key_node.tag == _MERGE_TAG:
-                flaws.append((line, path, "YAML merge keys (`<<`) are not supported; write the keys out"))
+                value = _build(value_node, loader, flaws, path, open_nodes)
+                merged += [(line, v) for v in (value if isinstance(value, _List) else [value])]
                 continue
             key = _build(key_node, loader, flaws, path, open_nodes)
             if not isinstance(key, str):
@@ -139,6 +142,15 @@ def _build(node: yaml.Node, loader: yaml.SafeLoader, flaws: list[_Flaw], path: s
                 continue
             result[key] = _build(value_node, loader, flaws, key_path, open_nodes)
             result.key_lines[key] = line
+        # YAML merge keys (`<<: *common`): the mapping's own keys win, then earlier merged mappings.
+        for merge_line, base in merged:
+            if not isinstance(base, _Map):
+                flaws.append((merge_line, path, "a merge key (<<) takes a mapping or a list of mappings"))
+                continue
+            for key, value in base.items():
+                if key not in result:
+                    result[key] = value
+                    result.key_lines[key] = base.key_lines[key]
         open_nodes.discard(id(node))
         return result
     if isinstance(node, yaml.SequenceNode):
@@ -385,7 +397,7 @@ def _template_problems(text: str, fan_in: int = 0) -> list[str]:
     for node in tree.find_all(nodes.Name):
         if node.name not in allowed and node.ctx == "load":
             problems.append(f"template names `{node.name}`; only {' and '.join(f'`{a}`' for a in allowed)} exist here")
-    for item in tree.find_all(nodes.Getitem):
+    for item in tree.find_all(nodes.Getitem) if fan_in else ():  # outside a fan-in, `events` is refused above
         target = getattr(item, "node", None)
         if isinstance(target, nodes.Name) and target.name == "events":
             index = getattr(getattr(item, "arg", None), "value", None)
@@ -413,13 +425,14 @@ def _is_template(text: str) -> bool:
     return "{{" in text or "{%" in text or "{#" in text
 
 
-def _compile(value: Any) -> Any:
+def _compile(value: Any, *, parse: bool = True) -> Any:
+    # parse=False marks templates without parsing them: lint checks arguments before it knows they parse.
     if isinstance(value, str):
-        return _Template(value, _ENV.from_string(value)) if _is_template(value) else value
+        return _Template(value, _ENV.from_string(value) if parse else None) if _is_template(value) else value
     if isinstance(value, Mapping):
-        return {k: _compile(v) for k, v in value.items()}
+        return {k: _compile(v, parse=parse) for k, v in value.items()}
     if isinstance(value, list):
-        return [_compile(v) for v in value]
+        return [_compile(v, parse=parse) for v in value]
     return value
 
 
@@ -967,8 +980,9 @@ class _Checker:
             for text in _strings(value):
                 for problem in _template_problems(text, fan_in) if _is_template(text) else ():
                     self.add(_line(args, key), f"{path}.{name}.{key}", problem)
-        # Compiled, so that templated values count for exclusivity and limits but skip the type check.
-        for problem in _argument_problems(spec, _compile(_plain(args)), final=False):
+        # Templates marked (not parsed: a syntax error is reported above, not raised), so that templated
+        # values count for exclusivity and limits but skip the type check.
+        for problem in _argument_problems(spec, _compile(_plain(args), parse=False), final=False):
             self.add(_line(item, name), f"{path}.{name}", problem)
         possible = providers or frozenset(PROVIDERS)
         for param in spec.params:
