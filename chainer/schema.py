@@ -1,0 +1,235 @@
+"""A JSON Schema (draft 2020-12) of rules.yaml (DESIGN §5), for editors and ``chainer schema``.
+
+Generated from the model the validator in ``chainer.rules`` uses (its key tuples, status sets, name and
+duration patterns), from ``chainer.events`` and from the action catalogue ``chainer.actions.ACTIONS``: a
+new action, argument or condition there changes the schema with it. It checks structure only; bad
+regexes, templates naming unknown fields, duplicate rule names, durations of zero or over 30 days and
+project cycles are left to ``chainer lint``.
+
+Arguments that are required but have an event default are optional, except where the default gives
+nothing for a provider the rule can see (``circleci.trigger_pipeline``'s ``project`` on Codeship events):
+each rule says so with ``if``/``then`` on the providers of its ``when`` (of every ``all`` clause in a fan-in).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chainer import __version__
+from chainer.actions import (
+    ACTIONS,
+    CIRCLECI_MAX_PARAMETER_KEY,
+    CIRCLECI_MAX_PARAMETER_VALUE,
+    CIRCLECI_MAX_PARAMETERS,
+    ActionSpec,
+    Param,
+)
+from chainer.events import KINDS, PROVIDERS, STATUSES
+from chainer.rules import (
+    _DURATION,
+    _FAN_IN,
+    _LIMIT_KEYS,
+    _NAME,
+    _RULE_KEYS,
+    _TOP_KEYS,
+    CLAUSE_ORDER,
+    JOIN_ON,
+    MAX_WITHIN_MS,
+    PATTERN_FIELDS,
+    STATUS_SETS,
+    _probe,
+)
+
+SCHEMA_ID = "urn:chainer:schema:rules:1"
+_JSON_TYPES: dict[type, str] = {str: "string", int: "integer", bool: "boolean", dict: "object"}
+# The one argument whose entries CircleCI limits (the validator checks the same pair).
+_LIMITED_PARAMETERS = ("circleci.trigger_pipeline", "parameters")
+
+
+def _positive(description: str) -> dict[str, Any]:
+    """A whole number of at least 1 (a fresh dict each time: callers may edit the schema they get)."""
+    return {"type": "integer", "minimum": 1, "description": description}
+
+
+def _one_or_list(item: dict[str, Any]) -> dict[str, Any]:
+    """``item`` alone, or a non-empty list of ``item``."""
+    return {"anyOf": [item, {"type": "array", "items": item, "minItems": 1}]}
+
+
+def _patterns() -> dict[str, Any]:
+    """``$defs`` for a glob or ``re:`` pattern, and for a field's patterns: one, a list, or include/exclude."""
+    some = _one_or_list({"$ref": "#/$defs/pattern"})
+    in_ex = ("include", "exclude")
+    return {
+        # YAML reads `branch: 2024` as a number; the validator matches it as the text "2024".
+        "pattern": {"type": ["string", "number"], "minLength": 1, "description": 'a glob, or "re:<regex>"'},
+        "patterns": {
+            "description": "a pattern, a list of patterns (any may match), or {include: [...], exclude: [...]}",
+            "anyOf": [
+                *some["anyOf"],
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {k: {"anyOf": [some, {"type": "array", "maxItems": 0}]} for k in in_ex},
+                    "anyOf": [{"required": [k], "properties": {k: some}} for k in in_ex],
+                },
+            ],
+        },
+    }
+
+
+def _clause() -> dict[str, Any]:
+    """One set of conditions: a plain ``when``, or one item of a fan-in's ``all``."""
+    conditions: dict[str, Any] = {
+        "provider": _one_or_list({"enum": list(PROVIDERS)}),
+        "kind": _one_or_list({"enum": list(KINDS)}),
+        "status": {
+            **_one_or_list({"enum": [*STATUSES, *STATUS_SETS]}),
+            "description": "a status, a list of them, or a named set; left out it means success",
+        },
+        **{name: {"$ref": "#/$defs/patterns"} for name in PATTERN_FIELDS},
+    }
+    return {"type": "object", "additionalProperties": False, "properties": {k: conditions[k] for k in CLAUSE_ORDER}}
+
+
+def _fan_in() -> dict[str, Any]:
+    """A ``when`` with ``all``: every clause must see a matching event with the same ``join_on`` value."""
+    unit = _DURATION.pattern.removeprefix("^").removesuffix("$")
+    keys: dict[str, Any] = {
+        "all": {"type": "array", "minItems": 2, "items": {"$ref": "#/$defs/clause"}},
+        "join_on": {"enum": list(JOIN_ON), "description": "default: commit"},
+        "within": {
+            "description": "how far apart the clauses' events may be: 90s, 30m, 2h, 1d (at most 30d) or seconds",
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_WITHIN_MS // 1000},
+                {"type": "string", "pattern": rf"^\s*{unit}\s*$"},
+            ],
+        },
+        "reset_on": {"enum": ["failed", None], "description": "a failed event clears what its clause had seen"},
+    }
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["all", "within"],
+        "properties": {k: keys[k] for k in _FAN_IN},
+    }
+
+
+def _param(spec: ActionSpec, param: Param) -> dict[str, Any]:
+    """One argument: its JSON types from ``Param.types``, plus CircleCI's limits on pipeline parameters."""
+    types = [_JSON_TYPES[t] for t in param.types]
+    schema: dict[str, Any] = {"type": types[0] if len(types) == 1 else types, "description": param.doc}
+    if (spec.name, param.name) == _LIMITED_PARAMETERS:
+        schema["maxProperties"] = CIRCLECI_MAX_PARAMETERS
+        schema["propertyNames"] = {"maxLength": CIRCLECI_MAX_PARAMETER_KEY}
+        schema["additionalProperties"] = {"maxLength": CIRCLECI_MAX_PARAMETER_VALUE}
+    return schema
+
+
+def _action(spec: ActionSpec) -> dict[str, Any]:
+    """The arguments of one action: known names only, typed, required ones, exclusive pairs."""
+    required = [p.name for p in spec.params if p.required and p.default is None]
+    schema: dict[str, Any] = {
+        "description": f"{spec.doc} ({spec.provider})",
+        # `- codeship.restart_build:` with nothing after it means no arguments, as `{}` does.
+        "type": "object" if required else ["object", "null"],
+        "additionalProperties": False,
+        "properties": {p.name: _param(spec, p) for p in spec.params},
+    }
+    if required:
+        schema["required"] = required
+    if spec.exclusive:
+        schema["allOf"] = [
+            {"not": {"required": [a, b]}, "description": f"'{a}' and '{b}' cannot both be given"}
+            for a, b in spec.exclusive
+        ]
+    return schema
+
+
+def _provider_requirements() -> list[dict[str, Any]]:
+    """Per provider: unless ``when`` rules its events out, the arguments without a default for it are required."""
+    result = []
+    for provider in PROVIDERS:
+        probe = _probe(provider)
+        needs = {
+            name: [p.name for p in spec.params if p.required and p.default is not None and p.default(probe) is None]
+            for name, spec in ACTIONS.items()
+        }
+        if not any(needs.values()):
+            continue
+        others = {
+            "anyOf": [
+                {"type": "string", "not": {"const": provider}},
+                {"type": "array", "not": {"contains": {"const": provider}}},
+            ]
+        }
+        excludes = {"required": ["provider"], "properties": {"provider": others}}
+        fan_in = {"required": ["all"], "properties": {"all": {"type": "array", "items": excludes}}}
+        excluded = {"required": ["when"], "properties": {"when": {"anyOf": [excludes, fan_in]}}}
+        item = {"properties": {n: {"type": "object", "required": ps} for n, ps in needs.items() if ps}}
+        result.append({"if": {"not": excluded}, "then": {"properties": {"then": {"items": item}}}})
+    return result
+
+
+def rules_schema() -> dict[str, Any]:
+    """The JSON Schema of a rules file, generated from the validator's model."""
+    rule_keys: dict[str, Any] = {
+        "name": {"type": "string", "pattern": _NAME.pattern, "description": "unique rule name"},
+        "description": {"type": ["string", "null"]},
+        "when": {
+            "description": "the conditions an event must meet, or a fan-in (`all`) over several events",
+            "if": {"required": ["all"]},
+            "then": {"$ref": "#/$defs/fan_in"},
+            "else": {"$ref": "#/$defs/clause"},
+        },
+        "then": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "description": "one action: a mapping with the action name as its only key",
+                "type": "object",
+                "minProperties": 1,
+                "maxProperties": 1,
+                "propertyNames": {"enum": list(ACTIONS)},
+                "properties": {name: {"$ref": f"#/$defs/{name}"} for name in ACTIONS},
+            },
+        },
+        "max_depth": _positive("loop guard for this rule's chains (default: the file's)"),
+        "limit": {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "properties": {k: _positive(f"at most this many actions {k.replace('_', ' ')}") for k in _LIMIT_KEYS},
+        },
+    }
+    rule = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "when", "then"],
+        # Indexed by the validator's tuple: a key added there without a schema here is a KeyError.
+        "properties": {k: rule_keys[k] for k in _RULE_KEYS},
+        "allOf": _provider_requirements(),
+    }
+    top: dict[str, Any] = {
+        "version": {"const": 1},
+        "max_depth": _positive("loop guard for chains of chains"),
+        "rules": {"type": "array", "items": {"$ref": "#/$defs/rule"}},
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_ID,
+        "title": "chainer rules",
+        "description": f"rules.yaml of chainer {__version__}: when an upstream build event matches `when`, "
+        "run every action in `then` (DESIGN §5). `chainer lint` checks what a schema cannot.",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["version", "rules"],
+        "properties": {k: top[k] for k in _TOP_KEYS},
+        "$defs": {
+            **_patterns(),
+            "clause": _clause(),
+            "fan_in": _fan_in(),
+            "rule": rule,
+            **{name: _action(spec) for name, spec in ACTIONS.items()},
+        },
+    }
