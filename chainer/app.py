@@ -144,6 +144,10 @@ def _operator(handler: Callable[[Request, Store], Awaitable[Response]]) -> Calla
     return endpoint
 
 
+def _no_event(event_id: str) -> JSONResponse:
+    return _error(404, f"no event {event_id!r} (unknown, or older than the retention window)")
+
+
 def _time_bound(name: str, value: str) -> int:
     if value.isdigit():
         return int(value)
@@ -181,18 +185,15 @@ async def get_audit(request: Request, store: Store) -> Response:
     except ValueError as exc:
         return _error(400, str(exc))
     match = {name: set(q[name].split(",")) for name in _FILTERS if q.get(name)}
-    try:
-        page = await store.read_audit(
-            after=q.get("after"),
-            before=q.get("before"),
-            since_ms=since,
-            until_ms=until,
-            limit=limit,
-            match=match,
-            event_id=q.get("event_id"),
-        )
-    except StoreUnavailableError as exc:
-        return _error(503, str(exc))
+    page = await store.read_audit(
+        after=q.get("after"),
+        before=q.get("before"),
+        since_ms=since,
+        until_ms=until,
+        limit=limit,
+        match=match,
+        event_id=q.get("event_id"),
+    )
     return _json(200, {"items": page.items, "next": page.next})
 
 
@@ -200,15 +201,12 @@ async def get_audit(request: Request, store: Store) -> Response:
 async def get_event(request: Request, store: Store) -> Response:
     """GET /events/{event_id}: the event, every rule decision, every action with its attempts."""
     event_id = request.path_params["event_id"]
-    try:
-        stored = await store.get_event(event_id)
-        if not stored:
-            return _error(404, f"no event {event_id!r} (unknown, or older than the retention window)")
-        action_ids: list[str] = json.loads(stored.get("actions") or "[]")
-        actions = [await store.get_action(a) for a in action_ids]
-        records = await store.event_audit(event_id)
-    except StoreUnavailableError as exc:
-        return _error(503, str(exc))
+    stored = await store.get_event(event_id)
+    if not stored:
+        return _no_event(event_id)
+    action_ids: list[str] = json.loads(stored.get("actions") or "[]")
+    actions = [await store.get_action(a) for a in action_ids]
+    records = await store.event_audit(event_id)
     event = json.loads(stored["event"])
     event["raw"] = json.loads(stored.get("raw") or "{}")
     return _json(
@@ -246,10 +244,7 @@ async def get_dlq(request: Request, store: Store) -> Response:
         return _error(400, "limit and offset must be whole numbers")
     if not 1 <= limit <= MAX_AUDIT_LIMIT or offset < 0:
         return _error(400, f"limit must be between 1 and {MAX_AUDIT_LIMIT} and offset not negative")
-    try:
-        items = await dlq.list_dead(store, limit=limit, offset=offset)
-    except StoreUnavailableError as exc:
-        return _error(503, str(exc))
+    items = await dlq.list_dead(store, limit=limit, offset=offset)
     return _json(200, {"items": items})
 
 
@@ -261,10 +256,7 @@ async def change_dlq(request: Request, store: Store) -> Response:
     if verb not in ("replay", "discard"):
         return _error(404, f"unknown operation {verb!r}; use replay or discard")
     actor = f"operator@{request.client.host if request.client else 'unknown'}"
-    try:
-        change = await (dlq.replay if verb == "replay" else dlq.discard)(store, action, actor)
-    except StoreUnavailableError as exc:
-        return _error(503, str(exc))
+    change = await (dlq.replay if verb == "replay" else dlq.discard)(store, action, actor)
     status = 200 if change.ok else 404 if change.state == "missing" else 409
     body = {"action_id": action, "state": change.state, "message": change.message}
     return _json(status, body if change.ok else {**body, "error": change.message})
@@ -310,16 +302,13 @@ MAX_CHAIN_NODES = 500
 async def get_chain(request: Request, store: Store) -> Response:
     """GET /chains/{event_id}: the lineage tree around an event, from the first build of its chain."""
     event_id = request.path_params["event_id"]
-    try:
-        stored = await store.get_event(event_id)
-        if not stored:
-            return _error(404, f"no event {event_id!r} (unknown, or older than the retention window)")
-        chain = json.loads(stored["event"]).get("chain") or []
-        root = chain[0]["event_id"] if chain else event_id
-        budget = [MAX_CHAIN_NODES]
-        tree = await _chain_node(store, root, budget)
-    except StoreUnavailableError as exc:
-        return _error(503, str(exc))
+    stored = await store.get_event(event_id)
+    if not stored:
+        return _no_event(event_id)
+    chain = json.loads(stored["event"]).get("chain") or []
+    root = chain[0]["event_id"] if chain else event_id
+    budget = [MAX_CHAIN_NODES]
+    tree = await _chain_node(store, root, budget)
     return _json(200, {"event_id": event_id, "root": root, "path": chain, "tree": tree, "truncated": budget[0] <= 0})
 
 

@@ -79,7 +79,7 @@ class RulesWatcher:
         """Poll the file until cancelled; also reload on SIGHUP when running in the main thread."""
         loop = asyncio.get_running_loop()
         hup = False
-        with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):
+        with contextlib.suppress(ValueError, RuntimeError):  # not in the main thread: poll only
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("SIGHUP")))
             hup = True
         try:

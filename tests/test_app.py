@@ -213,7 +213,9 @@ async def test_redis_down_gets_503_with_retry_after() -> None:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         response = await _post_codeship(c, payloads.codeship("success"))
         ready = await c.get("/readyz")
+        audit = await c.get("/audit", headers={"authorization": f"Bearer {ADMIN}"})
     await dead.aclose()
+    assert audit.status_code == 503 and "Redis" in audit.json()["error"]
     assert response.status_code == 503 and response.headers["retry-after"]
     assert response.json()["event_id"].startswith("evt_")
     assert ready.status_code == 503

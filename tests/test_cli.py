@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -9,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -69,45 +72,36 @@ def test_bad_rules_stop_the_web_process(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "version" in result.output
 
 
-@pytest.mark.integration
-@pytest.mark.timeout(90)
-@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
-def test_run_starts_a_private_redis_and_chains_a_build(tmp_path: Path) -> None:
-    """`chainer run` with no Redis answering starts one under ./.chainer/, accepts a webhook and shuts down."""
-    (tmp_path / "rules.yaml").write_text((REPO / "rules.yaml").read_text())
-    port, redis_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "CHAINER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-        "CHAINER_HOOK_TOKEN": "tok",
-        "CHAINER_ADMIN_TOKEN": "adm",
-    }
+@dataclass
+class Running:
+    """A `chainer` subprocess; ``stderr`` and ``returncode`` are filled in once it has stopped."""
+
+    process: subprocess.Popen[bytes]
+    stderr: str = ""
+    returncode: int | None = None
+
+
+@contextlib.contextmanager
+def _chainer(args: list[str], cwd: Path, env: dict[str, str], ready: list[str]) -> Iterator[Running]:
+    """Run `chainer ARGS` until every URL in ``ready`` answers 200, then SIGINT it on the way out."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "chainer.cli", "run", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        [sys.executable, "-m", "chainer.cli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
+    running = Running(process)
     try:
-        base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        pending = list(ready)
+        while pending and time.monotonic() < deadline:
             try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
+                if httpx.get(pending[0], timeout=1).status_code == 200:
+                    pending.pop(0)
+                    continue
             except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("chainer run did not become ready within 30 s")
-        body = json.dumps(payloads.codeship("infrastructure_failure")).encode()
-        response = httpx.post(
-            f"{base}/hooks/codeship/tok", content=body, headers={"content-type": "application/json"}, timeout=5
-        )
-        assert response.status_code == 202 and response.json()["matched"] == ["retry-codeship-infra"]
-        audit = httpx.get(f"{base}/audit", headers={"authorization": "Bearer adm"}, timeout=5).json()
-        assert audit["items"][0]["type"] == "webhook.received"
-        assert (tmp_path / ".chainer" / "appendonlydir").is_dir()
+                pass
+            time.sleep(0.2)
+        if pending:
+            pytest.fail(f"chainer {' '.join(args)} did not answer {pending[0]} within 30 s")
+        yield running
     finally:
         process.send_signal(signal.SIGINT)
         try:
@@ -115,8 +109,33 @@ def test_run_starts_a_private_redis_and_chains_a_build(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             _, stderr = process.communicate()
-    assert "started a private redis-server" in stderr.decode()
-    assert process.returncode == 0, stderr.decode()[-3000:]
+        running.stderr, running.returncode = stderr.decode(), process.returncode
+
+
+def _post_codeship(base: str, body: dict[str, object]) -> httpx.Response:
+    return httpx.post(
+        f"{base}/hooks/codeship/tok", content=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_run_starts_a_private_redis_and_chains_a_build(tmp_path: Path) -> None:
+    """`chainer run` with no Redis answering starts one under ./.chainer/, accepts a webhook and shuts down."""
+    (tmp_path / "rules.yaml").write_text((REPO / "rules.yaml").read_text())
+    port, redis_port = free_port(), free_port()
+    env = {**os.environ, "CHAINER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "CHAINER_HOOK_TOKEN": "tok",
+           "CHAINER_ADMIN_TOKEN": "adm"}  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    with _chainer(["run", "--port", str(port)], tmp_path, env, [f"{base}/readyz"]) as running:
+        response = _post_codeship(base, payloads.codeship("infrastructure_failure"))
+        assert response.status_code == 202 and response.json()["matched"] == ["retry-codeship-infra"]
+        audit = httpx.get(f"{base}/audit", headers={"authorization": "Bearer adm"}, timeout=5).json()
+        assert audit["items"][0]["type"] == "webhook.received"
+        assert (tmp_path / ".chainer" / "appendonlydir").is_dir()
+    assert "started a private redis-server" in running.stderr
+    assert running.returncode == 0, running.stderr[-3000:]
 
 
 @pytest.mark.integration
@@ -129,51 +148,18 @@ def test_run_with_sandbox_chains_to_the_emulated_provider(tmp_path: Path) -> Non
     env = {**os.environ, "CHAINER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "CHAINER_HOOK_TOKEN": "tok"}
     for name in ("CHAINER_ADMIN_TOKEN", "CHAINER_CIRCLECI_TOKEN", "CHAINER_CODESHIP_USER"):
         env.pop(name, None)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "chainer.cli",
-            "run",
-            "--sandbox",
-            "--port",
-            str(port),
-            "--sandbox-port",
-            str(sandbox_port),
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        base, sandbox = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sandbox_port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    httpx.get(f"{sandbox}/_sandbox/requests", timeout=1)
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("chainer run --sandbox did not become ready within 30 s")
-        body = json.dumps(payloads.codeship("success", project="acme/web", branch="main")).encode()
-        response = httpx.post(f"{base}/hooks/codeship/tok", content=body, headers={"content-type": "application/json"})
+    base, sandbox = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sandbox_port}"
+    args = ["run", "--sandbox", "--port", str(port), "--sandbox-port", str(sandbox_port)]
+    with _chainer(args, tmp_path, env, [f"{base}/readyz", f"{sandbox}/_sandbox/requests"]) as running:
+        response = _post_codeship(base, payloads.codeship("success", project="acme/web", branch="main"))
         assert response.status_code == 202 and response.json()["matched"] == ["smoke-after-web"]
-        recorded: list[dict[str, object]] = []
-        while time.monotonic() < deadline + 20 and not any(r["path"] for r in recorded if "builds" in str(r["path"])):
+        builds: list[dict[str, object]] = []
+        deadline = time.monotonic() + 20
+        while not builds and time.monotonic() < deadline:
             recorded = httpx.get(f"{sandbox}/_sandbox/requests", timeout=2).json()
+            builds = [r for r in recorded if str(r["path"]).endswith("/builds") and r["method"] == "POST"]
             time.sleep(0.1)
-        builds = [r for r in recorded if str(r["path"]).endswith("/builds") and r["method"] == "POST"]
         assert len(builds) == 1 and builds[0]["status"] == 202
         assert builds[0]["body"] == {"ref": "heads/main", "commit_sha": payloads.COMMIT}
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            _, stderr = process.communicate(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            _, stderr = process.communicate()
-    assert "sandbox mode" in stderr.decode()
-    assert process.returncode == 0, stderr.decode()[-3000:]
+    assert "sandbox mode" in running.stderr
+    assert running.returncode == 0, running.stderr[-3000:]
