@@ -13,6 +13,9 @@ from typing import Any
 
 from chainer.events import BuildEvent
 
+# The pipeline parameter that carries an action's lineage when a rule sets ``pass_chain: true``.
+CHAIN_PARAMETER = "chainer_chain"
+
 # CircleCI's documented pipeline parameter limits (providers.md §5.4).
 CIRCLECI_MAX_PARAMETERS = 100
 CIRCLECI_MAX_PARAMETER_KEY = 128
@@ -128,6 +131,13 @@ ACTIONS: Mapping[str, ActionSpec] = {
                 Param("branch", _STR, False, lambda e: e.branch if not e.tag else None, "branch to build"),
                 Param("tag", _STR, False, None, "tag to build (instead of a branch)"),
                 Param("parameters", _MAP, False, None, "pipeline parameters"),
+                Param(
+                    "pass_chain",
+                    _BOOL,
+                    False,
+                    None,
+                    "add the lineage as the pipeline parameter `chainer_chain` (the config must declare it)",
+                ),
             ),
             "Trigger a pipeline with CircleCI API v2.",
             exclusive=(("branch", "tag"),),

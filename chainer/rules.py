@@ -31,6 +31,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from chainer.actions import (
     ACTIONS,
+    CHAIN_PARAMETER,
     CIRCLECI_MAX_PARAMETER_KEY,
     CIRCLECI_MAX_PARAMETER_VALUE,
     CIRCLECI_MAX_PARAMETERS,
@@ -522,6 +523,10 @@ def render_actions(rule: Rule, event: BuildEvent, events: Sequence[BuildEvent] =
                 value = param.default(event)
                 if value is not None:
                     params[param.name] = value
+        if params.pop("pass_chain", False) is True and isinstance(params.get("parameters") or {}, Mapping):
+            # The lineage travels with the pipeline: the cause's chain and this action, deepest last.
+            links = [f"{link.event_id}:{link.rule}" for link in event.chain] + [f"{event.event_id}:{rule.name}"]
+            params["parameters"] = {**(params.get("parameters") or {}), CHAIN_PARAMETER: " ".join(links)[-512:]}
         if error is None:
             missing = [p.name for p in spec.params if p.required and params.get(p.name) in (None, "")]
             if missing:

@@ -151,3 +151,20 @@ def test_lint_reports_each_cycle_with_the_depth_that_stops_it() -> None:
         "(any project) → (any project) (rules again), stopped at depth 2",
         "acme/x → acme/x (rules self), stopped at depth 5",
     ]
+
+
+def test_pass_chain_adds_the_lineage_as_a_pipeline_parameter() -> None:
+    """With pass_chain: true the pipeline gets `chainer_chain`: the cause's chain and this rule, deepest last."""
+    from chainer.events import BuildEvent, ChainLink
+
+    ruleset = parse_rules(
+        "version: 1\nrules:\n  - name: chained\n    when: {project: acme/a}\n    then:\n"
+        "      - circleci.trigger_pipeline: {project: gh/acme/b, branch: main, pass_chain: true,"
+        " parameters: {x: '1'}}\n"
+    )
+    event = BuildEvent(provider="codeship", kind="build", event_id="evt_2", project="acme/a", status="success",
+                       raw_status="success", chain=(ChainLink("evt_1", "first", "acme/z", "evt_1:first:0"),))  # fmt: skip
+    [decision] = ruleset.evaluate(event)
+    [action] = decision.actions
+    assert action.error is None and "pass_chain" not in action.params
+    assert action.params["parameters"] == {"x": "1", "chainer_chain": "evt_1:first evt_2:chained"}
