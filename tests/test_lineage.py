@@ -162,8 +162,9 @@ def test_pass_chain_adds_the_lineage_as_a_pipeline_parameter() -> None:
         "      - circleci.trigger_pipeline: {project: gh/acme/b, branch: main, pass_chain: true,"
         " parameters: {x: '1'}}\n"
     )
+    cause = (ChainLink("evt_1", "first", "acme/z", "evt_1:first:0"),)
     event = BuildEvent(provider="codeship", kind="build", event_id="evt_2", project="acme/a", status="success",
-                       raw_status="success", chain=(ChainLink("evt_1", "first", "acme/z", "evt_1:first:0"),))  # fmt: skip
+                       raw_status="success", chain=cause)  # fmt: skip
     [decision] = ruleset.evaluate(event)
     [action] = decision.actions
     assert action.error is None and "pass_chain" not in action.params
