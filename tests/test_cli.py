@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -20,6 +14,7 @@ from click.testing import CliRunner
 
 from chainer.cli import main
 from tests import payloads
+from tests.processes import chainer_process
 from tests.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,46 +67,6 @@ def test_bad_rules_stop_the_web_process(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "version" in result.output
 
 
-@dataclass
-class Running:
-    """A `chainer` subprocess; ``stderr`` and ``returncode`` are filled in once it has stopped."""
-
-    process: subprocess.Popen[bytes]
-    stderr: str = ""
-    returncode: int | None = None
-
-
-@contextlib.contextmanager
-def _chainer(args: list[str], cwd: Path, env: dict[str, str], ready: list[str]) -> Iterator[Running]:
-    """Run `chainer ARGS` until every URL in ``ready`` answers 200, then SIGINT it on the way out."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "chainer.cli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    running = Running(process)
-    try:
-        deadline = time.monotonic() + 30
-        pending = list(ready)
-        while pending and time.monotonic() < deadline:
-            try:
-                if httpx.get(pending[0], timeout=1).status_code == 200:
-                    pending.pop(0)
-                    continue
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        if pending:
-            pytest.fail(f"chainer {' '.join(args)} did not answer {pending[0]} within 30 s")
-        yield running
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            _, stderr = process.communicate(timeout=40)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            _, stderr = process.communicate()
-        running.stderr, running.returncode = stderr.decode(), process.returncode
-
-
 def _post_codeship(base: str, body: dict[str, object]) -> httpx.Response:
     return httpx.post(
         f"{base}/hooks/codeship/tok", content=json.dumps(body).encode(), headers={"content-type": "application/json"}
@@ -128,7 +83,7 @@ def test_run_starts_a_private_redis_and_chains_a_build(tmp_path: Path) -> None:
     env = {**os.environ, "CHAINER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "CHAINER_HOOK_TOKEN": "tok",
            "CHAINER_ADMIN_TOKEN": "adm"}  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    with _chainer(["run", "--port", str(port)], tmp_path, env, [f"{base}/readyz"]) as running:
+    with chainer_process(["run", "--port", str(port)], tmp_path, env, [f"{base}/readyz"]) as running:
         response = _post_codeship(base, payloads.codeship("infrastructure_failure"))
         assert response.status_code == 202 and response.json()["matched"] == ["retry-codeship-infra"]
         audit = httpx.get(f"{base}/audit", headers={"authorization": "Bearer adm"}, timeout=5).json()
@@ -150,7 +105,7 @@ def test_run_with_sandbox_chains_to_the_emulated_provider(tmp_path: Path) -> Non
         env.pop(name, None)
     base, sandbox = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sandbox_port}"
     args = ["run", "--sandbox", "--port", str(port), "--sandbox-port", str(sandbox_port)]
-    with _chainer(args, tmp_path, env, [f"{base}/readyz", f"{sandbox}/_sandbox/requests"]) as running:
+    with chainer_process(args, tmp_path, env, [f"{base}/readyz", f"{sandbox}/_sandbox/requests"]) as running:
         response = _post_codeship(base, payloads.codeship("success", project="acme/web", branch="main"))
         assert response.status_code == 202 and response.json()["matched"] == ["smoke-after-web"]
         builds: list[dict[str, object]] = []

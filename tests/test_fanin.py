@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +20,8 @@ from chainer.settings import Secret, Settings
 from chainer.store import QUEUE_KEY, Store
 from chainer.worker import create_worker
 from tests import payloads
+from tests.processes import chainer_process
+from tests.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -158,3 +162,31 @@ async def test_concurrent_halves_on_two_web_apps_fire_exactly_once(redis_url: st
     await two.aclose()
     assert len(fire_jobs) == 20
     assert sum(1 for p in fired if p.get("fired")) == 20
+
+
+@pytest.mark.timeout(90)
+async def test_halves_at_two_web_processes_fire_exactly_once(redis_url: str, tmp_path: Path) -> None:
+    """Two `chainer web` processes on one Redis each get one half of ten commits at the same moment: ten fires."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.replace("WITHIN", "2h"))
+    env = {**os.environ, "CHAINER_REDIS_URL": redis_url, "CHAINER_RULES": str(rules), "CHAINER_HOOK_TOKEN": "hook"}
+    ports = free_port(), free_port()
+    bases = [f"http://127.0.0.1:{p}" for p in ports]
+    with (
+        chainer_process(["web", "--port", str(ports[0])], tmp_path, env, [f"{bases[0]}/readyz"]),
+        chainer_process(["web", "--port", str(ports[1])], tmp_path, env, [f"{bases[1]}/readyz"]),
+    ):
+        async with httpx.AsyncClient(base_url=bases[0]) as left, httpx.AsyncClient(base_url=bases[1]) as right:
+            for n in range(10):
+                commit = f"{n + 1000:040x}"
+                answers = await asyncio.gather(
+                    _post(left, "acme/api", "success", 300 + n, commit),
+                    _post(right, "acme/web", "success", 400 + n, commit),
+                )
+                assert all(a["matched"] == ["release-after-both"] for a in answers)
+    redis = Redis.from_url(redis_url)
+    fire_jobs = [j for j in await redis.zrange(QUEUE_KEY, 0, -1) if j.startswith(b"join:")]
+    progress = (await Store(redis).read_audit(match={"type": {"join.progress"}}, limit=100)).items
+    await redis.aclose()
+    assert len(fire_jobs) == 10
+    assert sum(1 for p in progress if p.get("fired")) == 10 and len(progress) == 20
