@@ -501,13 +501,15 @@ def _argument_problems(spec: ActionSpec, params: Mapping[str, Any], final: bool)
     return problems
 
 
-def render_actions(rule: Rule, event: BuildEvent, events: Sequence[BuildEvent] = ()) -> tuple[PlannedAction, ...]:
+def render_actions(
+    rule: Rule, event: BuildEvent, events: Sequence[BuildEvent] = (), context: Mapping[str, Any] | None = None
+) -> tuple[PlannedAction, ...]:
     """Render ``rule``'s actions for ``event``: written arguments, then defaults from the event.
 
     For a fan-in, ``events`` are the contributing events (``events[i]`` in templates) and ``event``
     is the one that completed the join.
     """
-    context = _context(event, events)
+    context = context if context is not None else _context(event, events)
     planned = []
     for template in rule.actions:
         spec = template.spec
@@ -652,22 +654,27 @@ class RuleSet:
             return Decision(rule.name, False, Mismatch("status", "reset", event.status, text), join=step)
         return Decision(rule.name, True, None, join=step)
 
-    def _decide(self, rule: Rule, event: BuildEvent) -> Decision:
+    def _decide(self, rule: Rule, event: BuildEvent, cache: dict[str, Any]) -> Decision:
         if rule.join is not None:
             return self._join_step(rule, rule.join, event)
         assert rule.clause is not None  # noqa: S101 (a rule has a clause or a join)
         mismatch = rule.clause.first_mismatch(event)
         if mismatch is not None:
             return Decision(rule.name, False, mismatch)
-        return Decision(rule.name, True, None, self._guard(rule, event, render_actions(rule, event)))
+        if "context" not in cache:  # built once per event, only when some rule matched
+            cache["context"] = _context(event)
+        actions = render_actions(rule, event, context=cache["context"])
+        return Decision(rule.name, True, None, self._guard(rule, event, actions))
 
     def evaluate(self, event: BuildEvent) -> list[Decision]:
         """Decisions for the candidate rules of ``event``, in file order."""
-        return [self._decide(rule, event) for rule in self._candidates(event)]
+        cache: dict[str, Any] = {}
+        return [self._decide(rule, event, cache) for rule in self._candidates(event)]
 
     def explain(self, event: BuildEvent) -> list[Decision]:
         """Decisions for every rule, candidates or not, in file order."""
-        return [self._decide(rule, event) for rule in self.rules]
+        cache: dict[str, Any] = {}
+        return [self._decide(rule, event, cache) for rule in self.rules]
 
     def as_dict(self) -> dict[str, Any]:
         return {
