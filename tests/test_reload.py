@@ -109,3 +109,27 @@ async def test_sighup_reloads_now(tmp_path: Path, redis: Redis) -> None:
         await _wait_for(reloaded)
     records = (await store.read_audit(match={"type": {"rules.reloaded"}})).items
     assert records[0]["cause"] == "SIGHUP"
+
+
+async def test_worker_holds_and_reloads_the_rules(tmp_path: Path, redis: Redis, redis_url: str) -> None:
+    """The worker loads the rules at start (fan-in jobs render with them) and follows changes of the file."""
+    from chainer.connections import connect_arq
+    from chainer.worker import shutdown, startup
+
+    path = tmp_path / "rules.yaml"
+    path.write_text(GOOD)
+    pool = connect_arq(redis_url, retries=0)
+    ctx = {"redis": pool, "settings": Settings(rules_path=path, rules_poll_seconds=0.05), "downstream": object()}
+    await startup(ctx)
+    try:
+        assert [r.name for r in ctx["rules"]().rules] == ["first"]
+        path.write_text(BETTER)
+
+        async def reloaded() -> bool:
+            return len(ctx["rules"]().rules) == 2
+
+        await _wait_for(reloaded)
+    finally:
+        await shutdown(ctx)
+        await pool.aclose()
+    assert ctx["rules_task"].done()
