@@ -58,8 +58,19 @@ class _State:
         self.intake: Intake | None = Intake(settings, store, lambda: self.ruleset) if store else None
 
 
+class _JSONResponse(JSONResponse):
+    """JSON that always encodes: text holding a lone surrogate (a payload may escape one, ``"\\ud800"``, and
+    JSON decoding keeps it) is written with ``\\uXXXX`` escapes instead of failing as strict UTF-8."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(body, status_code=status, headers=headers)
+    return _JSONResponse(body, status_code=status, headers=headers)
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -283,7 +294,14 @@ async def post_explain(request: Request) -> Response:
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         return _error(400, "headers: must be an object of strings")
     if isinstance(query.get("body"), str):
-        body = query["body"].encode()
+        try:
+            body = query["body"].encode()
+        except UnicodeEncodeError as exc:
+            return _error(
+                400,
+                f"body: character {exc.start} is the lone surrogate U+{ord(exc.object[exc.start]):04X}, "
+                "which no UTF-8 delivery can carry; keep it escaped in the JSON text or send payload",
+            )
     elif isinstance(query.get("payload"), dict):
         body = json.dumps(query["payload"]).encode()
     else:
