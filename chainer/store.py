@@ -39,6 +39,7 @@ OPEN_STATES = frozenset({"pending", "calling"})
 QUEUE_KEY = "arq:queue"
 JOB_PREFIX = "arq:job:"
 DEDUPE_DAYS = 30
+_DUPLICATE_ROUNDS = 3
 _DAY_MS = 86_400_000
 
 
@@ -153,12 +154,19 @@ local nd = plan.nd
 for i = 1, nd do
   local existing = redis.call('GET', KEYS[6 + i])
   if existing then
+    -- The duplicate is recorded on the accepted event's own stream, a declared key: this event's
+    -- (a redelivery) or the one the caller named in dup_key; any other event is reported back first.
+    local target = KEYS[3]
+    if existing ~= plan.event_id then
+      if plan.dup_key == 0 or existing ~= plan.dup_event then return {'elsewhere', existing, 0} end
+      target = KEYS[plan.dup_key]
+    end
     for j = 1, nd do redis.call('SET', KEYS[6 + j], existing, 'PX', plan.dedupe_ttl, 'NX') end
     local dup = cjson.decode(plan.dup)
     dup.event_id = existing
     local rec = cjson.encode(dup)
     local id = redis.call('XADD', KEYS[2], 'MINID', '~', plan.minid, '*', 'r', rec)
-    if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('XADD', KEYS[3], id, 'r', rec) end
+    if redis.call('EXISTS', target) == 1 then redis.call('XADD', target, id, 'r', rec) end
     return {'duplicate', existing, 0}
   end
 end
@@ -465,7 +473,11 @@ class Store:
             return False
 
     async def accept(self, plan: AcceptPlan) -> AcceptOutcome:
-        """Write the event, its ledgers, audit records and jobs atomically, unless a dedupe key exists."""
+        """Write the event, its ledgers, audit records and jobs atomically, unless a dedupe key exists.
+
+        A duplicate writes only its ``webhook.duplicate`` record, to the log and to the stream of the
+        event it duplicates (the one accepted first), whose id the outcome carries.
+        """
         keys = [
             event_key(plan.event_id),
             AUDIT_KEY,
@@ -509,9 +521,20 @@ class Store:
             "dedupe_ttl": max(self.retention_ms, DEDUPE_DAYS * _DAY_MS),
             "job_ttl": self.job_ttl_ms,
         }
-        result = await self._accept(keys, [json.dumps(args, separators=(",", ":"))])
-        status, event_id, queued = (_text(x) for x in result)
-        return AcceptOutcome(duplicate=status == "duplicate", event_id=event_id, queued=int(queued))
+        # A duplicate of another event (a new delivery id, but an event key already seen) is audited on
+        # that event's stream; the script names the event, and the call is repeated with its stream key.
+        # Seen keys are only ever set once, so the second call finds the same event.
+        target = ""
+        for _ in range(_DUPLICATE_ROUNDS):
+            args["dup_event"] = target
+            args["dup_key"] = len(keys) + 1 if target else 0
+            call_keys = [*keys, event_audit_key(target)] if target else keys
+            result = await self._accept(call_keys, [json.dumps(args, separators=(",", ":"))])
+            status, event_id, queued = (_text(x) for x in result)
+            if status != "elsewhere":
+                return AcceptOutcome(duplicate=status == "duplicate", event_id=event_id, queued=int(queued))
+            target = event_id
+        raise StoreUnavailableError(f"the event a duplicate belongs to changed {_DUPLICATE_ROUNDS} times; retry")
 
     async def fire_join(
         self,
