@@ -38,7 +38,7 @@ from chainer.intake import Intake
 from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
-from chainer.store import Store
+from chainer.store import Store, current_error
 from chainer.webhooks import decode_json_object
 
 log = logging.getLogger("chainer.app")
@@ -233,14 +233,26 @@ async def get_event(request: Request, store: Store) -> Response:
     )
 
 
+_ATTEMPT_ENDS = ("attempt.succeeded", "attempt.failed")
+_HISTORY_FIELDS = ("attempt", "time", "outcome", "http_status", "error", "downstream_id")
+
+
 def _action_view(ledger: dict[str, str], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ledger decoded, ``last_error`` only while it explains the state, and ``history``: every
+    finished attempt with its outcome, status and error (from the event's audit records)."""
     view: dict[str, Any] = dict(ledger)
     view["params"] = json.loads(ledger.get("params") or "{}")
     for name in ("attempts", "replays", "depth", "index"):
         if name in view and str(view[name]).isdigit():
             view[name] = int(view[name])
+    view["last_error"] = current_error(ledger)
     view["attempt_log"] = [
         r for r in records if r.get("action_id") == ledger.get("action_id") and r["type"].startswith("attempt.")
+    ]
+    view["history"] = [
+        {name: r[name] for name in _HISTORY_FIELDS if r.get(name) is not None}
+        for r in view["attempt_log"]
+        if r["type"] in _ATTEMPT_ENDS
     ]
     return view
 
@@ -348,7 +360,7 @@ async def _chain_node(store: Store, event_id: str, budget: list[int]) -> dict[st
                 "action": ledger.get("action"),
                 "state": ledger.get("state"),
                 "downstream_id": ledger.get("downstream_id") or None,
-                "reason": ledger.get("last_error") or None,
+                "reason": current_error(ledger),
                 "builds": [c for c in children if c.get("caused_by") == action],
             }
         )

@@ -738,6 +738,18 @@ def _encode_audit(records: Sequence[Mapping[str, Any] | ActionSlot]) -> list[Any
     return [{"a": r.index + 1} if isinstance(r, ActionSlot) else encode_record(r) for r in records]
 
 
+# Ledger states in which ``last_error`` says why the action is where it is: waiting for a retry, dead (or
+# discarded after dying), skipped. A done or calling action's ``last_error`` is left from an earlier try.
+ERROR_STATES = frozenset({"pending", "dead", "discarded", "skipped"})
+
+
+def current_error(ledger: Mapping[str, str]) -> str | None:
+    """The error that explains the action's state now, or None (an earlier try's error is history)."""
+    if ledger.get("state") not in ERROR_STATES:
+        return None
+    return ledger.get("last_error") or None
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
