@@ -13,9 +13,7 @@ import hmac
 import json
 import logging
 import os
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
@@ -35,6 +33,7 @@ from chainer.errors import (
 )
 from chainer.explain import explain
 from chainer.intake import Intake
+from chainer.params import AUDIT_FILTERS, AUDIT_PARAMS, DLQ_PARAMS, NO_PARAMS, ParamError, Spec, parse_query
 from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
@@ -42,10 +41,6 @@ from chainer.store import Store, current_error
 from chainer.webhooks import decode_json_object
 
 log = logging.getLogger("chainer.app")
-
-_STREAM_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
-_FILTERS = ("type", "rule", "project", "branch", "commit")
-MAX_AUDIT_LIMIT = 500
 
 
 class _State:
@@ -137,79 +132,77 @@ def _require_admin(request: Request) -> JSONResponse | None:
     return None
 
 
-def _operator(handler: Callable[[Request, Store], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-    """An operator endpoint: bearer token checked, the store handed in, Redis trouble answered with 503."""
+Endpoint = Callable[[Request], Awaitable[Response]]
+AdminHandler = Callable[[Request, dict[str, Any]], Awaitable[Response]]
+OperatorHandler = Callable[[Request, Store, dict[str, Any]], Awaitable[Response]]
 
-    @functools.wraps(handler)
-    async def endpoint(request: Request) -> Response:
-        if (denied := _require_admin(request)) is not None:
-            return denied
-        store = _state(request).store
-        if store is None:
-            return _error(503, "the store is not ready")
-        try:
-            return await handler(request, store)
-        except StoreUnavailableError as exc:
-            return _error(503, str(exc))
 
-    return endpoint
+def _admin(spec: Spec = NO_PARAMS) -> Callable[[AdminHandler], Endpoint]:
+    """An operator endpoint: bearer token checked, then the query parameters against ``spec`` (400 naming
+    the parameter); the handler gets them parsed. ``spec`` stays on the endpoint as ``query_spec``."""
+
+    def wrap(handler: AdminHandler) -> Endpoint:
+        @functools.wraps(handler)
+        async def endpoint(request: Request) -> Response:
+            if (denied := _require_admin(request)) is not None:
+                return denied
+            try:
+                query = parse_query(request.query_params.multi_items(), spec)
+            except ParamError as exc:
+                return _error(400, str(exc))
+            return await handler(request, query)
+
+        setattr(endpoint, "query_spec", spec)  # noqa: B010 (read by the tests that cover every parameter)
+        return endpoint
+
+    return wrap
+
+
+def _operator(spec: Spec = NO_PARAMS) -> Callable[[OperatorHandler], Endpoint]:
+    """An ``_admin`` endpoint that reads the store: handed in, Redis trouble answered with 503."""
+
+    def wrap(handler: OperatorHandler) -> Endpoint:
+        @_admin(spec)
+        @functools.wraps(handler)
+        async def endpoint(request: Request, query: dict[str, Any]) -> Response:
+            store = _state(request).store
+            if store is None:
+                return _error(503, "the store is not ready")
+            try:
+                return await handler(request, store, query)
+            except StoreUnavailableError as exc:
+                return _error(503, str(exc))
+
+        return endpoint
+
+    return wrap
 
 
 def _no_event(event_id: str) -> JSONResponse:
     return _error(404, f"no event {event_id!r} (unknown, or older than the retention window)")
 
 
-def _time_bound(name: str, value: str) -> int:
-    if value.isdigit():
-        return int(value)
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{name}: {value!r} is neither epoch milliseconds nor an ISO 8601 time") from None
-    if moment.tzinfo is None:
-        raise ValueError(f"{name}: {value!r} has no time zone; add Z or an offset")
-    return int(moment.timestamp() * 1000)
-
-
-@_operator
-async def get_audit(request: Request, store: Store) -> Response:
+@_operator(AUDIT_PARAMS)
+async def get_audit(request: Request, store: Store, q: dict[str, Any]) -> Response:
     """GET /audit: a page of audit records with stable cursors and filters."""
-    q = request.query_params
-    unknown = set(q.keys()) - {"after", "before", "limit", "event_id", "since", "until", *_FILTERS}
-    if unknown:
-        return _error(400, f"unknown query parameter(s): {', '.join(sorted(unknown))}")
-    try:
-        limit = int(q.get("limit", "100"))
-    except ValueError:
-        return _error(400, f"limit: {q.get('limit')!r} is not a whole number")
-    if not 1 <= limit <= MAX_AUDIT_LIMIT:
-        return _error(400, f"limit: must be between 1 and {MAX_AUDIT_LIMIT}")
-    for name in ("after", "before"):
-        value = q.get(name)
-        if value is not None and not (_STREAM_ID.match(value) or (name == "before" and value == "+")):
-            return _error(400, f"{name}: {value!r} is not a cursor (use the id or next value of a record)")
-    if q.get("after") and q.get("before"):
+    if q["after"] is not None and q["before"] is not None:
         return _error(400, "after and before cannot be combined; page forwards or backwards")
-    try:
-        since = _time_bound("since", q["since"]) if "since" in q else None
-        until = _time_bound("until", q["until"]) if "until" in q else None
-    except ValueError as exc:
-        return _error(400, str(exc))
-    match = {name: set(q[name].split(",")) for name in _FILTERS if q.get(name)}
+    if q["since"] is not None and q["until"] is not None and q["since"] > q["until"]:
+        return _error(400, f"since: {q['since']} ms is after until ({q['until']} ms)")
     page = await store.read_audit(
-        after=q.get("after"),
-        before=q.get("before"),
-        since_ms=since,
-        until_ms=until,
-        limit=limit,
-        match=match,
-        event_id=q.get("event_id"),
+        after=q["after"],
+        before=q["before"],
+        since_ms=q["since"],
+        until_ms=q["until"],
+        limit=q["limit"],
+        match={name: set(q[name]) for name in AUDIT_FILTERS if q[name] is not None},
+        event_id=q["event_id"],
     )
     return _json(200, {"items": page.items, "next": page.next})
 
 
-@_operator
-async def get_event(request: Request, store: Store) -> Response:
+@_operator()
+async def get_event(request: Request, store: Store, q: dict[str, Any]) -> Response:
     """GET /events/{event_id}: the event, every rule decision, every action with its attempts."""
     event_id = request.path_params["event_id"]
     stored = await store.get_event(event_id)
@@ -257,22 +250,15 @@ def _action_view(ledger: dict[str, str], records: list[dict[str, Any]]) -> dict[
     return view
 
 
-@_operator
-async def get_dlq(request: Request, store: Store) -> Response:
+@_operator(DLQ_PARAMS)
+async def get_dlq(request: Request, store: Store, q: dict[str, Any]) -> Response:
     """GET /dlq: dead actions with their last error, oldest first."""
-    try:
-        limit = int(request.query_params.get("limit", "100"))
-        offset = int(request.query_params.get("offset", "0"))
-    except ValueError:
-        return _error(400, "limit and offset must be whole numbers")
-    if not 1 <= limit <= MAX_AUDIT_LIMIT or offset < 0:
-        return _error(400, f"limit must be between 1 and {MAX_AUDIT_LIMIT} and offset not negative")
-    items = await dlq.list_dead(store, limit=limit, offset=offset)
+    items = await dlq.list_dead(store, limit=q["limit"], offset=q["offset"])
     return _json(200, {"items": items})
 
 
-@_operator
-async def change_dlq(request: Request, store: Store) -> Response:
+@_operator()
+async def change_dlq(request: Request, store: Store, q: dict[str, Any]) -> Response:
     """POST /dlq/{action_id}/replay|discard: 200 when done, 404 unknown, 409 when the action is not dead."""
     action = request.path_params["action_id"]
     verb = request.path_params["verb"]
@@ -285,14 +271,13 @@ async def change_dlq(request: Request, store: Store) -> Response:
     return _json(status, body if change.ok else {**body, "error": change.message})
 
 
-async def post_explain(request: Request) -> Response:
+@_admin()
+async def post_explain(request: Request, q: dict[str, Any]) -> Response:
     """POST /explain: what the active rules would do with a payload; stores and sends nothing.
 
     Body: ``{"provider": "codeship"|"circleci", "payload": {...} or "body": "<raw text>",
     "headers": {...}}``.
     """
-    if (denied := _require_admin(request)) is not None:
-        return denied
     try:
         _check_content_type(request)
         raw = await _read_body(request, _state(request).settings.max_body_bytes * 2)
@@ -328,8 +313,8 @@ async def post_explain(request: Request) -> Response:
 MAX_CHAIN_NODES = 500
 
 
-@_operator
-async def get_chain(request: Request, store: Store) -> Response:
+@_operator()
+async def get_chain(request: Request, store: Store, q: dict[str, Any]) -> Response:
     """GET /chains/{event_id}: the lineage tree around an event, from the first build of its chain."""
     event_id = request.path_params["event_id"]
     stored = await store.get_event(event_id)
@@ -374,10 +359,9 @@ async def _chain_node(store: Store, event_id: str, budget: list[int]) -> dict[st
     }
 
 
-async def get_rules(request: Request) -> Response:
+@_admin()
+async def get_rules(request: Request, q: dict[str, Any]) -> Response:
     """GET /rules: the active rules and their version hash."""
-    if (denied := _require_admin(request)) is not None:
-        return denied
     return _json(200, _state(request).ruleset.as_dict())
 
 
