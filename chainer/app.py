@@ -24,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from chainer import dlq
+from chainer.accesslog import AccessLog, secret_values
 from chainer.connections import connect
 from chainer.errors import (
     PayloadTooLargeError,
@@ -446,5 +447,6 @@ def create_app(
         Route("/readyz", readyz),
     ]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+    app.add_middleware(AccessLog, secrets=secret_values(settings))  # uvicorn's access log is off: it shows tokens
     app.state.chainer = state
     return app

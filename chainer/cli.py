@@ -31,6 +31,13 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def _configure_logging() -> None:
+    try:
+        configure_logging()
+    except ConfigError as exc:
+        _fail(f"configuration error: {exc}")
+
+
 def _settings() -> Settings:
     try:
         return Settings.from_env(os.environ)
@@ -68,10 +75,13 @@ def web(host: str, port: int) -> None:
     """Serve the webhook endpoints and the operator API."""
     import uvicorn
 
-    configure_logging()
+    _configure_logging()
     settings = _settings()
     app = _load_app(settings)
-    uvicorn.run(app, host=host, port=port, proxy_headers=True, timeout_graceful_shutdown=10, log_config=None)
+    # access_log=False: uvicorn's access log prints hook tokens; chainer.accesslog logs requests redacted.
+    uvicorn.run(
+        app, host=host, port=port, proxy_headers=True, timeout_graceful_shutdown=10, log_config=None, access_log=False
+    )
 
 
 @main.command()
@@ -81,7 +91,7 @@ def worker(burst: bool) -> None:
     from chainer.rules import load_rules
     from chainer.worker import create_worker
 
-    configure_logging()
+    _configure_logging()
     settings = _settings()
     try:
         ruleset = load_rules(settings.rules_path)
@@ -133,7 +143,8 @@ async def _run_both(app: Any, settings: Settings, host: str, port: int, sandbox:
 
     from chainer.worker import create_worker
 
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None, timeout_graceful_shutdown=10))
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10)
+    server = uvicorn.Server(config)
     worker = create_worker(settings, handle_signals=False)
     serving = asyncio.create_task(server.serve())
     tasks = {serving, asyncio.create_task(worker.async_run())}
@@ -198,7 +209,7 @@ def run(host: str, port: int, sandbox: bool, sandbox_port: int) -> None:
     """Web and worker in one process, with a private redis-server when none answers."""
     from chainer.app import create_app
 
-    configure_logging()
+    _configure_logging()
     settings = _settings()
     app = _load_app(settings)
     sandboxed = None
@@ -224,7 +235,7 @@ def sandbox_command(host: str, port: int) -> None:
     """Serve the provider sandbox alone: Codeship v1/v2 and CircleCI v1.1/v2 on one port."""
     from chainer.sandbox import serve_sandbox
 
-    configure_logging()
+    _configure_logging()
     click.echo(f"chainer: provider sandbox on http://{host}:{port} (recorded requests at /_sandbox/)", err=True)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_sandbox(host, port))

@@ -24,6 +24,7 @@ message, error body and request record; query parameters that carry them are sho
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
@@ -48,6 +49,8 @@ from chainer.settings import Settings
 if TYPE_CHECKING:
     from chainer.circleci import CircleCI
     from chainer.codeship import Codeship
+
+log = logging.getLogger("chainer.downstream")
 
 # Query parameters whose values are credentials (Codeship v1 ``api_key``, CircleCI ``circle-token``).
 SECRET_QUERY_KEYS = frozenset({"api_key", "circle-token", "token", "access_token"})
@@ -196,16 +199,24 @@ class Api:
         try:
             response = await self._http.request(method, target, json=json, headers=headers, auth=auth)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            self._log(method, target, None, type(exc).__name__)
             error = self._classify(method, target, exc, safe=safe)
             # The exception (and its request) may hold a query-string credential: do not chain it then.
             leaks = any(key in SECRET_QUERY_KEYS for key in target.params)
             raise error from (None if leaks else exc)
+        self._log(method, target, response.status_code)
         if response.status_code in hand_back:
             return response
         failure = self._classify(method, target, response, safe=safe)
         if failure is not None:
             raise failure
         return response
+
+    def _log(self, method: str, url: httpx.URL, status: int | None, error: str | None = None) -> None:
+        """One DEBUG line per request, its URL redacted (httpx's own request log is kept off: it shows API keys)."""
+        if log.isEnabledFor(logging.DEBUG):
+            fields: dict[str, Any] = {"api": self.label, "method": method, "url": self.redact(url)}
+            log.debug("downstream_request", extra=fields | ({"status": status} if error is None else {"error": error}))
 
     def result(
         self, response: httpx.Response, body: Any, downstream_id: str | None, detail: dict[str, Any]
