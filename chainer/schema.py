@@ -122,7 +122,11 @@ def _param(spec: ActionSpec, param: Param) -> dict[str, Any]:
     if (spec.name, param.name) == _LIMITED_PARAMETERS:
         schema["maxProperties"] = CIRCLECI_MAX_PARAMETERS
         schema["propertyNames"] = {"maxLength": CIRCLECI_MAX_PARAMETER_KEY}
-        schema["additionalProperties"] = {"maxLength": CIRCLECI_MAX_PARAMETER_VALUE}
+        schema["additionalProperties"] = {
+            "type": ["string", "integer", "boolean"],
+            "maxLength": CIRCLECI_MAX_PARAMETER_VALUE,
+            "description": "CircleCI pipeline parameters are integers, strings or booleans",
+        }
     return schema
 
 

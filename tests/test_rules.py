@@ -770,13 +770,14 @@ def test_explain_gives_the_failing_clause_with_expected_actual_and_text(
 
 
 FULL_WHEN = (
-    "{provider: circleci, kind: workflow, project: acme/lib, status: success, branch: main, tag: 'v*', "
-    "workflow: build, job: test}"
+    "{provider: circleci, kind: workflow, project: acme/lib, slug: gh/acme/*, status: success, branch: main, "
+    "tag: 'v*', workflow: build, job: test}"
 )
 BROKEN = {
     "provider": {"provider": "codeship"},
     "kind": {"kind": "job"},
     "project": {"project": "acme/other"},
+    "slug": {"project_slug": "gh/other/lib"},
     "status": {"status": "failed"},
     "branch": {"branch": "dev"},
     "tag": {"tag": "nightly"},
@@ -786,8 +787,9 @@ BROKEN = {
 
 
 def test_the_documented_clause_order() -> None:
-    """Clauses are checked in DESIGN's order: provider, kind, project, status, branch, tag, workflow, job."""
-    assert CLAUSE_ORDER == ("provider", "kind", "project", "status", "branch", "tag", "workflow", "job")
+    """Clauses are checked in DESIGN's order: provider, kind, project (then its slug), status, branch, tag,
+    workflow, job."""
+    assert CLAUSE_ORDER == ("provider", "kind", "project", "slug", "status", "branch", "tag", "workflow", "job")
     assert list(BROKEN) == list(CLAUSE_ORDER)
 
 
