@@ -53,6 +53,7 @@ PATTERN_FIELDS = ("project", "slug", "branch", "tag", "workflow", "job")
 CLAUSE_ORDER = ("provider", "kind", "project", "slug", "status", "branch", "tag", "workflow", "job")
 # Clause names that differ from the event field they match: `slug` is the CircleCI project slug.
 EVENT_FIELD_OF = {"slug": "project_slug"}
+SLUG_PROVIDERS = frozenset({"circleci"})
 _NAME = re.compile(r"^[a-z0-9-]+$")
 _TOP_KEYS = ("version", "max_depth", "rules")
 _RULE_KEYS = ("name", "description", "when", "then", "max_depth", "limit")
@@ -276,6 +277,13 @@ class Clause:
     statuses: frozenset[str] = DEFAULT_STATUS
     status_written: Any = "success"
     patterns: Mapping[str, FieldMatcher] = field(default_factory=dict)
+
+    @property
+    def possible_providers(self) -> frozenset[str] | None:
+        """The providers whose events can match (None: any); only CircleCI events have a ``slug``."""
+        if "slug" in self.patterns:
+            return (self.providers or frozenset(PROVIDERS)) & SLUG_PROVIDERS
+        return self.providers
 
     def first_mismatch(self, event: BuildEvent) -> Mismatch | None:
         for name in CLAUSE_ORDER:
@@ -1144,7 +1152,8 @@ def parse_rules(text: str | bytes, source: str = "rules.yaml") -> RuleSet:
         else:
             providers: frozenset[str] | None = frozenset()
             for c in clauses:
-                providers = None if providers is None or c.providers is None else providers | c.providers
+                possible = c.possible_providers
+                providers = None if providers is None or possible is None else providers | possible
             for index, action in enumerate(then):
                 built = check.action(action, index, _line(then, index), providers or None, fan_in)
                 if built is not None:
