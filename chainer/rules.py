@@ -1046,8 +1046,9 @@ class _Checker:
             for missing in [n for n in group if n not in args] if given else ():
                 param = spec.param(missing)
                 if param is None or param.default is None:
+                    together = " and ".join(f"'{n}'" for n in group)
                     self.add(_line(item, name), f"{path}.{name}",
-                             f"argument '{given[0]}' needs '{missing}' too: {' and '.join(map(repr, group))} go together")  # fmt: skip
+                             f"argument '{given[0]}' needs '{missing}' too: {together} go together")  # fmt: skip
         possible = providers or frozenset(PROVIDERS)
         for param in spec.params:
             if not param.required or param.name in args:

@@ -16,10 +16,10 @@ import pytest
 from redis.asyncio import Redis
 
 from chainer.downstream import Downstream
+from chainer.errors import RulesError
 from chainer.explain import explain
 from chainer.intake import Intake
 from chainer.jobs import run_action
-from chainer.errors import RulesError
 from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import QUEUE_KEY, Store
@@ -146,7 +146,9 @@ async def test_codeship_v1_restart_with_project_and_branch_restarts_that_project
 def test_codeship_v1_restart_half_a_target_is_a_lint_error(then: str, problem: str) -> None:
     """A project without a branch (or the reverse) names no build, and a build with a project is ambiguous: lint
     says so at the action's line instead of restarting the event's build at run time."""
-    text = rules(f"  - name: r\n    when: {{provider: codeship}}\n    then:\n      - codeship.v1_restart_build: {then}\n")
+    text = rules(
+        f"  - name: r\n    when: {{provider: codeship}}\n    then:\n      - codeship.v1_restart_build: {then}\n"
+    )
     with pytest.raises(RulesError) as info:
         parse_rules(text)
     problems = info.value.problems
@@ -308,4 +310,3 @@ async def test_legacy_tag_build_v1_trigger_without_revision_builds_the_tag(store
     [request] = rec.requests
     assert request.url.raw_path == b"/api/v1.1/project/github/northwind/packaging"
     assert json.loads(request.content) == {"tag": "v5.0.1"}
-

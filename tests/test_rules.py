@@ -339,17 +339,21 @@ ONE_PROBLEM = [
     ),
     (
         "circleci-float-parameter",
-        document(then="\n      - circleci.trigger_pipeline:\n          project: gh/acme/api\n          parameters:\n"
-                      "            ok: 1\n            ratio: 0.5"),
-       10,
+        document(
+            then="\n      - circleci.trigger_pipeline:\n          project: gh/acme/api\n          parameters:\n"
+            "            ok: 1\n            ratio: 0.5"
+        ),
+        10,
         R + "then[0].circleci.trigger_pipeline.parameters.ratio",
         "a decimal number (0.5) is not allowed: CircleCI pipeline parameters are integers, strings or booleans",
     ),
     (
         "circleci-nested-parameter",
-        document(then="\n      - circleci.trigger_pipeline:\n          project: gh/acme/api\n          parameters:\n"
-                      "            flag: true\n            deploy: {region: eu}"),
-       10,
+        document(
+            then="\n      - circleci.trigger_pipeline:\n          project: gh/acme/api\n          parameters:\n"
+            "            flag: true\n            deploy: {region: eu}"
+        ),
+        10,
         R + "then[0].circleci.trigger_pipeline.parameters.deploy",
         "a mapping is not allowed: CircleCI pipeline parameters are integers, strings or booleans",
     ),
