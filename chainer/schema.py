@@ -90,6 +90,11 @@ def _clause() -> dict[str, Any]:
             "description": "a status, a list of them, or a named set; left out it means success",
         },
         **{name: {"$ref": "#/$defs/patterns"} for name in PATTERN_FIELDS},
+        "slug": {
+            "$ref": "#/$defs/patterns",
+            "description": "the CircleCI project slug as sent (github/acme/api, or circleci/<org-id>/<project-id> "
+            "for GitHub App and GitLab projects, whose events have no project); CircleCI events only",
+        },
     }
     return {"type": "object", "additionalProperties": False, "properties": {k: conditions[k] for k in CLAUSE_ORDER}}
 

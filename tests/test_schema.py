@@ -385,3 +385,15 @@ def test_keys_and_enums_follow_the_validator() -> None:
     assert when["kind"]["anyOf"][0]["enum"] == list(KINDS)
     assert rule["properties"]["name"]["pattern"] == _NAME.pattern
     assert SCHEMA["properties"]["version"] == {"const": 1}
+
+
+def test_slug_clause_and_parameter_types_are_described() -> None:
+    """The schema offers `slug` in every clause (a fan-in's too) with a description, and restricts pipeline
+    parameter values to CircleCI's integer, string and boolean."""
+    slug = SCHEMA["$defs"]["clause"]["properties"]["slug"]
+    assert slug["$ref"] == "#/$defs/patterns" and "CircleCI project slug" in slug["description"]
+    fan_in = mutate("        - {provider: circleci, project: acme/web, branch: main}",
+                    '        - {slug: "circleci/O/*", branch: main}', base=FAN_IN)  # fmt: skip
+    assert validator_problems(fan_in) == [] and schema_errors(yaml.safe_load(fan_in)) == []
+    values = SCHEMA["$defs"]["circleci.trigger_pipeline"]["properties"]["parameters"]["additionalProperties"]
+    assert values["type"] == ["string", "integer", "boolean"]
