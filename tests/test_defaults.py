@@ -24,7 +24,22 @@ from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import QUEUE_KEY, Store
 from tests import payloads
-from tests.test_downstream import API_KEY, CIRCLE_TOKEN, CIRCLECI, CODESHIP_V1, Recorder, make_settings
+from tests.test_downstream import (
+    API_KEY,
+    BUILD,
+    BUILDS_PATH,
+    CIRCLE_TOKEN,
+    CIRCLECI,
+    CODESHIP_V1,
+    ORG,
+    PROJECT,
+    PROJECTS_PATH,
+    Recorder,
+    auth_ok,
+    make_settings,
+    project,
+    projects_page,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -154,6 +169,51 @@ def test_codeship_v1_restart_half_a_target_is_a_lint_error(then: str, problem: s
     problems = info.value.problems
     assert any(p.startswith("rules.yaml:6: rule 'r' (rules[0]) then[0].codeship.v1_restart_build") and problem in p
                for p in problems), problems  # fmt: skip
+
+
+V2_RULES = rules(
+    """
+  - name: restart-and-chain
+    when: {provider: codeship, status: failed}
+    then:
+      - codeship.restart_build: {}
+      - codeship.trigger_build: {project: northwind/deploy}
+"""
+)
+
+
+async def test_codeship_v2_defaults_restart_the_events_build_and_build_its_branch(store: Store) -> None:
+    """On a Codeship event, restart_build {} restarts the event's own build (found by commit and branch in its
+    project) and trigger_build builds the event's branch as heads/<branch>."""
+    event = load("codeship_error")
+    build = event["build"]
+    rec = Recorder()
+    rec.on("POST", "/v2/auth", auth_ok(expires_at=4_102_444_800))  # 2100: one token for both actions
+    ledger_uuid, deploy_uuid = PROJECT, "7c0f9e1a-0000-4000-8000-00000000d3b1"
+    listing = [
+        project("northwind/ledger", ledger_uuid, build["project_id"]),
+        project("northwind/deploy", deploy_uuid, 9),
+    ]
+    rec.on("GET", PROJECTS_PATH, projects_page(listing))
+    own = {"uuid": BUILD, "commit_sha": build["commit_id"], "branch": build["branch"], "queued_at": "2026-11-19T08:00Z"}
+    rec.on("GET", BUILDS_PATH, httpx.Response(200, json={"builds": [own], "page": 1, "per_page": 50, "total": 1}))
+    rec.on("POST", f"{BUILDS_PATH}/{BUILD}/restart", httpx.Response(202))
+    deploy_builds = f"/v2/organizations/{ORG}/projects/{deploy_uuid}/builds"
+    rec.on("POST", deploy_builds, httpx.Response(202))
+
+    outcome = await deliver(store, V2_RULES, "codeship", event, rec)
+
+    assert outcome.states == ["done", "done"]
+    assert [json.loads(ledger["params"]) for ledger in outcome.ledgers] == [
+        {"project": "northwind/ledger"},
+        {"project": "northwind/deploy", "ref": "heads/feature/ledger-v2"},
+    ]
+    posts = [(r.url.path, json.loads(r.content) if r.content else None) for r in rec.requests if r.method == "POST"]
+    assert posts == [
+        ("/v2/auth", {}),
+        (f"{BUILDS_PATH}/{BUILD}/restart", None),
+        (deploy_builds, {"ref": "heads/feature/ledger-v2"}),
+    ]
 
 
 # -- CircleCI outbound: a tag event ---------------------------------------------------------------------------------
