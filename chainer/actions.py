@@ -7,7 +7,7 @@ table gives a default, so ``codeship.restart_build: {}`` restarts the build that
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,10 @@ class Param:
 
     ``types`` are the Python types a rendered value may have; ``default`` computes the value from
     the triggering event when the rule leaves the argument out (returning None means "no value").
-    ``required`` arguments must end up with a value, from the rule or from the default.
+    ``unless`` names arguments that switch the default off when the rule gives any of them: the event's
+    build is no default for ``codeship.v1_restart_build`` once the rule names a project, and the event's
+    tag none for a trigger whose rule names a branch. ``required`` arguments must end up with a value,
+    from the rule or from the default.
     """
 
     name: str
@@ -36,6 +39,13 @@ class Param:
     required: bool = False
     default: Callable[[BuildEvent], Any] | None = None
     doc: str = ""
+    unless: tuple[str, ...] = ()
+
+    def default_for(self, event: BuildEvent, written: Collection[str]) -> Any:
+        """The event's value for this argument when a rule that gives ``written`` leaves it out, else None."""
+        if self.default is None or self.name in written or any(name in written for name in self.unless):
+            return None
+        return self.default(event)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +57,10 @@ class ActionSpec:
     params: tuple[Param, ...]
     doc: str
     exclusive: tuple[tuple[str, str], ...] = ()
-    # When set, the rendered arguments must fill at least one of these groups completely.
+    # When set, the rendered arguments must fill at least one of these groups completely; otherwise
+    # the action is not sent and ``one_of_reason`` says why (in the audit log and in explain).
     one_of: tuple[tuple[str, ...], ...] = ()
+    one_of_reason: str = ""
 
     def param(self, name: str) -> Param | None:
         for p in self.params:
@@ -59,6 +71,11 @@ class ActionSpec:
     @property
     def param_names(self) -> tuple[str, ...]:
         return tuple(p.name for p in self.params)
+
+
+def _branch_unless_tag(event: BuildEvent) -> str | None:
+    """The event's branch, unless it built a tag: then the tag is what to build (``tag`` defaults to it)."""
+    return event.branch if not event.tag else None
 
 
 def _heads_ref(event: BuildEvent) -> str | None:
@@ -84,6 +101,12 @@ def _legacy_slug(event: BuildEvent) -> str | None:
         return None
     return f"{vcs}/{parts[1]}/{parts[2]}"
 
+
+# Why a CircleCI trigger without a branch or tag is not sent: an empty trigger body builds the default branch.
+_NO_REF = (
+    "no branch or tag to build: the rule names neither and the event has neither "
+    "(CircleCI would build the default branch)"
+)
 
 _STR = (str,)
 _INT_OR_STR = (int, str)
@@ -116,21 +139,30 @@ ACTIONS: Mapping[str, ActionSpec] = {
             "codeship.v1_restart_build",
             "codeship",
             (
-                Param("build", _INT_OR_STR, False, _same_provider("codeship", lambda e: e.build_id), "numeric id"),
+                Param(
+                    "build",
+                    _INT_OR_STR,
+                    False,
+                    _same_provider("codeship", lambda e: e.build_id),
+                    "numeric id; default: the event's build, unless the rule names a project",
+                    unless=("project",),
+                ),
                 Param("project", _INT_OR_STR, False, None, "numeric project id, with branch"),
                 Param("branch", _STR, False, None, "restart the newest build of this branch"),
             ),
             "Restart a build with the legacy Codeship API v1.",
+            exclusive=(("build", "project"),),
             one_of=(("build",), ("project", "branch")),
+            one_of_reason="no build to restart: give 'build', or 'project' and 'branch' for the newest build there",
         ),
         ActionSpec(
             "circleci.trigger_pipeline",
             "circleci",
             (
                 Param("project", _STR, True, _same_provider("circleci", lambda e: e.project_slug), "project slug"),
-                Param("branch", _STR, False, lambda e: e.branch if not e.tag else None, "branch to build"),
-                Param("tag", _STR, False, None, "tag to build (instead of a branch)"),
-                Param("parameters", _MAP, False, None, "pipeline parameters"),
+                Param("branch", _STR, False, _branch_unless_tag, "branch to build", unless=("tag",)),
+                Param("tag", _STR, False, lambda e: e.tag, "tag to build (instead of a branch)", unless=("branch",)),
+                Param("parameters", _MAP, False, None, "pipeline parameters: integers, strings or booleans"),
                 Param(
                     "pass_chain",
                     _BOOL,
@@ -141,6 +173,8 @@ ACTIONS: Mapping[str, ActionSpec] = {
             ),
             "Trigger a pipeline with CircleCI API v2.",
             exclusive=(("branch", "tag"),),
+            one_of=(("branch",), ("tag",)),
+            one_of_reason=_NO_REF,
         ),
         ActionSpec(
             "circleci.rerun_workflow",
@@ -156,11 +190,15 @@ ACTIONS: Mapping[str, ActionSpec] = {
             "circleci",
             (
                 Param("project", _STR, True, _legacy_slug, "<vcs>/<org>/<repo>"),
-                Param("branch", _STR, True, lambda e: e.branch, "branch to build"),
-                Param("revision", _STR, False, None, "commit SHA (optional)"),
+                Param("branch", _STR, False, _branch_unless_tag, "branch to build", unless=("tag",)),
+                Param("tag", _STR, False, lambda e: e.tag, "tag to build (instead of a branch)", unless=("branch",)),
+                Param("revision", _STR, False, None, "commit SHA (optional; not with a tag)"),
                 Param("build_parameters", _MAP, False, None, "environment variables for the job"),
             ),
-            "Trigger a job on a branch with CircleCI API v1.1.",
+            "Trigger a job on a branch or tag with CircleCI API v1.1.",
+            exclusive=(("branch", "tag"), ("tag", "revision")),
+            one_of=(("branch",), ("tag",)),
+            one_of_reason=_NO_REF,
         ),
         ActionSpec(
             "circleci.v1_retry_build",

@@ -54,8 +54,8 @@ def _check_parameters(value: Any, action: str) -> dict[str, Any]:
             raise PermanentDownstreamError(
                 f"{action}: parameter name {str(key)[:40]!r} must be 1 to {CIRCLECI_MAX_PARAMETER_KEY} characters"
             )
-        if not isinstance(item, str | int | float | bool):
-            raise PermanentDownstreamError(f"{action}: parameter {key!r} must be a string, number or boolean")
+        if isinstance(item, float) or not isinstance(item, str | int | bool):
+            raise PermanentDownstreamError(f"{action}: parameter {key!r} must be an integer, string or boolean")
         if isinstance(item, str) and len(item) > CIRCLECI_MAX_PARAMETER_VALUE:
             raise PermanentDownstreamError(
                 f"{action}: parameter {key!r} is {len(item)} characters, CircleCI allows {CIRCLECI_MAX_PARAMETER_VALUE}"
@@ -63,9 +63,23 @@ def _check_parameters(value: Any, action: str) -> dict[str, Any]:
     return dict(value)
 
 
+def _branch_or_tag(branch: str | None, tag: str | None, action: str) -> dict[str, str]:
+    """``{"branch": …}`` or ``{"tag": …}``; a trigger naming neither is refused, since CircleCI would build
+    the default branch instead (rules skip such actions before they are queued; this guards replays)."""
+    if branch and tag:
+        raise PermanentDownstreamError(f"{action}: give either branch or tag, not both")
+    if branch:
+        return {"branch": branch}
+    if tag:
+        return {"tag": tag}
+    raise PermanentDownstreamError(
+        f"{action}: no branch or tag to build; CircleCI would build the default branch, so nothing was sent"
+    )
+
+
 def _optional_text(params: Mapping[str, Any], name: str, action: str) -> str | None:
     value = params.get(name)
-    if value is None or value == "":
+    if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if not isinstance(value, str):
         raise PermanentDownstreamError(f"{action}: argument {name!r} must be a string")
@@ -94,11 +108,10 @@ class CircleCI:
         path = _slug_path(required_text(params, "project", action), action)
         branch = _optional_text(params, "branch", action)
         tag = _optional_text(params, "tag", action)
-        if branch and tag:
-            raise PermanentDownstreamError(f"{action}: give either branch or tag, not both")
-        body: dict[str, Any] = {"branch": branch} if branch else {"tag": tag} if tag else {}
-        if params.get("parameters") is not None:
-            body["parameters"] = _check_parameters(params["parameters"], action)
+        parameters = None if params.get("parameters") is None else _check_parameters(params["parameters"], action)
+        body: dict[str, Any] = _branch_or_tag(branch, tag, action)
+        if parameters is not None:
+            body["parameters"] = parameters
         headers = self._headers(action)
         response = await self._api.send(
             "POST", f"{self._base}/api/v2/project/{path}/pipeline", json=body, headers=headers
@@ -132,12 +145,19 @@ class CircleCI:
         return self._api.result(response, body, None, detail)
 
     async def v1_trigger_build(self, params: Mapping[str, Any], event: BuildEvent) -> CallResult:
-        """``circleci.v1_trigger_build``: ``POST /api/v1.1/project/{vcs}/{org}/{repo}/tree/{branch}`` → job."""
+        """``circleci.v1_trigger_build``: a job on a branch or a tag with API v1.1 → job summary.
+
+        A branch builds with ``POST /api/v1.1/project/{vcs}/{org}/{repo}/tree/{branch}``; a tag with
+        ``POST /api/v1.1/project/{vcs}/{org}/{repo}`` and ``{"tag": …}`` in the body (the v1.1 reference's
+        project trigger; ``revision`` cannot go with a tag there).
+        """
         action = "circleci.v1_trigger_build"
         project = _legacy_project(params, action)
-        branch = required_text(params, "branch", action)
-        body: dict[str, Any] = {}
+        ref = _branch_or_tag(_optional_text(params, "branch", action), _optional_text(params, "tag", action), action)
+        body: dict[str, Any] = {k: v for k, v in ref.items() if k == "tag"}
         revision = _optional_text(params, "revision", action)
+        if revision and "tag" in ref:
+            raise PermanentDownstreamError(f"{action}: 'revision' cannot go with a tag (CircleCI v1.1 refuses it)")
         if revision:
             body["revision"] = revision
         build_parameters = params.get("build_parameters")
@@ -146,7 +166,9 @@ class CircleCI:
                 raise PermanentDownstreamError(f"{action}: 'build_parameters' must be a mapping")
             body["build_parameters"] = dict(build_parameters)
         headers = self._headers(action)
-        url = f"{self._base}/api/v1.1/project/{project}/tree/{quote(branch, safe='')}"
+        url = f"{self._base}/api/v1.1/project/{project}"
+        if "branch" in ref:
+            url += f"/tree/{quote(ref['branch'], safe='')}"
         response = await self._api.send("POST", url, json=body, headers=headers)
         return self._job_result(response, body, "the build was triggered")
 

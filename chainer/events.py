@@ -74,7 +74,7 @@ class BuildEvent:
     provider: str
     kind: str
     event_id: str
-    project: str
+    project: str | None  # None when CircleCI names no organization or project (opaque slugs)
     status: str
     raw_status: str
     project_id: str | int | None = None

@@ -83,9 +83,12 @@ def render_text(result: Mapping[str, Any]) -> str:
     event = result.get("event")
     if event:
         where = event.get("branch") or (f"tag {event['tag']}" if event.get("tag") else "-")
+        slug = event.get("project_slug")
+        project = event.get("project") or "(no project: CircleCI sent no organization/project name)"
         lines.append(
-            f"event {event['event_id']}: {event['provider']} {event['kind']} {event['project']} "
-            f"{where} {event['status']} (raw {event['raw_status']}) commit {event.get('commit') or '-'}"
+            f"event {event['event_id']}: {event['provider']} {event['kind']} {project}"
+            f"{f' slug {slug}' if slug else ''} {where} {event['status']} (raw {event['raw_status']}) "
+            f"commit {event.get('commit') or '-'}"
         )
     if result.get("ignored"):
         lines.append(f"ignored: {result['ignored']}")

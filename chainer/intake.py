@@ -68,7 +68,7 @@ def queue_actions(
             "depth": str(event.depth + 1),
             "created_ms": str(at_ms),
             "updated_ms": str(at_ms),
-            "project": event.project,
+            "project": event.project or "",
             "branch": event.branch or "",
             "commit": event.commit or "",
             "rules_version": rules_version,

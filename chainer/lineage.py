@@ -37,7 +37,7 @@ def event_keys(event: BuildEvent) -> list[str]:
         keys.append(f"{PREFIX}pipeline:{pipeline['id']}")
     if event.workflow_id:
         keys.append(f"{PREFIX}workflow:{event.workflow_id}")
-    repo = repo_of(event.project)
+    repo = repo_of(event.project or event.project_slug or "")
     if event.build_id is not None:
         keys.append(f"{PREFIX}build:{event.provider}:{repo}:{event.build_id}")
         if event.provider == "codeship":
@@ -87,5 +87,5 @@ def target_keys(
 
 def child_chain(event: BuildEvent, rule: str, action_id: str) -> list[dict[str, str]]:
     """The chain a build started by ``action_id`` inherits: the cause's chain plus one link."""
-    link = ChainLink(event.event_id, rule, event.project, action_id)
+    link = ChainLink(event.event_id, rule, event.project or event.project_slug or "", action_id)
     return [*(c.as_dict() for c in event.chain), link.as_dict()]

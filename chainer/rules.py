@@ -8,7 +8,9 @@ index by provider and project, so an event is not checked against every rule in 
 Patterns: a glob (``fnmatch`` rules, case-sensitive; ``*`` also matches ``/``), ``re:<regex>``
 (searched with ``re.fullmatch``), a list of those (any may match), or ``{include: [...],
 exclude: [...]}``. An omitted field matches anything; a field the event lacks (no tag, say) never
-matches a pattern. An omitted ``status`` means ``success``: the safe default for chaining.
+matches a pattern. An omitted ``status`` means ``success``: the safe default for chaining. ``slug``
+matches the CircleCI project slug as the event carries it (``github/acme/api``, or the opaque
+``circleci/<org-id>/<project-id>`` of GitHub App and GitLab projects, whose events have no ``project``).
 """
 
 from __future__ import annotations
@@ -47,8 +49,11 @@ STATUS_SETS: Mapping[str, frozenset[str]] = {
 }
 DEFAULT_STATUS = frozenset({"success"})
 DEFAULT_MAX_DEPTH = 5
-PATTERN_FIELDS = ("project", "branch", "tag", "workflow", "job")
-CLAUSE_ORDER = ("provider", "kind", "project", "status", "branch", "tag", "workflow", "job")
+PATTERN_FIELDS = ("project", "slug", "branch", "tag", "workflow", "job")
+CLAUSE_ORDER = ("provider", "kind", "project", "slug", "status", "branch", "tag", "workflow", "job")
+# Clause names that differ from the event field they match: `slug` is the CircleCI project slug.
+EVENT_FIELD_OF = {"slug": "project_slug"}
+SLUG_PROVIDERS = frozenset({"circleci"})
 _NAME = re.compile(r"^[a-z0-9-]+$")
 _TOP_KEYS = ("version", "max_depth", "rules")
 _RULE_KEYS = ("name", "description", "when", "then", "max_depth", "limit")
@@ -273,6 +278,13 @@ class Clause:
     status_written: Any = "success"
     patterns: Mapping[str, FieldMatcher] = field(default_factory=dict)
 
+    @property
+    def possible_providers(self) -> frozenset[str] | None:
+        """The providers whose events can match (None: any); only CircleCI events have a ``slug``."""
+        if "slug" in self.patterns:
+            return (self.providers or frozenset(PROVIDERS)) & SLUG_PROVIDERS
+        return self.providers
+
     def first_mismatch(self, event: BuildEvent) -> Mismatch | None:
         for name in CLAUSE_ORDER:
             if name == "provider" and self.providers is not None and event.provider not in self.providers:
@@ -287,11 +299,24 @@ class Clause:
                                 f"{', '.join(sorted(self.statuses))}")  # fmt: skip
             matcher = self.patterns.get(name)
             if matcher is not None:
-                value = getattr(event, name)
+                value = getattr(event, EVENT_FIELD_OF.get(name, name))
                 reason = matcher.check(name, value)
                 if reason is not None:
+                    if name == "project" and value is None and event.project_slug:
+                        reason = _no_project(event.project_slug, matcher)
+                    elif name == "slug" and value is None:
+                        reason += f" (only CircleCI events have a slug; this is a {event.provider} event)"
                     return Mismatch(name, matcher.describe(), value, reason)
         return None
+
+
+def _no_project(slug: str, matcher: FieldMatcher) -> str:
+    """Why-not for a `project` clause on a CircleCI event whose payload names no organization or project."""
+    return (
+        f"project is absent for this event: CircleCI sent empty organization.name/project.name (GitHub App, "
+        f"GitLab and Bitbucket DC projects), and its slug `{slug}` is opaque; the rule wants project "
+        f"{_show(matcher.describe())}: match the slug with `slug:` instead"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,8 +512,9 @@ def _argument_problems(spec: ActionSpec, params: Mapping[str, Any], final: bool)
     for a, b in spec.exclusive:
         if params.get(a) is not None and params.get(b) is not None:
             problems.append(f"arguments '{a}' and '{b}' cannot both be given")
-    if final and spec.one_of and not any(all(params.get(n) is not None for n in g) for g in spec.one_of):
-        problems.append("needs " + " or ".join("+".join(f"'{n}'" for n in g) for g in spec.one_of))
+    if final and spec.one_of and not any(all(_given(params.get(n)) for n in g) for g in spec.one_of):
+        needs = "needs " + " or ".join("+".join(f"'{n}'" for n in g) for g in spec.one_of)
+        problems.append(f"{needs}: {spec.one_of_reason}" if spec.one_of_reason else needs)
     parameters = params.get("parameters")
     if spec.name == "circleci.trigger_pipeline" and isinstance(parameters, Mapping):
         if len(parameters) > CIRCLECI_MAX_PARAMETERS:
@@ -498,7 +524,23 @@ def _argument_problems(spec: ActionSpec, params: Mapping[str, Any], final: bool)
                 problems.append(f"parameters: key {str(key)[:20]!r}… is over {CIRCLECI_MAX_PARAMETER_KEY} characters")
             if isinstance(value, str) and len(value) > CIRCLECI_MAX_PARAMETER_VALUE:
                 problems.append(f"parameters.{key}: value is over {CIRCLECI_MAX_PARAMETER_VALUE} characters")
+            if final and (problem := parameter_value_problem(value)):
+                problems.append(f"parameters.{key}: {problem}")
     return problems
+
+
+def _given(value: Any) -> bool:
+    """Whether a rendered argument has a value: None, empty and blank text count as left out."""
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def parameter_value_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be a CircleCI pipeline parameter (integers, strings and booleans only), or None."""
+    if isinstance(value, str | int | bool | _Template):
+        return None
+    kind = {float: f"a decimal number ({value!r})", dict: "a mapping", list: "a list", type(None): "empty (null)"}
+    shown = next((text for t, text in kind.items() if isinstance(value, t)), type(value).__name__)
+    return f"{shown} is not allowed: CircleCI pipeline parameters are integers, strings or booleans"
 
 
 def render_actions(
@@ -521,10 +563,9 @@ def render_actions(
         except RenderError as exc:
             error = str(exc)
         for param in spec.params:
-            if param.name not in template.args and param.default is not None:
-                value = param.default(event)
-                if value is not None:
-                    params[param.name] = value
+            value = param.default_for(event, template.args)
+            if value is not None:
+                params[param.name] = value
         if params.pop("pass_chain", False) is True and isinstance(params.get("parameters") or {}, Mapping):
             # The lineage travels with the pipeline: the cause's chain and this action, deepest last.
             links = [f"{link.event_id}:{link.rule}" for link in event.chain] + [f"{event.event_id}:{rule.name}"]
@@ -587,7 +628,7 @@ class RuleSet:
         return {r.name: r.limit for r in self.rules if r.limit}
 
     def _candidates(self, event: BuildEvent) -> Iterator[Rule]:
-        project = event.project
+        project = event.project or ""
         groups = [self._by_project.get(project, ()), self._wildcard]
         groups += [self._by_prefix.get(project[:n], ()) for n in self._prefix_lengths if n <= len(project)]
         present = [g for g in groups if g]
@@ -614,7 +655,7 @@ class RuleSet:
         if depth <= limit:
             return actions
         # The loop guard (DESIGN §7): the rule matched, but its actions are not sent.
-        hops = [link.project for link in event.chain] + [event.project]
+        hops = [link.project for link in event.chain] + [event.project or event.project_slug or event.event_id]
         return tuple(
             dataclasses.replace(
                 a,
@@ -996,6 +1037,18 @@ class _Checker:
         # values count for exclusivity and limits but skip the type check.
         for problem in _argument_problems(spec, _compile(_plain(args), parse=False), final=False):
             self.add(_line(item, name), f"{path}.{name}", problem)
+        parameters = args.get("parameters") if spec.name == "circleci.trigger_pipeline" else None
+        for key, value in parameters.items() if isinstance(parameters, _Map) else ():
+            if (flaw := parameter_value_problem(value)) is not None:
+                self.add(_line(parameters, key), f"{path}.{name}.parameters.{key}", flaw)
+        for group in spec.one_of:
+            given = [n for n in group if n in args]
+            for missing in [n for n in group if n not in args] if given else ():
+                param = spec.param(missing)
+                if param is None or param.default is None:
+                    together = " and ".join(f"'{n}'" for n in group)
+                    self.add(_line(item, name), f"{path}.{name}",
+                             f"argument '{given[0]}' needs '{missing}' too: {together} go together")  # fmt: skip
         possible = providers or frozenset(PROVIDERS)
         for param in spec.params:
             if not param.required or param.name in args:
@@ -1004,7 +1057,7 @@ class _Checker:
                 self.add(_line(item, name), f"{path}.{name}", f"missing required argument '{param.name}'")
                 continue
             for provider in sorted(possible):
-                if param.default(_probe(provider)) is None:
+                if param.default_for(_probe(provider), args) is None:
                     self.add(_line(item, name), f"{path}.{name}",
                              f"argument '{param.name}' has no default for {provider} events; "
                              "set it or restrict when.provider")  # fmt: skip
@@ -1100,7 +1153,8 @@ def parse_rules(text: str | bytes, source: str = "rules.yaml") -> RuleSet:
         else:
             providers: frozenset[str] | None = frozenset()
             for c in clauses:
-                providers = None if providers is None or c.providers is None else providers | c.providers
+                possible = c.possible_providers
+                providers = None if providers is None or possible is None else providers | possible
             for index, action in enumerate(then):
                 built = check.action(action, index, _line(then, index), providers or None, fan_in)
                 if built is not None:

@@ -8,7 +8,8 @@ project cycles are left to ``chainer lint``.
 
 Arguments that are required but have an event default are optional, except where the default gives
 nothing for a provider the rule can see (``circleci.trigger_pipeline``'s ``project`` on Codeship events):
-each rule says so with ``if``/``then`` on the providers of its ``when`` (of every ``all`` clause in a fan-in).
+each rule says so with ``if``/``then`` on the providers of its ``when`` (of every ``all`` clause in a fan-in);
+a ``slug`` clause restricts a ``when`` to CircleCI events as ``provider: circleci`` does.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from chainer.rules import (
     JOIN_ON,
     MAX_WITHIN_MS,
     PATTERN_FIELDS,
+    SLUG_PROVIDERS,
     STATUS_SETS,
     _probe,
 )
@@ -88,6 +90,11 @@ def _clause() -> dict[str, Any]:
             "description": "a status, a list of them, or a named set; left out it means success",
         },
         **{name: {"$ref": "#/$defs/patterns"} for name in PATTERN_FIELDS},
+        "slug": {
+            "$ref": "#/$defs/patterns",
+            "description": "the CircleCI project slug as sent (github/acme/api, or circleci/<org-id>/<project-id> "
+            "for GitHub App and GitLab projects, whose events have no project); CircleCI events only",
+        },
     }
     return {"type": "object", "additionalProperties": False, "properties": {k: conditions[k] for k in CLAUSE_ORDER}}
 
@@ -122,7 +129,11 @@ def _param(spec: ActionSpec, param: Param) -> dict[str, Any]:
     if (spec.name, param.name) == _LIMITED_PARAMETERS:
         schema["maxProperties"] = CIRCLECI_MAX_PARAMETERS
         schema["propertyNames"] = {"maxLength": CIRCLECI_MAX_PARAMETER_KEY}
-        schema["additionalProperties"] = {"maxLength": CIRCLECI_MAX_PARAMETER_VALUE}
+        schema["additionalProperties"] = {
+            "type": ["string", "integer", "boolean"],
+            "maxLength": CIRCLECI_MAX_PARAMETER_VALUE,
+            "description": "CircleCI pipeline parameters are integers, strings or booleans",
+        }
     return schema
 
 
@@ -143,6 +154,15 @@ def _action(spec: ActionSpec) -> dict[str, Any]:
             {"not": {"required": [a, b]}, "description": f"'{a}' and '{b}' cannot both be given"}
             for a, b in spec.exclusive
         ]
+    # Arguments that only make sense together (codeship.v1_restart_build's project and branch).
+    together = {
+        name: [other for other in group if other != name and (p := spec.param(other)) is not None and not p.default]
+        for group in spec.one_of
+        if len(group) > 1
+        for name in group
+    }
+    if any(together.values()):
+        schema["dependentRequired"] = {name: others for name, others in together.items() if others}
     return schema
 
 
@@ -163,7 +183,9 @@ def _provider_requirements() -> list[dict[str, Any]]:
                 {"type": "array", "not": {"contains": {"const": provider}}},
             ]
         }
-        excludes = {"required": ["provider"], "properties": {"provider": others}}
+        excludes: dict[str, Any] = {"required": ["provider"], "properties": {"provider": others}}
+        if provider not in SLUG_PROVIDERS:  # a `slug` clause matches CircleCI events only
+            excludes = {"anyOf": [excludes, {"required": ["slug"]}]}
         fan_in = {"required": ["all"], "properties": {"all": {"type": "array", "items": excludes}}}
         excluded = {"required": ["when"], "properties": {"when": {"anyOf": [excludes, fan_in]}}}
         item = {"properties": {n: {"type": "object", "required": ps} for n, ps in needs.items() if ps}}

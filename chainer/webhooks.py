@@ -167,7 +167,9 @@ def _parse_outbound(data: dict[str, Any], header_type: str | None) -> BuildEvent
     delivery = _need_str(data, "id")
     slug = _need_str(data, "project.slug")
     org, name = _opt_str(data, "organization.name"), _opt_str(data, "project.name")
-    project = f"{org}/{name}" if org and name else "/".join(slug.split("/")[-2:])
+    # Never derived from the slug: GitHub App, GitLab and Bitbucket DC slugs are opaque ids
+    # (circleci/<org-id>/<project-id>, providers.md pitfall 11). Rules match those with `slug:`.
+    project = f"{org}/{name}" if org and name else None
     if event_type == "job-completed":
         kind, workflow_id = "job", _opt_str(data, "workflow.id")
         # job-completed carries no workflow.status (providers.md §6, pitfall 10): the job's status is the truth.
@@ -214,7 +216,9 @@ def _parse_legacy(data: dict[str, Any]) -> BuildEvent:
     vcs_type = _opt_str(data, "payload.vcs_type") or _vcs_from_url(_opt_str(data, "payload.vcs_url"))
     slug = f"{vcs_type}/{username}/{reponame}"
     build_url = _opt_str(data, "payload.build_url")
-    key = f"circleci:legacy:{build_url or f'{slug}/{build_num}'}:{raw_status}"
+    # The project, build number and status identify the delivery; build_url alone does not (two
+    # builds can carry one URL), so it is no part of the key.
+    key = f"circleci:legacy:{slug}/{build_num}:{raw_status}"
     return BuildEvent(
         provider="circleci",
         kind="job",

@@ -92,7 +92,7 @@ def test_real_workflow_completed_bodies(fixtures: Path, name: str, expected: dic
 def test_real_legacy_payload(fixtures: Path) -> None:
     """The captured legacy notify body parses as a job event, alone or with the Rails params around it."""
     captured = json.loads((fixtures / "buildlightlegacy_circle_pr.json").read_text(encoding="utf-8"))
-    key = "circleci:legacy:https://circleci.com/gh/collectiveidea/buildlight/2:success"
+    key = "circleci:legacy:github/collectiveidea/buildlight/2:success"
     expected = {"provider": "circleci", "kind": "job", "event_id": make_event_id("circleci", key),
                 "project": "collectiveidea/buildlight", "status": "success", "raw_status": "success",
                 "project_id": None, "project_slug": "github/collectiveidea/buildlight", "branch": "circle-ci",

@@ -69,10 +69,10 @@ async def test_trigger_pipeline_sends_exact_request() -> None:
     ("params", "body"),
     [
         ({"tag": "v1.0.0"}, {"tag": "v1.0.0"}),
-        ({"branch": None, "tag": None}, {}),
+        ({"branch": None, "tag": "v1.0.0"}, {"tag": "v1.0.0"}),
         ({"branch": "pull/12/head", "parameters": {}}, {"branch": "pull/12/head", "parameters": {}}),
     ],
-    ids=["tag", "default-branch", "empty-parameters"],
+    ids=["tag", "null-branch", "empty-parameters"],
 )
 async def test_trigger_pipeline_body_omits_absent_keys(params: dict[str, Any], body: dict[str, Any]) -> None:
     """Only the keys the action was given appear in the trigger body."""
@@ -110,14 +110,18 @@ async def test_trigger_pipeline_slug_keeps_slashes(slug: str, raw_path: str) -> 
         ({"project": "gh/acme/api", "parameters": {f"k{i}": "v" for i in range(101)}}, "101 parameters"),
         ({"project": "gh/acme/api", "parameters": {"k" * 129: "v"}}, "1 to 128 characters"),
         ({"project": "gh/acme/api", "parameters": {"k": "v" * 513}}, "513 characters, CircleCI allows 512"),
-        ({"project": "gh/acme/api", "parameters": {"k": {"nested": 1}}}, "string, number or boolean"),
+        ({"project": "gh/acme/api", "parameters": {"k": {"nested": 1}}}, "integer, string or boolean"),
+        ({"project": "gh/acme/api", "branch": "main", "parameters": {"k": 1.5}}, "integer, string or boolean"),
+        ({"project": "gh/acme/api", "branch": "main", "parameters": {"k": None}}, "integer, string or boolean"),
+        ({"project": "gh/acme/api"}, "no branch or tag to build"),
+        ({"project": "gh/acme/api", "branch": None, "tag": " "}, "no branch or tag to build"),
         ({"project": "gh/acme/api", "parameters": ["k"]}, "must be a mapping"),
         ({"project": "acme"}, "not a project slug"),
         ({"project": "gh/acme/../api"}, "not a project slug"),
         ({"project": ""}, "'project' is missing"),
     ],
-    ids=["branch-and-tag", "too-many", "long-key", "long-value", "nested-value", "not-mapping", "short-slug",
-         "dot-segment", "no-project"],
+    ids=["branch-and-tag", "too-many", "long-key", "long-value", "nested-value", "float-value", "null-value",
+         "no-branch-or-tag", "blank-tag", "not-mapping", "short-slug", "dot-segment", "no-project"],
 )  # fmt: skip
 async def test_trigger_pipeline_arguments_checked_before_sending(params: dict[str, Any], match: str) -> None:
     """Invalid trigger arguments are permanent errors and nothing is sent."""
@@ -132,7 +136,7 @@ async def test_trigger_pipeline_parameter_limits_are_inclusive() -> None:
     rec = Recorder()
     rec.on("POST", "/api/v2/project/gh/acme/api/pipeline", httpx.Response(201, json={"id": PIPELINE}))
     parameters = {f"k{i}".ljust(128, "x"): "v" * 512 for i in range(100)}
-    await run(rec, "circleci.trigger_pipeline", {"project": "gh/acme/api", "parameters": parameters})
+    await run(rec, "circleci.trigger_pipeline", {"project": "gh/acme/api", "branch": "main", "parameters": parameters})
     assert len(json.loads(rec.requests[0].content)["parameters"]) == 100
 
 
@@ -188,6 +192,39 @@ async def test_v1_trigger_build_minimal_body() -> None:
     assert json.loads(rec.requests[0].content) == {}
 
 
+async def test_v1_trigger_build_of_a_tag_posts_the_tag_to_the_project() -> None:
+    """A tag builds with the v1.1 project trigger: POST …/project/{vcs}/{org}/{repo} with {"tag": …} in the body."""
+    rec = Recorder()
+    job = {"build_num": 77, "build_url": "https://circleci.com/gh/acme/pkg/77", "status": "not_running"}
+    rec.on("POST", "/api/v1.1/project/github/acme/pkg", httpx.Response(201, json=job))
+    params = {"project": "gh/acme/pkg", "tag": "v2.0.0", "build_parameters": {"RELEASE": "1"}}
+    result = await run(rec, "circleci.v1_trigger_build", params)
+    [request] = rec.requests
+    assert request.url.raw_path == b"/api/v1.1/project/github/acme/pkg"
+    assert_circle_headers(request)
+    assert json.loads(request.content) == {"tag": "v2.0.0", "build_parameters": {"RELEASE": "1"}}
+    assert result.downstream_id == "77"
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"project": "github/acme/pkg"}, "no branch or tag to build"),
+        ({"project": "github/acme/pkg", "branch": "", "tag": None}, "no branch or tag to build"),
+        ({"project": "github/acme/pkg", "branch": "main", "tag": "v1"}, "either branch or tag"),
+        ({"project": "github/acme/pkg", "tag": "v1", "revision": COMMIT}, "'revision' cannot go with a tag"),
+    ],
+    ids=["neither", "empty-branch", "both", "tag-and-revision"],
+)
+async def test_v1_trigger_build_needs_exactly_one_of_branch_and_tag(params: dict[str, Any], match: str) -> None:
+    """Without a branch or tag (CircleCI would build the default branch), with both, or a tag with a revision,
+    the v1.1 trigger is refused and nothing is sent."""
+    rec = Recorder()
+    with pytest.raises(PermanentDownstreamError, match=match):
+        await run(rec, "circleci.v1_trigger_build", params)
+    assert rec.requests == []
+
+
 async def test_v1_retry_build() -> None:
     """v1.1 retry posts to …/{build_num}/retry and returns the new job's build_num."""
     rec = Recorder()
@@ -223,7 +260,7 @@ async def test_legacy_and_rerun_arguments_checked(action: str, params: dict[str,
 @pytest.mark.parametrize(
     ("action", "params"),
     [
-        ("circleci.trigger_pipeline", {"project": "gh/acme/api"}),
+        ("circleci.trigger_pipeline", {"project": "gh/acme/api", "branch": "main"}),
         ("circleci.rerun_workflow", {"workflow": WORKFLOW}),
         ("circleci.v1_trigger_build", {"project": "github/acme/api", "branch": "main"}),
         ("circleci.v1_retry_build", {"project": "github/acme/api", "build": 1}),

@@ -338,6 +338,54 @@ ONE_PROBLEM = [
         "parameters.k: value is over 512 characters",
     ),
     (
+        "circleci-float-parameter",
+        document(
+            then="\n      - circleci.trigger_pipeline:\n          project: gh/acme/api\n          parameters:\n"
+            "            ok: 1\n            ratio: 0.5"
+        ),
+        10,
+        R + "then[0].circleci.trigger_pipeline.parameters.ratio",
+        "a decimal number (0.5) is not allowed: CircleCI pipeline parameters are integers, strings or booleans",
+    ),
+    (
+        "circleci-nested-parameter",
+        document(
+            then="\n      - circleci.trigger_pipeline:\n          project: gh/acme/api\n          parameters:\n"
+            "            flag: true\n            deploy: {region: eu}"
+        ),
+        10,
+        R + "then[0].circleci.trigger_pipeline.parameters.deploy",
+        "a mapping is not allowed: CircleCI pipeline parameters are integers, strings or booleans",
+    ),
+    (
+        "circleci-list-parameter",
+        document(then="[{circleci.trigger_pipeline: {project: gh/acme/api, parameters: {regions: [eu, us]}}}]"),
+        5,
+        R + "then[0].circleci.trigger_pipeline.parameters.regions",
+        "a list is not allowed",
+    ),
+    (
+        "circleci-null-parameter",
+        document(then="[{circleci.trigger_pipeline: {project: gh/acme/api, parameters: {region: null}}}]"),
+        5,
+        R + "then[0].circleci.trigger_pipeline.parameters.region",
+        "empty (null) is not allowed",
+    ),
+    (
+        "slug-bad-regex",
+        document(when="{slug: 're:circleci/(['}"),
+        4,
+        R + "when.slug",
+        "bad regex 're:circleci/(['",
+    ),
+    (
+        "slug-empty-list",
+        document(when="{slug: []}"),
+        4,
+        R + "when.slug",
+        "an empty list matches nothing",
+    ),
+    (
         "unknown-when-key-with-hint",
         document(when="\n      provider: codeship\n      stauts: error"),
         6,
@@ -650,6 +698,14 @@ MATCHING = [
     ("project-glob-owner", '{project: "acme/*"}', {"project": "acme/web"}, True),
     ("project-glob-owner-miss", '{project: "acme/*"}', {"project": "other/web"}, False),
     ("project-list", "{project: [acme/api, acme/lib]}", {}, True),
+    ("slug-literal", "{slug: gh/acme/lib}", {}, True),
+    ("slug-glob", '{slug: "circleci/ORG/*"}', {"project": None, "project_slug": "circleci/ORG/PROJ"}, True),
+    ("slug-glob-miss", '{slug: "circleci/ORG/*"}', {"project": None, "project_slug": "circleci/OTHER/PROJ"}, False),
+    ("slug-list", "{slug: [circleci/A/B, gh/acme/lib]}", {}, True),
+    ("slug-regex", "{slug: 're:circleci/[A-Za-z0-9]+/X1'}", {"project": None, "project_slug": "circleci/Q8m/X1"}, True),
+    ("slug-exclude", "{slug: {exclude: ['gh/acme/*']}}", {}, False),
+    ("slug-exclude-other", "{slug: {exclude: ['gh/other/*']}}", {}, True),
+    ("slug-no-slug", "{slug: '*'}", {"provider": "codeship", "project_slug": None}, False),
     (
         "every-field",
         "{provider: circleci, kind: workflow, project: acme/lib, branch: main, workflow: build, job: test}",
@@ -690,6 +746,37 @@ MISMATCHES = [
         '{project: "acme/web-*"}',
         {},
         Mismatch("project", "acme/web-*", "acme/lib", "project `acme/lib` does not match `acme/web-*`"),
+    ),
+    (
+        "project-absent-opaque-slug",
+        "{project: acme/lib}",
+        {"project": None, "project_slug": "circleci/ORG/PROJ"},
+        Mismatch(
+            "project",
+            "acme/lib",
+            None,
+            "project is absent for this event: CircleCI sent empty organization.name/project.name (GitHub App, "
+            "GitLab and Bitbucket DC projects), and its slug `circleci/ORG/PROJ` is opaque; the rule wants project "
+            "`acme/lib`: match the slug with `slug:` instead",
+        ),
+    ),
+    (
+        "slug",
+        '{slug: "circleci/ORG/*"}',
+        {},
+        Mismatch("slug", "circleci/ORG/*", "gh/acme/lib", "slug `gh/acme/lib` does not match `circleci/ORG/*`"),
+    ),
+    (
+        "slug-of-a-codeship-event",
+        "{slug: gh/acme/lib}",
+        {"provider": "codeship", "project_slug": None},
+        Mismatch(
+            "slug",
+            "gh/acme/lib",
+            None,
+            "slug is empty for this event; the rule wants `gh/acme/lib` (only CircleCI events have a slug; "
+            "this is a codeship event)",
+        ),
     ),
     (
         "status-named-set",
@@ -770,13 +857,14 @@ def test_explain_gives_the_failing_clause_with_expected_actual_and_text(
 
 
 FULL_WHEN = (
-    "{provider: circleci, kind: workflow, project: acme/lib, status: success, branch: main, tag: 'v*', "
-    "workflow: build, job: test}"
+    "{provider: circleci, kind: workflow, project: acme/lib, slug: gh/acme/*, status: success, branch: main, "
+    "tag: 'v*', workflow: build, job: test}"
 )
 BROKEN = {
     "provider": {"provider": "codeship"},
     "kind": {"kind": "job"},
     "project": {"project": "acme/other"},
+    "slug": {"project_slug": "gh/other/lib"},
     "status": {"status": "failed"},
     "branch": {"branch": "dev"},
     "tag": {"tag": "nightly"},
@@ -786,8 +874,9 @@ BROKEN = {
 
 
 def test_the_documented_clause_order() -> None:
-    """Clauses are checked in DESIGN's order: provider, kind, project, status, branch, tag, workflow, job."""
-    assert CLAUSE_ORDER == ("provider", "kind", "project", "status", "branch", "tag", "workflow", "job")
+    """Clauses are checked in DESIGN's order: provider, kind, project (then its slug), status, branch, tag,
+    workflow, job."""
+    assert CLAUSE_ORDER == ("provider", "kind", "project", "slug", "status", "branch", "tag", "workflow", "job")
     assert list(BROKEN) == list(CLAUSE_ORDER)
 
 

@@ -899,7 +899,8 @@ async def test_chainer_downstream_sees_the_sandbox_faults_as_the_real_ones(clock
         assert (limited.value.status, limited.value.retry_after) == (403, 40.0)
         state.script("circleci.v2", status=429, headers={"Retry-After": "7"}, body={"message": "slow down"})
         with pytest.raises(TransientDownstreamError) as throttled:
-            await downstream.execute("circleci.trigger_pipeline", {"project": "gh/acme/api"}, failed_codeship_event())
+            params = {"project": "gh/acme/api", "branch": "main"}
+            await downstream.execute("circleci.trigger_pipeline", params, failed_codeship_event())
         assert (throttled.value.status, throttled.value.retry_after) == (429, 7.0)
         state.two_factor, clock.now = True, clock.now + 3600
         with pytest.raises(PermanentDownstreamError, match="two-factor"):

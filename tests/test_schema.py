@@ -178,6 +178,22 @@ INVALID = [
     ("101-parameters", mutate("parameters: {a: b}", f"parameters: {{{PARAMS_101}}}"), "CircleCI allows 100"),
     ("long-parameter-key", mutate("parameters: {a: b}", f"parameters: {{{'k' * 129}: v}}"), "over 128 characters"),
     ("long-parameter-value", mutate("parameters: {a: b}", f"parameters: {{a: {'v' * 513}}}"), "over 512 characters"),
+    ("float-parameter", mutate("parameters: {a: b}", "parameters: {a: 1.5}"), "a decimal number (1.5)"),
+    ("nested-parameter", mutate("parameters: {a: b}", "parameters: {a: {b: c}}"), "a mapping is not allowed"),
+    ("list-parameter", mutate("parameters: {a: b}", "parameters: {a: [b]}"), "a list is not allowed"),
+    ("null-parameter", mutate("parameters: {a: b}", "parameters: {a: null}"), "empty (null) is not allowed"),
+    (
+        "v1-restart-build-and-project",
+        mutate(LINE, "      - codeship.v1_restart_build: {build: 1, project: 2, branch: m}"),
+        "cannot both be given",
+    ),
+    ("v1-restart-project-alone", mutate(LINE, "      - codeship.v1_restart_build: {project: 2}"), "needs 'branch' too"),
+    (
+        "v1-restart-branch-alone",
+        mutate(LINE, "      - codeship.v1_restart_build: {branch: main}"),
+        "needs 'project' too",
+    ),
+    ("slug-empty-list", mutate("branch: main", "slug: []"), "matches nothing"),
     ("limit-zero", mutate("per_commit: 2", "per_commit: 0"), "at least 1"),
     ("limit-unknown-key", mutate("per_day: 20", "per_hour: 20"), "unknown key"),
     ("limit-empty", mutate("limit: {per_commit: 2, per_day: 20}", "limit: {}"), "must be a mapping like"),
@@ -236,6 +252,12 @@ VALID = [
         ),
     ),
     ("null-description", mutate("description: the rule every case below breaks in one place", "description:")),
+    ("slug-glob", mutate("project: acme/lib", 'slug: "circleci/Q8mW*/*"')),
+    ("slug-and-project", mutate("project: acme/lib", "project: acme/lib, slug: github/acme/lib")),
+    ("slug-include-exclude", mutate("project: acme/lib", 'slug: {include: ["circleci/*"], exclude: ["*/X/*"]}')),
+    ("slug-regex-list", mutate("project: acme/lib", 'slug: ["re:^circleci/[^/]+/P1$", gh/acme/lib]')),
+    ("typed-parameters", mutate("parameters: {a: b}", "parameters: {a: b, n: 3, flag: false}")),
+    ("v1-restart-project-and-branch", mutate(LINE, "      - codeship.v1_restart_build: {project: 2, branch: main}")),
 ]
 
 
@@ -363,3 +385,15 @@ def test_keys_and_enums_follow_the_validator() -> None:
     assert when["kind"]["anyOf"][0]["enum"] == list(KINDS)
     assert rule["properties"]["name"]["pattern"] == _NAME.pattern
     assert SCHEMA["properties"]["version"] == {"const": 1}
+
+
+def test_slug_clause_and_parameter_types_are_described() -> None:
+    """The schema offers `slug` in every clause (a fan-in's too) with a description, and restricts pipeline
+    parameter values to CircleCI's integer, string and boolean."""
+    slug = SCHEMA["$defs"]["clause"]["properties"]["slug"]
+    assert slug["$ref"] == "#/$defs/patterns" and "CircleCI project slug" in slug["description"]
+    fan_in = mutate("        - {provider: circleci, project: acme/web, branch: main}",
+                    '        - {slug: "circleci/O/*", branch: main}', base=FAN_IN)  # fmt: skip
+    assert validator_problems(fan_in) == [] and schema_errors(yaml.safe_load(fan_in)) == []
+    values = SCHEMA["$defs"]["circleci.trigger_pipeline"]["properties"]["parameters"]["additionalProperties"]
+    assert values["type"] == ["string", "integer", "boolean"]

@@ -155,7 +155,7 @@ EXPECTED = {
     | {
         "kind": "workflow",
         "event_id": make_event_id("circleci", "circleci:id:e7d1b3f5-2a4c-4e6f-9b8d-0c2e4a6f8b13"),
-        "project": "Q8mWv2rTn5bXk7LpZc3Hd9/R4tYu6IoP1aSd8FgHj2Kl0",
+        "project": None,
         "status": "failed",
         "raw_status": "failed",
         "project_id": "8d0f2b4c-6e8a-4c1e-9f3b-5d7a9c1e3f60",
@@ -199,7 +199,7 @@ EXPECTED = {
     "circleci_legacy_build": CIRCLECI_COMMON
     | {
         "kind": "job",
-        "event_id": make_event_id("circleci", "circleci:legacy:https://circleci.com/gh/northwind/billing/5521:fixed"),
+        "event_id": make_event_id("circleci", "circleci:legacy:github/northwind/billing/5521:fixed"),
         "project": "northwind/billing",
         "status": "success",
         "raw_status": "fixed",
@@ -214,7 +214,7 @@ EXPECTED = {
         "job": "unit-tests",
         "pipeline_number": None,
         "occurred_at": "2023-06-02T10:18:41.006Z",
-        "dedupe_keys": ("circleci:legacy:https://circleci.com/gh/northwind/billing/5521:fixed",),
+        "dedupe_keys": ("circleci:legacy:github/northwind/billing/5521:fixed",),
     },
 }
 
@@ -443,17 +443,22 @@ def test_event_type_header_stands_in_for_a_missing_body_type(header_type: str | 
     ("changes", "project"),
     [
         ({}, "northwind/ledger-api"),
-        ({"organization.name": ""}, "northwind/ledger-api"),
-        ({"project.name": ""}, "northwind/ledger-api"),
-        ({"organization": DELETE}, "northwind/ledger-api"),
-        ({"organization.name": "", "project.slug": "circleci/ORGID/PROJID"}, "ORGID/PROJID"),
-        ({"organization.name": "", "project.slug": "opaque"}, "opaque"),
+        ({"organization.name": ""}, None),
+        ({"project.name": ""}, None),
+        ({"organization": DELETE}, None),
+        ({"organization.name": "", "project.slug": "circleci/ORGID/PROJID"}, None),
+        ({"organization.name": "", "project.name": "", "project.slug": "circleci/ORGID/PROJID"}, None),
+        ({"organization.name": "", "project.slug": "opaque"}, None),
     ],
-    ids=["org-and-name", "empty-org-name", "empty-project-name", "no-organization", "opaque-slug", "one-segment-slug"],
-)
-def test_outbound_project_falls_back_to_the_slug(changes: dict[str, Any], project: str) -> None:
-    """``project`` is ``org/name``, or the slug's last two segments when CircleCI sends empty names (GitHub App)."""
-    assert event_of("circleci_workflow_completed_github", changes).project == project
+    ids=["org-and-name", "empty-org-name", "empty-project-name", "no-organization", "opaque-slug",
+         "opaque-slug-no-names", "one-segment-slug"],
+)  # fmt: skip
+def test_outbound_project_is_never_built_from_the_slug(changes: dict[str, Any], project: str | None) -> None:
+    """``project`` is ``org/name``; when CircleCI sends empty names (GitHub App, GitLab) it is absent, never the
+    slug's last two segments (opaque ids, providers.md pitfall 11), while ``project_slug`` keeps the slug."""
+    event = event_of("circleci_workflow_completed_github", changes)
+    assert event.project == project
+    assert event.project_slug == changes.get("project.slug", "github/northwind/ledger-api")
 
 
 def test_job_completed_never_reads_workflow_status() -> None:
