@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import redis as syncredis
 from redis.asyncio import Redis
 
 from chainer.app import create_app
 from chainer.settings import Secret, Settings
 from chainer.store import Store
+from tests.processes import chainer_process
+from tests.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -92,23 +98,67 @@ async def _eq(get: object, expected: list[str]) -> bool:
     return await get() == expected  # type: ignore[operator, no-any-return]
 
 
-async def test_sighup_reloads_now(tmp_path: Path, redis: Redis) -> None:
-    """SIGHUP reloads the rules at once, without waiting for the file poll."""
+def _stop_private_redis(port: int, directory: Path) -> None:
+    """Stop a redis-server left on ``port`` by a `chainer run` that died, if it is the one under ``directory``."""
+    client = syncredis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        pid = int(client.info("server")["process_id"])
+        if Path(client.config_get("dir")["dir"]).resolve() != directory.resolve():
+            return
+    except (syncredis.RedisError, OSError):
+        return  # nothing answers there: nothing was left behind
+    finally:
+        client.close()
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("command", ["web", "run"])
+def test_sighup_reloads_now(tmp_path: Path, redis_url: str, command: str) -> None:
+    """SIGHUP to a real `chainer web` / `chainer run` reloads its rules at once, without waiting for the file poll.
+
+    The signal goes to the subprocess, never to pytest: a process without the handler dies of it, and the test
+    fails saying so. `chainer run` (web and worker in one process, both holding rules) gets its own private
+    redis-server, stopped in any case.
+    """
     path = tmp_path / "rules.yaml"
     path.write_text(GOOD)
-    store = Store(redis)
-    app = create_app(Settings(rules_path=path, rules_poll_seconds=3600), store=store)
-    async with app.router.lifespan_context(app):
-        await asyncio.sleep(0.05)
-        path.write_text(BETTER)
-        os.kill(os.getpid(), signal.SIGHUP)
-
-        async def reloaded() -> bool:
-            return len(app.state.chainer.ruleset.rules) == 2
-
-        await _wait_for(reloaded)
-    records = (await store.read_audit(match={"type": {"rules.reloaded"}})).items
-    assert records[0]["cause"] == "SIGHUP"
+    port = free_port()
+    redis_port = free_port()
+    url = redis_url if command == "web" else f"redis://127.0.0.1:{redis_port}/0"
+    env = {**os.environ, "CHAINER_REDIS_URL": url, "CHAINER_RULES": str(path), "CHAINER_ADMIN_TOKEN": "adm",
+           "CHAINER_RULES_POLL_SECONDS": "3600"}  # fmt: skip
+    base, auth = f"http://127.0.0.1:{port}", {"authorization": "Bearer adm"}
+    try:
+        with chainer_process([command, "--port", str(port)], tmp_path, env, [f"{base}/readyz"]) as running:
+            first = httpx.get(f"{base}/rules", headers=auth, timeout=5).json()
+            assert [r["name"] for r in first["rules"]] == ["first"]
+            path.write_text(BETTER)
+            running.process.send_signal(signal.SIGHUP)
+            expected = 2 if command == "run" else 1  # `run` holds the rules twice: the web's and the worker's
+            deadline = time.monotonic() + 20
+            names: list[str] = []
+            reloads: list[dict[str, Any]] = []
+            while names != ["first", "second"] or len(reloads) < expected:
+                if running.process.poll() is not None:
+                    pytest.fail(f"chainer {command} died of SIGHUP (exit {running.process.returncode})")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"chainer {command} did not reload on SIGHUP within 20 s: {names}, {reloads}")
+                time.sleep(0.05)
+                with contextlib.suppress(httpx.TransportError):  # dying: the next turn says so
+                    names = [r["name"] for r in httpx.get(f"{base}/rules", headers=auth, timeout=5).json()["rules"]]
+                    query = {"type": "rules.reloaded"}
+                    reloads = httpx.get(f"{base}/audit", params=query, headers=auth, timeout=5).json()["items"]
+        assert running.returncode == 0, running.stderr[-3000:]
+    finally:
+        if command == "run":
+            _stop_private_redis(redis_port, tmp_path / ".chainer")
+    assert len(reloads) == expected
+    assert all(r["cause"] == "SIGHUP" and r["rules"] == 2 for r in reloads)
+    assert all(r["previous_version"] == first["version"] for r in reloads)
 
 
 async def test_worker_holds_and_reloads_the_rules(tmp_path: Path, redis: Redis, redis_url: str) -> None:
