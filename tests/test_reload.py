@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
@@ -18,6 +19,7 @@ from redis.asyncio import Redis
 from chainer.app import create_app
 from chainer.settings import Secret, Settings
 from chainer.store import Store
+from tests import payloads
 from tests.processes import chainer_process
 from tests.redis_server import free_port
 
@@ -96,6 +98,60 @@ async def test_file_changes_reload_or_refuse_and_are_audited(tmp_path: Path, red
 
 async def _eq(get: object, expected: list[str]) -> bool:
     return await get() == expected  # type: ignore[operator, no-any-return]
+
+
+HALF_BAD = """
+version: 1
+rules:
+  - name: first
+    when: {project: acme/api}
+    then:
+      - codeship.trigger_build: {project: acme/web}
+  - name: second
+    when: {project: acme/lib}
+    then:
+      - codeship.trigger_bild: {project: acme/web}
+"""
+
+
+async def test_a_file_with_one_bad_rule_of_two_is_refused_as_a_whole(tmp_path: Path, redis: Redis) -> None:
+    """A new file whose first rule is valid and second is not changes nothing: the old rules stay active.
+
+    GET /rules keeps the old version, `rules.refused` names the bad rule, and deliveries are still decided by
+    the old rule (acme/lib matches `first`, acme/api, which the new valid rule would match, matches nothing).
+    """
+    path = tmp_path / "rules.yaml"
+    path.write_text(GOOD)
+    settings = Settings(rules_path=path, admin_token=Secret("adm"), hook_token=Secret("hook"), rules_poll_seconds=0.05)
+    store = Store(redis)
+    app = create_app(settings, store=store)
+    auth = {"authorization": "Bearer adm"}
+
+    async def post(project: str, build_id: int) -> dict[str, Any]:
+        body = json.dumps(payloads.codeship("success", project=project, build_id=build_id)).encode()
+        answer = await client.post("/hooks/codeship/hook", content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == 202, answer.text
+        return dict(answer.json())
+
+    async def refused() -> bool:
+        return bool((await store.read_audit(match={"type": {"rules.refused"}})).items)
+
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        before = (await client.get("/rules", headers=auth)).json()
+        path.write_text(HALF_BAD)
+        await _wait_for(refused)
+        after = (await client.get("/rules", headers=auth)).json()
+        lib, api = await post("acme/lib", 1), await post("acme/api", 2)
+    assert after == before
+    assert [r["name"] for r in after["rules"]] == ["first"]
+    assert lib["matched"] == ["first"] and api["matched"] == []
+    audit = (await store.read_audit(match={"type": {"rules.refused", "rules.reloaded"}})).items
+    assert [r["type"] for r in audit] == ["rules.refused"]
+    assert audit[0]["rules_version"] == before["version"] and audit[0]["problem_count"] == 1
+    assert "rule 'second'" in audit[0]["problems"][0] and "trigger_bild" in audit[0]["problems"][0]
 
 
 def _stop_private_redis(port: int, directory: Path) -> None:
