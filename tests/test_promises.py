@@ -6,6 +6,7 @@ Redis refusing writes while reads work, key lifetimes, a rule on `running`, and 
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import JOB_PREFIX, QUEUE_KEY, Store, action_key, event_audit_key, event_key
 from tests import payloads
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -115,9 +116,14 @@ def replica(tmp_path: Path) -> Iterator[RedisServer]:
 async def test_read_only_replica_gets_503_and_stores_nothing(replica: RedisServer) -> None:
     """Behind a read-only replica (READONLY on writes, reads served) a delivery gets 503 and nothing is kept."""
     redis = Redis.from_url(replica.url)
+    # The primary's port is bound here and never listened on: connections to it are refused, and no other
+    # process can take the port meanwhile, so the replica never syncs and keeps its own data.
+    primary = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    primary.bind(("127.0.0.1", 0))
     try:
         async with _client(Store(redis)) as client:
-            await redis.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+            earlier = await _post_codeship(client, payloads.codeship("success", build_id=6))
+            await redis.execute_command("REPLICAOF", "127.0.0.1", str(primary.getsockname()[1]))
             assert (await redis.info("replication"))["role"] == "slave"
             before = await _everything(redis)
             answer = await _post_codeship(client, payloads.codeship("success", build_id=7))
@@ -126,9 +132,11 @@ async def test_read_only_replica_gets_503_and_stores_nothing(replica: RedisServe
             again = await _post_codeship(client, payloads.codeship("success", build_id=7))
     finally:
         await redis.aclose()
+        primary.close()
+    assert earlier.status_code == 202, earlier.text
     assert answer.status_code == 503, answer.text
     assert answer.headers["retry-after"] and answer.json()["status"] == "unavailable"
-    assert after == before
+    assert after == before and len(before) > 1
     assert again.status_code == 202, again.text
 
 
