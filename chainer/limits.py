@@ -26,10 +26,10 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], window)
-  return 0
+  return {0, now}
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return tonumber(oldest[2]) + window - now + 1
+return {tonumber(oldest[2]) + window - now + 1, now}
 """
 
 _RELEASE = """
@@ -51,13 +51,21 @@ class RateLimiter:
         self.label = label
         self._script = redis.register_script(_WINDOW)
 
-    async def wait_ms(self) -> int:
-        """Take one request slot now and return 0, or return how many ms until a slot frees up."""
+    async def take(self) -> tuple[int, int]:
+        """Try to take one request slot: ``(0, t)`` when taken, else ``(ms until a slot frees, t)``.
+
+        ``t`` is the Redis server's clock (ms) when the limiter decided: the time the slot counts from.
+        """
         try:
-            wait = await self._script(keys=[self._key], args=[self._counted_ms, self.limit, secrets.token_hex(8)])
+            wait, at = await self._script(keys=[self._key], args=[self._counted_ms, self.limit, secrets.token_hex(8)])
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
-        return int(wait)
+        return int(wait), int(at)
+
+    async def wait_ms(self) -> int:
+        """Take one request slot now and return 0, or return how many ms until a slot frees up."""
+        wait, _ = await self.take()
+        return wait
 
     async def __call__(self, api: str) -> None:
         """Throttle hook for ``chainer.downstream.Api``: raise ThrottledError when the budget is spent."""

@@ -7,9 +7,9 @@ ledgers), so only web processes hold rules and reload them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,14 +78,44 @@ class RulesWatcher:
     async def watch(self, interval: float = 1.0) -> None:
         """Poll the file until cancelled; also reload on SIGHUP when running in the main thread."""
         loop = asyncio.get_running_loop()
-        hup = False
-        with contextlib.suppress(ValueError, RuntimeError):  # not in the main thread: poll only
-            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("SIGHUP")))
-            hup = True
+        hup = _listen_for_hangup(loop, self)
         try:
             while True:
                 await asyncio.sleep(interval)
                 await self.changed()
         finally:
             if hup:
-                loop.remove_signal_handler(signal.SIGHUP)
+                _stop_listening(loop, self)
+
+
+# A process has one SIGHUP handler per event loop, and `chainer run` watches the rules twice in one loop
+# (the web app's rules and the worker's): the handler reloads every watcher, not just the last to install it.
+_HANGUP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[RulesWatcher]] = weakref.WeakKeyDictionary()
+_RELOADS: set[asyncio.Task[bool]] = set()
+
+
+def _on_hangup(loop: asyncio.AbstractEventLoop) -> None:
+    for watcher in list(_HANGUP.get(loop, ())):
+        task = loop.create_task(watcher.reload("SIGHUP"))
+        _RELOADS.add(task)
+        task.add_done_callback(_RELOADS.discard)
+
+
+def _listen_for_hangup(loop: asyncio.AbstractEventLoop, watcher: RulesWatcher) -> bool:
+    """Register ``watcher`` for SIGHUP in ``loop``; False when signals cannot be handled here (not the main thread)."""
+    watchers = _HANGUP.setdefault(loop, [])
+    if not watchers:
+        try:
+            loop.add_signal_handler(signal.SIGHUP, _on_hangup, loop)
+        except (ValueError, RuntimeError):
+            return False
+    watchers.append(watcher)
+    return True
+
+
+def _stop_listening(loop: asyncio.AbstractEventLoop, watcher: RulesWatcher) -> None:
+    watchers = _HANGUP.get(loop, [])
+    if watcher in watchers:
+        watchers.remove(watcher)
+    if not watchers:
+        loop.remove_signal_handler(signal.SIGHUP)

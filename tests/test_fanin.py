@@ -190,3 +190,29 @@ async def test_halves_at_two_web_processes_fire_exactly_once(redis_url: str, tmp
     await redis.aclose()
     assert len(fire_jobs) == 10
     assert sum(1 for p in progress if p.get("fired")) == 10 and len(progress) == 20
+
+
+async def test_fire_join_delivered_twice_after_firing_sends_one_build(redis: Redis, redis_url: str) -> None:
+    """arq delivers at least once: the fired join's job run again (same id, same bytes) sends no second build."""
+    ruleset, store, codeship = _rules(), Store(redis), Codeship()
+    commit = "d" * 40
+    async with _client(ruleset, store) as client:
+        await _post(client, "acme/api", "success", 1, commit)
+        second = await _post(client, "acme/web", "success", 2, commit)
+    [join_job] = [j.decode() for j in await redis.zrange(QUEUE_KEY, 0, -1) if j.startswith(b"join:")]
+    job_bytes = await redis.get(f"arq:job:{join_job}")
+    assert job_bytes is not None
+    assert json.loads(job_bytes)["f"] == "fire_join"  # JSON, never pickle
+    await _drain(redis_url, ruleset, codeship)
+    assert codeship.builds == [{"ref": "heads/main", "commit_sha": commit}]
+    for _ in range(2):  # the same job redelivered, as after a worker lost before arq recorded the result
+        await redis.set(f"arq:job:{join_job}", job_bytes)
+        await redis.zadd(QUEUE_KEY, {join_job: 1})
+        await _drain(redis_url, ruleset, codeship)
+        assert await redis.zscore(QUEUE_KEY, join_job) is None  # the redelivery did run
+    assert codeship.builds == [{"ref": "heads/main", "commit_sha": commit}]
+    store_view = await store.get_event(second["event_id"])
+    assert len(json.loads(store_view["actions"])) == 1
+    fired = (await store.read_audit(match={"type": {"join.fired"}})).items
+    queued = (await store.read_audit(match={"type": {"action.queued"}})).items
+    assert len(fired) == 1 and len(queued) == 1

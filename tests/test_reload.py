@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import signal
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import redis as syncredis
 from redis.asyncio import Redis
 
 from chainer.app import create_app
 from chainer.settings import Secret, Settings
 from chainer.store import Store
+from tests import payloads
+from tests.processes import chainer_process
+from tests.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -92,23 +100,121 @@ async def _eq(get: object, expected: list[str]) -> bool:
     return await get() == expected  # type: ignore[operator, no-any-return]
 
 
-async def test_sighup_reloads_now(tmp_path: Path, redis: Redis) -> None:
-    """SIGHUP reloads the rules at once, without waiting for the file poll."""
+HALF_BAD = """
+version: 1
+rules:
+  - name: first
+    when: {project: acme/api}
+    then:
+      - codeship.trigger_build: {project: acme/web}
+  - name: second
+    when: {project: acme/lib}
+    then:
+      - codeship.trigger_bild: {project: acme/web}
+"""
+
+
+async def test_a_file_with_one_bad_rule_of_two_is_refused_as_a_whole(tmp_path: Path, redis: Redis) -> None:
+    """A new file whose first rule is valid and second is not changes nothing: the old rules stay active.
+
+    GET /rules keeps the old version, `rules.refused` names the bad rule, and deliveries are still decided by
+    the old rule (acme/lib matches `first`, acme/api, which the new valid rule would match, matches nothing).
+    """
     path = tmp_path / "rules.yaml"
     path.write_text(GOOD)
+    settings = Settings(rules_path=path, admin_token=Secret("adm"), hook_token=Secret("hook"), rules_poll_seconds=0.05)
     store = Store(redis)
-    app = create_app(Settings(rules_path=path, rules_poll_seconds=3600), store=store)
-    async with app.router.lifespan_context(app):
-        await asyncio.sleep(0.05)
-        path.write_text(BETTER)
-        os.kill(os.getpid(), signal.SIGHUP)
+    app = create_app(settings, store=store)
+    auth = {"authorization": "Bearer adm"}
 
-        async def reloaded() -> bool:
-            return len(app.state.chainer.ruleset.rules) == 2
+    async def post(project: str, build_id: int) -> dict[str, Any]:
+        body = json.dumps(payloads.codeship("success", project=project, build_id=build_id)).encode()
+        answer = await client.post("/hooks/codeship/hook", content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == 202, answer.text
+        return dict(answer.json())
 
-        await _wait_for(reloaded)
-    records = (await store.read_audit(match={"type": {"rules.reloaded"}})).items
-    assert records[0]["cause"] == "SIGHUP"
+    async def refused() -> bool:
+        return bool((await store.read_audit(match={"type": {"rules.refused"}})).items)
+
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        before = (await client.get("/rules", headers=auth)).json()
+        path.write_text(HALF_BAD)
+        await _wait_for(refused)
+        after = (await client.get("/rules", headers=auth)).json()
+        lib, api = await post("acme/lib", 1), await post("acme/api", 2)
+    assert after == before
+    assert [r["name"] for r in after["rules"]] == ["first"]
+    assert lib["matched"] == ["first"] and api["matched"] == []
+    audit = (await store.read_audit(match={"type": {"rules.refused", "rules.reloaded"}})).items
+    assert [r["type"] for r in audit] == ["rules.refused"]
+    assert audit[0]["rules_version"] == before["version"] and audit[0]["problem_count"] == 1
+    assert "rule 'second'" in audit[0]["problems"][0] and "trigger_bild" in audit[0]["problems"][0]
+
+
+def _stop_private_redis(port: int, directory: Path) -> None:
+    """Stop a redis-server left on ``port`` by a `chainer run` that died, if it is the one under ``directory``."""
+    client = syncredis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        pid = int(client.info("server")["process_id"])
+        if Path(client.config_get("dir")["dir"]).resolve() != directory.resolve():
+            return
+    except (syncredis.RedisError, OSError):
+        return  # nothing answers there: nothing was left behind
+    finally:
+        client.close()
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("command", ["web", "run"])
+def test_sighup_reloads_now(tmp_path: Path, redis_url: str, command: str) -> None:
+    """SIGHUP to a real `chainer web` / `chainer run` reloads its rules at once, without waiting for the file poll.
+
+    The signal goes to the subprocess, never to pytest: a process without the handler dies of it, and the test
+    fails saying so. `chainer run` (web and worker in one process, both holding rules) gets its own private
+    redis-server, stopped in any case.
+    """
+    path = tmp_path / "rules.yaml"
+    path.write_text(GOOD)
+    port = free_port()
+    redis_port = free_port()
+    url = redis_url if command == "web" else f"redis://127.0.0.1:{redis_port}/0"
+    env = {**os.environ, "CHAINER_REDIS_URL": url, "CHAINER_RULES": str(path), "CHAINER_ADMIN_TOKEN": "adm",
+           "CHAINER_RULES_POLL_SECONDS": "3600"}  # fmt: skip
+    base, auth = f"http://127.0.0.1:{port}", {"authorization": "Bearer adm"}
+    try:
+        with chainer_process([command, "--port", str(port)], tmp_path, env, [f"{base}/readyz"]) as running:
+            first = httpx.get(f"{base}/rules", headers=auth, timeout=5).json()
+            assert [r["name"] for r in first["rules"]] == ["first"]
+            path.write_text(BETTER)
+            running.process.send_signal(signal.SIGHUP)
+            expected = 2 if command == "run" else 1  # `run` holds the rules twice: the web's and the worker's
+            deadline = time.monotonic() + 20
+            names: list[str] = []
+            reloads: list[dict[str, Any]] = []
+            while names != ["first", "second"] or len(reloads) < expected:
+                if running.process.poll() is not None:
+                    pytest.fail(f"chainer {command} died of SIGHUP (exit {running.process.returncode})")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"chainer {command} did not reload on SIGHUP within 20 s: {names}, {reloads}")
+                time.sleep(0.05)
+                with contextlib.suppress(httpx.TransportError):  # dying: the next turn says so
+                    names = [r["name"] for r in httpx.get(f"{base}/rules", headers=auth, timeout=5).json()["rules"]]
+                    query = {"type": "rules.reloaded"}
+                    reloads = httpx.get(f"{base}/audit", params=query, headers=auth, timeout=5).json()["items"]
+        assert running.returncode == 0, running.stderr[-3000:]
+    finally:
+        if command == "run":
+            _stop_private_redis(redis_port, tmp_path / ".chainer")
+    assert len(reloads) == expected
+    assert all(r["cause"] == "SIGHUP" and r["rules"] == 2 for r in reloads)
+    assert all(r["previous_version"] == first["version"] for r in reloads)
 
 
 async def test_worker_holds_and_reloads_the_rules(tmp_path: Path, redis: Redis, redis_url: str) -> None:
