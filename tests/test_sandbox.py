@@ -19,8 +19,9 @@ import uvicorn
 from chainer.downstream import Downstream
 from chainer.errors import PermanentDownstreamError, TransientDownstreamError
 from chainer.events import BuildEvent
-from chainer.sandbox import SandboxState, create_sandbox_app, serve_sandbox
+from chainer.explain import parse_any
 from chainer.rules import parse_rules
+from chainer.sandbox import SandboxState, create_sandbox_app, example_events, seed_sandbox, serve_sandbox
 from chainer.sandbox_state import CODESHIP_SCOPES, org_uuid
 from chainer.settings import Secret, Settings
 from chainer.webhooks import parse_codeship
@@ -632,6 +633,109 @@ async def _until_serving(http: httpx.AsyncClient, url: str, task: asyncio.Task[N
         except httpx.ConnectError:
             await asyncio.sleep(0.01)
     pytest.fail("the sandbox never accepted a connection")
+
+
+# -- seeding from rules and example payloads -----------------------------------------------------
+
+SEED_RULES = """
+version: 1
+rules:
+  - name: any-provider
+    when: {project: [acme/api, "acme/web-*"]}
+    then:
+      - codeship.trigger_build: {project: acme/release, ref: heads/main}
+      - codeship.trigger_build: {project: "{{ event.project }}-docs", ref: heads/main}
+      - codeship.restart_build: {project: 0b5c2ad4-6a03-0135-d6ec-000000000000}
+  - name: circleci-only
+    when: {provider: circleci, project: acme/cli}
+    then:
+      - circleci.trigger_pipeline: {project: gh/acme/packaging}
+"""
+
+
+def _event(provider: str, body: dict[str, Any]) -> BuildEvent:
+    parsed = parse_any(provider, {}, json.dumps(body).encode())
+    assert isinstance(parsed, BuildEvent)
+    return parsed
+
+
+async def test_seeding_keeps_the_payload_ids_and_makes_them_actionable(client: httpx.AsyncClient) -> None:
+    """An example's project, build, job and workflow are seeded with the payload's ids, and the API can act on them:
+    v1 restarts the build by its webhook id, v1.1 retries the job by its number, v2 reruns the workflow."""
+    state = SandboxState(clock=Clock())
+    codeship = _event("codeship", payloads.codeship("error", project="acme/lib", project_id=2345, build_id=4712))
+    legacy = {"payload": {"build_num": 318, "username": "acme", "reponame": "e2e", "vcs_type": "github",
+                          "branch": "main", "vcs_revision": SHA, "status": "failed",
+                          "workflows": {"workflow_id": "0c9c8b2e-8f0a-4d2f-9e57-6b3a3f1f2d10"}}}  # fmt: skip
+    outbound = payloads.circleci_workflow("failed", workflow_id="fda08377-fe7e-46b1-8992-3a7aaecac9c3")
+    problems = seed_sandbox(state, parse_rules(SEED_RULES), [codeship, _event("circleci", legacy),
+                                                              _event("circleci", outbound)])  # fmt: skip
+    assert problems == []
+    assert [(p.name, p.id) for p in state.projects] == [("acme/lib", 2345), ("acme/api", 2346), ("acme/release", 2347)]
+    [build] = state.projects[0].builds
+    assert (build.id, build.branch, build.commit_sha, build.status) == (4712, "main", payloads.COMMIT, "failed")
+    assert [(j.vcs, j.org, j.repo, j.build_num, j.status) for j in state.jobs] == [
+        ("github", "acme", "e2e", 318, "failed")
+    ]
+    legacy_pipeline = state.workflows["0c9c8b2e-8f0a-4d2f-9e57-6b3a3f1f2d10"]
+    pipeline = state.workflows["fda08377-fe7e-46b1-8992-3a7aaecac9c3"]
+    assert (legacy_pipeline.slug, legacy_pipeline.revision) == ("github/acme/e2e", SHA)
+    assert (pipeline.id, pipeline.number, pipeline.slug) == (
+        "1285fe1d-d3a6-44fc-8886-8979558254c4",
+        42,
+        "github/acme/lib",
+    )
+    app = create_sandbox_app(state)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s", headers=CIRCLE) as http:
+        restarted = await http.post("/api/v1/builds/4712/restart.json", params={"api_key": "sandbox-key"})
+        retried = await http.post("/api/v1.1/project/gh/acme/e2e/318/retry")
+        rerun = await http.post("/api/v2/workflow/fda08377-fe7e-46b1-8992-3a7aaecac9c3/rerun", json={})
+        pipelined = await http.post("/api/v2/project/github/acme/lib/pipeline", json={"branch": "main"})
+    assert (restarted.status_code, restarted.json()["id"]) == (200, 4713)
+    assert (retried.status_code, retried.json()["build_num"], retried.json()["retry_of"]) == (200, 319, 318)
+    assert retried.json()["previous"] == {"build_num": 318, "status": "failed"}
+    assert rerun.status_code == 202 and pipeline.workflow_ids[1] == rerun.json()["workflow_id"]
+    assert pipelined.json()["number"] == 43  # after the seeded pipeline 42 of that project
+
+
+def test_seeding_reports_a_clash_and_seeds_the_rest() -> None:
+    """Two examples giving one numeric project id to two projects: the second is reported, not seeded, and the rest
+    is; seeding the same example twice changes nothing."""
+    state = SandboxState()
+    web = _event("codeship", payloads.codeship("success", project="acme/web", project_id=1234, build_id=4711))
+    lib = _event("codeship", payloads.codeship("error", project="acme/lib", project_id=1234, build_id=4712))
+    job = _event("circleci", {"payload": {"build_num": 7, "username": "acme", "reponame": "e2e", "status": "failed"}})
+    problems = seed_sandbox(state, parse_rules(SEED_RULES), [web, lib, job, web])
+    assert len(problems) == 1 and "acme/lib" in problems[0] and "1234" in problems[0]
+    assert [(p.name, p.id, [b.id for b in p.builds]) for p in state.projects] == [
+        ("acme/web", 1234, [4711]), ("acme/api", 1235, []), ("acme/release", 1236, []),
+    ]  # fmt: skip
+    assert [(j.repo, j.build_num, j.branch) for j in state.jobs] == [("e2e", 7, "main")]
+
+
+def test_example_events_reads_every_json_body_and_names_the_bad_ones(tmp_path: Path) -> None:
+    """``example_events`` parses Codeship, CircleCI legacy and outbound bodies as deliveries, skips a ping, and names
+    each file it cannot read as a delivery."""
+    bodies: dict[str, Any] = {
+        "a-codeship.json": payloads.codeship("success"),
+        "b-legacy.json": {"payload": {"build_num": 7, "username": "acme", "reponame": "e2e", "status": "failed"}},
+        "c-outbound.json": payloads.circleci_workflow("failed"),
+        "d-ping.json": payloads.circleci_ping(),
+        "e-broken.json": "[1, 2",
+        "f-no-status.json": {"build": {"project_name": "acme/web", "build_id": 1, "project_id": 1}},
+        "notes.txt": "not a payload",
+    }
+    for name, body in bodies.items():
+        (tmp_path / name).write_text(body if isinstance(body, str) else json.dumps(body))
+    events, problems = example_events(tmp_path)
+    assert [(e.provider, e.kind, e.project) for e in events] == [
+        ("codeship", "build", "acme/lib"), ("circleci", "job", "acme/e2e"), ("circleci", "workflow", "acme/lib"),
+    ]  # fmt: skip
+    assert [p.split(": ", 1)[0] for p in problems] == [
+        str(tmp_path / "e-broken.json"),
+        str(tmp_path / "f-no-status.json"),
+    ]
+    assert "build.status" in problems[1]
 
 
 # -- scripted faults -----------------------------------------------------------------------------
