@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from chainer.settings import Settings
 F = TypeVar("F", bound=Callable[..., Any])
 
 PRIVATE_REDIS_DIR = Path(".chainer")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -124,12 +126,19 @@ def _start_private_redis(url: str) -> subprocess.Popen[bytes]:
     args = [binary, "--bind", "127.0.0.1", "--port", port, "--dir", str(PRIVATE_REDIS_DIR.resolve()),
             "--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "noeviction",
             "--logfile", "redis.log"]  # fmt: skip
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
-    deadline = time.monotonic() + 10
-    while not _redis_answers(url):
-        if process.poll() is not None or time.monotonic() > deadline:
-            _fail(f"the private redis-server did not start; see {PRIVATE_REDIS_DIR / 'redis.log'}")
-        time.sleep(0.1)
+    # Its own process group: a Ctrl-C in the terminal reaches chainer only, which stops the server last.
+    process = subprocess.Popen(  # noqa: S603
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not _redis_answers(url):
+            if process.poll() is not None or time.monotonic() > deadline:
+                _fail(f"the private redis-server did not start; see {PRIVATE_REDIS_DIR / 'redis.log'}")
+            time.sleep(0.1)
+    except BaseException:  # it did not start in time, or SIGINT/SIGTERM came meanwhile: leave no server behind
+        _stop_private_redis(process)
+        raise
     click.echo(
         f"chainer: no Redis answered at {url}; started a private redis-server "
         f"(AOF on, data under {PRIVATE_REDIS_DIR}/), pid {process.pid}",
@@ -138,49 +147,102 @@ def _start_private_redis(url: str) -> subprocess.Popen[bytes]:
     return process
 
 
-async def _run_both(app: Any, settings: Settings, host: str, port: int, sandbox: Any = None) -> None:
+def _stop_private_redis(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (redis-server then finishes its AOF and exits) and wait; SIGKILL after 30 s."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM outside the event loop: `chainer run` stops as after a Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise _Interrupted(signum)
+
+
+async def _run_both(app: Any, settings: Settings, host: str, port: int, sandbox: Any = None) -> int | None:
+    """Web, worker (and sandbox) until one of them ends or SIGINT/SIGTERM comes; returns that signal.
+
+    The signals are handled here, not by uvicorn, whose ``serve`` raises a caught signal again after its
+    shutdown: the default SIGTERM action would end the process before ``run`` stops its private redis-server.
+    """
     import uvicorn
 
+    from chainer.sandbox import SignalFreeServer, serve_sandbox
     from chainer.worker import create_worker
 
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10)
-    server = uvicorn.Server(config)
+    server = SignalFreeServer(config)
     worker = create_worker(settings, handle_signals=False)
     serving = asyncio.create_task(server.serve())
     tasks = {serving, asyncio.create_task(worker.async_run())}
     if sandbox is not None:
-        from chainer.sandbox import serve_sandbox
-
         state, sandbox_port = sandbox
-        tasks.add(asyncio.create_task(serve_sandbox(host, sandbox_port, state)))
-    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    await worker.close()
-    for task in tasks:
-        if task is not serving and not task.done():
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    for task in done:
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
+        tasks.add(asyncio.create_task(serve_sandbox(host, sandbox_port, state, handle_signals=False)))
+    loop, stop = asyncio.get_running_loop(), asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        server.force_exit = bool(received)  # a second signal: do not wait for open connections
+        received.append(signum)
+        stop.set()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait(tasks | {stopping}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        await worker.close()
+        for task in tasks:
+            if task is not serving and not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        stopping.cancel()
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)  # back to SIG_DFL / KeyboardInterrupt, and so:
+            signal.signal(signum, _interrupt)
+    for ended in done - {stopping}:
+        if not ended.cancelled() and ended.exception() is not None:
+            raise ended.exception()  # type: ignore[misc]
+    return received[0] if received else None
 
 
-def _sandboxed(settings: Settings, host: str, sandbox_port: int) -> tuple[Settings, Any]:
-    """Settings that send every provider call to a local sandbox, and the sandbox's state."""
+def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path) -> tuple[Settings, Any]:
+    """Settings that send every provider call to a local sandbox, and the sandbox's state.
+
+    The sandbox knows what the rules and the example payloads in ``examples`` refer to (``seed_sandbox``).
+    """
     import dataclasses
     import secrets
 
     from chainer.rules import load_rules
+    from chainer.sandbox import example_events, seed_sandbox
     from chainer.sandbox_state import SandboxState
     from chainer.settings import Secret
 
     state = SandboxState()
-    for rule in load_rules(settings.rules_path).rules:
-        for action in rule.actions:
-            project = action.args.get("project")
-            if action.spec.provider == "codeship" and isinstance(project, str) and "{" not in project:
-                state.add_codeship_project(project)
+    events, problems = example_events(examples) if examples.is_dir() else ([], [])
+    problems += seed_sandbox(state, load_rules(settings.rules_path), events)
+    for problem in problems:
+        click.echo(f"chainer: sandbox mode: not seeded: {problem}", err=True)
+    click.echo(
+        f"chainer: sandbox mode: the emulated providers know the projects, builds, jobs and workflows of "
+        f"{settings.rules_path} and of {len(events)} example payload(s) in {examples}/",
+        err=True,
+    )
     base = f"http://{host}:{sandbox_port}"
     changes: dict[str, Any] = {
         "circleci_url": base,
@@ -205,8 +267,18 @@ def _sandboxed(settings: Settings, host: str, sandbox_port: int) -> tuple[Settin
 @_server_options
 @click.option("--sandbox", is_flag=True, help="Send provider calls to a local emulation instead of the real APIs.")
 @click.option("--sandbox-port", default=8001, show_default=True, type=click.IntRange(1, 65535))
-def run(host: str, port: int, sandbox: bool, sandbox_port: int) -> None:
-    """Web and worker in one process, with a private redis-server when none answers."""
+@click.option(
+    "--sandbox-examples",
+    default=Path("examples"),
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Webhook payloads (*.json) whose projects, builds, jobs and workflows the sandbox knows.",
+)
+def run(host: str, port: int, sandbox: bool, sandbox_port: int, sandbox_examples: Path) -> None:
+    """Web and worker in one process, with a private redis-server when none answers.
+
+    SIGINT or SIGTERM shuts it down cleanly, the private redis-server last.
+    """
     from chainer.app import create_app
 
     _configure_logging()
@@ -214,19 +286,25 @@ def run(host: str, port: int, sandbox: bool, sandbox_port: int) -> None:
     app = _load_app(settings)
     sandboxed = None
     if sandbox:
-        settings, state = _sandboxed(settings, host, sandbox_port)
+        settings, state = _sandboxed(settings, host, sandbox_port, sandbox_examples)
         app = create_app(settings)
         sandboxed = (state, sandbox_port)
-    private = None if _redis_answers(settings.redis_url) else _start_private_redis(settings.redis_url)
+    previous = {signum: signal.signal(signum, _interrupt) for signum in STOP_SIGNALS}
+    private = None
+    stopped_by: int | None = None
     try:
-        asyncio.run(_run_both(app, settings, host, port, sandboxed))
-    except KeyboardInterrupt:
-        # uvicorn re-raises the SIGINT it handled once it has shut down cleanly.
-        click.echo("chainer: stopped", err=True)
+        private = None if _redis_answers(settings.redis_url) else _start_private_redis(settings.redis_url)
+        stopped_by = asyncio.run(_run_both(app, settings, host, port, sandboxed))
+    except KeyboardInterrupt as exc:  # SIGINT or SIGTERM before or after the event loop ran
+        stopped_by = getattr(exc, "signum", signal.SIGINT)
     finally:
+        for signum in STOP_SIGNALS:  # whatever comes now, the private redis-server is stopped
+            signal.signal(signum, signal.SIG_IGN)
         if private is not None:
-            private.terminate()
-            private.wait(timeout=30)
+            _stop_private_redis(private)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    click.echo(f"chainer: stopped{f' ({signal.Signals(stopped_by).name})' if stopped_by else ''}", err=True)
 
 
 @main.command(name="sandbox")

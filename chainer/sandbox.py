@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import html
 import json
 import logging
 import math
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator, Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import uvicorn
@@ -30,9 +32,22 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from chainer import sandbox_state as st
+from chainer.errors import WebhookError
+from chainer.events import BuildEvent
+from chainer.explain import parse_any
+from chainer.rules import RuleSet
 from chainer.sandbox_state import RecordedRequest, SandboxState
+from chainer.webhooks import decode_json_object
 
-__all__ = ["RecordedRequest", "SandboxState", "create_sandbox_app", "serve_sandbox"]
+__all__ = [
+    "RecordedRequest",
+    "SandboxState",
+    "SignalFreeServer",
+    "create_sandbox_app",
+    "example_events",
+    "seed_sandbox",
+    "serve_sandbox",
+]
 
 log = logging.getLogger("chainer.sandbox")
 
@@ -59,11 +74,12 @@ def _decode(raw: bytes) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """One request as a handler sees it: the request, the shared state and the raw body."""
+    """One request as a handler sees it: the request, the shared state, the raw body and the path as sent."""
 
     request: Request
     state: SandboxState
     raw: bytes
+    path: str = ""  # percent-escapes kept, unlike request.url.path
 
     def param(self, name: str) -> str:
         """A path parameter as text."""
@@ -134,10 +150,17 @@ async def codeship_auth(call: Call) -> Response:
     return JSONResponse({"access_token": token, "expires_at": expires_at, "organizations": [org]})
 
 
+def _codeship_token(request: Request) -> str:
+    """The API v2 access token: ``Authorization: Bearer <token>`` as the prose and the official client send it,
+    or the bare ``Authorization: <token>`` of the API's code examples (providers.md §3.1)."""
+    value = request.headers.get("authorization", "").strip()
+    scheme, _, rest = value.partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" else value
+
+
 def _codeship_org(call: Call, scope: str) -> None:
-    """Check the bearer token, the organization in the path and the account's ``scope`` there."""
-    scheme, _, token = call.request.headers.get("authorization", "").partition(" ")
-    _refuse(scheme.lower() != "bearer" or not call.state.codeship_token_valid(token.strip()), 401, "Unauthorized")
+    """Check the access token, the organization in the path and the account's ``scope`` there."""
+    _refuse(not call.state.codeship_token_valid(_codeship_token(call.request)), 401, "Unauthorized")
     _refuse(call.param("org") != call.state.codeship_org_uuid, 404, "organization not found")
     if scope not in call.state.codeship_scopes:
         raise HTTPException(403, f"Forbidden: the {scope} scope is required in organization {call.state.codeship_org}")
@@ -309,7 +332,13 @@ def _v11_project(call: Call) -> tuple[str, str, str]:
 
 
 async def circleci_v1_trigger_build(call: Call) -> Response:
-    """``POST /api/v1.1/project/{vcs}/{org}/{repo}/tree/{branch}``: 200, a ``not_running`` job summary."""
+    """``POST /api/v1.1/project/{vcs}/{org}/{repo}/tree/{branch}``: 200, a ``not_running`` job summary.
+
+    ``:branch`` is one path segment, URL-encoded (providers.md §4.2): ``tree/feature/x`` matches no v1.1
+    route, so it gets the 404 of an unknown path, as an empty branch does.
+    """
+    segments = call.path.split("/")  # "", "api", "v1.1", "project", vcs, org, repo, "tree", branch
+    _refuse(len(segments) != 9 or not segments[8], 404, "Not Found")
     vcs, org, repo = _v11_project(call)
     body = call.json_object()
     revision, build_parameters = body.get("revision"), body.get("build_parameters")
@@ -404,7 +433,7 @@ def _endpoint(methods: dict[str, tuple[str, Handler]]) -> Callable[[Request], Aw
         action, handler = methods.get(request.method, (None, None))
         raw = await request.body()
         fault = state.take_fault(api, path) if api in st.APIS else None
-        call = Call(request, state, raw)
+        call = Call(request, state, raw, path)
         response = _fault_response(fault) if fault else await _answer(call, api, handler, bool(methods))
         if api != SANDBOX:
             query = {k: "***" if k in _SECRET_QUERY else v for k, v in request.query_params.items()}
@@ -492,16 +521,32 @@ def create_sandbox_app(state: SandboxState | None = None) -> Starlette:
     return app
 
 
-async def serve_sandbox(host: str, port: int, state: SandboxState | None = None) -> None:
-    """Serve the sandbox under uvicorn until SIGINT/SIGTERM or cancellation, then shut down cleanly.
+class SignalFreeServer(uvicorn.Server):
+    """A uvicorn server that leaves SIGINT and SIGTERM to the program running it.
 
+    ``uvicorn.Server.serve`` installs its own handlers for both and, once shut down, raises the signal it
+    caught again; under SIGTERM's default action that ends the process on the spot, before the program
+    can stop what it started (``chainer run``'s private redis-server). Stop this one with ``should_exit``.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve_sandbox(
+    host: str, port: int, state: SandboxState | None = None, *, handle_signals: bool = True
+) -> None:
+    """Serve the sandbox under uvicorn until cancellation (or SIGINT/SIGTERM), then shut down cleanly.
+
+    With ``handle_signals=False`` the signals are left to the caller (see ``SignalFreeServer``).
     Logs through ``logging`` (uvicorn's own log config is not installed) and prints nothing.
     """
     # A scripted hang must not hold up shutdown: in-flight requests get two seconds, then are cancelled.
     config = uvicorn.Config(
         create_sandbox_app(state), host=host, port=port, log_config=None, lifespan="off", timeout_graceful_shutdown=2
     )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(config) if handle_signals else SignalFreeServer(config)
     serving = asyncio.ensure_future(server.serve())
     log.info("sandbox_serving", extra={"url": f"http://{host}:{port}"})
     try:
@@ -510,3 +555,98 @@ async def serve_sandbox(host: str, port: int, state: SandboxState | None = None)
         server.should_exit = True  # let uvicorn close its sockets before the cancellation goes on
         await serving
         raise
+
+
+# -- seeding from the rules and example payloads -------------------------------------------------
+_V2_STATUS = {"error": "failed"}  # Codeship webhooks say error where API v2 says failed (providers.md §3.3)
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
+
+
+def example_events(directory: Path) -> tuple[list[BuildEvent], list[str]]:
+    """The events of the webhook bodies in ``directory/*.json`` (by file name), and one problem per unreadable file.
+
+    Each body is parsed as chainer parses a delivery, authentication aside: ``{"build": …}`` as Codeship's,
+    anything else as CircleCI's (legacy ``{"payload": …}`` or outbound). Bodies chainer ignores (a ping) are
+    left out without a problem.
+    """
+    events: list[BuildEvent] = []
+    problems: list[str] = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            body = path.read_bytes()
+            provider = "codeship" if "build" in decode_json_object(body) else "circleci"
+            parsed = parse_any(provider, {}, body)
+        except (OSError, WebhookError) as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        if isinstance(parsed, BuildEvent):
+            events.append(parsed)
+    return events, problems
+
+
+def seed_sandbox(state: SandboxState, ruleset: RuleSet, events: Iterable[BuildEvent] = ()) -> list[str]:
+    """Teach ``state`` what the example ``events`` and ``ruleset`` refer to, so the rules' actions on them succeed.
+
+    From each event, with the ids of its payload: a Codeship event's project (numeric id) and build (numeric
+    id, branch, commit, status), which ``codeship.restart_build`` finds by commit and branch and
+    ``codeship.v1_restart_build`` by id; a CircleCI event's workflow, which ``circleci.rerun_workflow`` reruns,
+    and a job's v1.1 build number, which ``circleci.v1_retry_build`` retries. Then each Codeship project the
+    rules name literally: the ``project`` of Codeship actions and of ``when`` clauses that can match a Codeship
+    event. Returns one line per event that clashes with what came before (two projects with one numeric id,
+    say); everything else is seeded.
+    """
+    problems: list[str] = []
+    for event in events:
+        try:
+            _seed_event(state, event)
+        except ValueError as exc:
+            problems.append(f"{event.provider} event {event.event_id} of {event.project}: {exc}")
+    for name in _literal_codeship_projects(ruleset):
+        if state.codeship_project_named(name) is None:
+            state.add_codeship_project(name)
+    return problems
+
+
+def _seed_event(state: SandboxState, event: BuildEvent) -> None:
+    if event.provider == "codeship":
+        _seed_codeship(state, event)
+        return
+    slug = event.project_slug
+    if not slug:
+        return
+    if event.workflow_id:
+        pipeline = event.raw.get("pipeline")
+        pipeline_id = pipeline.get("id") if isinstance(pipeline, dict) else None
+        state.add_circleci_workflow(
+            event.workflow_id, slug, branch=event.branch, tag=event.tag, revision=event.commit,
+            pipeline_id=pipeline_id if isinstance(pipeline_id, str) else None, pipeline_number=event.pipeline_number,
+        )  # fmt: skip
+    if event.kind == "job" and event.build_id is not None and st.normalize_vcs(slug.split("/")[0]):
+        state.add_circleci_job(slug, event.build_id, branch=event.branch or "main", revision=event.commit,
+                               status=event.raw_status)  # fmt: skip
+
+
+def _seed_codeship(state: SandboxState, event: BuildEvent) -> None:
+    state.add_codeship_project(event.project, id=event.project_id if isinstance(event.project_id, int) else None)
+    if event.build_id is None or not event.branch or not event.commit:
+        return
+    known = state.codeship_build_numbered(event.build_id)
+    if known is None or known.project.name != event.project:  # the same id in another project: ValueError
+        status = _V2_STATUS.get(event.raw_status, event.raw_status)
+        state.add_codeship_build(
+            event.project, branch=event.branch, commit_sha=event.commit, status=status, id=event.build_id
+        )
+
+
+def _literal_codeship_projects(ruleset: RuleSet) -> list[str]:
+    names: list[str] = []
+    for rule in ruleset.rules:
+        for clause in rule.clauses:
+            matcher = clause.patterns.get("project")
+            if matcher is not None and (clause.providers is None or "codeship" in clause.providers):
+                names += [p.text for p in matcher.include if p.literal]
+        for action in rule.actions:
+            project = action.args.get("project")
+            if action.spec.provider == "codeship" and isinstance(project, str) and "{" not in project:
+                names += [] if _UUID.match(project) or project.isdigit() else [project]
+    return list(dict.fromkeys(names))

@@ -378,18 +378,29 @@ class SandboxState:
         return project.v2()
 
     def add_codeship_build(
-        self, project_name: str, *, branch: str, commit_sha: str, status: str = "success"
+        self, project_name: str, *, branch: str, commit_sha: str, status: str = "success", id: int | None = None
     ) -> dict[str, Any]:
         """Record a build of ``project_name`` on ``branch``; returns its API v2 object (which has numeric ``id``).
 
-        Builds whose status is ``initiated``, ``testing`` or ``waiting`` are running, others finished.
-        Raises ``KeyError`` when no project has that name.
+        ``id`` is the numeric build id of webhooks and API v1 (default: the next free one). Builds whose
+        status is ``initiated``, ``testing`` or ``waiting`` are running, others finished. Raises
+        ``KeyError`` when no project has that name and ``ValueError`` when a build already has that id.
         """
-        project = next((p for p in self.projects if p.name == project_name), None)
+        project = self.codeship_project_named(project_name)
         if project is None:
             raise KeyError(project_name)
-        build = self._new_build(project, f"heads/{branch}", commit_sha, status=status)
+        if id is not None and (not _is_int(id) or id < 1 or self.codeship_build_numbered(id) is not None):
+            raise ValueError(f"build id {id!r} is not a positive integer or belongs to another build")
+        build = self._new_build(project, f"heads/{branch}", commit_sha, status=status, build_id=id)
         return {**build.v2("https://api.codeship.com"), "id": build.id}
+
+    def codeship_project_named(self, name: str) -> CodeshipProject | None:
+        """The project called ``name`` (``owner/repo``)."""
+        return next((p for p in self.projects if p.name == name), None)
+
+    def codeship_build_numbered(self, build_id: int) -> CodeshipBuild | None:
+        """The build with numeric id ``build_id``, in any project."""
+        return next((b for p in self.projects for b in p.builds if b.id == build_id), None)
 
     def codeship_project(self, uid: str) -> CodeshipProject | None:
         """The project with API v2 uuid ``uid``."""
@@ -419,9 +430,12 @@ class SandboxState:
         if build.finished_at is None:
             build.status, build.finished_at = "stopped", self.clock()
 
-    def _new_build(self, project: CodeshipProject, ref: str, sha: str, *, status: str = "initiated") -> CodeshipBuild:
+    def _new_build(
+        self, project: CodeshipProject, ref: str, sha: str, *, status: str = "initiated", build_id: int | None = None
+    ) -> CodeshipBuild:
         now, branch = self.clock(), ref.split("/", 1)[1]
-        build_id, self._next_build = self._next_build, self._next_build + 1
+        build_id = self._next_build if build_id is None else build_id
+        self._next_build = max(self._next_build, build_id + 1)
         finished = None if status in _RUNNING else now
         message = f"sandbox build {build_id} of {branch}"
         uid = self.new_uuid("codeship-build")
@@ -455,7 +469,7 @@ class SandboxState:
                     "integers or booleans of at most 512 characters"
                 )
         key = _project_key(slug)
-        number = 1 + sum(1 for p in self.pipelines if _project_key(p.slug) == key)
+        number = self._next_pipeline_number(key)
         branch = None if tag else branch or "main"
         revision = fake_sha(key, tag or branch, number)
         pipeline = CirclePipeline(
@@ -464,6 +478,42 @@ class SandboxState:
         self.pipelines.append(pipeline)
         self._add_workflow(pipeline)
         return pipeline
+
+    def add_circleci_workflow(
+        self,
+        workflow_id: str,
+        slug: str,
+        *,
+        branch: str | None = None,
+        tag: str | None = None,
+        revision: str | None = None,
+        pipeline_id: str | None = None,
+        pipeline_number: int | None = None,
+    ) -> CirclePipeline:
+        """Make the workflow ``workflow_id`` known (so it can be rerun), in a pipeline of project ``slug``.
+
+        The pipeline is the one with ``pipeline_id`` when the sandbox has it, else a new one with that id and
+        number (defaults: fresh). A workflow the sandbox knows already stays as it is.
+        """
+        known = self.workflows.get(workflow_id)
+        if known is not None:
+            return known
+        pipeline = next((p for p in self.pipelines if pipeline_id is not None and p.id == pipeline_id), None)
+        if pipeline is None:
+            key = _project_key(slug)
+            number = pipeline_number if pipeline_number is not None else self._next_pipeline_number(key)
+            branch = None if tag else branch or "main"
+            sha = revision or fake_sha(key, tag or branch, number)
+            pipeline = CirclePipeline(
+                pipeline_id or self.new_uuid("pipeline"), slug, number, branch, tag, sha, {}, self.clock()
+            )
+            self.pipelines.append(pipeline)
+        pipeline.workflow_ids.append(workflow_id)
+        self.workflows[workflow_id] = pipeline
+        return pipeline
+
+    def _next_pipeline_number(self, key: str) -> int:
+        return 1 + max((p.number for p in self.pipelines if _project_key(p.slug) == key), default=0)
 
     def rerun_workflow(self, workflow_id: str) -> str | None:
         """A new workflow id in the same pipeline, or None when the workflow is unknown."""
@@ -483,17 +533,38 @@ class SandboxState:
         sha = revision or fake_sha(vcs, org, repo, branch)
         return self._add_job(CircleJob(vcs, org, repo, branch, sha, build_parameters, "not_running", "api"))
 
+    def add_circleci_job(
+        self, project: str, build_num: int, *, branch: str, revision: str | None = None, status: str = "failed"
+    ) -> CircleJob:
+        """Make the v1.1 job ``build_num`` of ``project`` (``<vcs>/<org>/<repo>``, ``gh``/``bb`` allowed) known.
+
+        A job the sandbox has under that number already stays as it is. Raises ``ValueError`` for a project
+        that is not ``<github|bitbucket>/<org>/<repo>`` or a ``build_num`` that is not a positive integer.
+        """
+        parts = project.split("/")
+        vcs = normalize_vcs(parts[0]) if len(parts) == 3 and all(parts) else None
+        if vcs is None or not _is_int(build_num) or build_num < 1:
+            raise ValueError(f"job {project!r} #{build_num!r}: need <github|bitbucket>/<org>/<repo> and a build number")
+        known = self.find_job(vcs, parts[1], parts[2], build_num)
+        if known is not None:
+            return known
+        sha = revision or fake_sha(vcs, parts[1], parts[2], branch)
+        job = CircleJob(vcs, parts[1], parts[2], branch, sha, None, status, "github", build_num=build_num)
+        return self._add_job(job)
+
     def retry_job(self, job: CircleJob) -> CircleJob:
         """What v1.1 ``{build_num}/retry`` does: a queued copy with ``retry_of`` set."""
-        return self._add_job(replace(job, status="queued", why="retry", retry_of=job.build_num))
+        return self._add_job(replace(job, status="queued", why="retry", retry_of=job.build_num, build_num=0))
 
     def find_job(self, vcs: str, org: str, repo: str, build_num: int) -> CircleJob | None:
         """The v1.1 job ``build_num`` of a project."""
         return next((j for j in self.jobs if (j.vcs, j.org, j.repo, j.build_num) == (vcs, org, repo, build_num)), None)
 
     def _add_job(self, job: CircleJob) -> CircleJob:
+        """Add ``job``, numbered after the project's highest job unless it carries its own ``build_num``."""
         mine = [j for j in self.jobs if (j.vcs, j.org, j.repo) == (job.vcs, job.org, job.repo)]
         previous = {"build_num": mine[-1].build_num, "status": mine[-1].status} if mine else None
-        job = replace(job, build_num=len(mine) + 1, previous=previous, queued_at=self.clock())
+        number = job.build_num or 1 + max((j.build_num for j in mine), default=0)
+        job = replace(job, build_num=number, previous=previous, queued_at=self.clock())
         self.jobs.append(job)
         return job

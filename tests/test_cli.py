@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+import redis as syncredis
 from click.testing import CliRunner
 
 from chainer.cli import main
@@ -118,3 +120,51 @@ def test_run_with_sandbox_chains_to_the_emulated_provider(tmp_path: Path) -> Non
         assert builds[0]["body"] == {"ref": "heads/main", "commit_sha": payloads.COMMIT}
     assert "sandbox mode" in running.stderr
     assert running.returncode == 0, running.stderr[-3000:]
+
+
+def _redis_pid(url: str) -> int:
+    client = syncredis.Redis.from_url(url, socket_timeout=5)
+    try:
+        return int(client.info("server")["process_id"])
+    finally:
+        client.close()
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_to_run_also_stops_its_private_redis(tmp_path: Path, signum: signal.Signals) -> None:
+    """SIGTERM or SIGINT to `chainer run` shuts it down cleanly (exit 0) and stops the redis-server it started;
+    uvicorn's re-raised SIGTERM used to kill the process first and leave the server running under PID 1."""
+    (tmp_path / "rules.yaml").write_text((REPO / "rules.yaml").read_text())
+    port, redis_port = free_port(), free_port()
+    url = f"redis://127.0.0.1:{redis_port}/0"  # nothing answers there: run starts its private server
+    env = {**os.environ, "CHAINER_REDIS_URL": url, "CHAINER_HOOK_TOKEN": "tok", "CHAINER_ADMIN_TOKEN": "adm"}
+    redis_pid = None
+    try:
+        with chainer_process(["run", "--port", str(port)], tmp_path, env, [f"http://127.0.0.1:{port}/readyz"]) as run:
+            redis_pid = _redis_pid(url)
+            assert _running(redis_pid)
+            run.process.send_signal(signum)
+            run.process.wait(timeout=40)
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert f"private redis-server (AOF on, data under .chainer/), pid {redis_pid}" in run.stderr
+        assert f"chainer: stopped ({signum.name})" in run.stderr
+        assert not _running(redis_pid)
+        with pytest.raises(syncredis.ConnectionError):
+            _redis_pid(url)
+    finally:  # never leave the server behind, even when the test fails
+        if redis_pid is not None and _running(redis_pid):
+            if b"redis-server" in Path(f"/proc/{redis_pid}/cmdline").read_bytes():
+                os.kill(redis_pid, signal.SIGKILL)

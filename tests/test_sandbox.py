@@ -8,7 +8,7 @@ import dataclasses
 import json
 import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,13 @@ import uvicorn
 from chainer.downstream import Downstream
 from chainer.errors import PermanentDownstreamError, TransientDownstreamError
 from chainer.events import BuildEvent
-from chainer.sandbox import SandboxState, create_sandbox_app, serve_sandbox
+from chainer.explain import parse_any
+from chainer.rules import parse_rules
+from chainer.sandbox import SandboxState, create_sandbox_app, example_events, seed_sandbox, serve_sandbox
 from chainer.sandbox_state import CODESHIP_SCOPES, org_uuid
 from chainer.settings import Secret, Settings
+from chainer.webhooks import parse_codeship
+from tests import payloads
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared/reference/fixtures"
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z, 20 s into a clock minute
@@ -116,16 +120,33 @@ async def test_codeship_auth_two_factor_is_a_200_error(clock: Clock) -> None:
     }
 
 
-async def test_codeship_api_requires_a_live_bearer_token(client: httpx.AsyncClient, clock: Clock) -> None:
-    """No token, an unknown token, a token without ``Bearer`` and an expired token all get 401 ``errors``."""
+async def test_codeship_api_requires_a_live_access_token(client: httpx.AsyncClient, clock: Clock) -> None:
+    """No token, an unknown one (bare or bearer), one under another scheme and an expired one get 401 ``errors``.
+
+    The token is accepted as ``Bearer <token>`` (the prose, the Go client) and bare, as the API's code
+    examples send it (``--header 'authorization: eyJ0…'``, providers.md §3.1).
+    """
     headers, org = await login(client)
     token = headers["Authorization"].removeprefix("Bearer ")
-    for sent in ({}, {"Authorization": "Bearer nope"}, {"Authorization": token}):
+    for sent in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "nope"}, {"Authorization": f"Basic {token}"}):
         answer = await client.get(f"{org}/projects", headers=sent)
         assert (answer.status_code, answer.json()) == (401, {"errors": ["Unauthorized"]})
-    assert (await client.get(f"{org}/projects", headers=headers)).status_code == 200
+    for scheme in ("Bearer ", "bearer ", ""):
+        assert (await client.get(f"{org}/projects", headers={"Authorization": scheme + token})).status_code == 200
     clock.now += 3600
     assert (await client.get(f"{org}/projects", headers=headers)).status_code == 401
+    assert (await client.get(f"{org}/projects", headers={"Authorization": token})).status_code == 401
+
+
+async def test_codeship_bare_token_works_on_every_v2_call(client: httpx.AsyncClient, state: SandboxState) -> None:
+    """With the bare ``Authorization: <token>`` of the API examples, reads and writes work as with ``Bearer``."""
+    bearer, project = await project_path(client, "acme/web")
+    bare = {"Authorization": bearer["Authorization"].removeprefix("Bearer "), "Accept": "application/json"}
+    builds = (await client.get(f"{project}/builds", headers=bare)).json()["builds"]
+    restart = await client.post(f"{project}/builds/{builds[0]['uuid']}/restart", headers=bare)
+    created = await client.post(f"{project}/builds", headers=bare, json={"ref": "heads/main"})
+    assert (restart.status_code, created.status_code) == (202, 202)
+    assert [b.status for b in state.projects[0].builds] == ["initiated", "initiated"]
 
 
 async def test_codeship_unknown_org_project_and_build_are_404(client: httpx.AsyncClient) -> None:
@@ -530,6 +551,191 @@ async def test_circleci_v1_auth_forms(
     """v1.1 takes the token as ``?circle-token=``, Basic user or bearer, and answers 401 without it."""
     answer = await client.post("/api/v1.1/project/github/acme/api/tree/main", headers=headers, params=params)
     assert answer.status_code == status
+
+
+V11_CREDENTIALS: dict[str, Callable[[str], dict[str, Any]]] = {
+    "query": lambda token: {"params": {"circle-token": token}},
+    "basic-token-as-user": lambda token: {"auth": (token, "")},  # curl -u <token>:
+    "circle-token-header": lambda token: {"headers": {"Circle-Token": token}},
+}
+
+
+@pytest.mark.parametrize("form", V11_CREDENTIALS.values(), ids=V11_CREDENTIALS.keys())
+async def test_circleci_v1_takes_each_documented_credential_on_trigger_and_retry(
+    client: httpx.AsyncClient, form: Callable[[str], dict[str, Any]]
+) -> None:
+    """``?circle-token=``, Basic with the token as user name and no password and the ``Circle-Token`` header each
+    work on trigger and retry (providers.md §4.2, the v1.1 docs); the same form with a wrong token is 401."""
+    trigger = await client.post("/api/v1.1/project/github/acme/api/tree/main", **form("sandbox-token"))
+    retry = await client.post("/api/v1.1/project/github/acme/api/1/retry", **form("sandbox-token"))
+    assert (trigger.status_code, retry.status_code) == (200, 200)
+    assert (trigger.json()["build_num"], retry.json()["retry_of"]) == (1, 1)
+    refused = await client.post("/api/v1.1/project/github/acme/api/1/retry", **form("wrong-token"))
+    assert (refused.status_code, refused.json()) == (401, {"message": "You must log in first."})
+
+
+async def test_circleci_v1_branch_with_an_unencoded_slash_is_refused_over_http(state: SandboxState) -> None:
+    """Over a real socket, ``tree/feature/x`` is a path no v1.1 route has: 404 ``{"message"}`` and no job, as
+    on CircleCI, where ``:branch`` is one URL-encoded segment (providers.md §4.2). ``tree/feature%2Fx`` builds
+    ``feature/x``; an empty branch is 404 too."""
+    port = _free_port()
+    task = asyncio.create_task(serve_sandbox("127.0.0.1", port, state, handle_signals=False))
+    base = f"http://127.0.0.1:{port}/api/v1.1/project/github/acme/api/tree/"
+    try:
+        async with httpx.AsyncClient(headers={"Accept": "application/json"}, timeout=5) as http:
+            await _until_serving(http, f"http://127.0.0.1:{port}/_sandbox/requests", task)
+            token = {"circle-token": "sandbox-token"}
+            unencoded = await http.post(base + "feature/x", params=token, json={})
+            empty = await http.post(base, params=token, json={})
+            encoded = await http.post(base + "feature%2Fx", params=token, json={})
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert (unencoded.status_code, unencoded.json()) == (404, {"message": "Not Found"})
+    assert (empty.status_code, empty.json()) == (404, {"message": "Not Found"})
+    assert (encoded.status_code, encoded.json()["branch"], encoded.json()["build_num"]) == (200, "feature/x", 1)
+    assert [(j.branch, j.build_num) for j in state.jobs] == [("feature/x", 1)]
+    assert [r.path.rpartition("/tree/")[2] for r in state.requests] == ["feature/x", "", "feature%2Fx"]
+
+
+async def test_chainer_sends_a_rule_branch_with_a_slash_encoded_to_v1_trigger(clock: Clock) -> None:
+    """A rule's ``circleci.v1_trigger_build`` rendered from a real Codeship event on ``release/1.2`` goes out as
+    ``tree/release%2F1.2``, which the sandbox (refusing an unencoded ``/``) builds."""
+    ruleset = parse_rules(
+        "version: 1\nrules:\n  - name: package\n    when: {project: acme/lib}\n    then:\n"
+        "      - circleci.v1_trigger_build: {project: github/acme/packaging, branch: '{{ event.branch }}'}\n"
+    )
+    event = parse_codeship(json.dumps(payloads.codeship("success", branch="release/1.2")).encode())
+    assert isinstance(event, BuildEvent)
+    [action] = [a for d in ruleset.evaluate(event) for a in d.actions]
+    state = SandboxState(clock=clock)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_sandbox_app(state))) as http:
+        result = await Downstream(sandbox_settings(), http, clock=clock).execute(action.action, action.params, event)
+    assert (result.status, result.downstream_id) == (200, "1")
+    assert [r.path for r in state.requests] == ["/api/v1.1/project/github/acme/packaging/tree/release%2F1.2"]
+    assert state.jobs[0].branch == "release/1.2"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def _until_serving(http: httpx.AsyncClient, url: str, task: asyncio.Task[None]) -> None:
+    for _ in range(500):
+        assert not task.done(), "the sandbox stopped before it served"
+        try:
+            await http.get(url)
+            return
+        except httpx.ConnectError:
+            await asyncio.sleep(0.01)
+    pytest.fail("the sandbox never accepted a connection")
+
+
+# -- seeding from rules and example payloads -----------------------------------------------------
+
+SEED_RULES = """
+version: 1
+rules:
+  - name: any-provider
+    when: {project: [acme/api, "acme/web-*"]}
+    then:
+      - codeship.trigger_build: {project: acme/release, ref: heads/main}
+      - codeship.trigger_build: {project: "{{ event.project }}-docs", ref: heads/main}
+      - codeship.restart_build: {project: 0b5c2ad4-6a03-0135-d6ec-000000000000}
+  - name: circleci-only
+    when: {provider: circleci, project: acme/cli}
+    then:
+      - circleci.trigger_pipeline: {project: gh/acme/packaging}
+"""
+
+
+def _event(provider: str, body: dict[str, Any]) -> BuildEvent:
+    parsed = parse_any(provider, {}, json.dumps(body).encode())
+    assert isinstance(parsed, BuildEvent)
+    return parsed
+
+
+async def test_seeding_keeps_the_payload_ids_and_makes_them_actionable(client: httpx.AsyncClient) -> None:
+    """An example's project, build, job and workflow are seeded with the payload's ids, and the API can act on them:
+    v1 restarts the build by its webhook id, v1.1 retries the job by its number, v2 reruns the workflow."""
+    state = SandboxState(clock=Clock())
+    codeship = _event("codeship", payloads.codeship("error", project="acme/lib", project_id=2345, build_id=4712))
+    legacy = {"payload": {"build_num": 318, "username": "acme", "reponame": "e2e", "vcs_type": "github",
+                          "branch": "main", "vcs_revision": SHA, "status": "failed",
+                          "workflows": {"workflow_id": "0c9c8b2e-8f0a-4d2f-9e57-6b3a3f1f2d10"}}}  # fmt: skip
+    outbound = payloads.circleci_workflow("failed", workflow_id="fda08377-fe7e-46b1-8992-3a7aaecac9c3")
+    problems = seed_sandbox(state, parse_rules(SEED_RULES), [codeship, _event("circleci", legacy),
+                                                              _event("circleci", outbound)])  # fmt: skip
+    assert problems == []
+    assert [(p.name, p.id) for p in state.projects] == [("acme/lib", 2345), ("acme/api", 2346), ("acme/release", 2347)]
+    [build] = state.projects[0].builds
+    assert (build.id, build.branch, build.commit_sha, build.status) == (4712, "main", payloads.COMMIT, "failed")
+    assert [(j.vcs, j.org, j.repo, j.build_num, j.status) for j in state.jobs] == [
+        ("github", "acme", "e2e", 318, "failed")
+    ]
+    legacy_pipeline = state.workflows["0c9c8b2e-8f0a-4d2f-9e57-6b3a3f1f2d10"]
+    pipeline = state.workflows["fda08377-fe7e-46b1-8992-3a7aaecac9c3"]
+    assert (legacy_pipeline.slug, legacy_pipeline.revision) == ("github/acme/e2e", SHA)
+    assert (pipeline.id, pipeline.number, pipeline.slug) == (
+        "1285fe1d-d3a6-44fc-8886-8979558254c4",
+        42,
+        "github/acme/lib",
+    )
+    app = create_sandbox_app(state)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s", headers=CIRCLE) as http:
+        restarted = await http.post("/api/v1/builds/4712/restart.json", params={"api_key": "sandbox-key"})
+        retried = await http.post("/api/v1.1/project/gh/acme/e2e/318/retry")
+        rerun = await http.post("/api/v2/workflow/fda08377-fe7e-46b1-8992-3a7aaecac9c3/rerun", json={})
+        pipelined = await http.post("/api/v2/project/github/acme/lib/pipeline", json={"branch": "main"})
+    assert (restarted.status_code, restarted.json()["id"]) == (200, 4713)
+    assert (retried.status_code, retried.json()["build_num"], retried.json()["retry_of"]) == (200, 319, 318)
+    assert retried.json()["previous"] == {"build_num": 318, "status": "failed"}
+    assert rerun.status_code == 202 and pipeline.workflow_ids[1] == rerun.json()["workflow_id"]
+    assert pipelined.json()["number"] == 43  # after the seeded pipeline 42 of that project
+
+
+def test_seeding_reports_a_clash_and_seeds_the_rest() -> None:
+    """Two examples giving one numeric project id to two projects: the second is reported, not seeded, and the rest
+    is; seeding the same example twice changes nothing."""
+    state = SandboxState()
+    web = _event("codeship", payloads.codeship("success", project="acme/web", project_id=1234, build_id=4711))
+    lib = _event("codeship", payloads.codeship("error", project="acme/lib", project_id=1234, build_id=4712))
+    job = _event("circleci", {"payload": {"build_num": 7, "username": "acme", "reponame": "e2e", "status": "failed"}})
+    problems = seed_sandbox(state, parse_rules(SEED_RULES), [web, lib, job, web])
+    assert len(problems) == 1 and "acme/lib" in problems[0] and "1234" in problems[0]
+    assert [(p.name, p.id, [b.id for b in p.builds]) for p in state.projects] == [
+        ("acme/web", 1234, [4711]), ("acme/api", 1235, []), ("acme/release", 1236, []),
+    ]  # fmt: skip
+    assert [(j.repo, j.build_num, j.branch) for j in state.jobs] == [("e2e", 7, "main")]
+
+
+def test_example_events_reads_every_json_body_and_names_the_bad_ones(tmp_path: Path) -> None:
+    """``example_events`` parses Codeship, CircleCI legacy and outbound bodies as deliveries, skips a ping, and names
+    each file it cannot read as a delivery."""
+    bodies: dict[str, Any] = {
+        "a-codeship.json": payloads.codeship("success"),
+        "b-legacy.json": {"payload": {"build_num": 7, "username": "acme", "reponame": "e2e", "status": "failed"}},
+        "c-outbound.json": payloads.circleci_workflow("failed"),
+        "d-ping.json": payloads.circleci_ping(),
+        "e-broken.json": "[1, 2",
+        "f-no-status.json": {"build": {"project_name": "acme/web", "build_id": 1, "project_id": 1}},
+        "notes.txt": "not a payload",
+    }
+    for name, body in bodies.items():
+        (tmp_path / name).write_text(body if isinstance(body, str) else json.dumps(body))
+    events, problems = example_events(tmp_path)
+    assert [(e.provider, e.kind, e.project) for e in events] == [
+        ("codeship", "build", "acme/lib"), ("circleci", "job", "acme/e2e"), ("circleci", "workflow", "acme/lib"),
+    ]  # fmt: skip
+    assert [p.split(": ", 1)[0] for p in problems] == [
+        str(tmp_path / "e-broken.json"),
+        str(tmp_path / "f-no-status.json"),
+    ]
+    assert "build.status" in problems[1]
 
 
 # -- scripted faults -----------------------------------------------------------------------------
