@@ -348,6 +348,23 @@ async def circleci_v1_trigger_build(call: Call) -> Response:
     return _circle_answer(call.request, 200, job.summary())
 
 
+async def circleci_v1_trigger_project(call: Call) -> Response:
+    """``POST /api/v1.1/project/{vcs}/{org}/{repo}`` with ``{"tag": …}``: 200, a ``not_running`` job of the tag.
+
+    The v1.1 reference's project trigger; ``tag`` cannot go with ``revision`` there. Only the tag form is
+    emulated (chainer builds branches through ``tree/{branch}``), so a body without a tag is a 400.
+    """
+    vcs, org, repo = _v11_project(call)
+    body = call.json_object()
+    tag, build_parameters = body.get("tag"), body.get("build_parameters")
+    _refuse(not isinstance(tag, str) or not tag, 400, "tag must be a non-empty string")
+    _refuse(body.get("revision") is not None, 400, "revision cannot be used with tag")
+    if not isinstance(build_parameters, dict | None):
+        raise HTTPException(400, "build_parameters must be an object")
+    job = call.state.trigger_tag_job(vcs, org, repo, str(tag), build_parameters)
+    return _circle_answer(call.request, 200, job.summary())
+
+
 async def circleci_v1_retry_build(call: Call) -> Response:
     """``POST /api/v1.1/project/{vcs}/{org}/{repo}/{build_num}/retry``: 200, a queued summary with ``retry_of``."""
     vcs, org, repo = _v11_project(call)
@@ -377,6 +394,7 @@ ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
     ("GET", _PIPELINES, "circleci.list_pipelines", circleci_list_pipelines),
     ("GET", "/api/v2/pipeline/{id}", "circleci.get_pipeline", circleci_get_pipeline),
     ("POST", "/api/v2/workflow/{id}/rerun", "circleci.rerun_workflow", circleci_rerun_workflow),
+    ("POST", _V11, "circleci.v1_trigger_build", circleci_v1_trigger_project),
     ("POST", _V11 + "/tree/{branch:path}", "circleci.v1_trigger_build", circleci_v1_trigger_build),
     ("POST", _V11 + "/{build_num}/retry", "circleci.v1_retry_build", circleci_v1_retry_build),
 )

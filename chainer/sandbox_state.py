@@ -223,6 +223,7 @@ class CircleJob:
     build_num: int = 0
     previous: dict[str, Any] | None = None
     queued_at: float = 0.0
+    tag: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """The job summary v1.1 answers to trigger and retry calls."""
@@ -233,7 +234,7 @@ class CircleJob:
             "reponame": self.repo, "branch": self.branch, "vcs_revision": self.revision,
             "build_parameters": self.build_parameters, "why": self.why, "dont_build": None,
             "lifecycle": self.status, "outcome": None, "status": self.status, "retry_of": self.retry_of,
-            "previous": self.previous, "queued_at": iso(self.queued_at, zulu=True),
+            "previous": self.previous, "queued_at": iso(self.queued_at, zulu=True), "vcs_tag": self.tag,
         }  # fmt: skip
 
 
@@ -532,6 +533,14 @@ class SandboxState:
         """What v1.1 ``tree/{branch}`` does: a new job, ``not_running`` yet."""
         sha = revision or fake_sha(vcs, org, repo, branch)
         return self._add_job(CircleJob(vcs, org, repo, branch, sha, build_parameters, "not_running", "api"))
+
+    def trigger_tag_job(
+        self, vcs: str, org: str, repo: str, tag: str, build_parameters: dict[str, Any] | None
+    ) -> CircleJob:
+        """What v1.1 ``POST /project/{vcs}/{org}/{repo}`` with ``{"tag": …}`` does: a new job of that tag."""
+        sha = fake_sha(vcs, org, repo, "tags", tag)
+        job = CircleJob(vcs, org, repo, "", sha, build_parameters, "not_running", "api", tag=tag)
+        return self._add_job(job)
 
     def add_circleci_job(
         self, project: str, build_num: int, *, branch: str, revision: str | None = None, status: str = "failed"

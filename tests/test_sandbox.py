@@ -617,6 +617,42 @@ async def test_chainer_sends_a_rule_branch_with_a_slash_encoded_to_v1_trigger(cl
     assert state.jobs[0].branch == "release/1.2"
 
 
+async def test_chainer_builds_a_tag_through_the_v1_project_trigger(clock: Clock) -> None:
+    """A tag event's ``circleci.v1_trigger_build`` (no branch, no tag in the rule) defaults to the tag, goes out as
+    the v1.1 project trigger with ``{"tag": …}``, and the sandbox builds that tag."""
+    ruleset = parse_rules(
+        "version: 1\nrules:\n  - name: package\n    when: {project: acme/lib}\n    then:\n"
+        "      - circleci.v1_trigger_build: {project: github/acme/packaging}\n"
+    )
+    legacy = {"payload": {"username": "acme", "reponame": "lib", "vcs_type": "github", "build_num": 7,
+                          "status": "success", "vcs_tag": "v1.2.0", "vcs_revision": "a" * 40}}  # fmt: skip
+    event = parse_any("circleci", {}, json.dumps(legacy).encode())
+    assert isinstance(event, BuildEvent) and event.tag == "v1.2.0"
+    [action] = [a for d in ruleset.evaluate(event) for a in d.actions]
+    state = SandboxState(clock=clock)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_sandbox_app(state))) as http:
+        result = await Downstream(sandbox_settings(), http, clock=clock).execute(action.action, action.params, event)
+    assert (result.status, result.downstream_id) == (200, "1")
+    assert [(r.path, r.body) for r in state.requests] == [
+        ("/api/v1.1/project/github/acme/packaging", {"tag": "v1.2.0"})
+    ]
+    assert (state.jobs[0].tag, state.jobs[0].branch) == ("v1.2.0", "")
+
+
+async def test_sandbox_v1_project_trigger_refuses_what_the_api_refuses(clock: Clock) -> None:
+    """The v1.1 project trigger wants a tag and refuses ``revision`` with it."""
+    state = SandboxState(clock=clock)
+    settings = sandbox_settings()
+    token = settings.circleci_token.reveal() if settings.circleci_token else ""
+    url = "http://sandbox/api/v1.1/project/github/acme/packaging"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_sandbox_app(state))) as http:
+        headers = {"Circle-Token": token, "Accept": "application/json"}
+        assert (await http.post(url, json={"tag": "v1", "revision": "abc"}, headers=headers)).status_code == 400
+        assert (await http.post(url, json={"branch": "main"}, headers=headers)).status_code == 400
+        assert (await http.post(url, json={"tag": "v1"}, headers=headers)).status_code == 200
+    assert [j.tag for j in state.jobs] == ["v1"]
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
