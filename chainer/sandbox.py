@@ -645,6 +645,8 @@ def _seed_event(state: SandboxState, event: BuildEvent) -> None:
 
 
 def _seed_codeship(state: SandboxState, event: BuildEvent) -> None:
+    if event.project is None:  # Codeship always names its project; nothing to seed without one
+        return
     state.add_codeship_project(event.project, id=event.project_id if isinstance(event.project_id, int) else None)
     if event.build_id is None or not event.branch or not event.commit:
         return
