@@ -300,3 +300,25 @@ async def test_worker_started_before_redis_waits_for_it(
         assert process.wait(timeout=60) == 0, log_path.read_text()[-3000:]
     assert await private_client.zcard(WORKERS_KEY) == 0  # a clean shutdown removes the entry
     assert len(lines(log_path, "redis_lost")) == 1 and len(lines(log_path, "redis_restored")) == 1
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+async def test_worker_stops_cleanly_on_sigterm_while_redis_is_lost(
+    tmp_path: Path, private_redis: RedisServer, private_client: Redis
+) -> None:
+    """SIGTERM during an outage ends the worker with exit code 0 and no traceback; its entry then expires."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    env = {**os.environ, "CHAINER_REDIS_URL": private_redis.url, "CHAINER_RULES": str(tmp_path / "rules.yaml"),
+           "CHAINER_WORKER_REDIS_RETRIES": "1", "CHAINER_WORKER_RECONNECT_MAX_SECONDS": "0.2",
+           "CHAINER_WORKER_HEARTBEAT_SECONDS": "0.2"}  # fmt: skip
+    with worker_process(tmp_path, env) as (process, log_path):
+        await eventually(lambda: _equals(private_client.zcard(WORKERS_KEY), 1), "the worker's heartbeat")
+        private_redis.stop()
+        await eventually(lambda: bool(lines(log_path, "redis_lost")) or process.poll() is not None, "redis_lost")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log_path.read_text()[-3000:]
+    assert "Traceback" not in log_path.read_text()
+    private_redis.start()
+    async with asgi_client(Settings(), private_client) as client:
+        await eventually(lambda: _equals(ready_workers(client), 0), "the stopped worker's entry expiring")
