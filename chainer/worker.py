@@ -156,6 +156,15 @@ class ChainerWorker(Worker):
                 self._next_beat = now + self.heartbeat_s
         except REDIS_DOWN as exc:
             await self._ride_out(exc)
+        self._stop_if_asked()
+
+    def _stop_if_asked(self) -> None:
+        # arq stops the poll loop by cancelling its task, but Python 3.11's asyncio.wait_for (which
+        # redis-py awaits on every write) drops a cancellation that arrives as its inner future
+        # completes. The request is still counted on the task, so honour it here.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
 
     async def _ride_out(self, exc: BaseException) -> None:
         """Wait, probing with backoff, until Redis answers again; one log line when lost, one when back."""
@@ -168,6 +177,7 @@ class ChainerWorker(Worker):
             try:
                 await self.pool.ping()
             except REDIS_DOWN:
+                self._stop_if_asked()
                 delay = min(delay * 2, self.reconnect_max_s)
                 continue
             break
@@ -177,11 +187,15 @@ class ChainerWorker(Worker):
         log.info("redis_restored", extra={"worker": self.worker_id, "down_s": down_s})
 
     async def close(self) -> None:
-        """arq's close, except that a Redis outage cannot skip ``on_shutdown`` or raise out of it."""
+        """arq's close, except that it lets a stopping poll loop finish first, and that a Redis outage
+        can neither skip ``on_shutdown`` nor raise out of it."""
         if not self._handle_signals:
             self.handle_sig(signal.SIGUSR1)
         if not self._pool:
             return
+        main = self.main_task
+        if main is not None and main is not asyncio.current_task() and main.cancelling():
+            await asyncio.wait([main])  # asked to stop (above or by a signal): let it stop using the pool
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         if not self.redis_down:
             try:

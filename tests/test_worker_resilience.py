@@ -23,12 +23,14 @@ from typing import Any
 
 import httpx
 import pytest
+from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from chainer.app import create_app
-from chainer.connections import connect_arq
+from chainer.connections import connect, connect_arq
 from chainer.errors import ConfigError
 from chainer.heartbeat import WORKERS_KEY
+from chainer.jobs import job_deserializer, job_serializer
 from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import Store, action_key
@@ -322,3 +324,36 @@ async def test_worker_stops_cleanly_on_sigterm_while_redis_is_lost(
     private_redis.start()
     async with asgi_client(Settings(), private_client) as client:
         await eventually(lambda: _equals(ready_workers(client), 0), "the stopped worker's entry expiring")
+
+
+class CancelSwallowingPool(ArqRedis):
+    """An arq pool whose queue read swallows a cancellation once, as Python 3.11's asyncio.wait_for
+    can inside redis-py when the cancellation arrives just as a socket write completes."""
+
+    reading = asyncio.Event()
+    swallowed = 0
+
+    async def zrangebyscore(self, *args: Any, **kwargs: Any) -> Any:
+        if not type(self).swallowed:
+            type(self).reading.set()
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                type(self).swallowed += 1
+        return await super().zrangebyscore(*args, **kwargs)
+
+
+async def test_worker_stops_even_when_its_cancellation_is_swallowed(redis_url: str) -> None:
+    """close() stops the poll loop although a library swallowed the cancellation sent to it."""
+    CancelSwallowingPool.reading, CancelSwallowingPool.swallowed = asyncio.Event(), 0
+    pool = connect(redis_url, cls=CancelSwallowingPool)
+    pool.job_serializer, pool.job_deserializer = job_serializer, job_deserializer
+    worker = create_worker(
+        Settings(), handle_signals=False, poll_delay=0.01, redis_pool=pool, ctx={"ruleset": parse_rules(RULES)}
+    )
+    running = asyncio.create_task(worker.async_run())
+    await asyncio.wait_for(CancelSwallowingPool.reading.wait(), timeout=20)
+    await asyncio.wait_for(worker.close(), timeout=20)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(running, timeout=20)
+    assert CancelSwallowingPool.swallowed == 1 and running.done()
