@@ -22,7 +22,7 @@ from arq import Worker
 from arq.cron import cron
 from arq.worker import func
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chainer import heartbeat
@@ -46,11 +46,20 @@ POLICY = RetryPolicy()
 ARQ_MAX_TRIES = 1000
 CODESHIP_PER_MINUTE = 60
 CODESHIP_RATE_KEY = "chainer:rate:codeship"
-# What a lost Redis looks like from a client: refused or dropped connections (redis-py wraps most as
-# ConnectionError, but a refused connect can surface as OSError), timeouts, LOADING while it reads
-# its AOF after a restart (BusyLoadingError is a ConnectionError), and a primary turned replica.
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
+# Redis refusing work for a while, by the error code of its answer: a primary turned replica, too
+# few replicas for min-replicas-to-write, a failed background save, maxmemory with noeviction,
+# still loading its data, a replica without its primary.
+REDIS_REFUSALS = frozenset({"READONLY", "NOREPLICAS", "MISCONF", "OOM", "LOADING", "MASTERDOWN"})
 RECONNECT_FIRST_S = 0.5
+
+
+def redis_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means Redis cannot serve the worker right now (as opposed to a bug)."""
+    # Refused or dropped connections (a refused connect can surface as a bare OSError, arq-redis.md
+    # §1.7), timeouts, and LOADING (redis-py's BusyLoadingError is a ConnectionError).
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0] in REDIS_REFUSALS
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -121,12 +130,13 @@ class ChainerWorker(Worker):
     """arq's Worker that outlives Redis outages and tells the web it is alive.
 
     arq lets a Redis error out of its poll loop end the process (shared/reference/arq-redis.md §1.7).
-    Here a poll that finds Redis gone logs ``redis_lost`` once, then probes with exponential backoff
-    (capped at ``settings.worker_reconnect_max_seconds``) and logs ``redis_restored`` once when Redis
-    answers; polling, and so the queued jobs, resume from there. Running jobs are left alone (their
-    own Redis calls retry or fail as they would). The same wait covers a Redis that is not up yet
-    when the worker starts. Every ``settings.worker_heartbeat_seconds`` a successful poll renews
-    the worker's entry in ``chainer:workers``; a clean shutdown removes it.
+    Here a poll that finds Redis gone or refusing writes (``redis_unavailable``) logs ``redis_lost``
+    once, then probes with exponential backoff (capped at ``settings.worker_reconnect_max_seconds``)
+    and logs ``redis_restored`` once when Redis takes a write again; polling, and so the queued jobs,
+    resume from there. Running jobs are left alone (their own Redis calls retry or fail as they
+    would). The same wait covers a Redis that is not up yet when the worker starts. Every
+    ``settings.worker_heartbeat_seconds`` a successful poll renews the worker's entry in
+    ``chainer:workers``; a clean shutdown removes it.
     """
 
     def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
@@ -142,21 +152,29 @@ class ChainerWorker(Worker):
     async def main(self) -> None:
         if self._pool is not None:
             try:
-                await self.pool.ping()
-            except REDIS_DOWN as exc:
+                await self._beat()
+            except (RedisError, OSError) as exc:
+                if not redis_unavailable(exc):
+                    raise
                 await self._ride_out(exc)
         await super().main()
 
     async def _poll_iteration(self) -> None:
         try:
             await super()._poll_iteration()
-            now = time.monotonic()
-            if now >= self._next_beat:
-                await heartbeat.beat(self.pool, self.worker_id, self.heartbeat_ttl_ms)
-                self._next_beat = now + self.heartbeat_s
-        except REDIS_DOWN as exc:
+            if time.monotonic() >= self._next_beat:
+                await self._beat()
+        except (RedisError, OSError) as exc:
+            if not redis_unavailable(exc):
+                raise
             await self._ride_out(exc)
         self._stop_if_asked()
+
+    async def _beat(self) -> None:
+        # A write, so it also fails while Redis loads its data or has turned replica, not only when
+        # it is unreachable: a passing beat means jobs can be claimed again.
+        await heartbeat.beat(self.pool, self.worker_id, self.heartbeat_ttl_ms)
+        self._next_beat = time.monotonic() + self.heartbeat_s
 
     def _stop_if_asked(self) -> None:
         # arq stops the poll loop by cancelling its task, but Python 3.11's asyncio.wait_for (which
@@ -175,14 +193,15 @@ class ChainerWorker(Worker):
         while True:
             await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311 (jitter, not cryptography)
             try:
-                await self.pool.ping()
-            except REDIS_DOWN:
+                await self._beat()
+            except (RedisError, OSError) as exc:
+                if not redis_unavailable(exc):
+                    raise
                 self._stop_if_asked()
                 delay = min(delay * 2, self.reconnect_max_s)
                 continue
             break
         self.redis_down = False
-        self._next_beat = 0.0
         down_s = round(time.monotonic() - lost_at, 1)
         log.info("redis_restored", extra={"worker": self.worker_id, "down_s": down_s})
 

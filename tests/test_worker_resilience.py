@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import logging
 import os
 import shutil
 import signal
@@ -28,6 +29,7 @@ from redis.asyncio import Redis
 
 from chainer.app import create_app
 from chainer.connections import connect, connect_arq
+from chainer.downstream import Downstream
 from chainer.errors import ConfigError
 from chainer.heartbeat import WORKERS_KEY
 from chainer.jobs import job_deserializer, job_serializer
@@ -357,3 +359,57 @@ async def test_worker_stops_even_when_its_cancellation_is_swallowed(redis_url: s
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.wait_for(running, timeout=20)
     assert CancelSwallowingPool.swallowed == 1 and running.done()
+
+
+async def test_worker_rides_out_redis_refusing_writes_then_runs_the_job(
+    private_redis: RedisServer, private_client: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While Redis refuses writes (min-replicas-to-write) the worker waits with one lost line, then runs the job."""
+    caplog.set_level(logging.INFO, logger="chainer.worker")
+    calls: list[httpx.Request] = []
+
+    def circleci(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(201, json={"id": PIPELINE, "number": 1, "state": "created"})
+
+    settings = Settings(hook_token=Secret(HOOK), circleci_token=Secret(CIRCLE_TOKEN), circleci_url="https://cci.test",
+                        worker_reconnect_max_seconds=0.1, worker_heartbeat_seconds=0.05)  # fmt: skip
+    http = httpx.AsyncClient(transport=httpx.MockTransport(circleci))
+    worker = create_worker(
+        settings,
+        handle_signals=False,
+        poll_delay=0.01,
+        redis_pool=connect_arq(private_redis.url, retries=0),
+        ctx={"ruleset": parse_rules(RULES), "downstream": Downstream(settings, http)},
+    )
+    running = asyncio.create_task(worker.async_run())
+
+    def events(name: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage() == name]
+
+    try:
+        async with asgi_client(settings, private_client) as client:
+            await eventually(lambda: _equals(ready_workers(client), 1), "the worker's heartbeat")
+            await private_client.config_set("min-replicas-to-write", 1)
+            await eventually(lambda: bool(events("redis_lost")) or running.done(), "redis_lost")
+            assert not running.done()
+            body = json.dumps(payloads.codeship("success")).encode()
+            refused = await client.post(f"/hooks/codeship/{HOOK}", content=body,
+                                        headers={"content-type": "application/json"})  # fmt: skip
+            assert refused.status_code == 503  # the web cannot store it either
+            await private_client.config_set("min-replicas-to-write", 0)
+            await eventually(lambda: bool(events("redis_restored")), "redis_restored")
+            accepted = await client.post(f"/hooks/codeship/{HOOK}", content=body,
+                                         headers={"content-type": "application/json"})  # fmt: skip
+            assert accepted.status_code == 202
+            action = f"{accepted.json()['event_id']}:api-after-lib:0"
+            await eventually(lambda: _state_is(private_client, action, b"done"), "the action done")
+    finally:
+        await private_client.config_set("min-replicas-to-write", 0)
+        await worker.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await http.aclose()
+    assert len(calls) == 1
+    assert [r.levelno for r in events("redis_lost")] == [logging.WARNING]
+    assert [r.levelno for r in events("redis_restored")] == [logging.INFO]
