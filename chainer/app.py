@@ -17,13 +17,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chainer import dlq
+from chainer import dlq, heartbeat
 from chainer.accesslog import AccessLog, secret_values
 from chainer.connections import connect
 from chainer.errors import (
@@ -371,13 +372,39 @@ async def healthz(request: Request) -> Response:
     return _json(200, {"status": "ok"})
 
 
+MAX_READY_WORKERS = 10_000
+
+
 async def readyz(request: Request) -> Response:
-    """GET /readyz: Redis answers and rules are loaded."""
+    """GET /readyz: Redis answers and rules are loaded; ``workers`` counts the live workers.
+
+    ``?workers=N`` also requires at least N live workers (a probe for "jobs will run": ``?workers=1``);
+    without it the answer does not depend on workers (DESIGN §8). ``workers`` is null when Redis is
+    not reachable.
+    """
     state = _state(request)
+    wanted_raw = request.query_params.get("workers")
+    wanted = 0
+    if wanted_raw is not None:
+        if not (wanted_raw.isascii() and wanted_raw.isdigit()) or int(wanted_raw) > MAX_READY_WORKERS:
+            return _error(400, f"workers: must be a whole number from 0 to {MAX_READY_WORKERS}, got {wanted_raw!r}")
+        wanted = int(wanted_raw)
     problems = []
+    workers: int | None = None
     if state.store is None or not await state.store.ping():
         problems.append("redis is not reachable")
-    body: dict[str, Any] = {"status": "ready" if not problems else "not ready", "rules_version": state.ruleset.version}
+    else:
+        try:
+            workers = await heartbeat.live_workers(state.store.redis)
+        except (RedisError, OSError):
+            problems.append("redis is not reachable")
+    if workers is not None and workers < wanted:
+        problems.append(f"{workers} live worker(s), {wanted} required")
+    body: dict[str, Any] = {
+        "status": "ready" if not problems else "not ready",
+        "rules_version": state.ruleset.version,
+        "workers": workers,
+    }
     if problems:
         body["problems"] = problems
     return _json(200 if not problems else 503, body)

@@ -17,6 +17,11 @@ shared/reference/arq-redis.md §4.4 calls 500/502/504 ambiguous; DESIGN §6 ("42
 the contract and wins, so every 5xx is Transient. A timeout on a GET lookup or on Codeship's auth
 call is Transient too: those requests change nothing, so repeating them is always safe.
 
+The same flag tells the job when the action starts to matter: ``execute(..., before_effect=hook)``
+awaits ``hook()`` right before every request that is not ``safe`` (after the outbound throttle), so
+the job marks its ledger ``calling`` only then, never during the look-ups that precede it. Every
+request a provider module sends that changes nothing must therefore pass ``safe=True``.
+
 Secrets (tokens, passwords, API keys, the current Codeship access token) are scrubbed from every
 message, error body and request record; query parameters that carry them are shown as ``***``.
 """
@@ -28,6 +33,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -145,6 +151,11 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
 # retry_after) when a shared outbound limit says to wait. Nothing has been sent at that point.
 Throttle = Callable[[str], Awaitable[None]]
 
+# Awaited right before a request that can take effect (see the module docstring). Whatever it
+# raises propagates unclassified and the request is not sent.
+BeforeEffect = Callable[[], Awaitable[None]]
+_before_effect: ContextVar[BeforeEffect | None] = ContextVar("chainer_before_effect", default=None)
+
 
 class Api:
     """One provider API as seen from chainer: sends requests and classifies every outcome.
@@ -196,6 +207,10 @@ class Api:
             raise PermanentDownstreamError(message) from None
         if self._throttle is not None:
             await self._throttle(self.label)
+        if not safe:
+            before_effect = _before_effect.get()
+            if before_effect is not None:
+                await before_effect()
         try:
             response = await self._http.request(method, target, json=json, headers=headers, auth=auth)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -345,16 +360,29 @@ class Downstream:
         """The action names this object can execute."""
         return frozenset(self._handlers)
 
-    async def execute(self, action: str, params: Mapping[str, Any], event: BuildEvent) -> CallResult:
+    async def execute(
+        self,
+        action: str,
+        params: Mapping[str, Any],
+        event: BuildEvent,
+        *,
+        before_effect: BeforeEffect | None = None,
+    ) -> CallResult:
         """Run ``action`` with its rendered ``params`` for ``event``.
 
+        ``before_effect`` is awaited right before each request that can take effect (not before
+        look-ups or authentication); if it raises, that request is not sent and the error propagates.
         Raises TransientDownstreamError (retry later), AmbiguousDownstreamError (may have taken
         effect) or PermanentDownstreamError (bad arguments, missing credentials, refused by the API).
         """
         handler = self._handlers.get(action)
         if handler is None:
             raise PermanentDownstreamError(f"unknown action {action!r}")
-        return await handler(params, event)
+        token = _before_effect.set(before_effect)
+        try:
+            return await handler(params, event)
+        finally:
+            _before_effect.reset(token)
 
     async def check_codeship_auth(self) -> list[str]:
         """Authenticate with Codeship API v2 now; return warnings (e.g. a missing ``build.write`` scope).

@@ -2,8 +2,10 @@
 
 An accepted event's actions are written by the acceptance script as arq jobs named ``run_action``
 whose only argument is the action id; everything else (rendered parameters, state, attempts) lives
-in the action's ledger hash. The ledger makes the downstream call at most once per action: a job
-re-run after a crash finds the ledger in ``calling`` and does not call again (DESIGN §6).
+in the action's ledger hash. The ledger makes the downstream call at most once per action: it turns
+``calling`` right before the request that can take effect (look-ups and authentication happen while
+it is still ``pending``), and a job re-run after a crash that finds it in ``calling`` does not call
+again (DESIGN §6).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from arq.jobs import serialize_job
 from chainer import audit, lineage
 from chainer.errors import (
     AmbiguousDownstreamError,
+    ChainerError,
     DownstreamError,
     PermanentDownstreamError,
     StoreUnavailableError,
@@ -150,28 +153,60 @@ async def run_action(ctx: dict[str, Any], action: str) -> str:
         await locks.release(key, action)
 
 
+class ClaimLostError(ChainerError):
+    """Another run of the same action moved its ledger out of ``pending`` first; nothing was sent."""
+
+    def __init__(self, state: str) -> None:
+        super().__init__(f"the action is {state or 'missing'}, not pending")
+        self.state = state
+
+
 async def _attempt(
     ctx: dict[str, Any], store: Store, policy: RetryPolicy, ledger: Mapping[str, str], params: dict[str, Any]
 ) -> str:
     action, event_id = ledger["action_id"], ledger["event_id"]
     context = ledger_context(ledger)
     attempt = int(ledger.get("attempts") or 0) + 1
-    claimed = await store.transition(
+    started = await store.transition(
         Transition(
             action,
             event_id,
             from_states=("pending",),
-            set={"state": "calling", "updated_ms": str(now_ms())},
+            set={"updated_ms": str(now_ms())},
             incr={"attempts": 1},
             audit=[audit.attempt_started(context, attempt)],
         )
     )
-    if not claimed.ok:
-        return claimed.previous_state or "missing"
+    if not started.ok:
+        return started.previous_state or "missing"
+    # The ledger stays pending through the look-ups (auth, project and build lists): they change
+    # nothing, so an attempt interrupted there is simply run again. It says ``calling`` only once the
+    # request that can take effect is about to go out (DESIGN §6).
+    state = "pending"
+
+    async def before_effect() -> None:
+        nonlocal state
+        if state == "calling":  # a second effectful request of the same attempt (Codeship's 401 renewal)
+            return
+        claimed = await store.transition(
+            Transition(
+                action,
+                event_id,
+                from_states=("pending",),
+                set={"state": "calling", "updated_ms": str(now_ms())},
+            )
+        )
+        if not claimed.ok:
+            raise ClaimLostError(claimed.previous_state)
+        state = "calling"
+
     event_json = await store.get_event_field(event_id, "event")
     event = BuildEvent.from_dict(json.loads(event_json or "{}"))
     try:
-        result = await ctx["downstream"].execute(ledger["action"], params, event)
+        result = await ctx["downstream"].execute(ledger["action"], params, event, before_effect=before_effect)
+    except ClaimLostError as exc:
+        log.warning("action_state_conflict", extra={"action_id": action, "state": exc.state, "wanted": "calling"})
+        return exc.state or "missing"
     except ThrottledError as exc:
         # Nothing was sent: give the attempt back and wait for the limit, without counting a try.
         defer = policy.throttle_delay(exc.retry_after)
@@ -179,7 +214,7 @@ async def _attempt(
             Transition(
                 action,
                 event_id,
-                from_states=("calling",),
+                from_states=(state,),
                 set={"state": "pending", "updated_ms": str(now_ms())},
                 incr={"attempts": -1},
                 audit=[audit.retry_scheduled(context, attempt, defer, reason=exc.message)],
@@ -188,14 +223,14 @@ async def _attempt(
         raise Retry(defer=defer) from exc
     except TransientDownstreamError as exc:
         if attempt >= policy.max_tries:
-            await _die(store, context, "exhausted", exc.message, exc.status, attempt=attempt, exc=exc)
+            await _die(store, context, "exhausted", exc.message, exc.status, attempt=attempt, from_state=state, exc=exc)
             return "dead"
         defer = policy.delay(attempt, exc.retry_after)
         await store.transition(
             Transition(
                 action,
                 event_id,
-                from_states=("calling",),
+                from_states=(state,),
                 set={"state": "pending", "last_status": str(exc.status or ""), "last_error": exc.message[:512]},
                 audit=[
                     audit.attempt_failed(context, attempt, exc, "transient"),
@@ -205,16 +240,16 @@ async def _attempt(
         )
         raise Retry(defer=defer) from exc
     except AmbiguousDownstreamError as exc:
-        await _die(store, context, "ambiguous", exc.message, exc.status, attempt=attempt, exc=exc)
+        await _die(store, context, "ambiguous", exc.message, exc.status, attempt=attempt, from_state=state, exc=exc)
         return "dead"
     except PermanentDownstreamError as exc:
-        await _die(store, context, "permanent", exc.message, exc.status, attempt=attempt, exc=exc)
+        await _die(store, context, "permanent", exc.message, exc.status, attempt=attempt, from_state=state, exc=exc)
         return "dead"
     await store.transition(
         Transition(
             action,
             event_id,
-            from_states=("calling",),
+            from_states=(state,),
             set={
                 "state": "done",
                 "last_status": str(result.status),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,9 +96,18 @@ def _number(environ: Mapping[str, str], name: str, default: float, minimum: floa
         number = float(value)
     except ValueError:
         raise ConfigError(f"{name}: {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{name}: {value!r} is not a finite number")
     if number < minimum:
         raise ConfigError(f"{name}: {value!r} is below the minimum {minimum:g}")
     return number
+
+
+def _whole(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    number = float(_number(environ, name, default, minimum))
+    if not number.is_integer():
+        raise ConfigError(f"{name}: {_read(environ, name)!r} is not a whole number")
+    return int(number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +131,11 @@ class Settings:
     audit_retention_days: float = 30.0
     rules_poll_seconds: float = 1.0
     max_body_bytes: int = 1024 * 1024
+    # Workers: how often a Redis command is retried (backoff up to 2 s) before Redis counts as lost,
+    # the longest wait between reconnect probes while it is lost, and the liveness heartbeat period.
+    worker_redis_retries: int = 20
+    worker_reconnect_max_seconds: float = 10.0
+    worker_heartbeat_seconds: float = 5.0
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -155,6 +170,9 @@ class Settings:
             dry_run=_bool(environ, "CHAINER_DRY_RUN", False),
             audit_retention_days=_number(environ, "CHAINER_AUDIT_RETENTION_DAYS", 30.0, 0.001),
             rules_poll_seconds=_number(environ, "CHAINER_RULES_POLL_SECONDS", 1.0, 0.05),
+            worker_redis_retries=_whole(environ, "CHAINER_WORKER_REDIS_RETRIES", 20, 0),
+            worker_reconnect_max_seconds=_number(environ, "CHAINER_WORKER_RECONNECT_MAX_SECONDS", 10.0, 0.05),
+            worker_heartbeat_seconds=_number(environ, "CHAINER_WORKER_HEARTBEAT_SECONDS", 5.0, 0.05),
         )
 
     @property

@@ -1,8 +1,10 @@
 """The arq worker (DESIGN §1, §6): ``WorkerSettings`` plus the startup that builds shared clients.
 
-``chainer worker`` runs ``create_worker(settings)``; the arq CLI can also load ``WorkerSettings`` but
-then reads Redis from arq's defaults, so prefer the chainer command. Startup reads nothing at
-import time: settings are built in ``startup`` from the environment unless a caller put them in ctx.
+``chainer worker`` runs ``create_worker(settings)``, a ``ChainerWorker``: arq's worker plus riding out
+Redis outages and a liveness heartbeat (``chainer.heartbeat``). The arq CLI can also load
+``WorkerSettings`` but then reads Redis from arq's defaults and gets neither, so prefer the chainer
+command. Startup reads nothing at import time: settings are built in ``startup`` from the
+environment unless a caller put them in ctx.
 """
 
 from __future__ import annotations
@@ -11,12 +13,19 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
+import signal
+import time
 from typing import Any
 
 from arq import Worker
 from arq.cron import cron
 from arq.worker import func
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from chainer import heartbeat
 from chainer.connections import connect_arq
 from chainer.downstream import Downstream, default_http_client
 from chainer.errors import DownstreamError
@@ -37,6 +46,20 @@ POLICY = RetryPolicy()
 ARQ_MAX_TRIES = 1000
 CODESHIP_PER_MINUTE = 60
 CODESHIP_RATE_KEY = "chainer:rate:codeship"
+# Redis refusing work for a while, by the error code of its answer: a primary turned replica, too
+# few replicas for min-replicas-to-write, a failed background save, maxmemory with noeviction,
+# still loading its data, a replica without its primary.
+REDIS_REFUSALS = frozenset({"READONLY", "NOREPLICAS", "MISCONF", "OOM", "LOADING", "MASTERDOWN"})
+RECONNECT_FIRST_S = 0.5
+
+
+def redis_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means Redis cannot serve the worker right now (as opposed to a bug)."""
+    # Refused or dropped connections (a refused connect can surface as a bare OSError, arq-redis.md
+    # §1.7), timeouts, and LOADING (redis-py's BusyLoadingError is a ConnectionError).
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+        return True
+    return isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0] in REDIS_REFUSALS
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -103,8 +126,112 @@ class WorkerSettings:
     job_completion_wait = 25
 
 
-def create_worker(settings: Settings, *, burst: bool = False, handle_signals: bool = True, **overrides: Any) -> Worker:
-    """A ready arq Worker on ``settings.redis_url`` with chainer's job and hooks."""
+class ChainerWorker(Worker):
+    """arq's Worker that outlives Redis outages and tells the web it is alive.
+
+    arq lets a Redis error out of its poll loop end the process (shared/reference/arq-redis.md §1.7).
+    Here a poll that finds Redis gone or refusing writes (``redis_unavailable``) logs ``redis_lost``
+    once, then probes with exponential backoff (capped at ``settings.worker_reconnect_max_seconds``)
+    and logs ``redis_restored`` once when Redis takes a write again; polling, and so the queued jobs,
+    resume from there. Running jobs are left alone (their own Redis calls retry or fail as they
+    would). The same wait covers a Redis that is not up yet when the worker starts. Every
+    ``settings.worker_heartbeat_seconds`` a successful poll renews the worker's entry in
+    ``chainer:workers``; a clean shutdown removes it.
+    """
+
+    def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.worker_id = heartbeat.worker_id()
+        self.reconnect_max_s = settings.worker_reconnect_max_seconds
+        self.heartbeat_s = settings.worker_heartbeat_seconds
+        # Three periods (and never less than three polls), so one late beat does not look like a death.
+        self.heartbeat_ttl_ms = int(3000 * max(self.heartbeat_s, self.poll_delay_s))
+        self.redis_down = False
+        self._next_beat = 0.0
+
+    async def main(self) -> None:
+        if self._pool is not None:
+            try:
+                await self._beat()
+            except (RedisError, OSError) as exc:
+                if not redis_unavailable(exc):
+                    raise
+                await self._ride_out(exc)
+        await super().main()
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+            if time.monotonic() >= self._next_beat:
+                await self._beat()
+        except (RedisError, OSError) as exc:
+            if not redis_unavailable(exc):
+                raise
+            await self._ride_out(exc)
+        self._stop_if_asked()
+
+    async def _beat(self) -> None:
+        # A write, so it also fails while Redis loads its data or has turned replica, not only when
+        # it is unreachable: a passing beat means jobs can be claimed again.
+        await heartbeat.beat(self.pool, self.worker_id, self.heartbeat_ttl_ms)
+        self._next_beat = time.monotonic() + self.heartbeat_s
+
+    def _stop_if_asked(self) -> None:
+        # arq stops the poll loop by cancelling its task, but Python 3.11's asyncio.wait_for (which
+        # redis-py awaits on every write) drops a cancellation that arrives as its inner future
+        # completes. The request is still counted on the task, so honour it here.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+
+    async def _ride_out(self, exc: BaseException) -> None:
+        """Wait, probing with backoff, until Redis answers again; one log line when lost, one when back."""
+        self.redis_down = True
+        lost_at = time.monotonic()
+        log.warning("redis_lost", extra={"worker": self.worker_id, "error": f"{type(exc).__name__}: {exc}"[:300]})
+        delay = min(RECONNECT_FIRST_S, self.reconnect_max_s)
+        while True:
+            await asyncio.sleep(random.uniform(delay / 2, delay))  # noqa: S311 (jitter, not cryptography)
+            try:
+                await self._beat()
+            except (RedisError, OSError) as exc:
+                if not redis_unavailable(exc):
+                    raise
+                self._stop_if_asked()
+                delay = min(delay * 2, self.reconnect_max_s)
+                continue
+            break
+        self.redis_down = False
+        down_s = round(time.monotonic() - lost_at, 1)
+        log.info("redis_restored", extra={"worker": self.worker_id, "down_s": down_s})
+
+    async def close(self) -> None:
+        """arq's close, except that it lets a stopping poll loop finish first, and that a Redis outage
+        can neither skip ``on_shutdown`` nor raise out of it."""
+        if not self._handle_signals:
+            self.handle_sig(signal.SIGUSR1)
+        if not self._pool:
+            return
+        main = self.main_task
+        if main is not None and main is not asyncio.current_task() and main.cancelling():
+            await asyncio.wait([main])  # asked to stop (above or by a signal): let it stop using the pool
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        if not self.redis_down:
+            try:
+                await heartbeat.leave(self.pool, self.worker_id)
+                await self.pool.delete(self.health_check_key)
+            except (RedisError, OSError) as exc:  # the entry then expires on its own
+                log.warning("worker_not_deregistered", extra={"worker": self.worker_id, "error": str(exc)[:300]})
+        if self.on_shutdown:
+            await self.on_shutdown(self.ctx)
+        await self.pool.close(close_connection_pool=True)
+        self._pool = None
+
+
+def create_worker(
+    settings: Settings, *, burst: bool = False, handle_signals: bool = True, **overrides: Any
+) -> ChainerWorker:
+    """A ready ChainerWorker on ``settings.redis_url`` with chainer's jobs and hooks."""
     ctx = overrides.pop("ctx", {})
     ctx.setdefault("settings", settings)
     options: dict[str, Any] = {
@@ -125,5 +252,7 @@ def create_worker(settings: Settings, *, burst: bool = False, handle_signals: bo
         )
     }
     options.update(overrides)
-    pool = options.pop("redis_pool", None) or connect_arq(settings.redis_url)
-    return Worker(redis_pool=pool, burst=burst, handle_signals=handle_signals, ctx=ctx, **options)
+    pool = options.pop("redis_pool", None) or connect_arq(settings.redis_url, retries=settings.worker_redis_retries)
+    return ChainerWorker(
+        redis_pool=pool, burst=burst, handle_signals=handle_signals, ctx=ctx, settings=settings, **options
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -271,3 +273,183 @@ async def test_finished_actions_leave_the_open_set(world: World) -> None:
     world.provider.script = [reply(201, CREATED)]
     await run_action(world.ctx(), world.action)
     assert await world.redis.zscore("chainer:open", world.action) is None
+
+
+# -- when the ledger says "calling": only right before the request that can take effect ------------
+
+CODESHIP_RULES = """
+version: 1
+rules:
+  - name: retry-infra
+    when: {provider: codeship, status: error}
+    then:
+      - codeship.restart_build: {}
+"""
+CODESHIP_URL = "https://codeship.example"
+CODESHIP_SETTINGS = Settings(
+    hook_token=Secret("hook"), codeship_user="ci@acme.test", codeship_password=Secret("pw"), codeship_url=CODESHIP_URL
+)
+ORG_UUID = "0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+PROJECT_UUID = "11111111-2222-3333-4444-555555555555"
+BUILD_UUID = "66666666-7777-8888-9999-000000000000"
+STEPS = ("auth", "projects", "builds", "restart")
+
+
+class CodeshipApi:
+    """A scripted Codeship API v2 that records, for every request, the ledger state at the moment it arrived.
+
+    ``hang`` names a step that never answers (the job is cancelled there); ``fail`` one that answers 503;
+    ``steal`` one during which another run of the action claims its ledger.
+    """
+
+    def __init__(self, redis: Redis, action: str, *, hang: str | None = None, fail: str | None = None,
+                 steal: str | None = None) -> None:  # fmt: skip
+        self.redis, self.action, self.hang, self.fail, self.steal = redis, action, hang, fail, steal
+        self.seen: list[tuple[str, str]] = []
+        self.reached = asyncio.Event()
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        step = ("auth" if path.endswith("/auth") else "restart" if path.endswith("/restart")
+                else "builds" if path.endswith("/builds") else "projects")  # fmt: skip
+        state = await self.redis.hget(action_key(self.action), "state")
+        self.seen.append((step, (state or b"").decode()))
+        if step == self.hang:
+            self.reached.set()
+            await asyncio.Event().wait()  # never answers
+        if step == self.steal:
+            await self.redis.hset(action_key(self.action), "state", "calling")
+        if step == self.fail:
+            return httpx.Response(503, json={"errors": ["try later"]})
+        if step == "auth":
+            org = {"uuid": ORG_UUID, "name": "acme", "scopes": ["project.read", "build.read", "build.write"]}
+            return httpx.Response(200, json={"access_token": "tok", "expires_at": 4102444800, "organizations": [org]})
+        if step == "projects":
+            return httpx.Response(200, json={"projects": [{"uuid": PROJECT_UUID, "name": "acme/lib", "id": 1234}],
+                                             "total": 1})  # fmt: skip
+        if step == "builds":
+            build = {"uuid": BUILD_UUID, "commit_sha": payloads.COMMIT, "branch": "main",
+                     "queued_at": "2026-11-20T10:00:00Z"}  # fmt: skip
+            return httpx.Response(200, json={"builds": [build], "total": 1})
+        return httpx.Response(202)
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.MockTransport(self.handle))
+
+
+async def _accept_codeship_error(store: Store) -> str:
+    """Accept a Codeship infrastructure failure whose rule restarts the build; return the action id."""
+    intake = Intake(CODESHIP_SETTINGS, store, lambda: parse_rules(CODESHIP_RULES))
+    body = json.dumps(payloads.codeship("infrastructure_failure")).encode()
+    reply_ = await intake.receive("codeship", {"content-type": "application/json"}, body, "hook")
+    assert reply_.status_code == 202
+    return f"{reply_.body['event_id']}:retry-infra:0"
+
+
+async def _run_worker_until_cancelled(redis_url: str, api: CodeshipApi) -> None:
+    """Run a real worker until the job reaches ``api.hang``, then shut the worker down (cancelling the job)."""
+    http = api.client()
+    worker = create_worker(
+        CODESHIP_SETTINGS,
+        handle_signals=False,
+        poll_delay=0.01,
+        redis_pool=connect_arq(redis_url, retries=0),
+        ctx={"downstream": Downstream(CODESHIP_SETTINGS, http), "ruleset": parse_rules(CODESHIP_RULES)},
+    )
+    running = asyncio.create_task(worker.async_run())
+    try:
+        await asyncio.wait_for(api.reached.wait(), timeout=20)
+    finally:
+        await worker.close()  # cancels the running job: arq queues it again
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await http.aclose()
+
+
+async def _drain_with(redis_url: str, api: CodeshipApi) -> None:
+    http = api.client()
+    worker = create_worker(
+        CODESHIP_SETTINGS,
+        burst=True,
+        handle_signals=False,
+        poll_delay=0.01,
+        redis_pool=connect_arq(redis_url, retries=0),
+        ctx={"downstream": Downstream(CODESHIP_SETTINGS, http), "ruleset": parse_rules(CODESHIP_RULES)},
+    )
+    await asyncio.wait_for(worker.main(), timeout=30)
+    await worker.close()
+    await http.aclose()
+
+
+async def test_lookups_run_while_pending_and_only_the_restart_while_calling(redis: Redis) -> None:
+    """Auth, project and build look-ups see the ledger pending; only the restart request sees it calling."""
+    store = Store(redis)
+    action = await _accept_codeship_error(store)
+    api = CodeshipApi(redis, action)
+    async with api.client() as http:
+        assert await run_action({"store": store, "downstream": Downstream(CODESHIP_SETTINGS, http)}, action) == "done"
+    assert api.seen == [("auth", "pending"), ("projects", "pending"), ("builds", "pending"), ("restart", "calling")]
+
+
+@pytest.mark.parametrize("step", ["auth", "projects", "builds"])
+async def test_cancelled_lookup_leaves_the_action_pending_and_it_runs_again(redis: Redis, redis_url: str,
+                                                                            step: str) -> None:  # fmt: skip
+    """A worker shut down during a look-up leaves the action pending; the next worker restarts the build once."""
+    store = Store(redis)
+    action = await _accept_codeship_error(store)
+    first = CodeshipApi(redis, action, hang=step)
+    await _run_worker_until_cancelled(redis_url, first)
+    ledger = await redis.hgetall(action_key(action))
+    assert ledger[b"state"] == b"pending" and ledger[b"attempts"] == b"1"
+    assert "restart" not in [s for s, _ in first.seen]
+    second = CodeshipApi(redis, action)
+    await _drain_with(redis_url, second)
+    ledger = await redis.hgetall(action_key(action))
+    assert (ledger[b"state"], ledger[b"attempts"]) == (b"done", b"2")
+    assert [s for s, _ in second.seen].count("restart") == 1
+    assert await redis.zscore(DLQ_KEY, action) is None
+
+
+async def test_cancelled_restart_request_is_dead_lettered_as_ambiguous(redis: Redis, redis_url: str) -> None:
+    """A worker shut down while the restart request is out leaves it calling; the re-run dead-letters it."""
+    store = Store(redis)
+    action = await _accept_codeship_error(store)
+    first = CodeshipApi(redis, action, hang="restart")
+    await _run_worker_until_cancelled(redis_url, first)
+    assert (await redis.hget(action_key(action), "state")) == b"calling"
+    second = CodeshipApi(redis, action)
+    await _drain_with(redis_url, second)
+    ledger = await redis.hgetall(action_key(action))
+    assert (ledger[b"state"], ledger[b"dead_reason"]) == (b"dead", b"ambiguous")
+    assert second.seen == []  # nothing was sent again
+    assert [e["reason"] for e in await dlq.list_dead(store)] == ["ambiguous"]
+
+
+async def test_transient_lookup_failure_retries_from_pending(redis: Redis) -> None:
+    """A 503 on the build look-up counts an attempt, schedules a retry and leaves the action pending."""
+    store = Store(redis)
+    action = await _accept_codeship_error(store)
+    api = CodeshipApi(redis, action, fail="builds")
+    async with api.client() as http:
+        ctx = {"store": store, "downstream": Downstream(CODESHIP_SETTINGS, http),
+               "retry_policy": RetryPolicy(max_tries=3, base_s=10, cap_s=100)}  # fmt: skip
+        with pytest.raises(Retry):
+            await run_action(ctx, action)
+        ledger = await redis.hgetall(action_key(action))
+        assert (ledger[b"state"], ledger[b"attempts"], ledger[b"last_status"]) == (b"pending", b"1", b"503")
+        assert "restart" not in [s for s, _ in api.seen]
+        api.fail = None
+        assert await run_action(ctx, action) == "done"
+    assert (await redis.hget(action_key(action), "attempts")) == b"2"
+
+
+async def test_action_claimed_by_another_run_during_lookups_is_not_sent(redis: Redis) -> None:
+    """If another run claims the ledger while this one looks up the build, this one sends nothing."""
+    store = Store(redis)
+    action = await _accept_codeship_error(store)
+    api = CodeshipApi(redis, action, steal="builds")
+    async with api.client() as http:
+        ctx = {"store": store, "downstream": Downstream(CODESHIP_SETTINGS, http)}
+        assert await run_action(ctx, action) == "calling"
+    assert [s for s, _ in api.seen] == ["auth", "projects", "builds"]
+    assert (await redis.hget(action_key(action), "state")) == b"calling"
