@@ -16,7 +16,7 @@ from typing import Any
 
 from chainer import audit
 from chainer.events import BuildEvent
-from chainer.intake import budgets_for, queue_actions
+from chainer.plan import budgets_for, queue_actions
 from chainer.rules import RuleSet
 from chainer.store import ActionSlot, Store, now_ms
 

@@ -23,6 +23,7 @@ from chainer.jobs import run_action
 from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import QUEUE_KEY, Store
+from chainer.web.hooks import status_of
 from tests import payloads
 from tests.test_downstream import (
     API_KEY,
@@ -78,8 +79,8 @@ async def deliver(
     ruleset = parse_rules(rules)
     raw, headers, token = _as_delivered(provider, body)
     reply = await Intake(settings, store, lambda: ruleset).receive(provider, headers, raw, token)
-    assert reply.status_code == 202, reply.body
-    event_id = reply.body["event_id"]
+    assert status_of(reply) == 202, reply.body()
+    event_id = reply.body()["event_id"]
     action_ids = json.loads(await store.get_event_field(event_id, "actions") or "[]")
     states = []
     async with rec.client() as http:
@@ -87,7 +88,7 @@ async def deliver(
         for action_id in action_ids:
             states.append(await run_action(ctx, action_id))
     ledgers = [await store.get_action(a) for a in action_ids]
-    return Outcome(reply.status_code, reply.body, ledgers, states, await store.event_audit(event_id))
+    return Outcome(status_of(reply), reply.body(), ledgers, states, await store.event_audit(event_id))
 
 
 def _as_delivered(provider: str, body: dict[str, Any]) -> tuple[bytes, dict[str, str], str | None]:

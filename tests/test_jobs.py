@@ -22,6 +22,7 @@ from chainer.jobs import RetryPolicy, run_action
 from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import DLQ_KEY, QUEUE_KEY, Store, action_key
+from chainer.web.hooks import status_of
 from chainer.worker import create_worker
 from tests import payloads
 
@@ -98,8 +99,8 @@ async def world(redis: Redis) -> AsyncIterator[World]:
     intake = Intake(SETTINGS, store, lambda: parse_rules(RULES))
     body = json.dumps(payloads.codeship("success")).encode()
     reply_ = await intake.receive("codeship", {"content-type": "application/json"}, body, "hook")
-    assert reply_.status_code == 202
-    event_id = reply_.body["event_id"]
+    assert status_of(reply_) == 202
+    event_id = reply_.body()["event_id"]
     yield World(redis, store, provider, http, f"{event_id}:api-after-lib:0", event_id)
     await http.aclose()
 
@@ -342,8 +343,8 @@ async def _accept_codeship_error(store: Store) -> str:
     intake = Intake(CODESHIP_SETTINGS, store, lambda: parse_rules(CODESHIP_RULES))
     body = json.dumps(payloads.codeship("infrastructure_failure")).encode()
     reply_ = await intake.receive("codeship", {"content-type": "application/json"}, body, "hook")
-    assert reply_.status_code == 202
-    return f"{reply_.body['event_id']}:retry-infra:0"
+    assert status_of(reply_) == 202
+    return f"{reply_.body()['event_id']}:retry-infra:0"
 
 
 async def _run_worker_until_cancelled(redis_url: str, api: CodeshipApi) -> None:

@@ -20,6 +20,7 @@ from chainer.limits import InflightLocks, RateLimiter, inflight_key
 from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import Store
+from chainer.web.hooks import status_of
 from chainer.worker import create_worker
 from tests import payloads
 
@@ -78,7 +79,7 @@ async def _accept(store: Store, count: int, *, same_branch: bool) -> None:
         branch = "main" if same_branch else f"branch-{i}"
         body = json.dumps(payloads.codeship("success", build_id=1000 + i, branch=branch)).encode()
         reply = await intake.receive("codeship", {}, body, "hook")
-        assert reply.status_code == 202, reply.body
+        assert status_of(reply) == 202, reply.body()
 
 
 async def _drain(redis_url: str, store: Store, downstream: Downstream, policy: RetryPolicy) -> None:
