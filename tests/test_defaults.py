@@ -25,6 +25,7 @@ from chainer.settings import Secret, Settings
 from chainer.store import QUEUE_KEY, Store
 from chainer.web.hooks import status_of
 from tests import payloads
+from tests.helpers import job_ctx
 from tests.test_downstream import (
     API_KEY,
     BUILD,
@@ -84,7 +85,7 @@ async def deliver(
     action_ids = json.loads(await store.get_event_field(event_id, "actions") or "[]")
     states = []
     async with rec.client() as http:
-        ctx = {"store": store, "settings": settings, "downstream": Downstream(settings, http), "job_try": 1}
+        ctx = job_ctx(store, settings, Downstream(settings, http))
         for action_id in action_ids:
             states.append(await run_action(ctx, action_id))
     ledgers = [await store.get_action(a) for a in action_ids]

@@ -23,6 +23,7 @@ from chainer.settings import Secret, Settings
 from chainer.store import Store
 from chainer.worker import create_worker
 from tests import payloads
+from tests.helpers import job_ctx
 from tests.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -60,16 +61,13 @@ class Stack:
     async def drain(self) -> None:
         """Run a burst worker until the queue is empty."""
         http = httpx.AsyncClient(timeout=5)
-        ctx: dict[str, Any] = {
-            "downstream": Downstream(self.settings, http),
-            "retry_policy": RetryPolicy(max_tries=3, base_s=0.01, cap_s=0.05),
-        }
         worker = create_worker(
             self.settings,
             burst=True,
             handle_signals=False,
             poll_delay=0.01,
-            ctx=ctx,
+            downstream=Downstream(self.settings, http),
+            retry_policy=RetryPolicy(max_tries=3, base_s=0.01, cap_s=0.05),
             redis_pool=connect_arq(self.redis_url, retries=0),
         )
         await worker.main()
@@ -179,7 +177,7 @@ async def test_job_rerun_after_success_does_not_call_again(stack: Stack) -> None
 
     store = Store(stack.redis)
     http = httpx.AsyncClient()
-    ctx = {"store": store, "downstream": Downstream(stack.settings, http), "job_try": 2}
+    ctx = job_ctx(store, stack.settings, Downstream(stack.settings, http), job_try=2)
     state = await run_action(ctx, f"{accepted['event_id']}:api-after-lib:0")
     await http.aclose()
     assert state == "done" and len(stack.sandbox.requests) == before

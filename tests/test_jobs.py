@@ -25,6 +25,7 @@ from chainer.store import DLQ_KEY, QUEUE_KEY, Store, action_key
 from chainer.web.hooks import status_of
 from chainer.worker import create_worker
 from tests import payloads
+from tests.helpers import job_ctx
 
 pytestmark = pytest.mark.integration
 
@@ -72,16 +73,15 @@ class World:
     action: str = ""
     event_id: str = ""
 
-    def ctx(self, job_try: int = 1, **extra: Any) -> dict[str, Any]:
-        settings = extra.pop("settings", SETTINGS)
-        return {
-            "store": self.store,
-            "settings": settings,
-            "downstream": Downstream(settings, self.http),
-            "job_try": job_try,
-            "retry_policy": RetryPolicy(max_tries=3, base_s=10, cap_s=100),
+    def ctx(self, job_try: int = 1, settings: Settings = SETTINGS, **extra: Any) -> dict[str, Any]:
+        return job_ctx(
+            self.store,
+            settings,
+            Downstream(settings, self.http),
+            job_try=job_try,
+            retry_policy=RetryPolicy(max_tries=3, base_s=10, cap_s=100),
             **extra,
-        }
+        )
 
     async def ledger(self) -> dict[bytes, bytes]:
         result: dict[bytes, bytes] = await self.redis.hgetall(action_key(self.action))
@@ -216,7 +216,8 @@ async def test_worker_retries_transient_failures_until_success(world: World, red
         handle_signals=False,
         poll_delay=0.01,
         redis_pool=connect_arq(redis_url, retries=0),
-        ctx={"downstream": Downstream(SETTINGS, world.http), "retry_policy": policy},
+        downstream=Downstream(SETTINGS, world.http),
+        retry_policy=policy,
     )
     await worker.main()
     await worker.close()
@@ -355,7 +356,8 @@ async def _run_worker_until_cancelled(redis_url: str, api: CodeshipApi) -> None:
         handle_signals=False,
         poll_delay=0.01,
         redis_pool=connect_arq(redis_url, retries=0),
-        ctx={"downstream": Downstream(CODESHIP_SETTINGS, http), "ruleset": parse_rules(CODESHIP_RULES)},
+        downstream=Downstream(CODESHIP_SETTINGS, http),
+        ruleset=parse_rules(CODESHIP_RULES),
     )
     running = asyncio.create_task(worker.async_run())
     try:
@@ -375,7 +377,8 @@ async def _drain_with(redis_url: str, api: CodeshipApi) -> None:
         handle_signals=False,
         poll_delay=0.01,
         redis_pool=connect_arq(redis_url, retries=0),
-        ctx={"downstream": Downstream(CODESHIP_SETTINGS, http), "ruleset": parse_rules(CODESHIP_RULES)},
+        downstream=Downstream(CODESHIP_SETTINGS, http),
+        ruleset=parse_rules(CODESHIP_RULES),
     )
     await asyncio.wait_for(worker.main(), timeout=30)
     await worker.close()
@@ -388,7 +391,8 @@ async def test_lookups_run_while_pending_and_only_the_restart_while_calling(redi
     action = await _accept_codeship_error(store)
     api = CodeshipApi(redis, action)
     async with api.client() as http:
-        assert await run_action({"store": store, "downstream": Downstream(CODESHIP_SETTINGS, http)}, action) == "done"
+        ctx = job_ctx(store, CODESHIP_SETTINGS, Downstream(CODESHIP_SETTINGS, http))
+        assert await run_action(ctx, action) == "done"
     assert api.seen == [("auth", "pending"), ("projects", "pending"), ("builds", "pending"), ("restart", "calling")]
 
 
@@ -432,8 +436,8 @@ async def test_transient_lookup_failure_retries_from_pending(redis: Redis) -> No
     action = await _accept_codeship_error(store)
     api = CodeshipApi(redis, action, fail="builds")
     async with api.client() as http:
-        ctx = {"store": store, "downstream": Downstream(CODESHIP_SETTINGS, http),
-               "retry_policy": RetryPolicy(max_tries=3, base_s=10, cap_s=100)}  # fmt: skip
+        policy = RetryPolicy(max_tries=3, base_s=10, cap_s=100)
+        ctx = job_ctx(store, CODESHIP_SETTINGS, Downstream(CODESHIP_SETTINGS, http), retry_policy=policy)
         with pytest.raises(Retry):
             await run_action(ctx, action)
         ledger = await redis.hgetall(action_key(action))
@@ -450,7 +454,7 @@ async def test_action_claimed_by_another_run_during_lookups_is_not_sent(redis: R
     action = await _accept_codeship_error(store)
     api = CodeshipApi(redis, action, steal="builds")
     async with api.client() as http:
-        ctx = {"store": store, "downstream": Downstream(CODESHIP_SETTINGS, http)}
+        ctx = job_ctx(store, CODESHIP_SETTINGS, Downstream(CODESHIP_SETTINGS, http))
         assert await run_action(ctx, action) == "calling"
     assert [s for s, _ in api.seen] == ["auth", "projects", "builds"]
     assert (await redis.hget(action_key(action), "state")) == b"calling"

@@ -90,7 +90,8 @@ async def _drain(redis_url: str, store: Store, downstream: Downstream, policy: R
         poll_delay=0.01,
         max_jobs=20,
         redis_pool=connect_arq(redis_url, retries=0),
-        ctx={"downstream": downstream, "retry_policy": policy},
+        downstream=downstream,
+        retry_policy=policy,
     )
     try:
         await asyncio.wait_for(worker.main(), timeout=60)

@@ -24,6 +24,7 @@ from chainer.settings import Secret, Settings
 from chainer.store import Store
 from chainer.web.params import U64_MAX, Count, Cursor, Param, Text, Time, Values
 from tests import payloads
+from tests.helpers import job_ctx
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.integration
@@ -88,7 +89,7 @@ async def _world(redis: Redis, settings: Settings) -> World:
     action = f"{event_id}:api-after-lib:0"
     transport = httpx.MockTransport(lambda request: httpx.Response(400, json={"message": "no such project"}))
     async with httpx.AsyncClient(transport=transport) as http:
-        ctx = {"store": store, "settings": SETTINGS, "downstream": Downstream(SETTINGS, http), "job_try": 1}
+        ctx = job_ctx(store, SETTINGS, Downstream(SETTINGS, http))
         assert await run_action(ctx, action) == "dead"
     return World(redis, client, app, event_id, action)
 

@@ -158,7 +158,8 @@ async def test_done_action_shows_its_earlier_error_as_history(client: httpx.Asyn
             handle_signals=False,
             poll_delay=0.01,
             redis_pool=connect_arq(redis_url, retries=0),
-            ctx={"downstream": Downstream(SETTINGS, http), "retry_policy": RetryPolicy(base_s=0.02, cap_s=0.05)},
+            downstream=Downstream(SETTINGS, http),
+            retry_policy=RetryPolicy(base_s=0.02, cap_s=0.05),
         )
         try:
             await worker.main()

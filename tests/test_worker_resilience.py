@@ -92,7 +92,7 @@ async def test_readyz_counts_a_live_worker_and_drops_it_on_clean_shutdown(redis:
             handle_signals=False,
             poll_delay=0.01,
             redis_pool=connect_arq(redis_url, retries=0),
-            ctx={"ruleset": parse_rules(RULES)},
+            ruleset=parse_rules(RULES),
         )
         running = asyncio.create_task(worker.async_run())
         try:
@@ -351,7 +351,7 @@ async def test_worker_stops_even_when_its_cancellation_is_swallowed(redis_url: s
     pool = connect(redis_url, cls=CancelSwallowingPool)
     pool.job_serializer, pool.job_deserializer = job_serializer, job_deserializer
     worker = create_worker(
-        Settings(), handle_signals=False, poll_delay=0.01, redis_pool=pool, ctx={"ruleset": parse_rules(RULES)}
+        Settings(), handle_signals=False, poll_delay=0.01, redis_pool=pool, ruleset=parse_rules(RULES)
     )
     running = asyncio.create_task(worker.async_run())
     await asyncio.wait_for(CancelSwallowingPool.reading.wait(), timeout=20)
@@ -380,7 +380,8 @@ async def test_worker_rides_out_redis_refusing_writes_then_runs_the_job(
         handle_signals=False,
         poll_delay=0.01,
         redis_pool=connect_arq(private_redis.url, retries=0),
-        ctx={"ruleset": parse_rules(RULES), "downstream": Downstream(settings, http)},
+        ruleset=parse_rules(RULES),
+        downstream=Downstream(settings, http),
     )
     running = asyncio.create_task(worker.async_run())
 
