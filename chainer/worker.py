@@ -17,7 +17,6 @@ from arq import Worker
 from arq.cron import cron
 from arq.worker import func
 
-from chainer.connections import connect_arq
 from chainer.downstream import Downstream, default_http_client
 from chainer.errors import DownstreamError
 from chainer.fanin import fire_join
@@ -27,6 +26,7 @@ from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
 from chainer.store import Store
+from chainer.store.connections import connect_arq
 
 log = logging.getLogger("chainer.worker")
 
