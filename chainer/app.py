@@ -26,7 +26,6 @@ from starlette.routing import Route
 
 from chainer import dlq, heartbeat
 from chainer.accesslog import AccessLog, secret_values
-from chainer.connections import connect
 from chainer.errors import (
     PayloadTooLargeError,
     StoreUnavailableError,
@@ -40,6 +39,7 @@ from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
 from chainer.store import Store, current_error
+from chainer.store.connections import connect
 from chainer.webhooks import decode_json_object
 
 log = logging.getLogger("chainer.app")

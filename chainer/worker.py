@@ -26,7 +26,6 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chainer import heartbeat
-from chainer.connections import connect_arq
 from chainer.downstream import Downstream, default_http_client
 from chainer.errors import DownstreamError
 from chainer.fanin import fire_join
@@ -36,6 +35,7 @@ from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
 from chainer.store import Store
+from chainer.store.connections import connect_arq
 
 log = logging.getLogger("chainer.worker")
 
