@@ -17,7 +17,7 @@ from chainer.errors import RulesError, StoreUnavailableError
 from chainer.rules import RuleSet
 from chainer.store import Store
 
-log = logging.getLogger("chainer.reload")
+log = logging.getLogger(__name__)
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
