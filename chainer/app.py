@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 from collections.abc import AsyncIterator
 
@@ -20,11 +21,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chainer.accesslog import AccessLog, secret_values
-from chainer.connections import connect
+from chainer.actions import catalogue
 from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
 from chainer.store import Store
+from chainer.store.connections import connect
 from chainer.web import hooks, operator, probes
 from chainer.web.common import WebState, error
 
@@ -50,7 +52,8 @@ def create_app(
     """
     settings = settings or Settings.from_env(os.environ)
     watch = ruleset is None if watch_rules is None else watch_rules
-    state = WebState(settings, ruleset or load_rules(settings.rules_path), store)
+    load = functools.partial(load_rules, catalogue=catalogue())
+    state = WebState(settings, ruleset or load(settings.rules_path), store)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -60,7 +63,7 @@ def create_app(
             owned = connect(settings.redis_url)
             serving = Store(owned, retention_ms=settings.audit_retention_ms)
             state.use_store(serving)
-        watcher = RulesWatcher(settings.rules_path, state.rules, state.activate, serving)
+        watcher = RulesWatcher(settings.rules_path, state.rules, state.activate, serving, load=load)
         app.state.rules_watcher = watcher
         task = asyncio.create_task(watcher.watch(settings.rules_poll_seconds)) if watch else None
         try:

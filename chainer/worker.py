@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -32,7 +33,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chainer import heartbeat
-from chainer.connections import connect_arq
+from chainer.actions import catalogue
 from chainer.downstream import Downstream, default_http_client
 from chainer.errors import DownstreamError
 from chainer.fanin import fire_join
@@ -52,6 +53,7 @@ from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
 from chainer.store import Store
+from chainer.store.connections import connect_arq
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +114,9 @@ class ServicesBuilder:
         """The Services on ``redis`` (arq's pool): store, locks, rules (watched), provider clients."""
         settings = self.settings or Settings.from_env(os.environ)
         store = Store(redis, retention_ms=settings.audit_retention_ms)
-        rules = _ActiveRules(self.ruleset or load_rules(settings.rules_path))
-        watcher = RulesWatcher(settings.rules_path, rules, rules.activate, store)
+        load = functools.partial(load_rules, catalogue=catalogue())
+        rules = _ActiveRules(self.ruleset or load(settings.rules_path))
+        watcher = RulesWatcher(settings.rules_path, rules, rules.activate, store, load=load)
         rules_task = asyncio.create_task(watcher.watch(settings.rules_poll_seconds))
         http = None
         downstream = self.downstream

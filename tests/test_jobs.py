@@ -15,17 +15,16 @@ from arq import Retry
 from redis.asyncio import Redis
 
 from chainer import dlq
-from chainer.connections import connect_arq
 from chainer.downstream import Downstream
 from chainer.intake import Intake
 from chainer.jobs import RetryPolicy, run_action
-from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import DLQ_KEY, QUEUE_KEY, Store, action_key
+from chainer.store.connections import connect_arq
 from chainer.web.hooks import status_of
 from chainer.worker import create_worker
 from tests import payloads
-from tests.helpers import job_ctx
+from tests.helpers import job_ctx, parse_rules
 
 pytestmark = pytest.mark.integration
 

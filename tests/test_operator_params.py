@@ -19,12 +19,11 @@ from starlette.routing import Route
 from chainer.app import create_app
 from chainer.downstream import Downstream
 from chainer.jobs import run_action
-from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import Store
 from chainer.web.params import U64_MAX, Count, Cursor, Param, Text, Time, Values
 from tests import payloads
-from tests.helpers import job_ctx
+from tests.helpers import job_ctx, parse_rules
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.integration
