@@ -97,8 +97,12 @@ def test_run_starts_a_private_redis_and_chains_a_build(tmp_path: Path) -> None:
     """`chainer run` with no Redis answering starts one under ./.chainer/, accepts a webhook and shuts down."""
     (tmp_path / "rules.yaml").write_text((REPO / "rules.yaml").read_text())
     port, redis_port = free_port(), free_port()
-    env = {**os.environ, "CHAINER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "CHAINER_HOOK_TOKEN": "tok",
-           "CHAINER_ADMIN_TOKEN": "adm"}  # fmt: skip
+    env = {
+        **os.environ,
+        "CHAINER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "CHAINER_HOOK_TOKEN": "tok",
+        "CHAINER_ADMIN_TOKEN": "adm",
+    }
     base = f"http://127.0.0.1:{port}"
     with chainer_process(["run", "--port", str(port)], tmp_path, env, [f"{base}/readyz"]) as running:
         response = _post_codeship(base, payloads.codeship("infrastructure_failure"))

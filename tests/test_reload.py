@@ -185,8 +185,13 @@ def test_sighup_reloads_now(tmp_path: Path, redis_url: str, command: str) -> Non
     port = free_port()
     redis_port = free_port()
     url = redis_url if command == "web" else f"redis://127.0.0.1:{redis_port}/0"
-    env = {**os.environ, "CHAINER_REDIS_URL": url, "CHAINER_RULES": str(path), "CHAINER_ADMIN_TOKEN": "adm",
-           "CHAINER_RULES_POLL_SECONDS": "3600"}  # fmt: skip
+    env = {
+        **os.environ,
+        "CHAINER_REDIS_URL": url,
+        "CHAINER_RULES": str(path),
+        "CHAINER_ADMIN_TOKEN": "adm",
+        "CHAINER_RULES_POLL_SECONDS": "3600",
+    }
     base, auth = f"http://127.0.0.1:{port}", {"authorization": "Bearer adm"}
     try:
         with chainer_process([command, "--port", str(port)], tmp_path, env, [f"{base}/readyz"]) as running:

@@ -148,10 +148,13 @@ async def test_last_try_transient_failure_is_dead_exhausted(world: World) -> Non
 
 @pytest.mark.parametrize(
     ("answer", "reason"),
-    [(reply(404, {"message": "Project not found"}), "permanent"), (reply(401, {"message": "nope"}), "permanent"),
-     (timeout, "ambiguous")],
+    [
+        (reply(404, {"message": "Project not found"}), "permanent"),
+        (reply(401, {"message": "nope"}), "permanent"),
+        (timeout, "ambiguous"),
+    ],
     ids=["404", "401", "read-timeout"],
-)  # fmt: skip
+)
 async def test_permanent_and_ambiguous_failures_die_after_one_call(world: World, answer: Any, reason: str) -> None:
     """4xx and a timeout after sending make exactly one call and dead-letter the action with the reason."""
     world.provider.script = [answer]
@@ -165,8 +168,9 @@ async def test_permanent_and_ambiguous_failures_die_after_one_call(world: World,
 
 async def test_dry_run_sends_nothing_and_records_the_action(world: World) -> None:
     """With CHAINER_DRY_RUN the action is skipped, audited with its parameters, and no request is made."""
-    dry = Settings(**{**{f: getattr(SETTINGS, f) for f in ("hook_token", "circleci_token", "circleci_url")},
-                      "dry_run": True})  # fmt: skip
+    dry = Settings(
+        **{**{f: getattr(SETTINGS, f) for f in ("hook_token", "circleci_token", "circleci_url")}, "dry_run": True}
+    )
     assert await run_action(world.ctx(settings=dry), world.action) == "skipped"
     assert world.provider.requests == []
     skipped = [r for r in await world.store.event_audit(world.event_id) if r["type"] == "action.skipped"]
@@ -303,16 +307,24 @@ class CodeshipApi:
     ``steal`` one during which another run of the action claims its ledger.
     """
 
-    def __init__(self, redis: Redis, action: str, *, hang: str | None = None, fail: str | None = None,
-                 steal: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, redis: Redis, action: str, *, hang: str | None = None, fail: str | None = None, steal: str | None = None
+    ) -> None:
         self.redis, self.action, self.hang, self.fail, self.steal = redis, action, hang, fail, steal
         self.seen: list[tuple[str, str]] = []
         self.reached = asyncio.Event()
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
-        step = ("auth" if path.endswith("/auth") else "restart" if path.endswith("/restart")
-                else "builds" if path.endswith("/builds") else "projects")  # fmt: skip
+        step = (
+            "auth"
+            if path.endswith("/auth")
+            else "restart"
+            if path.endswith("/restart")
+            else "builds"
+            if path.endswith("/builds")
+            else "projects"
+        )
         state = await self.redis.hget(action_key(self.action), "state")
         self.seen.append((step, (state or b"").decode()))
         if step == self.hang:
@@ -326,11 +338,16 @@ class CodeshipApi:
             org = {"uuid": ORG_UUID, "name": "acme", "scopes": ["project.read", "build.read", "build.write"]}
             return httpx.Response(200, json={"access_token": "tok", "expires_at": 4102444800, "organizations": [org]})
         if step == "projects":
-            return httpx.Response(200, json={"projects": [{"uuid": PROJECT_UUID, "name": "acme/lib", "id": 1234}],
-                                             "total": 1})  # fmt: skip
+            return httpx.Response(
+                200, json={"projects": [{"uuid": PROJECT_UUID, "name": "acme/lib", "id": 1234}], "total": 1}
+            )
         if step == "builds":
-            build = {"uuid": BUILD_UUID, "commit_sha": payloads.COMMIT, "branch": "main",
-                     "queued_at": "2026-11-20T10:00:00Z"}  # fmt: skip
+            build = {
+                "uuid": BUILD_UUID,
+                "commit_sha": payloads.COMMIT,
+                "branch": "main",
+                "queued_at": "2026-11-20T10:00:00Z",
+            }
             return httpx.Response(200, json={"builds": [build], "total": 1})
         return httpx.Response(202)
 
@@ -396,8 +413,9 @@ async def test_lookups_run_while_pending_and_only_the_restart_while_calling(redi
 
 
 @pytest.mark.parametrize("step", ["auth", "projects", "builds"])
-async def test_cancelled_lookup_leaves_the_action_pending_and_it_runs_again(redis: Redis, redis_url: str,
-                                                                            step: str) -> None:  # fmt: skip
+async def test_cancelled_lookup_leaves_the_action_pending_and_it_runs_again(
+    redis: Redis, redis_url: str, step: str
+) -> None:
     """A worker shut down during a look-up leaves the action pending; the next worker restarts the build once."""
     store = Store(redis)
     action = await _accept_codeship_error(store)
