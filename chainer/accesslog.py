@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chainer.downstream import SECRET_QUERY_KEYS, Scrubber
 from chainer.settings import Settings
 
+# Not __name__: "chainer.access" is the access log's documented channel, which operators filter on.
 log = logging.getLogger("chainer.access")
 
 HOOKS_PREFIX = "/hooks/"
