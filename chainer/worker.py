@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from arq import Worker
 from arq.cron import CronJob, cron
 from arq.typing import StartupShutdown, WorkerCoroutine
@@ -122,14 +123,12 @@ class ServicesBuilder:
         downstream = self.downstream
         if downstream is None:
             http = default_http_client()
-            limiter = RateLimiter(redis, CODESHIP_RATE_KEY, limit=CODESHIP_PER_MINUTE, window_s=60, label="Codeship")
-            downstream = Downstream(settings, http, codeship_throttle=limiter)
-            if settings.codeship_user:
-                try:
-                    for warning in await downstream.check_codeship_auth():
-                        log.warning("codeship_auth_warning", extra={"warning": warning})
-                except DownstreamError as exc:  # report it, keep serving the other providers
-                    log.error("codeship_auth_failed", extra={"error": str(exc)})
+            try:
+                downstream = await _provider_clients(settings, http, redis)
+            except BaseException:  # no Services to shut down: release what was started here
+                rules_task.cancel()
+                await http.aclose()
+                raise
         return Services(
             settings=settings,
             store=store,
@@ -140,6 +139,19 @@ class ServicesBuilder:
             http=http,
             rules_task=rules_task,
         )
+
+
+async def _provider_clients(settings: Settings, http: httpx.AsyncClient, redis: Any) -> Downstream:
+    """The provider clients over ``http``, with their outbound limits shared through ``redis``, checked once."""
+    limiter = RateLimiter(redis, CODESHIP_RATE_KEY, limit=CODESHIP_PER_MINUTE, window_s=60, label="Codeship")
+    downstream = Downstream(settings, http, codeship_throttle=limiter)
+    if settings.codeship_user:
+        try:
+            for warning in await downstream.check_codeship_auth():
+                log.warning("codeship_auth_warning", extra={"warning": warning})
+        except DownstreamError as exc:  # report it, keep serving the other providers
+            log.error("codeship_auth_failed", extra={"error": str(exc)})
+    return downstream
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
