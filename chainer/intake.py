@@ -48,6 +48,10 @@ class Outcome:
     reason: str | None = None
     problem: WebhookError | None = None
 
+    def __post_init__(self) -> None:
+        if (self.kind == "rejected") != (self.problem is not None):
+            raise ValueError(f"a {self.kind} outcome {'needs' if self.kind == 'rejected' else 'has no'} problem")
+
     def body(self) -> dict[str, Any]:
         """The JSON answer, its keys in the order chainer has always sent them."""
         if self.kind == "accepted":
