@@ -3,8 +3,11 @@ Services every job reads are built at startup from the settings (or what the cal
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
+from arq.worker import create_worker as arq_create_worker
 from arq.worker import get_kwargs
 
 from chainer.downstream import Downstream
@@ -63,3 +66,28 @@ async def test_create_worker_uses_the_settings_class_and_keyword_overrides(redis
         await worker.close()
         assert shared.rules_task is not None and shared.rules_task.done()
         assert not http.is_closed
+
+
+async def test_arq_own_create_worker_builds_the_services_from_the_environment(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`arq chainer.worker.WorkerSettings` (arq's create_worker on the class): startup reads the settings and
+    rules from the environment and makes its own HTTP client, which shutdown closes."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    monkeypatch.setenv("CHAINER_RULES", str(rules))
+    monkeypatch.setenv("CHAINER_RULES_POLL_SECONDS", "3600")
+    worker = arq_create_worker(WorkerSettings, redis_pool=connect_arq(redis_url, retries=0), handle_signals=False)
+    worker.ctx["redis"] = worker.pool  # as arq's Worker.main does before on_startup
+    assert worker.on_startup is not None and worker.on_shutdown is not None
+    await worker.on_startup(worker.ctx)
+    shared = services(worker.ctx)
+    try:
+        assert shared.settings.rules_path == rules
+        assert [r.name for r in shared.rules().rules] == ["api-after-lib"]
+        assert shared.http is not None and not shared.http.is_closed
+    finally:
+        await worker.on_shutdown(worker.ctx)
+        await worker.pool.aclose()
+    assert shared.http.is_closed
+    assert shared.rules_task is not None and shared.rules_task.done()
