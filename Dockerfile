@@ -30,7 +30,7 @@ RUN python -m pip --python /opt/chainer/bin/python install --no-deps . \
 
 # --- final: the virtualenv, the example rules, an unprivileged user -----------------------------------
 FROM ${PYTHON_IMAGE}
-# PYTHONUNBUFFERED: log lines leave at once (the logs are JSON lines on stderr/stdout, read by the runtime).
+# PYTHONUNBUFFERED: each log line (key=value, on stderr) reaches the container runtime at once.
 # PYTHONDONTWRITEBYTECODE: nothing to write, so the root filesystem can be mounted read-only.
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -27,14 +27,16 @@ def redis_with(args: list[str], directory: Path) -> Iterator[syncredis.Redis]:
     # Options after the deployment's own override them: only where it listens and writes changes.
     command = [binary, *args, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
                "--daemonize", "no", "--logfile", str(directory / "redis.log")]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    output = (directory / "redis.out").open("wb")
+    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+    output.close()
     client = syncredis.Redis(port=port, socket_timeout=5, decode_responses=True)
     try:
         deadline = time.monotonic() + 10
         while True:
             if process.poll() is not None:
-                log = directory / "redis.log"
-                raise AssertionError(f"redis-server {args} exited: {log.read_text()[-2000:] if log.exists() else ''}")
+                said = [f.read_text()[-2000:] for f in (directory / "redis.out", directory / "redis.log") if f.exists()]
+                raise AssertionError(f"redis-server {args} exited: {' '.join(said)}")
             try:
                 client.ping()
                 break
