@@ -209,7 +209,7 @@ def _secret_keys_in_readme() -> dict[str, set[str]]:
 
 
 def test_secrets_are_files_from_the_documented_secrets_and_each_process_gets_only_its_own(tmp_path: Path) -> None:
-    """*_FILE paths lie in a mounted Secret whose keys deploy/README.md creates; web: inbound only; worker: providers."""
+    """*_FILE paths lie in a mounted Secret with keys deploy/README.md creates; web: inbound only; worker: providers."""
     documented = _secret_keys_in_readme()
     assert set(documented) == {"chainer-inbound", "chainer-providers"}
     used: dict[str, set[str]] = {}
@@ -233,7 +233,7 @@ def test_secrets_are_files_from_the_documented_secrets_and_each_process_gets_onl
 
 
 def test_redis_statefulset_persists_to_its_volume_with_a_config_redis_accepts(tmp_path: Path) -> None:
-    """CHAINER_REDIS_URL names the Redis Service; redis.conf, run by the real redis-server, is AOF always + noeviction."""
+    """CHAINER_REDIS_URL names the Redis Service; redis.conf, run by a real redis-server: AOF always, noeviction."""
     statefulset = resource("StatefulSet", "chainer-redis")
     service = resource("Service", statefulset["spec"]["serviceName"])
     assert service["spec"]["clusterIP"] == "None"
@@ -264,7 +264,7 @@ def test_redis_statefulset_persists_to_its_volume_with_a_config_redis_accepts(tm
 
 
 def test_network_policies_let_only_the_ingress_reach_web_and_only_chainer_reach_redis() -> None:
-    """Every pod is selected by an ingress policy: web from the ingress controller, Redis from chainer pods, workers none."""
+    """Each pod has an ingress policy: web from the ingress controller, Redis from chainer pods, workers none."""
     policies = [doc for _, doc in resources() if doc["kind"] == "NetworkPolicy"]
     pods = {w["metadata"]["name"]: w for w in _workloads()}
 
