@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from chainer.errors import StoreUnavailableError, ThrottledError
+from chainer.store import keys
 
 _WINDOW = """
 local t = redis.call('TIME')
@@ -83,7 +84,7 @@ def inflight_key(action: str, params: Mapping[str, Any]) -> str:
     provider = action.split(".", 1)[0]
     target = params.get("project") or params.get("workflow") or params.get("build") or "-"
     ref = params.get("branch") or params.get("ref") or params.get("tag") or "-"
-    return f"chainer:inflight:{provider}:{target}:{ref}"
+    return keys.inflight(provider, str(target), str(ref))
 
 
 class InflightLocks:
