@@ -4,6 +4,7 @@ constraints.txt pins every runtime dependency, and CHANGELOG.md follows Keep a C
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -86,6 +87,23 @@ def test_the_version_lives_in_chainer_init_and_chainer_version_prints_it() -> No
         env=chainer_env(),
     )
     assert result.returncode == 0 and result.stdout.strip() == f"chainer, version {chainer.__version__}"
+
+
+def test_chainer_version_reads_the_source_not_stale_install_metadata(tmp_path: Path) -> None:
+    """A changed __version__ shows in `chainer --version` at once, without reinstalling (an editable install's
+    metadata keeps the version of the last install)."""
+    shutil.copytree(REPO / "chainer", tmp_path / "chainer", ignore=shutil.ignore_patterns("__pycache__"))
+    init = tmp_path / "chainer" / "__init__.py"
+    init.write_text(init.read_text().replace(f'"{chainer.__version__}"', '"9.8.7"'))
+    result = subprocess.run(
+        [sys.executable, "-m", "chainer.cli", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=chainer_env(),
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "chainer, version 9.8.7", result.stdout + result.stderr
 
 
 def test_changelog_keeps_a_changelog() -> None:
