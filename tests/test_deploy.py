@@ -271,6 +271,10 @@ def test_compose_file_parses_and_uses_real_commands_and_variables(tmp_path: Path
         for variable in service.get("environment", {}):
             check_variable(variable, tmp_path, known)
     assert commands == {"web": "web", "worker": "worker", "sandbox": "sandbox"}
+    # Interpolated from the shell or .env: chainer's settings, or compose's own two (not named CHAINER_*).
+    for variable in re.findall(r"\$\{([A-Za-z0-9_]+)", COMPOSE.read_text()):
+        if variable not in ("IMAGE_TAG", "RULES_DIR"):
+            check_variable(variable, tmp_path, known)
     assert "profiles" not in services["web"] and "profiles" not in services["worker"]
     assert services["sandbox"]["profiles"] == ["sandbox"]
     assert "--appendonly" in services["redis"]["command"]

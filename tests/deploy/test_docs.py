@@ -11,9 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chainer.store import QUEUE_KEY
 from tests import payloads
 from tests.deploy.processes import chainer
-from tests.deploy.support import DEPLOY, REPO, chainer_env
+from tests.deploy.support import DEPLOY, REPO, chainer_env, check_variable, known_variables
 from tests.redis_server import free_port
 
 DOCS = REPO / "docs"
@@ -91,6 +92,15 @@ def test_readme_starts_with_the_two_commands_and_links_the_guides() -> None:
     for page in ("deploy/README.md", "docs/providers.md", "docs/rules-reference.md", "docs/operations.md"):
         assert f"]({page})" in readme, page
     assert (REPO / ".ci" / "run").read_text().strip().endswith("./scripts/test")
+
+
+def test_variables_and_redis_keys_named_in_the_guides_exist(tmp_path: Path) -> None:
+    """Every CHAINER_* variable the guides name is one chainer reads; the queue key in the alert table is arq's."""
+    known = known_variables()
+    for page in (DEPLOY / "README.md", *sorted(DOCS.glob("*.md"))):
+        for variable in set(re.findall(r"\bCHAINER_[A-Z0-9_]*[A-Z0-9]\b", page.read_text())):
+            check_variable(variable, tmp_path, known)
+    assert f"ZRANGEBYSCORE {QUEUE_KEY} " in (DEPLOY / "README.md").read_text()
 
 
 @pytest.mark.integration
