@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from chainer import runner
+from chainer import __version__, runner
 from chainer.errors import ConfigError, LocalRedisError, RulesError
 from chainer.logs import configure_logging
 from chainer.settings import Settings
@@ -63,7 +63,7 @@ def _server_options(f: F) -> F:
 
 
 @click.group()
-@click.version_option(package_name="chainer")
+@click.version_option(version=__version__, prog_name="chainer")
 def main() -> None:
     """chainer: when one CI build finishes, trigger, restart or rerun others."""
 
