@@ -959,6 +959,8 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {"machine": describe(ROOT), "config": _config_json(cfg), "phases": {}}
     _log(f"bench: {'quick ' if cfg.quick else ''}run, phases {', '.join(cfg.phases)}; raw results in {run_dir}")
     previous = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # Ctrl-C too, even when started in the background of a shell that set SIGINT to be ignored.
+    previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
     account = CpuAccount(bench.procs)
     interrupted = failed = False
     try:
@@ -975,7 +977,7 @@ def main(argv: list[str] | None = None) -> int:
             _save(results, run_dir)
     except KeyboardInterrupt as exc:
         interrupted = True
-        _log(f"bench: interrupted ({exc or 'SIGINT'}); stopping every process it started")
+        _log(f"bench: interrupted ({str(exc) or 'SIGINT'}); stopping every process it started")
     finally:
         bench.procs.stop_all()
         for s, handler in previous.items():
