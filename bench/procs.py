@@ -200,8 +200,8 @@ class CpuAccount:
     """CPU the whole machine spent during a span, and how much of it was not the bench's.
 
     The bench's own share is this process (threads and reaped children included) plus every process of
-    ``procs`` still running; what is left of the machine's busy time is other processes' (other users of a
-    shared machine, system daemons).
+    ``procs`` still running (with the children it reaped: adnanh/webhook's ``/bin/true``); what is left of the
+    machine's busy time is other processes' (other users of a shared machine, system daemons).
     """
 
     def __init__(self, procs: Processes) -> None:
@@ -214,7 +214,7 @@ class CpuAccount:
         total = cpu_seconds("self", children=True)
         for proc in self.procs.live():
             with contextlib.suppress(OSError, ValueError):
-                total += cpu_seconds(proc.pid)
+                total += cpu_seconds(proc.pid, children=True)
         return total
 
     def finish(self) -> dict[str, float]:

@@ -79,9 +79,10 @@ def header(results: Results) -> list[str]:
     lines = ["# Performance", ""]
     if cfg.get("quick"):
         lines += [
-            "> **Quick run** (`bench/run --quick`): short loads and small counts, on a machine other processes were "
-            "using at the same time (see *Other processes* below). These numbers show that the suite works and "
-            "roughly where chainer stands; the figures to judge by come from a full `bench/run` on a quiet machine.",
+            "> **Quick run** (`bench/run --quick`): short loads and small counts, on a busy machine (other processes "
+            f"used {num(cpu.get('others_pct_of_machine'))} % of it during the run). These numbers show that the suite "
+            "works and roughly where chainer stands; the figures to judge by come from a full `bench/run` on a quiet "
+            "machine.",
             "",
         ]
     dirty = " (with uncommitted changes)" if git.get("dirty") else ""
@@ -505,10 +506,10 @@ def e2e_chart(phase: Results, path: Path) -> bool:
     ax.set_xlabel("webhook → request at the provider (ms, log scale)")
     ax.set_ylabel("% of events")
     ax.set_ylim(0, 100)
-    ax.axvline(10, color="#2ca02c", linestyle=":", linewidth=1)
-    ax.axvline(25, color="#2ca02c", linestyle="--", linewidth=1)
-    ax.text(10, 2, " 10 ms", color="#2ca02c", fontsize=7)
-    ax.text(25, 8, " 25 ms", color="#2ca02c", fontsize=7)
+    ax.axvline(10, color="#555555", linestyle=":", linewidth=1)
+    ax.axvline(25, color="#555555", linestyle="--", linewidth=1)
+    ax.text(10, 2, " 10 ms", color="#555555", fontsize=7)
+    ax.text(25, 8, " 25 ms", color="#555555", fontsize=7)
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     ax.spines[["top", "right"]].set_visible(False)
