@@ -1,17 +1,21 @@
 """The action catalogue (DESIGN §5): every action a rule may name, its arguments and their defaults.
 
-Rules validate ``then`` entries against this table; the worker executes an action by name with the
-rendered arguments. An argument left out of a rule takes the triggering event's value where the
-table gives a default, so ``codeship.restart_build: {}`` restarts the build that sent the event.
+Rules validate ``then`` entries against this table, handed to them as data by ``catalogue()``; the
+worker executes an action by name with the rendered arguments. An argument left out of a rule takes
+the triggering event's value where the table gives a default, so ``codeship.restart_build: {}``
+restarts the build that sent the event. CircleCI's pipeline parameter limits are declared here once,
+on the ``parameters`` argument, for lint, rendering and the schema alike.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
-from chainer.events import BuildEvent
+from chainer.events import PROVIDERS, BuildEvent
+from chainer.providers.base import ActionSpec, Catalogue, EventFacts, Param
 
 # The pipeline parameter that carries an action's lineage when a rule sets ``pass_chain: true``.
 CHAIN_PARAMETER = "chainer_chain"
@@ -20,57 +24,6 @@ CHAIN_PARAMETER = "chainer_chain"
 CIRCLECI_MAX_PARAMETERS = 100
 CIRCLECI_MAX_PARAMETER_KEY = 128
 CIRCLECI_MAX_PARAMETER_VALUE = 512
-
-
-@dataclass(frozen=True, slots=True)
-class Param:
-    """One argument of an action.
-
-    ``types`` are the Python types a rendered value may have; ``default`` computes the value from
-    the triggering event when the rule leaves the argument out (returning None means "no value").
-    ``unless`` names arguments that switch the default off when the rule gives any of them: the event's
-    build is no default for ``codeship.v1_restart_build`` once the rule names a project, and the event's
-    tag none for a trigger whose rule names a branch. ``required`` arguments must end up with a value,
-    from the rule or from the default.
-    """
-
-    name: str
-    types: tuple[type, ...]
-    required: bool = False
-    default: Callable[[BuildEvent], Any] | None = None
-    doc: str = ""
-    unless: tuple[str, ...] = ()
-
-    def default_for(self, event: BuildEvent, written: Collection[str]) -> Any:
-        """The event's value for this argument when a rule that gives ``written`` leaves it out, else None."""
-        if self.default is None or self.name in written or any(name in written for name in self.unless):
-            return None
-        return self.default(event)
-
-
-@dataclass(frozen=True, slots=True)
-class ActionSpec:
-    """An action a rule can name in ``then``: its provider, arguments and mutually exclusive pairs."""
-
-    name: str
-    provider: str
-    params: tuple[Param, ...]
-    doc: str
-    exclusive: tuple[tuple[str, str], ...] = ()
-    # When set, the rendered arguments must fill at least one of these groups completely; otherwise
-    # the action is not sent and ``one_of_reason`` says why (in the audit log and in explain).
-    one_of: tuple[tuple[str, ...], ...] = ()
-    one_of_reason: str = ""
-
-    def param(self, name: str) -> Param | None:
-        for p in self.params:
-            if p.name == name:
-                return p
-        return None
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.params)
 
 
 def _branch_unless_tag(event: BuildEvent) -> str | None:
@@ -100,6 +53,50 @@ def _legacy_slug(event: BuildEvent) -> str | None:
     if len(parts) != 3 or vcs not in ("github", "bitbucket"):
         return None
     return f"{vcs}/{parts[1]}/{parts[2]}"
+
+
+def _pipeline_parameter_limits(value: Any) -> list[str]:
+    """CircleCI's limits on pipeline parameters (providers.md §5.4): entries, key length, text length."""
+    if not isinstance(value, Mapping):
+        return []
+    problems = []
+    if len(value) > CIRCLECI_MAX_PARAMETERS:
+        problems.append(f"parameters: {len(value)} entries, CircleCI allows {CIRCLECI_MAX_PARAMETERS}")
+    for key, item in value.items():
+        if len(str(key)) > CIRCLECI_MAX_PARAMETER_KEY:
+            problems.append(f"parameters: key {str(key)[:20]!r}… is over {CIRCLECI_MAX_PARAMETER_KEY} characters")
+        if isinstance(item, str) and len(item) > CIRCLECI_MAX_PARAMETER_VALUE:
+            problems.append(f"parameters.{key}: value is over {CIRCLECI_MAX_PARAMETER_VALUE} characters")
+    return problems
+
+
+def _pipeline_parameter_value(value: Any) -> str | None:
+    """Why ``value`` cannot be a CircleCI pipeline parameter (integers, strings and booleans only), or None."""
+    if isinstance(value, str | int | bool):
+        return None
+    kind = {float: f"a decimal number ({value!r})", dict: "a mapping", list: "a list", type(None): "empty (null)"}
+    shown = next((text for t, text in kind.items() if isinstance(value, t)), type(value).__name__)
+    return f"{shown} is not allowed: CircleCI pipeline parameters are integers, strings or booleans"
+
+
+# The same limits for editors, as JSON Schema keywords of the `parameters` argument.
+_PIPELINE_PARAMETERS_SCHEMA: Mapping[str, Any] = {
+    "maxProperties": CIRCLECI_MAX_PARAMETERS,
+    "propertyNames": {"maxLength": CIRCLECI_MAX_PARAMETER_KEY},
+    "additionalProperties": {
+        "type": ["string", "integer", "boolean"],
+        "maxLength": CIRCLECI_MAX_PARAMETER_VALUE,
+        "description": "CircleCI pipeline parameters are integers, strings or booleans",
+    },
+}
+
+
+def _chain_parameter(params: dict[str, Any], lineage: str) -> dict[str, Any]:
+    """The lineage travels with the pipeline as the parameter ``chainer_chain`` (its newest links that fit)."""
+    parameters = params.get("parameters") or {}
+    if not isinstance(parameters, Mapping):
+        return params
+    return {**params, "parameters": {**parameters, CHAIN_PARAMETER: lineage[-CIRCLECI_MAX_PARAMETER_VALUE:]}}
 
 
 # Why a CircleCI trigger without a branch or tag is not sent: an empty trigger body builds the default branch.
@@ -162,7 +159,16 @@ ACTIONS: Mapping[str, ActionSpec] = {
                 Param("project", _STR, True, _same_provider("circleci", lambda e: e.project_slug), "project slug"),
                 Param("branch", _STR, False, _branch_unless_tag, "branch to build", unless=("tag",)),
                 Param("tag", _STR, False, lambda e: e.tag, "tag to build (instead of a branch)", unless=("branch",)),
-                Param("parameters", _MAP, False, None, "pipeline parameters: integers, strings or booleans"),
+                Param(
+                    "parameters",
+                    _MAP,
+                    False,
+                    None,
+                    "pipeline parameters: integers, strings or booleans",
+                    check=_pipeline_parameter_limits,
+                    entries=_pipeline_parameter_value,
+                    schema=_PIPELINE_PARAMETERS_SCHEMA,
+                ),
                 Param(
                     "pass_chain",
                     _BOOL,
@@ -175,6 +181,7 @@ ACTIONS: Mapping[str, ActionSpec] = {
             exclusive=(("branch", "tag"),),
             one_of=(("branch",), ("tag",)),
             one_of_reason=_NO_REF,
+            carry_chain=_chain_parameter,
         ),
         ActionSpec(
             "circleci.rerun_workflow",
@@ -211,3 +218,52 @@ ACTIONS: Mapping[str, ActionSpec] = {
         ),
     )
 }
+
+
+def _probe(provider: str, kind: str) -> BuildEvent:
+    """A fully populated event of ``provider``, to learn whether an argument's default can apply."""
+    return BuildEvent(
+        provider=provider,
+        kind=kind,
+        event_id="evt_probe",
+        project="org/repo",
+        status="success",
+        raw_status="success",
+        project_id=1,
+        project_slug="github/org/repo",
+        branch="main",
+        commit="0" * 40,
+        build_id=1,
+        build_url="https://ci.example.org/1",
+        workflow="w",
+        workflow_id="wf",
+        job="j",
+        pipeline_number=1,
+    )
+
+
+_KINDS: Mapping[str, tuple[str, ...]] = {"codeship": ("build",), "circleci": ("workflow", "job")}
+_EVENTS: Mapping[str, EventFacts] = {
+    "codeship": EventFacts("Codeship", _probe("codeship", "build"), {}),
+    "circleci": EventFacts(
+        "CircleCI",
+        _probe("circleci", "workflow"),
+        {
+            "project_slug": "the CircleCI project slug as sent (github/acme/api, or circleci/<org-id>/<project-id> "
+            "for GitHub App and GitLab projects, whose events have no project)"
+        },
+        no_project="CircleCI sent empty organization.name/project.name (GitHub App, GitLab and Bitbucket DC projects)",
+    ),
+}
+
+
+@functools.cache
+def catalogue() -> Catalogue:
+    """The action catalogue and provider facts, as the rules loader, lint and the schema receive them."""
+    return Catalogue(
+        providers=PROVIDERS,
+        kinds=MappingProxyType(dict(_KINDS)),
+        actions=MappingProxyType(dict(ACTIONS)),
+        events=MappingProxyType(dict(_EVENTS)),
+        example_action="- circleci.trigger_pipeline: {project: gh/acme/api}",
+    )

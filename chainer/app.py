@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from chainer import dlq, heartbeat
 from chainer.accesslog import AccessLog, secret_values
+from chainer.actions import catalogue
 from chainer.errors import (
     PayloadTooLargeError,
     StoreUnavailableError,
@@ -430,7 +431,8 @@ def create_app(
     """
     settings = settings or Settings.from_env(os.environ)
     watch = ruleset is None if watch_rules is None else watch_rules
-    ruleset = ruleset or load_rules(settings.rules_path)
+    load = functools.partial(load_rules, catalogue=catalogue())
+    ruleset = ruleset or load(settings.rules_path)
     state = _State(settings, ruleset, store)
 
     def activate(new: RuleSet) -> None:
@@ -443,7 +445,7 @@ def create_app(
             owned = connect(settings.redis_url)
             state.store = Store(owned, retention_ms=settings.audit_retention_ms)
             state.intake = Intake(settings, state.store, lambda: state.ruleset)
-        watcher = RulesWatcher(settings.rules_path, lambda: state.ruleset, activate, state.store)
+        watcher = RulesWatcher(settings.rules_path, lambda: state.ruleset, activate, state.store, load=load)
         app.state.rules_watcher = watcher
         task = asyncio.create_task(watcher.watch(settings.rules_poll_seconds)) if watch else None
         try:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import click
 import redis as syncredis
 
+from chainer import __version__
 from chainer.errors import ConfigError, RulesError
 from chainer.logs import configure_logging
 from chainer.settings import Settings
@@ -66,7 +67,7 @@ def _server_options(f: F) -> F:
 
 
 @click.group()
-@click.version_option(package_name="chainer")
+@click.version_option(version=__version__, prog_name="chainer")
 def main() -> None:
     """chainer: when one CI build finishes, trigger, restart or rerun others."""
 
@@ -90,13 +91,14 @@ def web(host: str, port: int) -> None:
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
 def worker(burst: bool) -> None:
     """Run the arq worker that calls the downstream CI APIs."""
+    from chainer.actions import catalogue
     from chainer.rules import load_rules
     from chainer.worker import create_worker
 
     _configure_logging()
     settings = _settings()
     try:
-        ruleset = load_rules(settings.rules_path)
+        ruleset = load_rules(settings.rules_path, catalogue=catalogue())
     except RulesError as exc:
         _fail(f"{settings.rules_path} has {len(exc.problems)} problem(s):\n" + "\n".join(exc.problems))
     create_worker(settings, burst=burst, ctx={"ruleset": ruleset}).run()
@@ -228,6 +230,7 @@ def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path)
     import dataclasses
     import secrets
 
+    from chainer.actions import catalogue
     from chainer.rules import load_rules
     from chainer.sandbox import example_events, seed_sandbox
     from chainer.sandbox_state import SandboxState
@@ -235,7 +238,7 @@ def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path)
 
     state = SandboxState()
     events, problems = example_events(examples) if examples.is_dir() else ([], [])
-    problems += seed_sandbox(state, load_rules(settings.rules_path), events)
+    problems += seed_sandbox(state, load_rules(settings.rules_path, catalogue=catalogue()), events)
     for problem in problems:
         click.echo(f"chainer: sandbox mode: not seeded: {problem}", err=True)
     click.echo(
@@ -323,11 +326,12 @@ def sandbox_command(host: str, port: int) -> None:
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 def lint(file: Path | None) -> None:
     """Check a rules file (default: CHAINER_RULES or ./rules.yaml); exit 1 listing every problem."""
+    from chainer.actions import catalogue
     from chainer.rules import load_rules
 
     path = file or Path(os.environ.get("CHAINER_RULES") or "rules.yaml")
     try:
-        ruleset = load_rules(path)
+        ruleset = load_rules(path, catalogue=catalogue())
     except RulesError as exc:
         for problem in exc.problems:
             click.echo(problem)
@@ -348,6 +352,7 @@ def explain_command(
     """What the rules would do with a payload file, offline: nothing is stored or sent."""
     import json
 
+    from chainer.actions import catalogue
     from chainer.errors import WebhookError
     from chainer.explain import explain, render_text
     from chainer.rules import load_rules
@@ -360,7 +365,7 @@ def explain_command(
         parsed_headers[name.strip().lower()] = value.strip()
     path = rules_file or Path(os.environ.get("CHAINER_RULES") or "rules.yaml")
     try:
-        ruleset = load_rules(path)
+        ruleset = load_rules(path, catalogue=catalogue())
     except RulesError as exc:
         for problem in exc.problems:
             click.echo(problem, err=True)
@@ -377,9 +382,10 @@ def schema() -> None:
     """Print the JSON Schema (draft 2020-12) of rules.yaml, for editors."""
     import json
 
-    from chainer.schema import rules_schema
+    from chainer.actions import catalogue
+    from chainer.rules import rules_schema
 
-    click.echo(json.dumps(rules_schema(), indent=2))
+    click.echo(json.dumps(rules_schema(catalogue()), indent=2))
 
 
 @main.group(name="dlq")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -26,6 +27,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chainer import heartbeat
+from chainer.actions import catalogue
 from chainer.downstream import Downstream, default_http_client
 from chainer.errors import DownstreamError
 from chainer.fanin import fire_join
@@ -84,14 +86,15 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 def _watch_rules(ctx: dict[str, Any], settings: Settings) -> None:
     """Hold the active rules in ctx (fan-in jobs render with them) and reload them like the web does."""
+    load = functools.partial(load_rules, catalogue=catalogue())
     if "ruleset" not in ctx:
-        ctx["ruleset"] = load_rules(settings.rules_path)
+        ctx["ruleset"] = load(settings.rules_path)
     ctx["rules"] = lambda: ctx["ruleset"]
 
     def activate(new: RuleSet) -> None:
         ctx["ruleset"] = new
 
-    watcher = RulesWatcher(settings.rules_path, ctx["rules"], activate, ctx["store"])
+    watcher = RulesWatcher(settings.rules_path, ctx["rules"], activate, ctx["store"], load=load)
     ctx["rules_task"] = asyncio.create_task(watcher.watch(settings.rules_poll_seconds))
 
 

@@ -20,10 +20,10 @@ from chainer.errors import RulesError
 from chainer.explain import explain
 from chainer.intake import Intake
 from chainer.jobs import run_action
-from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import QUEUE_KEY, Store
 from tests import payloads
+from tests.helpers import parse_rules
 from tests.test_downstream import (
     API_KEY,
     BUILD,

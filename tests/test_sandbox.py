@@ -20,12 +20,12 @@ from chainer.downstream import Downstream
 from chainer.errors import PermanentDownstreamError, TransientDownstreamError
 from chainer.events import BuildEvent
 from chainer.explain import parse_any
-from chainer.rules import parse_rules
 from chainer.sandbox import SandboxState, create_sandbox_app, example_events, seed_sandbox, serve_sandbox
 from chainer.sandbox_state import CODESHIP_SCOPES, org_uuid
 from chainer.settings import Secret, Settings
 from chainer.webhooks import parse_codeship
 from tests import payloads
+from tests.helpers import parse_rules
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared/reference/fixtures"
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z, 20 s into a clock minute
