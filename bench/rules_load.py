@@ -11,6 +11,7 @@ Prints one JSON line: ``{"how", "seconds", "rules", "bytes"}``. The suite runs i
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 import json
 import sys
@@ -30,7 +31,7 @@ def catalogue_kwargs(function: Any) -> dict[str, Any]:
         return {}
     for module_name in ("chainer.providers", "chainer.actions"):
         try:
-            module = __import__(module_name, fromlist=["catalogue"])
+            module = importlib.import_module(module_name)
         except ImportError:
             continue
         make = getattr(module, "catalogue", None)
