@@ -343,7 +343,8 @@ def rules_section(phase: Results) -> list[str]:
         "Generated files with `bench/rules_match.py`'s mix of rules (literal, glob and regex projects, branch lists, "
         "templated actions), padded with a description to about 330 bytes a rule. *C-loader parse*: "
         "`yaml.load(text, Loader=yaml.CSafeLoader)`; *load*: `chainer.rules.load_rules`, each in a fresh process "
-        "after the imports; *lint*: `chainer lint FILE` as a whole command (start-up included). "
+        "after the imports; *lint*: `chainer lint FILE` as a whole command (start-up included: "
+        f"{num(phase.get('lint_startup_s'), 2)} s for a file of two rules). "
         f"Anything slower than {num(timeout)} s is stopped and shown as `> {num(timeout)} s`.",
         "",
         "| rules | MB | C-loader parse | load | load / parse | lint | lint / load |",

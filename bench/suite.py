@@ -714,6 +714,8 @@ def phase_rules(b: Bench) -> dict[str, Any]:
     timeout = cfg.rules_timeout_s
     sizes = sorted({cfg.rules_load_size, *cfg.lint_sizes})
     out: dict[str, Any] = {"timeout_s": timeout, "sizes": {}}
+    startup, done = _timed([*b.chainer, "lint", str(b.rules_path)], timeout)
+    out["lint_startup_s"] = startup if done is not None and done.returncode == 0 else None
     for n in sizes:
         path = b.run_dir / f"rules-{n}.yaml"
         path.write_text(payloads.big_rules(n))
@@ -857,9 +859,10 @@ def phase_scale(b: Bench) -> dict[str, Any]:
         "duplicates": requests - len(sent),
         "latency_ms": stats.summary(list(by_event.values()), 1000),
     }
+    # The promise: every accepted event is queued and sent, once. (A 503 under load is allowed: the provider
+    # redelivers; the statuses show how many there were.)
     out["ok"] = (
-        out["accepted"] == events == out["queued_replies"] == out["queued_audit"] == out["sent"]
-        and out["duplicates"] == 0
+        out["accepted"] == out["queued_replies"] == out["queued_audit"] == out["sent"] > 0 and out["duplicates"] == 0
     )
     _log(f"  accepted {out['accepted']}, queued {queued_audit}, sent {out['sent']}, duplicates {out['duplicates']}")
     return out

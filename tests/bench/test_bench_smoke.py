@@ -348,6 +348,7 @@ def canned_results(quick: bool = True) -> dict[str, Any]:
             },
             "rules": {
                 "timeout_s": 120.0,
+                "lint_startup_s": 0.61,
                 "cpu": _cpu(),
                 "sizes": {
                     "1000": {
@@ -430,6 +431,7 @@ def test_report_states_every_figure_against_its_target() -> None:
     assert "24.00 s vs 4.60 s for the C-loader parse (5.2×)" in load and load.endswith("**no** |")
     assert "> 120 s" in _row(text, "| `chainer lint` of the same 10 000 rules")
     assert "| 50 000 | 16.50 | 23.00 s | > 120 s | – | > 120 s | – |" in text
+    assert "start-up included: 0.61 s for a file of two rules" in text
     assert "| 10 000 | 3.31 | 4.60 s | 24.00 s | 5.2× | > 120 s | > 5.0× |" in text
     assert _row(text, "| RSS of web and worker over 200 000 events").endswith("**no** |")
     assert _row(text, "| two web processes + two workers").endswith("yes |")
@@ -459,3 +461,19 @@ def test_charts_are_small_pngs(tmp_path: Path) -> None:
     for name in pngs:
         data = (tmp_path / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) < 200_000
+
+
+def test_baselines_run_under_the_uvicorn_settings_of_chainer_web() -> None:
+    """The bare and naive routes must be served like `chainer web`: when its uvicorn.run keywords change (a loop,
+    an HTTP parser, logging), bench/bare_app.py's UVICORN_SETTINGS has to follow, or the ratio compares unlike."""
+    import ast
+
+    from bench.bare_app import UVICORN_SETTINGS
+
+    chainer_dir = Path(__file__).resolve().parents[2] / "chainer"
+    calls = []
+    for source in sorted(chainer_dir.rglob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "uvicorn.run":
+                calls.append({k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg not in ("host", "port")})
+    assert calls == [UVICORN_SETTINGS]
