@@ -396,7 +396,9 @@ def scale_section(phase: Results) -> list[str]:
         "## Two web processes and two workers on one Redis",
         "",
         f"{num(phase['events'])} events at {num(phase['rate'])} events/s, alternating between the two web "
-        "processes; every event to its own downstream branch.",
+        "processes; every event to its own downstream branch. Answers: "
+        + ", ".join(f"{count} × {status}" for status, count in sorted(phase["statuses"].items()))
+        + ".",
         "",
         "| accepted (202) | queued (replies) | queued (audit) | succeeded (audit) | sent downstream | duplicates | "
         "p50 | p99 | accepted = queued = sent |",

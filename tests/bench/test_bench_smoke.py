@@ -435,6 +435,7 @@ def test_report_states_every_figure_against_its_target() -> None:
     assert "| 10 000 | 3.31 | 4.60 s | 24.00 s | 5.2× | > 120 s | > 5.0× |" in text
     assert _row(text, "| RSS of web and worker over 200 000 events").endswith("**no** |")
     assert _row(text, "| two web processes + two workers").endswith("yes |")
+    assert "Answers: 300 × 202." in text
     assert "| run | one | 50 | failed: boom" in text
     assert "| split | one | 50 | 100 | 1 500 ms |" in text and "| 23 |" in text
     assert re.search(r"\| ingest \| 10 s \| 11\.0 s \| 1\.0 s", text)
