@@ -314,24 +314,41 @@ def idle_section(phase: Results) -> list[str]:
     return [*lines, ""]
 
 
+def ttl(ms_left: Any) -> str:
+    """A key's time to live: ``never`` (-1), ``30 d``, ``1 h``, ``–`` when unknown."""
+    if ms_left is None or ms_left == -2:
+        return "–"
+    if ms_left == -1:
+        return "never (trimmed by time)"
+    value = float(ms_left) / 1000
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if value >= 0.98 * size:  # a key written a moment ago has a moment less than its whole TTL
+            return f"{value / size:.0f} {unit}"
+    return f"{value:.0f} s"
+
+
 def memory_section(phase: Results) -> list[str]:
+    days = num(phase.get("retained_ttl_days", 7))
     lines = [
         "## Redis memory per retained event",
         "",
         f"{num(phase['events'])} Codeship events of {num(phase['payload_bytes'])} B, each matching one rule with one "
-        "action that succeeded, then `MEMORY USAGE <key> SAMPLES 0` over every key, grouped by key pattern; the "
-        "growth of `INFO memory` `used_memory` is "
+        "action that succeeded, then `MEMORY USAGE <key> SAMPLES 0` over every key, grouped by key pattern. "
+        f"*Retained*: keys without a time to live or living longer than {days} days, kept for the audit retention; "
+        f"the others (arq results, lineage) add {num(phase.get('bytes_per_event_short_lived'))} B per event for a "
+        "while. The growth of `INFO memory` `used_memory` (allocator overhead included) is "
         f"{num(phase['bytes_per_event_used_memory'])} B per event.",
         "",
-        "| keys | pattern | type | keys added | entries per event | bytes per entry | bytes per event |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| keys | pattern | type | expires in | keys added | entries per event | bytes per entry | bytes per event |",
+        "|---|---|---|---|---:|---:|---:|---:|",
     ]
     for row in phase["rows"]:
         lines.append(
-            f"| {row['label']} | `{row['pattern']}` | {row['type']} | {num(row['keys_added'])} | "
-            f"{num(row['entries_per_event'], 2)} | {num(row['bytes_per_entry'])} | {num(row['bytes_per_event'])} |"
+            f"| {row['label']} | `{row['pattern']}` | {row['type']} | {ttl(row.get('ttl_ms'))} | "
+            f"{num(row['keys_added'])} | {num(row['entries_per_event'], 2)} | {num(row['bytes_per_entry'])} | "
+            f"{num(row['bytes_per_event'])} |"
         )
-    lines.append(f"| **total** | | | | | | **{num(phase['bytes_per_event_keys'])}** |")
+    lines.append(f"| **retained** | | | | | | | **{num(phase['bytes_per_event_keys'])}** |")
     return [*lines, ""]
 
 

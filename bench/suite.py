@@ -584,8 +584,12 @@ def key_label(pattern: str) -> str:
     return pattern
 
 
+RETAINED_TTL_MS = 7 * 86_400_000  # a key that lives longer than this (or has no TTL) counts as retained
+
+
 def redis_keys(url: str) -> dict[str, dict[str, Any]]:
-    """Per key pattern: Redis type, key count, entries (stream/list/hash/set/zset length) and MEMORY USAGE bytes."""
+    """Per key pattern: Redis type, key count, entries (stream/list/hash/set/zset length), MEMORY USAGE bytes,
+    and the longest time to live among its keys (``ttl_ms``; -1 when one of them never expires)."""
     import redis
 
     client = redis.Redis.from_url(url, socket_timeout=30)
@@ -606,13 +610,21 @@ def redis_keys(url: str) -> dict[str, dict[str, Any]]:
                 kinds.append(kind)
                 command = {"stream": "XLEN", "list": "LLEN", "hash": "HLEN", "set": "SCARD", "zset": "ZCARD"}.get(kind)
                 lengths.execute_command(command, key) if command else lengths.execute_command("EXISTS", key)
-            sizes = lengths.execute()
-            for key, kind, usage, size in zip(batch, kinds, answers[1::2], sizes, strict=True):
+                lengths.pttl(key)
+            replies = lengths.execute()
+            for key, kind, usage, size, ttl in zip(
+                batch, kinds, answers[1::2], replies[0::2], replies[1::2], strict=True
+            ):
                 pattern = key_pattern(key.decode(errors="replace"))
-                group = groups.setdefault(pattern, {"type": kind, "keys": 0, "entries": 0, "bytes": 0})
+                group = groups.setdefault(pattern, {"type": kind, "keys": 0, "entries": 0, "bytes": 0, "ttl_ms": -2})
                 group["keys"] += 1
                 group["entries"] += int(size or 0) if kind != "string" else 1
                 group["bytes"] += int(usage or 0)
+                ttl = int(ttl)
+                if ttl == -1 or group["ttl_ms"] == -1:
+                    group["ttl_ms"] = -1
+                elif ttl >= 0:
+                    group["ttl_ms"] = max(group["ttl_ms"], ttl)
             batch.clear()
 
         for key in client.scan_iter(count=1000):
@@ -657,6 +669,8 @@ def memory_breakdown(
                 "bytes_per_event": round(added / events, 1),
                 "bytes_per_entry": round(added / entries, 1) if entries > 0 else None,
                 "entries_per_event": round(entries / events, 2),
+                "ttl_ms": group.get("ttl_ms", -1),
+                "retained": group.get("ttl_ms", -1) in (-1, -2) or group.get("ttl_ms", -1) > RETAINED_TTL_MS,
             }
         )
     return rows
@@ -684,16 +698,19 @@ def phase_redis_memory(b: Bench) -> dict[str, Any]:
         time.sleep(1)
         after, used_after = redis_keys(stack.redis_url), used_memory(stack.redis_url)
     rows = memory_breakdown(before, after, accepted)
-    total = sum(r["bytes_added"] for r in rows)
+    per = max(accepted, 1)
+    retained = sum(r["bytes_added"] for r in rows if r["retained"])
     result = {
         "events": accepted,
         "payload_bytes": body_bytes,
         "rows": rows,
-        "bytes_per_event_keys": round(total / max(accepted, 1), 1),
-        "bytes_per_event_used_memory": round((used_after - used_before) / max(accepted, 1), 1),
-        "bytes_per_event_beyond_payload": round(total / max(accepted, 1) - body_bytes, 1),
+        "retained_ttl_days": RETAINED_TTL_MS / 86_400_000,
+        "bytes_per_event_keys": round(retained / per, 1),
+        "bytes_per_event_short_lived": round(sum(r["bytes_added"] for r in rows if not r["retained"]) / per, 1),
+        "bytes_per_event_used_memory": round((used_after - used_before) / per, 1),
+        "bytes_per_event_beyond_payload": round(retained / per - body_bytes, 1),
     }
-    _log(f"  {result['bytes_per_event_keys']:.0f} B per event (MEMORY USAGE), payload {body_bytes} B")
+    _log(f"  {result['bytes_per_event_keys']:.0f} B per retained event (MEMORY USAGE), payload {body_bytes} B")
     return result
 
 

@@ -201,13 +201,16 @@ def test_memory_breakdown_counts_only_what_the_events_added() -> None:
     after = {
         "chainer:audit": {"type": "stream", "keys": 1, "entries": 42, "bytes": 21000},
         "chainer:workers": {"type": "zset", "keys": 1, "entries": 1, "bytes": 100},
-        "chainer:event:*": {"type": "hash", "keys": 10, "entries": 70, "bytes": 20000},
+        "chainer:event:*": {"type": "hash", "keys": 10, "entries": 70, "bytes": 20000, "ttl_ms": 30 * 86_400_000},
+        "arq:result:*": {"type": "string", "keys": 10, "entries": 10, "bytes": 3000, "ttl_ms": 3_599_000},
     }
     rows = suite.memory_breakdown(before, after, 10)
-    assert [r["pattern"] for r in rows] == ["chainer:audit", "chainer:event:*"]
-    audit, event = rows
+    assert [r["pattern"] for r in rows] == ["chainer:audit", "chainer:event:*", "arq:result:*"]
+    audit, event, result = rows
     assert audit["bytes_per_event"] == 2000 and audit["bytes_per_entry"] == 500 and audit["entries_per_event"] == 4
     assert event["keys_added"] == 10 and event["bytes_per_event"] == 2000
+    assert audit["retained"] and event["retained"] and not result["retained"]
+    assert [report.ttl(r["ttl_ms"]) for r in rows] == ["never (trimmed by time)", "30 d", "1 h"]
 
 
 def test_e2e_specs_and_options() -> None:
@@ -342,8 +345,11 @@ def canned_results(quick: bool = True) -> dict[str, Any]:
                         "bytes_per_event": 4800.0,
                         "bytes_per_entry": 1200.0,
                         "entries_per_event": 4.0,
+                        "ttl_ms": 2_592_000_000,
+                        "retained": True,
                     }
                 ],
+                "bytes_per_event_short_lived": 640.0,
                 "cpu": _cpu(),
             },
             "rules": {
@@ -427,6 +433,8 @@ def test_report_states_every_figure_against_its_target() -> None:
     assert "23 of 100 not sent 5 s after the last POST" in one and one.endswith("**no** |")
     assert _row(text, "| idle worker CPU").endswith("yes |")
     assert "9 500 B (8 980 B beyond the payload)" in _row(text, "| Redis memory per retained event")
+    assert "| per-event audit trail | `chainer:audit:event:*` | stream | 30 d | 500 | 4.00 | 1 200 | 4 800 |" in text
+    assert "add 640 B per event for a while" in text
     load = _row(text, "| loading 10 000 rules")
     assert "24.00 s vs 4.60 s for the C-loader parse (5.2×)" in load and load.endswith("**no** |")
     assert "> 120 s" in _row(text, "| `chainer lint` of the same 10 000 rules")
