@@ -149,11 +149,14 @@ async def closed_loop(
     deadline: float | None = None,
 ) -> list[Sent]:
     """Send ``count`` events made by ``make(i)`` with ``concurrency`` requests in flight, round-robin over
-    ``targets``; stop early at the ``deadline`` (``time.monotonic()``). ``progress(n)`` is called after each."""
+    ``targets``; stop early at the ``deadline`` (``time.monotonic()``). ``progress(n)`` is called as the n-th request
+    ends (n = 1, 2, … once each)."""
     records: list[Sent] = []
     counter = iter(range(count))
+    finished = 0
 
     async def lane(index: int) -> None:
+        nonlocal finished
         pool = _Pool(*targets[index % len(targets)])
         for i in counter:
             if deadline is not None and time.monotonic() > deadline:
@@ -162,8 +165,9 @@ async def closed_loop(
             record = Sent(key, time.monotonic())
             records.append(record)
             await _send(pool, path, body, record, timeout)
+            finished += 1
             if progress is not None:
-                progress(len(records))
+                progress(finished)
         for conn in pool.idle:
             await conn.close()
 

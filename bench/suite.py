@@ -819,7 +819,12 @@ def phase_rss(b: Bench) -> dict[str, Any]:
             )
         )
         accepted = sum(1 for r in records if r.status == 202)
-        drained = stack.wait_distinct(warm + accepted, max(30.0, deadline - time.monotonic()))
+        drain_until = max(time.monotonic() + 30.0, deadline)
+        drained = False
+        while not drained and time.monotonic() < drain_until:  # the worker catches up; sample it every 10 s
+            drained = stack.wait_distinct(warm + accepted, min(10.0, max(0.1, drain_until - time.monotonic())))
+            if not drained:
+                series.append(sample(len(records)))
         after = sample(len(records))
         series.append(after)
         redis_mb = round(used_memory(stack.redis_url) / 2**20, 1)

@@ -173,8 +173,12 @@ async def test_sender_and_recorder_talk_http_over_loopback() -> None:
         records = await sender.open_loop([("127.0.0.1", port)], path, events, rate=1000)
         assert [r.status for r in records] == [201] * 5
         assert all(r.sent >= r.due and r.done >= r.sent for r in records)
-        more = await sender.closed_loop([("127.0.0.1", port)], path, 6, lambda i: events[i % 5], concurrency=3)
+        seen: list[int] = []
+        more = await sender.closed_loop(
+            [("127.0.0.1", port)], path, 6, lambda i: events[i % 5], concurrency=3, progress=seen.append
+        )
         assert sorted(r.status for r in more) == [201] * 6
+        assert seen == [1, 2, 3, 4, 5, 6]
         status, body = await sender.post_json("127.0.0.1", port, "/_bench/count", b"")
     assert status == 200 and body == {"requests": 11, "distinct": 5}
     latencies, repeats = suite.latencies(records, rec.arrivals)
