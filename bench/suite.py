@@ -1005,6 +1005,7 @@ def main(argv: list[str] | None = None) -> int:
         _log(f"bench: interrupted ({str(exc) or 'SIGINT'}); stopping every process it started")
     finally:
         bench.procs.stop_all()
+        shutil.rmtree(run_dir / "redis", ignore_errors=True)  # the AOF files: big and of no further use
         for s, handler in previous.items():
             signal.signal(s, handler)
     results["cpu"] = account.finish()
@@ -1014,7 +1015,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     written = report.write(results, cfg.output, charts=cfg.charts)
     _log(f"bench: wrote {', '.join(str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p) for p in written)}")
-    shutil.rmtree(run_dir / "redis", ignore_errors=True)  # the AOF files: big and of no further use
     return 1 if failed else 0
 
 
