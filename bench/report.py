@@ -79,10 +79,11 @@ def header(results: Results) -> list[str]:
     lines = ["# Performance", ""]
     if cfg.get("quick"):
         lines += [
-            "> **Quick run** (`bench/run --quick`): short loads and small counts, on a busy machine (other processes "
-            f"used {num(cpu.get('others_pct_of_machine'))} % of it during the run). These numbers show that the suite "
-            "works and roughly where chainer stands; the figures to judge by come from a full `bench/run` on a quiet "
-            "machine.",
+            "> **Quick run** (`bench/run --quick`): short loads and small counts, on a development machine shared "
+            "with other work, not a quiet one reserved for measuring (other processes used "
+            f"{num(cpu.get('others_pct_of_machine'), 1)} % of it during this run, more or less from one phase to the "
+            "next: see the last table). These numbers show that the suite works and roughly where chainer stands; "
+            "the figures to judge by come from a full `bench/run` on a quiet machine.",
             "",
         ]
     dirty = " (with uncommitted changes)" if git.get("dirty") else ""
