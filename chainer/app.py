@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chainer import dlq, heartbeat
+from chainer import dlq, heartbeat, providers
 from chainer.accesslog import AccessLog, secret_values
 from chainer.connections import connect
 from chainer.errors import (
@@ -36,11 +36,11 @@ from chainer.errors import (
 from chainer.explain import explain
 from chainer.intake import Intake
 from chainer.params import AUDIT_FILTERS, AUDIT_PARAMS, DLQ_PARAMS, NO_PARAMS, ParamError, Spec, parse_query
+from chainer.providers.payload import decode_json_object
 from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
 from chainer.store import Store, current_error
-from chainer.webhooks import decode_json_object
 
 log = logging.getLogger("chainer.app")
 
@@ -115,7 +115,8 @@ async def receive_webhook(request: Request) -> Response:
     except WebhookError as exc:
         reply = await intake.reject(provider, exc, remote)
         return _json(reply.status_code, reply.body)
-    token = request.path_params.get("token") or request.query_params.get("token")
+    hook = providers.get(provider).hook
+    token = (request.path_params.get("token") or request.query_params.get("token")) if hook.token else None
     reply = await intake.receive(provider, request.headers, body, token, remote)
     headers = {"Retry-After": "5"} if reply.status_code == 503 else None
     return _json(reply.status_code, reply.body, headers)
@@ -277,7 +278,7 @@ async def change_dlq(request: Request, store: Store, q: dict[str, Any]) -> Respo
 async def post_explain(request: Request, q: dict[str, Any]) -> Response:
     """POST /explain: what the active rules would do with a payload; stores and sends nothing.
 
-    Body: ``{"provider": "codeship"|"circleci", "payload": {...} or "body": "<raw text>",
+    Body: ``{"provider": "<a registered provider>", "payload": {...} or "body": "<raw text>",
     "headers": {...}}``.
     """
     try:
@@ -287,8 +288,8 @@ async def post_explain(request: Request, q: dict[str, Any]) -> Response:
     except WebhookError as exc:
         return _error(exc.status, f"explain request: {exc}")
     provider = query.get("provider")
-    if provider not in ("codeship", "circleci"):
-        return _error(400, "provider: must be 'codeship' or 'circleci'")
+    if not isinstance(provider, str) or provider not in providers.PROVIDERS:
+        return _error(400, f"provider: must be {' or '.join(repr(name) for name in providers.names())}")
     headers = query.get("headers") or {}
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         return _error(400, "headers: must be an object of strings")
@@ -457,9 +458,10 @@ def create_app(
                 await owned.aclose()
 
     hooks = [
-        Route(f"/hooks/{provider}{suffix}", receive_webhook, methods=["POST"])
-        for provider in ("codeship", "circleci")
+        Route(f"/hooks/{name}{suffix}", receive_webhook, methods=["POST"])
+        for name, provider in providers.PROVIDERS.items()
         for suffix in ("", "/{token}")
+        if provider.hook.token or not suffix
     ]
     routes = [
         *hooks,

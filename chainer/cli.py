@@ -28,6 +28,12 @@ PRIVATE_REDIS_DIR = Path(".chainer")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+def _provider_names() -> list[str]:
+    from chainer import providers
+
+    return list(providers.names())
+
+
 def _fail(message: str, code: int = 2) -> None:
     click.echo(f"chainer: {message}", err=True)
     sys.exit(code)
@@ -229,8 +235,7 @@ def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path)
     import secrets
 
     from chainer.rules import load_rules
-    from chainer.sandbox import example_events, seed_sandbox
-    from chainer.sandbox_state import SandboxState
+    from chainer.sandbox import SandboxState, example_events, seed_sandbox
     from chainer.settings import Secret
 
     state = SandboxState()
@@ -337,7 +342,7 @@ def lint(file: Path | None) -> None:
 
 
 @main.command(name="explain")
-@click.option("--provider", required=True, type=click.Choice(["codeship", "circleci"]), help="Who sent it.")
+@click.option("--provider", required=True, type=click.Choice(_provider_names()), help="Who sent it.")
 @click.argument("payload", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--header", "headers", multiple=True, metavar="K:V", help="A delivery header (repeatable).")
 @click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path), help="Rules file.")

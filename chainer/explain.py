@@ -1,8 +1,8 @@
 """What the active rules would do with a payload (DESIGN §8 explain), storing and sending nothing.
 
 Used by ``POST /explain`` and ``chainer explain``. Authenticity is not checked: the operator is
-asking a what-if question about a payload they hold, so a CircleCI body is re-signed with a
-throw-away secret before parsing, and legacy bodies are treated as carrying a valid token.
+asking a what-if question about a payload they hold, so the provider parses it as it would a
+delivery, minus authentication (``Provider.parse_unverified``).
 The JSON shape is stable: ``event``, ``rules`` (``name``, ``matched``, ``reasons``), ``actions``
 (``rule``, ``action``, ``params``, plus ``error`` when it could not be rendered), and ``ignored``
 (a reason, when the payload would be ignored).
@@ -10,28 +10,21 @@ The JSON shape is stable: ``event``, ``rules`` (``name``, ``matched``, ``reasons
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from chainer import providers
 from chainer.events import BuildEvent
+from chainer.providers.base import Ignored
 from chainer.rules import Decision, RuleSet
-from chainer.webhooks import SIGNATURE_HEADER, Ignored, decode_json_object, parse_circleci, parse_codeship
 
 
 def parse_any(provider: str, headers: Mapping[str, str], body: bytes) -> BuildEvent | Ignored:
-    """Parse ``body`` as ``provider`` would deliver it, skipping authentication; raises PayloadError."""
-    if provider == "codeship":
-        return parse_codeship(body)
-    data = decode_json_object(body)
-    plain = {k.lower(): v for k, v in headers.items() if k.lower() != SIGNATURE_HEADER}
-    if "payload" in data and "type" not in data:
-        return parse_circleci(plain, body, secrets=[], token_valid=True)
-    secret = secrets.token_hex(16)
-    plain[SIGNATURE_HEADER] = "v1=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return parse_circleci(plain, body, secrets=[secret], token_valid=True)
+    """Parse ``body`` as ``provider`` would deliver it, skipping authentication.
+
+    Raises PayloadError, or UnknownProviderError when no provider of that name is registered.
+    """
+    return providers.get(provider).parse_unverified(headers, body)
 
 
 def _reasons(decision: Decision) -> list[str]:

@@ -27,11 +27,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chainer import heartbeat
 from chainer.connections import connect_arq
-from chainer.downstream import Downstream, default_http_client
 from chainer.errors import DownstreamError
 from chainer.fanin import fire_join
 from chainer.jobs import FIRE_JOIN, RUN_ACTION, RetryPolicy, job_deserializer, job_serializer, run_action, sweep
-from chainer.limits import InflightLocks, RateLimiter
+from chainer.limits import InflightLocks
+from chainer.providers import Downstream
+from chainer.providers.http import default_http_client
 from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
@@ -44,8 +45,6 @@ POLICY = RetryPolicy()
 # chainer decides when an action is exhausted (from its ledger's real attempts); arq's own try
 # counter also counts waits for outbound limits, so its bound is only a guard against endless loops.
 ARQ_MAX_TRIES = 1000
-CODESHIP_PER_MINUTE = 60
-CODESHIP_RATE_KEY = "chainer:rate:codeship"
 # Redis refusing work for a while, by the error code of its answer: a primary turned replica, too
 # few replicas for min-replicas-to-write, a failed background save, maxmemory with noeviction,
 # still loading its data, a replica without its primary.
@@ -72,14 +71,18 @@ async def startup(ctx: dict[str, Any]) -> None:
     _watch_rules(ctx, settings)
     if "downstream" not in ctx:
         ctx["http"] = default_http_client()
-        limiter = RateLimiter(ctx["redis"], CODESHIP_RATE_KEY, limit=CODESHIP_PER_MINUTE, window_s=60, label="Codeship")
-        ctx["downstream"] = Downstream(settings, ctx["http"], codeship_throttle=limiter)
-        if settings.codeship_user:
-            try:
-                for warning in await ctx["downstream"].check_codeship_auth():
-                    log.warning("codeship_auth_warning", extra={"warning": warning})
-            except DownstreamError as exc:  # report it, keep serving the other providers
-                log.error("codeship_auth_failed", extra={"error": str(exc)})
+        ctx["downstream"] = downstream = Downstream(settings, ctx["http"], redis=ctx["redis"])
+        await check_providers(downstream)
+
+
+async def check_providers(downstream: Downstream) -> None:
+    """Run every provider client's start-up check; log its warnings, or its failure, and carry on."""
+    for name, client in downstream.clients.items():
+        try:
+            for warning in await client.check():
+                log.warning(f"{name}_auth_warning", extra={"warning": warning})
+        except DownstreamError as exc:  # report it, keep serving the other providers
+            log.error(f"{name}_auth_failed", extra={"error": str(exc)})
 
 
 def _watch_rules(ctx: dict[str, Any], settings: Settings) -> None:

@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 
 from chainer.app import create_app
 from chainer.connections import connect_arq
-from chainer.downstream import Downstream
+from chainer.providers import Downstream
 from chainer.rules import RuleSet, parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import QUEUE_KEY, Store

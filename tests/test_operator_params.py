@@ -17,9 +17,9 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from chainer.app import create_app
-from chainer.downstream import Downstream
 from chainer.jobs import run_action
 from chainer.params import U64_MAX, Count, Cursor, Param, Text, Time, Values
+from chainer.providers import Downstream
 from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import Store

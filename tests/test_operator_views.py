@@ -12,8 +12,8 @@ from redis.asyncio import Redis
 
 from chainer.app import create_app
 from chainer.connections import connect_arq
-from chainer.downstream import Downstream
 from chainer.jobs import RetryPolicy
+from chainer.providers import Downstream
 from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import Store

@@ -29,10 +29,10 @@ from redis.asyncio import Redis
 
 from chainer.app import create_app
 from chainer.connections import connect, connect_arq
-from chainer.downstream import Downstream
 from chainer.errors import ConfigError
 from chainer.heartbeat import WORKERS_KEY
 from chainer.jobs import job_deserializer, job_serializer
+from chainer.providers import Downstream
 from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import Store, action_key

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from chainer.downstream import Downstream
 from chainer.errors import PermanentDownstreamError, TransientDownstreamError
-from tests.test_downstream import (
+from chainer.providers import Downstream
+from tests.helpers import (
     CIRCLE_TOKEN,
     CIRCLECI,
     COMMIT,

@@ -17,16 +17,12 @@ from starlette.datastructures import Headers
 
 from chainer.errors import AuthenticationError, PayloadError
 from chainer.events import BuildEvent, make_event_id
-from chainer.webhooks import (
-    MAX_JSON_DEPTH,
-    Ignored,
-    decode_json_object,
-    parse_circleci,
-    parse_codeship,
-    verify_circleci_signature,
-)
+from chainer.providers.base import Ignored
+from chainer.providers.circleci.parse import parse_circleci, verify_circleci_signature
+from chainer.providers.codeship.parse import parse_codeship
+from chainer.providers.payload import MAX_JSON_DEPTH, decode_json_object
 
-DATA = Path(__file__).resolve().parent / "data" / "payloads"
+DATA = Path(__file__).resolve().parents[1] / "data" / "payloads"
 SECRET = "whsec-test-5c1d9e"
 OLD_SECRET = "whsec-retired-0a7b"
 DELETE = object()

@@ -1,0 +1,239 @@
+"""What a CI provider is to chainer: the base every provider module builds on (DESIGN §3-§7).
+
+The model is httpx's ``_transports/base.py``: each provider (``chainer.providers.codeship``,
+``chainer.providers.circleci``) imports this module and subclasses ``Provider``; the registry in
+``chainer.providers`` lists them; the rest of chainer asks the registry and never imports a
+provider. A provider supplies:
+
+- ``name`` (the ``/hooks/<name>`` path, the action prefix, ``event.provider``), ``title``, its
+  ``statuses`` (raw → canonical, DESIGN §4) and the ``kinds`` of event it emits;
+- ``hook``: what its webhook endpoint accepts (may the hook token travel in the URL?);
+- ``parse(headers, body, auth)``: pure and synchronous, authenticates the raw bytes and returns a
+  ``BuildEvent`` (dedupe keys included) or ``Ignored``; ``parse_unverified`` does the same without
+  authentication, for explain;
+- ``actions``: its action catalogue (``ActionSpec``), which the rules receive as data;
+- ``client(settings, http, ...)``: what executes those actions, with its start-up ``check`` and
+  its own outbound limits;
+- ``secrets(settings)``: every secret value it is configured with, for the scrubbers;
+- ``event_keys`` / ``target_keys``: the lineage keys by which its builds are recognised when they
+  report back (``chainer.lineage`` turns them into Redis keys).
+"""
+
+from __future__ import annotations
+
+import abc
+import hmac
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import httpx
+
+from chainer.errors import DownstreamError, PermanentDownstreamError
+from chainer.events import STATUSES, BuildEvent
+from chainer.providers.http import BeforeEffect, CallResult, Scrubber, Throttle, before_effects
+from chainer.settings import Secret, Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from chainer.actions import ActionSpec
+
+# How long a lineage key waits for the build it names to report back: an id the provider returned
+# is good for a week; a project/branch/commit guess (providers whose webhooks carry no id chainer was
+# given) for an hour, since another build of that ref in the meantime would be taken for ours.
+ID_TTL_MS = 7 * 86_400_000
+REF_TTL_MS = 3_600_000
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A delivery that is authentic and well-formed but carries nothing to act on (e.g. ping, unknown event type)."""
+
+    reason: str
+    event_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    """What a provider's webhook endpoint accepts.
+
+    ``token``: deliveries may carry chainer's hook token (``CHAINER_HOOK_TOKEN``) in the URL, as
+    ``/hooks/<name>/<token>`` or ``?token=``, for providers that cannot sign (or legacy payloads).
+    """
+
+    token: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class HookAuth:
+    """What a delivery came with (the hook token from its URL) and the settings to check it against.
+
+    Each provider reads its own verification material from ``settings`` (signing secrets, say).
+    """
+
+    settings: Settings
+    token: str | None = None
+
+    @property
+    def token_configured(self) -> bool:
+        return self.settings.hook_token is not None
+
+    def token_valid(self) -> bool:
+        """Whether the delivery carried the configured hook token (compared in constant time)."""
+        expected = self.settings.hook_token
+        if expected is None or not self.token:
+            return False
+        return hmac.compare_digest(self.token.encode(), expected.reveal().encode())
+
+
+@dataclass(frozen=True, slots=True)
+class LineageKey:
+    """One name by which a build can be recognised when it reports back (DESIGN §7).
+
+    ``kind`` and ``parts`` make the key (``pipeline:<id>``, ``build:<provider>:<repo>:<number>``,
+    ``ref:<provider>:<repo>:<branch>:<commit or *>``); ``ttl_ms`` is how long a registered key lives.
+    """
+
+    kind: str
+    parts: tuple[str, ...]
+    ttl_ms: int = ID_TTL_MS
+
+    @property
+    def name(self) -> str:
+        return ":".join((self.kind, *self.parts))
+
+
+def canonical_status(table: Mapping[str, str], raw_status: str) -> str:
+    """The canonical status (``chainer.events.STATUSES``) ``table`` gives a raw one; unknown values are ``other``."""
+    status = table.get(raw_status, "other")
+    return status if status in STATUSES else "other"
+
+
+def repo_of(project: Any) -> str:
+    """``owner/repo`` from a slug (``gh/acme/api``, ``github/acme/api``) or a name (``acme/api``)."""
+    parts = [p for p in str(project).split("/") if p]
+    return "/".join(parts[-2:]).lower()
+
+
+def build_and_ref_keys(event: BuildEvent) -> list[LineageKey]:
+    """The keys any provider's event may be known by: its build number, then its ref (with, then without commit)."""
+    keys = []
+    repo = repo_of(event.project or event.project_slug or "")
+    if event.build_id is not None:
+        keys.append(LineageKey("build", (event.provider, repo, str(event.build_id))))
+    ref = event.branch or event.tag
+    if ref:
+        if event.commit:
+            keys.append(LineageKey("ref", (event.provider, repo, ref, event.commit)))
+        keys.append(LineageKey("ref", (event.provider, repo, ref, "*")))
+    return keys
+
+
+class Client(Protocol):
+    """What executes one provider's actions; built once per process by ``Provider.client``."""
+
+    async def execute(
+        self,
+        action: str,
+        params: Mapping[str, Any],
+        event: BuildEvent,
+        *,
+        before_effect: BeforeEffect | None = None,
+    ) -> CallResult:
+        """Run ``action`` with its rendered ``params`` for ``event``.
+
+        ``before_effect`` is awaited right before each request that can take effect (not before
+        look-ups or authentication); if it raises, that request is not sent and the error propagates.
+        Raises a DownstreamError branch carrying ``provider`` and ``action``.
+        """
+        ...
+
+    async def check(self) -> list[str]:
+        """The start-up check: warnings to log. Raises DownstreamError when configured credentials are refused;
+        a provider that is not configured passes quietly."""
+        ...
+
+
+ActionHandler = Callable[[Mapping[str, Any], BuildEvent], Awaitable[CallResult]]
+
+
+async def dispatch(
+    provider: str,
+    handlers: Mapping[str, ActionHandler],
+    action: str,
+    params: Mapping[str, Any],
+    event: BuildEvent,
+    before_effect: BeforeEffect | None,
+) -> CallResult:
+    """``Client.execute`` for a client that keeps one handler per action: errors leave with their context."""
+    handler = handlers.get(action)
+    if handler is None:
+        raise PermanentDownstreamError(f"unknown action {action!r}", provider=provider, action=action)
+    try:
+        with before_effects(before_effect):
+            return await handler(params, event)
+    except DownstreamError as exc:
+        exc.about(provider, action)
+        raise
+
+
+class Provider(abc.ABC):
+    """One CI provider (see the module docstring). Subclass it in ``chainer/providers/<name>``, register an instance."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    statuses: ClassVar[Mapping[str, str]]
+    kinds: ClassVar[tuple[str, ...]]
+    hook: ClassVar[Hook] = Hook()
+
+    def status(self, raw_status: str) -> str:
+        """The canonical status (one of ``chainer.events.STATUSES``) of a raw one; unknown values are ``other``."""
+        return canonical_status(self.statuses, raw_status)
+
+    @property
+    @abc.abstractmethod
+    def actions(self) -> Sequence[ActionSpec]:
+        """The actions a rule may name for this provider, each ``<name>.<verb>``."""
+
+    @abc.abstractmethod
+    def parse(self, headers: Mapping[str, str], body: bytes, auth: HookAuth) -> BuildEvent | Ignored:
+        """Authenticate and parse one delivery (pure, synchronous, no I/O).
+
+        Raises AuthenticationError (never naming a secret or token) or PayloadError naming the field.
+        """
+
+    @abc.abstractmethod
+    def parse_unverified(self, headers: Mapping[str, str], body: bytes) -> BuildEvent | Ignored:
+        """Parse a delivery as ``parse`` would, without authenticating it (explain's what-if). Raises PayloadError."""
+
+    @abc.abstractmethod
+    def client(
+        self,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        *,
+        scrub: Scrubber,
+        clock: Callable[[], float],
+        redis: Redis | None = None,
+        throttle: Throttle | None = None,
+    ) -> Client:
+        """The client of this provider's API over the shared ``http``.
+
+        ``redis`` (when given) carries the provider's own outbound limits across workers; ``throttle``
+        replaces them (tests). ``scrub`` removes every secret from messages and records.
+        """
+
+    @abc.abstractmethod
+    def secrets(self, settings: Settings) -> list[Secret]:
+        """Every secret this provider is configured with (signing secrets, API tokens, passwords)."""
+
+    @abc.abstractmethod
+    def event_keys(self, event: BuildEvent) -> list[LineageKey]:
+        """The keys an incoming event of this provider may have been registered under, most specific first."""
+
+    @abc.abstractmethod
+    def target_keys(
+        self, action: str, params: Mapping[str, Any], downstream_id: str | None, event: BuildEvent
+    ) -> list[LineageKey]:
+        """The keys under which the build that ``action`` started will report back."""
