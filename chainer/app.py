@@ -26,7 +26,6 @@ from starlette.routing import Route
 
 from chainer import dlq, heartbeat, providers
 from chainer.accesslog import AccessLog, secret_values
-from chainer.connections import connect
 from chainer.errors import (
     PayloadTooLargeError,
     StoreUnavailableError,
@@ -41,6 +40,7 @@ from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
 from chainer.store import Store, current_error
+from chainer.store.connections import connect
 
 log = logging.getLogger("chainer.app")
 

@@ -393,9 +393,9 @@ def dlq_group() -> None:
 
 
 async def _with_store(work: Callable[[Any], Any]) -> Any:
-    from chainer.connections import connect
     from chainer.errors import StoreUnavailableError
     from chainer.store import Store
+    from chainer.store.connections import connect
 
     settings = _settings()
     client: Any = connect(settings.redis_url)

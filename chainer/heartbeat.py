@@ -1,6 +1,6 @@
 """Worker liveness in Redis: every worker renews its entry, the web counts the live ones (``GET /readyz``).
 
-``chainer:workers`` is a sorted set: member = worker id, score = the Redis server time (ms) until
+The ``keys.WORKERS`` key is a sorted set: member = worker id, score = the Redis server time (ms) until
 which that worker counts as alive. Both sides read the clock of the Redis server, so the hosts'
 clocks and the workers' heartbeat periods do not need to agree with the web's. A worker that stops
 cleanly removes its entry; one that dies falls out when its time passes. Expired entries are pruned
@@ -15,7 +15,9 @@ import socket
 
 from redis.asyncio import Redis
 
-WORKERS_KEY = "chainer:workers"
+from chainer.store import keys
+
+WORKERS_KEY = keys.WORKERS
 
 _NOW = """
 local t = redis.call('TIME')

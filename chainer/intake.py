@@ -25,12 +25,9 @@ from chainer.jobs import FIRE_JOIN, action_id, job_bytes, job_id, job_serializer
 from chainer.providers.base import HookAuth, Ignored
 from chainer.rules import Decision, JoinStep, PlannedAction, RuleSet
 from chainer.settings import Settings
-from chainer.store import AcceptPlan, ActionSlot, Budget, JoinPlan, QueuedAction, Store, now_ms
+from chainer.store import AcceptPlan, ActionSlot, Budget, JoinPlan, QueuedAction, Store, keys, now_ms
 
 log = logging.getLogger(__name__)
-
-BUDGET_COMMIT_TTL_MS = 30 * 86_400_000
-BUDGET_DAY_TTL_MS = 2 * 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +148,7 @@ def plan_accept(
 
 def join_key(step: JoinStep) -> str:
     """The Redis key of a fan-in join: one per rule and join value (commit, branch or tag)."""
-    return f"chainer:join:{step.rule}:{step.on}:{step.value}"
+    return keys.join(step.rule, step.on, step.value)
 
 
 def _join_plan(event: BuildEvent, step: JoinStep, rules_version: str, at_ms: int) -> JoinPlan:
@@ -177,9 +174,9 @@ def budgets_for(event: BuildEvent, rule: str, limit: Mapping[str, int], at_ms: i
     if per_commit and event.commit:
         budgets.append(
             Budget(
-                f"chainer:budget:{rule}:commit:{event.commit}",
+                keys.budget_commit(rule, event.commit),
                 per_commit,
-                BUDGET_COMMIT_TTL_MS,
+                keys.BUDGET_COMMIT_TTL_MS,
                 f"budget spent: rule `{rule}` allows {per_commit} action run(s) per commit "
                 f"and commit {event.commit[:12]} has used them",
             )
@@ -189,9 +186,9 @@ def budgets_for(event: BuildEvent, rule: str, limit: Mapping[str, int], at_ms: i
         day = datetime.fromtimestamp(at_ms / 1000, UTC).strftime("%Y-%m-%d")
         budgets.append(
             Budget(
-                f"chainer:budget:{rule}:day:{day}",
+                keys.budget_day(rule, day),
                 per_day,
-                BUDGET_DAY_TTL_MS,
+                keys.BUDGET_DAY_TTL_MS,
                 f"budget spent: rule `{rule}` allows {per_day} action run(s) per day (UTC) and {day} has used them",
             )
         )

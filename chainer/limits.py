@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from chainer.errors import StoreUnavailableError, ThrottledError
+from chainer.store import keys
 
 _WINDOW = """
 local t = redis.call('TIME')
@@ -42,7 +43,7 @@ class RateLimiter:
     """At most ``limit`` requests in any ``window_s`` seconds, across every process sharing Redis."""
 
     def __init__(self, redis: Redis, key: str, *, limit: int, window_s: float, label: str) -> None:
-        self._key = key
+        self.key = key
         self.limit = limit
         self.window_ms = int(window_s * 1000)
         # A slot is taken a moment before the request reaches the provider; counting each slot for a
@@ -57,7 +58,7 @@ class RateLimiter:
         ``t`` is the Redis server's clock (ms) when the limiter decided: the time the slot counts from.
         """
         try:
-            wait, at = await self._script(keys=[self._key], args=[self._counted_ms, self.limit, secrets.token_hex(8)])
+            wait, at = await self._script(keys=[self.key], args=[self._counted_ms, self.limit, secrets.token_hex(8)])
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
         return int(wait), int(at)
@@ -83,7 +84,7 @@ def inflight_key(action: str, params: Mapping[str, Any]) -> str:
     provider = action.split(".", 1)[0]
     target = params.get("project") or params.get("workflow") or params.get("build") or "-"
     ref = params.get("branch") or params.get("ref") or params.get("tag") or "-"
-    return f"chainer:inflight:{provider}:{target}:{ref}"
+    return keys.inflight(provider, str(target), str(ref))
 
 
 class InflightLocks:

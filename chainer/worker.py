@@ -26,7 +26,6 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chainer import heartbeat
-from chainer.connections import connect_arq
 from chainer.errors import DownstreamError
 from chainer.fanin import fire_join
 from chainer.jobs import FIRE_JOIN, RUN_ACTION, RetryPolicy, job_deserializer, job_serializer, run_action, sweep
@@ -37,6 +36,7 @@ from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
 from chainer.store import Store
+from chainer.store.connections import connect_arq
 
 log = logging.getLogger("chainer.worker")
 

@@ -13,11 +13,11 @@ import pytest
 from redis.asyncio import Redis
 
 from chainer.app import create_app
-from chainer.connections import connect_arq
 from chainer.providers import Downstream
 from chainer.rules import RuleSet, parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import QUEUE_KEY, Store
+from chainer.store.connections import connect_arq
 from chainer.worker import create_worker
 from tests import payloads
 from tests.processes import chainer_process

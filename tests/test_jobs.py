@@ -15,13 +15,13 @@ from arq import Retry
 from redis.asyncio import Redis
 
 from chainer import dlq
-from chainer.connections import connect_arq
 from chainer.intake import Intake
 from chainer.jobs import RetryPolicy, run_action
 from chainer.providers import Downstream
 from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import DLQ_KEY, QUEUE_KEY, Store, action_key
+from chainer.store.connections import connect_arq
 from chainer.worker import create_worker
 from tests import payloads
 

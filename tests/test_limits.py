@@ -12,7 +12,6 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from chainer.connections import connect_arq
 from chainer.intake import Intake
 from chainer.jobs import RetryPolicy
 from chainer.limits import InflightLocks, RateLimiter, inflight_key
@@ -20,6 +19,7 @@ from chainer.providers import Downstream
 from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import Store
+from chainer.store.connections import connect_arq
 from chainer.worker import create_worker
 from tests import payloads
 

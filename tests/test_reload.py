@@ -219,7 +219,7 @@ def test_sighup_reloads_now(tmp_path: Path, redis_url: str, command: str) -> Non
 
 async def test_worker_holds_and_reloads_the_rules(tmp_path: Path, redis: Redis, redis_url: str) -> None:
     """The worker loads the rules at start (fan-in jobs render with them) and follows changes of the file."""
-    from chainer.connections import connect_arq
+    from chainer.store.connections import connect_arq
     from chainer.worker import shutdown, startup
 
     path = tmp_path / "rules.yaml"

@@ -28,7 +28,6 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from chainer.app import create_app
-from chainer.connections import connect, connect_arq
 from chainer.errors import ConfigError
 from chainer.heartbeat import WORKERS_KEY
 from chainer.jobs import job_deserializer, job_serializer
@@ -36,6 +35,7 @@ from chainer.providers import Downstream
 from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import Store, action_key
+from chainer.store.connections import connect, connect_arq
 from chainer.worker import create_worker
 from tests import payloads
 from tests.redis_server import RedisServer

@@ -39,12 +39,6 @@ if TYPE_CHECKING:
 
     from chainer.actions import ActionSpec
 
-# How long a lineage key waits for the build it names to report back: an id the provider returned
-# is good for a week; a project/branch/commit guess (providers whose webhooks carry no id chainer was
-# given) for an hour, since another build of that ref in the meantime would be taken for ours.
-ID_TTL_MS = 7 * 86_400_000
-REF_TTL_MS = 3_600_000
-
 
 @dataclass(frozen=True, slots=True)
 class Ignored:
@@ -89,19 +83,35 @@ class HookAuth:
 
 @dataclass(frozen=True, slots=True)
 class LineageKey:
-    """One name by which a build can be recognised when it reports back (DESIGN §7).
+    """One way a build can be recognised when it reports back (DESIGN §7); build it with the class methods.
 
-    ``kind`` and ``parts`` make the key (``pipeline:<id>``, ``build:<provider>:<repo>:<number>``,
-    ``ref:<provider>:<repo>:<branch>:<commit or *>``); ``ttl_ms`` is how long a registered key lives.
+    By an id the provider returned (``pipeline``, ``workflow``, ``build`` number), or by the ``ref`` the
+    build is of: an educated guess for providers whose webhooks carry no such id, so ``chainer.lineage``
+    keeps those for an hour and ids for a week. ``repo`` None: the number names the build without it;
+    ``commit`` None: any commit of the ref.
     """
 
     kind: str
-    parts: tuple[str, ...]
-    ttl_ms: int = ID_TTL_MS
+    value: str
+    provider: str = ""
+    repo: str | None = None
+    commit: str | None = None
 
-    @property
-    def name(self) -> str:
-        return ":".join((self.kind, *self.parts))
+    @classmethod
+    def pipeline(cls, pipeline_id: str) -> LineageKey:
+        return cls("pipeline", pipeline_id)
+
+    @classmethod
+    def workflow(cls, workflow_id: str) -> LineageKey:
+        return cls("workflow", workflow_id)
+
+    @classmethod
+    def build(cls, provider: str, repo: str | None, number: object) -> LineageKey:
+        return cls("build", str(number), provider, repo)
+
+    @classmethod
+    def ref(cls, provider: str, repo: str, ref: str, commit: str | None = None) -> LineageKey:
+        return cls("ref", ref, provider, repo, commit)
 
 
 def canonical_status(table: Mapping[str, str], raw_status: str) -> str:
@@ -121,12 +131,12 @@ def build_and_ref_keys(event: BuildEvent) -> list[LineageKey]:
     keys = []
     repo = repo_of(event.project or event.project_slug or "")
     if event.build_id is not None:
-        keys.append(LineageKey("build", (event.provider, repo, str(event.build_id))))
+        keys.append(LineageKey.build(event.provider, repo, event.build_id))
     ref = event.branch or event.tag
     if ref:
         if event.commit:
-            keys.append(LineageKey("ref", (event.provider, repo, ref, event.commit)))
-        keys.append(LineageKey("ref", (event.provider, repo, ref, "*")))
+            keys.append(LineageKey.ref(event.provider, repo, ref, event.commit))
+        keys.append(LineageKey.ref(event.provider, repo, ref))
     return keys
 
 

@@ -14,7 +14,7 @@ import httpx
 
 from chainer.actions import ACTIONS, ActionSpec
 from chainer.events import BuildEvent
-from chainer.providers.base import ID_TTL_MS, HookAuth, Ignored, LineageKey, Provider, build_and_ref_keys, repo_of
+from chainer.providers.base import HookAuth, Ignored, LineageKey, Provider, build_and_ref_keys, repo_of
 from chainer.providers.circleci import parse
 from chainer.providers.circleci.client import CircleCIClient
 from chainer.providers.circleci.facts import NAME, TITLE
@@ -62,9 +62,9 @@ class CircleCI(Provider):
         keys = []
         pipeline = event.raw.get("pipeline") if isinstance(event.raw, Mapping) else None
         if isinstance(pipeline, Mapping) and isinstance(pipeline.get("id"), str):
-            keys.append(LineageKey("pipeline", (pipeline["id"],)))
+            keys.append(LineageKey.pipeline(pipeline["id"]))
         if event.workflow_id:
-            keys.append(LineageKey("workflow", (event.workflow_id,)))
+            keys.append(LineageKey.workflow(event.workflow_id))
         return keys + build_and_ref_keys(event)
 
     def target_keys(
@@ -73,12 +73,12 @@ class CircleCI(Provider):
         if not downstream_id:
             return []
         if action == f"{NAME}.trigger_pipeline":
-            return [LineageKey("pipeline", (downstream_id,), ID_TTL_MS)]
+            return [LineageKey.pipeline(downstream_id)]
         if action == f"{NAME}.rerun_workflow":
-            return [LineageKey("workflow", (downstream_id,), ID_TTL_MS)]
+            return [LineageKey.workflow(downstream_id)]
         if action in (f"{NAME}.v1_trigger_build", f"{NAME}.v1_retry_build"):
             project = params.get("project")
-            return [LineageKey("build", (NAME, repo_of(project) if project else "", downstream_id), ID_TTL_MS)]
+            return [LineageKey.build(NAME, repo_of(project) if project else "", downstream_id)]
         return []
 
 

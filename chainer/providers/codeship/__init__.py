@@ -16,8 +16,6 @@ from chainer.actions import ACTIONS, ActionSpec
 from chainer.events import BuildEvent
 from chainer.limits import RateLimiter
 from chainer.providers.base import (
-    ID_TTL_MS,
-    REF_TTL_MS,
     HookAuth,
     Ignored,
     LineageKey,
@@ -29,13 +27,13 @@ from chainer.providers.codeship.client import CodeshipClient
 from chainer.providers.codeship.parse import NAME, STATUSES, authenticate, parse_codeship
 from chainer.providers.http import Scrubber, Throttle
 from chainer.settings import Secret, Settings
+from chainer.store import keys
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
 # Codeship allows 60 API requests a minute per account, v1 and v2 together (providers.md §3.1).
 REQUESTS_PER_MINUTE = 60
-RATE_KEY = f"chainer:rate:{NAME}"
 
 
 def _branch_of_ref(ref: Any) -> str | None:
@@ -76,7 +74,7 @@ class Codeship(Provider):
         throttle: Throttle | None = None,
     ) -> CodeshipClient:
         if throttle is None and redis is not None:
-            throttle = RateLimiter(redis, RATE_KEY, limit=REQUESTS_PER_MINUTE, window_s=60, label=self.title)
+            throttle = RateLimiter(redis, keys.rate(NAME), limit=REQUESTS_PER_MINUTE, window_s=60, label=self.title)
         return CodeshipClient(settings, http, clock=clock, scrub=scrub, throttle=throttle)
 
     def secrets(self, settings: Settings) -> list[Secret]:
@@ -86,7 +84,7 @@ class Codeship(Provider):
         keys = build_and_ref_keys(event)
         if event.build_id is not None:
             # A v1 restart answers with the new build's id but no project: the id alone names it too.
-            keys.insert(1, LineageKey("build", (NAME, "-", str(event.build_id))))
+            keys.insert(1, LineageKey.build(NAME, None, event.build_id))
         return keys
 
     def target_keys(
@@ -97,12 +95,13 @@ class Codeship(Provider):
         if action == f"{NAME}.trigger_build":
             branch = _branch_of_ref(params.get("ref"))
             if branch:
-                return [LineageKey("ref", (NAME, repo, branch, str(params.get("commit") or "*")), REF_TTL_MS)]
+                commit = params.get("commit")
+                return [LineageKey.ref(NAME, repo, branch, str(commit) if commit else None)]
         elif action == f"{NAME}.restart_build":
             if event.branch and event.commit:
-                return [LineageKey("ref", (NAME, repo, event.branch, event.commit), REF_TTL_MS)]
+                return [LineageKey.ref(NAME, repo, event.branch, event.commit)]
         elif action == f"{NAME}.v1_restart_build" and downstream_id:
-            return [LineageKey("build", (NAME, "-", downstream_id), ID_TTL_MS)]
+            return [LineageKey.build(NAME, None, downstream_id)]
         return []
 
 

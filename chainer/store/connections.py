@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chainer.errors import ConfigError
+from chainer.store.codec import job_deserializer, job_serializer
 
 R = TypeVar("R", bound=Redis)
 
@@ -96,8 +97,6 @@ def connect(url: str, *, cls: type[R] = Redis, retries: int = 0) -> R:  # type: 
 
 def connect_arq(url: str, *, retries: int = 20) -> ArqRedis:
     """An arq pool for the worker: JSON jobs, and retries so a Redis restart does not kill the worker."""
-    from chainer.jobs import job_deserializer, job_serializer
-
     pool = connect(url, cls=ArqRedis, retries=retries)
     pool.job_serializer = job_serializer
     pool.job_deserializer = job_deserializer

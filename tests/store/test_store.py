@@ -204,7 +204,7 @@ async def test_script_written_job_runs_on_an_unmodified_arq_worker(redis_url: st
         calls.append((action, ctx["job_try"]))
         return "done"
 
-    from chainer.connections import connect_arq
+    from chainer.store.connections import connect_arq
 
     pool = connect_arq(redis_url, retries=0)
     worker = Worker(

@@ -1,0 +1,334 @@
+"""``Store``: chainer's Redis data layer (key names in ``keys``, scripts in ``scripts/``).
+
+Acceptance is one Lua script per event: dedupe, event, ledgers, audit records and arq jobs are written
+together or not at all, and concurrent accepts share round trips (``lua.ScriptBatcher``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from chainer.errors import StoreUnavailableError
+from chainer.store import keys
+from chainer.store.codec import decode_hash, encode_record, matches, now_ms, stream_item, text
+from chainer.store.ledger import OPEN_STATES, Ledger
+from chainer.store.lua import ScriptBatcher
+from chainer.store.plans import (
+    AcceptOutcome,
+    AcceptPlan,
+    ActionSlot,
+    AuditPage,
+    QueuedAction,
+    Transition,
+    TransitionResult,
+)
+
+_DUPLICATE_ROUNDS = 3
+
+
+class Store:
+    """chainer's Redis data layer; every method raises StoreUnavailableError when Redis fails."""
+
+    def __init__(
+        self, redis: Redis, *, retention_ms: int = keys.RETENTION_MS, job_ttl_ms: int = keys.JOB_TTL_MS
+    ) -> None:
+        self.redis = redis
+        self.retention_ms = retention_ms
+        self.job_ttl_ms = job_ttl_ms
+        self._accept = ScriptBatcher(redis, "accept")
+        self._append = ScriptBatcher(redis, "append_audit")
+        self._transition = ScriptBatcher(redis, "transition")
+        self._first = ScriptBatcher(redis, "first_value")
+        self._fire = ScriptBatcher(redis, "fire_join")
+
+    def _minid(self) -> str:
+        return f"{max(now_ms() - self.retention_ms, 0)}-0"
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def accept(self, plan: AcceptPlan) -> AcceptOutcome:
+        """Write the event, its ledgers, audit records and jobs atomically, unless a dedupe key exists.
+
+        A duplicate writes only its ``webhook.duplicate`` record, to the log and to the stream of the
+        event it duplicates (the one accepted first), whose id the outcome carries.
+        """
+        names = [
+            keys.event(plan.event_id),
+            keys.AUDIT,
+            keys.event_audit(plan.event_id),
+            keys.ARQ_QUEUE,
+            keys.OPEN,
+            keys.children(plan.parent or "-"),
+            *(keys.seen(k) for k in plan.dedupe_keys),
+        ]
+        action_keys, actions = _encode_actions(plan.actions)
+        names += action_keys
+        joins = []
+        for jn in plan.joins:
+            names += [jn.key, keys.arq_job(jn.job_id)]
+            joins.append(
+                {
+                    "rule": jn.rule,
+                    "on": jn.on,
+                    "value": jn.value,
+                    "clauses": jn.clauses,
+                    "contributes": list(jn.contributes),
+                    "resets": list(jn.resets),
+                    "within": jn.within_ms,
+                    "job_id": jn.job_id,
+                    "job": jn.job.decode(),
+                    "record": encode_record(jn.record),
+                }
+            )
+        args = {
+            "joins": joins,
+            "now": now_ms(),
+            "nd": len(plan.dedupe_keys),
+            "parent": plan.parent,
+            "event_id": plan.event_id,
+            "event": [x for kv in plan.event_fields.items() for x in kv],
+            "audit": _encode_audit(plan.audit),
+            "dup": encode_record(plan.duplicate_record),
+            "actions": actions,
+            "minid": self._minid(),
+            "ttl": self.retention_ms,
+            "dedupe_ttl": max(self.retention_ms, keys.DEDUPE_TTL_MS),
+            "job_ttl": self.job_ttl_ms,
+        }
+        # A duplicate of another event (a new delivery id, but an event key already seen) is audited on
+        # that event's stream; the script names the event, and the call is repeated with its stream key.
+        # Seen keys are only ever set once, so the second call finds the same event.
+        target = ""
+        for _ in range(_DUPLICATE_ROUNDS):
+            args["dup_event"] = target
+            args["dup_key"] = len(names) + 1 if target else 0
+            call_keys = [*names, keys.event_audit(target)] if target else names
+            result = await self._accept(call_keys, [json.dumps(args, separators=(",", ":"))])
+            status, event_id, queued = (text(x) for x in result)
+            if status != "elsewhere":
+                return AcceptOutcome(duplicate=status == "duplicate", event_id=event_id, queued=int(queued))
+            target = event_id
+        raise StoreUnavailableError(f"the event a duplicate belongs to changed {_DUPLICATE_ROUNDS} times; retry")
+
+    async def fire_join(
+        self,
+        key: str,
+        event_id: str,
+        actions: Sequence[QueuedAction],
+        records: Sequence[Mapping[str, Any] | ActionSlot],
+    ) -> int | None:
+        """Write a completed fan-in's actions once; None when the join had already been fired and written."""
+        action_keys, encoded = _encode_actions(actions)
+        names = [
+            key,
+            keys.AUDIT,
+            keys.event_audit(event_id),
+            keys.ARQ_QUEUE,
+            keys.OPEN,
+            keys.event(event_id),
+            *action_keys,
+        ]
+        args = {
+            "event_id": event_id,
+            "actions": encoded,
+            "audit": _encode_audit(records),
+            "minid": self._minid(),
+            "ttl": self.retention_ms,
+            "job_ttl": self.job_ttl_ms,
+        }
+        status, _, queued = (text(x) for x in await self._fire(names, [json.dumps(args, separators=(",", ":"))]))
+        return int(queued) if status == "fired" else None
+
+    async def get_join(self, key: str) -> dict[str, str]:
+        return decode_hash(await self._guard(self.redis.hgetall(key)))
+
+    async def append_audit(self, records: Iterable[Mapping[str, Any]], *, event_id: str | None = None) -> list[str]:
+        """Append records to the audit log (and to the event's own stream when ``event_id`` is given)."""
+        names = [keys.AUDIT] + ([keys.event_audit(event_id)] if event_id else [])
+        args = {"audit": [encode_record(r) for r in records], "minid": self._minid(), "ttl": self.retention_ms}
+        ids = await self._append(names, [json.dumps(args)])
+        return [text(i) for i in ids]
+
+    async def transition(self, change: Transition) -> TransitionResult:
+        """Apply ``change`` if the ledger's state is one of ``from_states`` (any state when empty)."""
+        names = [
+            keys.action(change.action_id),
+            keys.AUDIT,
+            keys.event_audit(change.event_id),
+            keys.DLQ,
+            keys.arq_job(change.job_id or change.action_id),
+            keys.ARQ_QUEUE,
+            keys.OPEN,
+        ]
+        new_state = change.set.get("state")
+        open_change = "" if new_state is None else "add" if new_state in OPEN_STATES else "remove"
+        args = {
+            "from": list(change.from_states),
+            "set": [x for kv in change.set.items() for x in kv],
+            "incr": [x for kv in change.incr.items() for x in kv],
+            "audit": [encode_record(r) for r in change.audit],
+            "minid": self._minid(),
+            "dlq": change.dlq,
+            "open": open_change,
+            "now": now_ms(),
+            "action_id": change.action_id,
+            "job_id": change.job_id,
+            "job": change.job.decode(),
+            "score": change.score_ms,
+            "job_ttl": self.job_ttl_ms,
+        }
+        status, state = (text(x) for x in await self._transition(names, [json.dumps(args)]))
+        return TransitionResult(ok=status == "ok", previous_state=state)
+
+    async def get_action(self, action_id: str) -> dict[str, str]:
+        return decode_hash(await self._guard(self.redis.hgetall(keys.action(action_id))))
+
+    async def get_ledger(self, action_id: str) -> Ledger | None:
+        """The action's ledger, typed; None when it does not exist (expired, or never written)."""
+        raw = await self._guard(self.redis.hgetall(keys.action(action_id)))
+        return Ledger.from_hash(raw) if raw else None
+
+    async def get_event(self, event_id: str) -> dict[str, str]:
+        return decode_hash(await self._guard(self.redis.hgetall(keys.event(event_id))))
+
+    async def get_event_field(self, event_id: str, name: str) -> str | None:
+        value = await self._guard(self.redis.hget(keys.event(event_id), name))
+        return None if value is None else text(value)
+
+    async def event_audit(self, event_id: str) -> list[dict[str, Any]]:
+        entries = await self._guard(self.redis.xrange(keys.event_audit(event_id), "-", "+"))
+        return [stream_item(sid, fields) for sid, fields in entries]
+
+    async def read_audit(
+        self,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int = 100,
+        match: Mapping[str, set[str]] | None = None,
+        event_id: str | None = None,
+        scan_cap: int = 5000,
+    ) -> AuditPage:
+        """One page of audit records, oldest first (or newest first with ``before``).
+
+        Cursors are stream ids and ranges are exclusive, so a walk sees every record once even while
+        writers append. Filters are applied server-side over at most ``scan_cap`` records per request;
+        ``next`` is then the position reached, so the client keeps walking from there.
+        """
+        key = keys.event_audit(event_id) if event_id else keys.AUDIT
+        reverse = before is not None
+        low = f"({after}" if after else (str(since_ms) if since_ms is not None else "-")
+        high = f"({before}" if before and before != "+" else (str(until_ms) if until_ms is not None else "+")
+        if reverse and after:
+            low = f"({after}"
+        items: list[dict[str, Any]] = []
+        scanned = 0
+        cursor: str | None = None
+        exhausted = False
+        while len(items) < limit and scanned < scan_cap:
+            count = min(max(limit * 2, 50), scan_cap - scanned)
+            if reverse:
+                chunk = await self._guard(self.redis.xrevrange(key, high, low, count=count))
+            else:
+                chunk = await self._guard(self.redis.xrange(key, low, high, count=count))
+            if not chunk:
+                exhausted = True
+                break
+            for sid, fields in chunk:
+                scanned += 1
+                cursor = text(sid)
+                item = stream_item(sid, fields)
+                if matches(item, match):
+                    items.append(item)
+                    if len(items) == limit:
+                        break
+            if reverse:
+                high = f"({cursor}"
+            else:
+                low = f"({cursor}"
+            if len(chunk) < count and len(items) < limit:
+                exhausted = True
+                break
+        return AuditPage(items=items, next=None if exhausted else cursor)
+
+    async def first_value(self, keys: Sequence[str]) -> str | None:
+        """The value of the first of ``keys`` that exists (one batched round trip), or None."""
+        if not keys:
+            return None
+        value = await self._first(keys, [])
+        return None if value is None else text(value)
+
+    async def set_many(self, items: Sequence[tuple[str, str, int]]) -> None:
+        """SET each (key, value, ttl_ms) in one pipeline."""
+        if not items:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, value, ttl in items:
+                pipe.set(key, value, px=ttl)
+            await self._guard(pipe.execute())
+
+    async def children(self, event_id: str) -> list[str]:
+        members = await self._guard(self.redis.smembers(keys.children(event_id)))
+        return sorted(text(m) for m in members)
+
+    async def open_actions(self, older_than_ms: int, limit: int = 200) -> list[str]:
+        """Actions queued before ``older_than_ms`` that are still pending or calling."""
+        ids = await self._guard(self.redis.zrangebyscore(keys.OPEN, "-inf", older_than_ms, start=0, num=limit))
+        return [text(i) for i in ids]
+
+    async def job_exists(self, job: str) -> bool:
+        """Whether arq still holds the job (its key, or its place in the queue)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(keys.arq_job(job))
+            pipe.zscore(keys.ARQ_QUEUE, job)
+            exists, score = await self._guard(pipe.execute())
+        return bool(exists) or score is not None
+
+    async def forget_open(self, action_id: str) -> None:
+        await self._guard(self.redis.zrem(keys.OPEN, action_id))
+
+    async def dead_actions(self, *, limit: int = 100, offset: int = 0) -> list[str]:
+        ids = await self._guard(self.redis.zrange(keys.DLQ, offset, offset + limit - 1))
+        return [text(i) for i in ids]
+
+    async def _guard(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
+
+
+def _encode_actions(actions: Sequence[QueuedAction]) -> tuple[list[str], list[dict[str, Any]]]:
+    names: list[str] = []
+    encoded = []
+    for action in actions:
+        names += [keys.action(action.action_id), keys.arq_job(action.job_id or action.action_id)]
+        names += [b.key for b in action.budgets]
+        encoded.append(
+            {
+                "ledger": [x for kv in action.ledger.items() for x in kv],
+                "action_id": action.action_id,
+                "job_id": action.job_id,
+                "job": action.job.decode(),
+                "score": action.score_ms,
+                "record": encode_record(action.record),
+                "skip": encode_record(action.skip_record),
+                "budget": [[b.limit, b.ttl_ms, b.reason] for b in action.budgets],
+            }
+        )
+    return names, encoded
+
+
+def _encode_audit(records: Sequence[Mapping[str, Any] | ActionSlot]) -> list[Any]:
+    return [{"a": r.index + 1} if isinstance(r, ActionSlot) else encode_record(r) for r in records]

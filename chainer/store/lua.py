@@ -1,0 +1,111 @@
+"""The store's Lua scripts (``scripts/*.lua``, package data) and the batcher that runs them.
+
+A script file may pull in a fragment with a line ``--#include _name.lua``; fragments (names starting
+with ``_``) are shared pieces of the bigger scripts and are never run alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Sequence
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, RedisError
+
+from chainer.errors import StoreUnavailableError
+
+SCRIPTS = ("accept", "append_audit", "fire_join", "first_value", "transition")
+_INCLUDE = re.compile(r"^--#include (\S+)$", re.MULTILINE)
+
+
+def _read(filename: str) -> str:
+    return (resources.files("chainer.store") / "scripts" / filename).read_text(encoding="utf-8")
+
+
+@cache
+def source(name: str) -> str:
+    """The text of script ``name`` (``scripts/<name>.lua``) with its fragments included."""
+
+    def include(match: re.Match[str]) -> str:
+        fragment = _read(match.group(1))
+        if _INCLUDE.search(fragment):
+            raise ValueError(f"Lua fragment {match.group(1)} includes another; fragments must be flat")
+        return fragment.rstrip("\n")
+
+    return _INCLUDE.sub(include, _read(f"{name}.lua"))
+
+
+class ScriptBatcher:
+    """Runs one Lua script for many concurrent callers, pipelining every call queued meanwhile.
+
+    While one batch is on the wire, new calls wait in ``_pending``; they go out together in the next
+    pipeline, so N concurrent webhooks cost about one round trip instead of N. Each script call stays
+    atomic on its own. A NOSCRIPT answer (script cache lost on restart or failover) means that call
+    did not run, so it is loaded and sent again.
+    """
+
+    _MAX_BATCH = 256
+
+    def __init__(self, redis: Redis, name: str) -> None:
+        self._redis = redis
+        self.name = name
+        self._source = source(name)
+        self._sha = hashlib.sha1(self._source.encode(), usedforsecurity=False).hexdigest()
+        self._pending: list[tuple[Sequence[str], Sequence[str], asyncio.Future[Any]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self, keys: Sequence[str], args: Sequence[str]) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((keys, args, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self._MAX_BATCH], self._pending[self._MAX_BATCH :]
+            try:
+                results = await self._send([(keys, args) for keys, args, _ in batch])
+            except (RedisError, OSError) as exc:
+                error = StoreUnavailableError(f"Redis is unavailable: {exc}")
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for (_, _, future), result in zip(batch, results, strict=True):
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(StoreUnavailableError(f"Redis refused the write: {result}"))
+                else:
+                    future.set_result(result)
+
+    async def _send(self, calls: list[tuple[Sequence[str], Sequence[str]]]) -> list[Any]:
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        for _ in range(2):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for i in todo:
+                    keys, args = calls[i]
+                    pipe.evalsha(self._sha, len(keys), *keys, *args)
+                answers = await pipe.execute(raise_on_error=False)
+            missing = []
+            for i, answer in zip(todo, answers, strict=True):
+                if isinstance(answer, NoScriptError):
+                    missing.append(i)
+                elif isinstance(answer, (ConnectionError, OSError)):
+                    raise answer
+                else:
+                    results[i] = answer
+            if not missing:
+                return results
+            await self._redis.script_load(self._source)
+            todo = missing
+        for i in todo:
+            results[i] = StoreUnavailableError("Redis lost the script cache twice in a row")
+        return results

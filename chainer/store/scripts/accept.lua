@@ -1,0 +1,81 @@
+-- Accept one event atomically (Store.accept): dedupe, event hash, lineage child, ledgers, budgets,
+-- arq jobs, fan-in join steps and audit records are written together, or nothing but a duplicate's
+-- record is.
+-- KEYS: 1 event hash, 2 audit log, 3 event audit stream, 4 arq queue, 5 open set, 6 the parent's
+--       children set, 7..6+nd the dedupe (seen) keys, then each action's keys (_write_actions.lua),
+--       then each join's hash and fire job key, and last (when plan.dup_key > 0) the audit stream of
+--       the event a duplicate belongs to.
+-- ARGV[1]: the plan as JSON (Store.accept).
+-- Returns {status, event id, jobs queued}; status is accepted, duplicate, or elsewhere (a duplicate of
+-- another event than the one named: the caller repeats the call with that event's stream declared).
+local plan = cjson.decode(ARGV[1])
+local nd = plan.nd
+for i = 1, nd do
+  local existing = redis.call('GET', KEYS[6 + i])
+  if existing then
+    -- The duplicate is recorded on the accepted event's own stream, a declared key: this event's
+    -- (a redelivery) or the one the caller named in dup_key; any other event is reported back first.
+    local target = KEYS[3]
+    if existing ~= plan.event_id then
+      if plan.dup_key == 0 or existing ~= plan.dup_event then return {'elsewhere', existing, 0} end
+      target = KEYS[plan.dup_key]
+    end
+    for j = 1, nd do redis.call('SET', KEYS[6 + j], existing, 'PX', plan.dedupe_ttl, 'NX') end
+    local dup = cjson.decode(plan.dup)
+    dup.event_id = existing
+    local rec = cjson.encode(dup)
+    local id = redis.call('XADD', KEYS[2], 'MINID', '~', plan.minid, '*', 'r', rec)
+    if redis.call('EXISTS', target) == 1 then redis.call('XADD', target, id, 'r', rec) end
+    return {'duplicate', existing, 0}
+  end
+end
+for i = 1, nd do redis.call('SET', KEYS[6 + i], plan.event_id, 'PX', plan.dedupe_ttl) end
+redis.call('HSET', KEYS[1], unpack(plan.event))
+redis.call('PEXPIRE', KEYS[1], plan.ttl)
+if plan.parent ~= '' then
+  redis.call('SADD', KEYS[6], plan.event_id)
+  redis.call('PEXPIRE', KEYS[6], plan.ttl)
+end
+local chosen = {}
+local queued = 0
+local k = 6 + nd
+--#include _write_actions.lua
+local progress = {}
+for _, jn in ipairs(plan.joins) do
+  local jk, fk = KEYS[k + 1], KEYS[k + 2]
+  k = k + 2
+  local fired = redis.call('HGET', jk, 'fired')
+  if not fired then
+    for _, i in ipairs(jn.resets) do redis.call('HDEL', jk, 'c' .. i) end
+    for _, i in ipairs(jn.contributes) do redis.call('HSET', jk, 'c' .. i, plan.event_id) end
+    if redis.call('HSETNX', jk, 'rule', jn.rule) == 1 then
+      redis.call('HSET', jk, 'n', jn.clauses, 'on', jn.on, 'value', jn.value, 'started_ms', plan.now)
+      redis.call('PEXPIRE', jk, jn.within)
+    end
+  end
+  local satisfied = {}
+  for i = 0, jn.clauses - 1 do
+    if redis.call('HEXISTS', jk, 'c' .. i) == 1 then table.insert(satisfied, i) end
+  end
+  local rec = cjson.decode(jn.record)
+  rec.complete = (#satisfied == jn.clauses)
+  if fired then
+    rec.already_fired_by = fired
+  elseif rec.complete then
+    redis.call('HSET', jk, 'fired', plan.event_id)
+    redis.call('PEXPIRE', jk, plan.ttl)
+    redis.call('SET', fk, jn.job, 'PX', plan.job_ttl)
+    redis.call('ZADD', KEYS[4], plan.now, jn.job_id)
+    rec.fired = true
+  end
+  rec.satisfied = '__satisfied__'
+  local text = string.gsub(cjson.encode(rec), '"__satisfied__"', '[' .. table.concat(satisfied, ',') .. ']')
+  table.insert(progress, text)
+end
+--#include _write_audit.lua
+for _, rec in ipairs(progress) do
+  local id = redis.call('XADD', KEYS[2], 'MINID', '~', plan.minid, '*', 'r', rec)
+  redis.call('XADD', KEYS[3], id, 'r', rec)
+end
+redis.call('PEXPIRE', KEYS[3], plan.ttl)
+return {'accepted', plan.event_id, queued}

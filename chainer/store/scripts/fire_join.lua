@@ -1,0 +1,24 @@
+-- Write a completed fan-in's actions once (Store.fire_join): the join hash's `done` field marks it.
+-- KEYS: 1 join hash, 2 audit log, 3 event audit stream, 4 arq queue, 5 open set, 6 event hash, then
+--       each action's keys (_write_actions.lua).
+-- ARGV[1]: the plan as JSON (Store.fire_join).
+-- Returns {'fired', event id, jobs queued}, or {'done', the event that fired it, 0} when already written.
+local plan = cjson.decode(ARGV[1])
+if redis.call('HEXISTS', KEYS[1], 'done') == 1 then return {'done', redis.call('HGET', KEYS[1], 'done'), 0} end
+redis.call('HSET', KEYS[1], 'done', plan.event_id)
+local chosen = {}
+local queued = 0
+local k = 6
+--#include _write_actions.lua
+--#include _write_audit.lua
+redis.call('PEXPIRE', KEYS[3], plan.ttl)
+if #plan.actions > 0 then
+  local listed = redis.call('HGET', KEYS[6], 'actions')
+  local ids = {}
+  if listed then
+    for id in string.gmatch(listed, '"([^"]+)"') do table.insert(ids, id) end
+  end
+  for _, act in ipairs(plan.actions) do table.insert(ids, act.action_id) end
+  redis.call('HSET', KEYS[6], 'actions', cjson.encode(ids))
+end
+return {'fired', plan.event_id, queued}

@@ -1,0 +1,28 @@
+-- Compare-and-set on an action ledger's state (Store.transition), then the field writes, audit
+-- records, dead-letter and open-set bookkeeping and (for replays and retries) a new arq job.
+-- KEYS: 1 ledger, 2 audit log, 3 event audit stream, 4 dlq, 5 arq job key, 6 arq queue, 7 open set.
+-- ARGV[1]: the change as JSON (Store.transition).
+-- Returns {'ok', previous state}, {'conflict', actual state} or {'missing', ''}.
+local p = cjson.decode(ARGV[1])
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'missing', ''} end
+if #p.from > 0 then
+  local ok = false
+  for _, s in ipairs(p.from) do if s == state then ok = true end end
+  if not ok then return {'conflict', state} end
+end
+if #p.set > 0 then redis.call('HSET', KEYS[1], unpack(p.set)) end
+for i = 1, #p.incr, 2 do redis.call('HINCRBY', KEYS[1], p.incr[i], p.incr[i + 1]) end
+for _, rec in ipairs(p.audit) do
+  local id = redis.call('XADD', KEYS[2], 'MINID', '~', p.minid, '*', 'r', rec)
+  redis.call('XADD', KEYS[3], id, 'r', rec)
+end
+if p.dlq == 'add' then redis.call('ZADD', KEYS[4], p.now, p.action_id)
+elseif p.dlq == 'remove' then redis.call('ZREM', KEYS[4], p.action_id) end
+if p.open == 'add' then redis.call('ZADD', KEYS[7], p.now, p.action_id)
+elseif p.open == 'remove' then redis.call('ZREM', KEYS[7], p.action_id) end
+if p.job_id ~= '' then
+  redis.call('SET', KEYS[5], p.job, 'PX', p.job_ttl)
+  redis.call('ZADD', KEYS[6], p.score, p.job_id)
+end
+return {'ok', state}
