@@ -4,7 +4,8 @@ Run from the repository root: ``python bench/rules_match.py`` (stdlib only, abou
 
 For each size it generates a rules file with a realistic mix (mostly literal projects ``org/repo-N``,
 about 5 % glob projects, some ``re:`` branches, include/exclude lists, provider and kind restrictions,
-templated arguments), loads it with ``chainer.rules.parse_rules`` and times two calls per event:
+templated arguments), loads it with ``chainer.rules.parse_rules`` (given the action catalogue) and times
+two calls per event:
 
 * ``RuleSet.evaluate(event)``: the production path, candidates from the provider/project index;
 * ``RuleSet.explain(event)``: the baseline, every rule of the file checked in order.
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from chainer.actions import catalogue
 from chainer.events import BuildEvent
 from chainer.rules import RuleSet, parse_rules
 
@@ -150,7 +152,7 @@ def bench_size(n: int, rng: random.Random) -> dict[str, Any]:
     """Load ``n`` generated rules, then time evaluate (per event group and overall) and explain."""
     text = make_rules(n, rng)
     t0 = time.perf_counter()
-    ruleset: RuleSet = parse_rules(text, f"generated-{n}.yaml")
+    ruleset: RuleSet = parse_rules(text, f"generated-{n}.yaml", catalogue=catalogue())
     load_s = time.perf_counter() - t0
     events = make_events(n, rng)
     every = [e for _, e in events]
@@ -178,7 +180,7 @@ def source_version() -> str:
     root = Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
-        measured = ["chainer/rules.py", "chainer/events.py", "chainer/actions.py"]
+        measured = ["chainer/rules", "chainer/events.py", "chainer/actions.py", "chainer/providers/base.py"]
         dirty = subprocess.run(["git", "status", "--porcelain", *measured], cwd=root, capture_output=True, text=True)
     except OSError:
         return "unknown"

@@ -35,6 +35,7 @@ from chainer.errors import (
 from chainer.explain import explain
 from chainer.intake import Intake
 from chainer.params import AUDIT_FILTERS, AUDIT_PARAMS, DLQ_PARAMS, NO_PARAMS, ParamError, Spec, parse_query
+from chainer.providers import catalogue
 from chainer.providers.payload import decode_json_object
 from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
@@ -431,7 +432,8 @@ def create_app(
     """
     settings = settings or Settings.from_env(os.environ)
     watch = ruleset is None if watch_rules is None else watch_rules
-    ruleset = ruleset or load_rules(settings.rules_path)
+    load = functools.partial(load_rules, catalogue=catalogue())
+    ruleset = ruleset or load(settings.rules_path)
     state = _State(settings, ruleset, store)
 
     def activate(new: RuleSet) -> None:
@@ -444,7 +446,7 @@ def create_app(
             owned = connect(settings.redis_url)
             state.store = Store(owned, retention_ms=settings.audit_retention_ms)
             state.intake = Intake(settings, state.store, lambda: state.ruleset)
-        watcher = RulesWatcher(settings.rules_path, lambda: state.ruleset, activate, state.store)
+        watcher = RulesWatcher(settings.rules_path, lambda: state.ruleset, activate, state.store, load=load)
         app.state.rules_watcher = watcher
         task = asyncio.create_task(watcher.watch(settings.rules_poll_seconds)) if watch else None
         try:

@@ -96,13 +96,14 @@ def web(host: str, port: int) -> None:
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
 def worker(burst: bool) -> None:
     """Run the arq worker that calls the downstream CI APIs."""
+    from chainer.providers import catalogue
     from chainer.rules import load_rules
     from chainer.worker import create_worker
 
     _configure_logging()
     settings = _settings()
     try:
-        ruleset = load_rules(settings.rules_path)
+        ruleset = load_rules(settings.rules_path, catalogue=catalogue())
     except RulesError as exc:
         _fail(f"{settings.rules_path} has {len(exc.problems)} problem(s):\n" + "\n".join(exc.problems))
     create_worker(settings, burst=burst, ctx={"ruleset": ruleset}).run()
@@ -234,13 +235,14 @@ def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path)
     import dataclasses
     import secrets
 
+    from chainer.providers import catalogue
     from chainer.rules import load_rules
     from chainer.sandbox import SandboxState, example_events, seed_sandbox
     from chainer.settings import Secret
 
     state = SandboxState()
     events, problems = example_events(examples) if examples.is_dir() else ([], [])
-    problems += seed_sandbox(state, load_rules(settings.rules_path), events)
+    problems += seed_sandbox(state, load_rules(settings.rules_path, catalogue=catalogue()), events)
     for problem in problems:
         click.echo(f"chainer: sandbox mode: not seeded: {problem}", err=True)
     click.echo(
@@ -328,11 +330,12 @@ def sandbox_command(host: str, port: int) -> None:
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 def lint(file: Path | None) -> None:
     """Check a rules file (default: CHAINER_RULES or ./rules.yaml); exit 1 listing every problem."""
+    from chainer.providers import catalogue
     from chainer.rules import load_rules
 
     path = file or Path(os.environ.get("CHAINER_RULES") or "rules.yaml")
     try:
-        ruleset = load_rules(path)
+        ruleset = load_rules(path, catalogue=catalogue())
     except RulesError as exc:
         for problem in exc.problems:
             click.echo(problem)
@@ -355,6 +358,7 @@ def explain_command(
 
     from chainer.errors import WebhookError
     from chainer.explain import explain, render_text
+    from chainer.providers import catalogue
     from chainer.rules import load_rules
 
     parsed_headers = {}
@@ -365,7 +369,7 @@ def explain_command(
         parsed_headers[name.strip().lower()] = value.strip()
     path = rules_file or Path(os.environ.get("CHAINER_RULES") or "rules.yaml")
     try:
-        ruleset = load_rules(path)
+        ruleset = load_rules(path, catalogue=catalogue())
     except RulesError as exc:
         for problem in exc.problems:
             click.echo(problem, err=True)
@@ -382,9 +386,10 @@ def schema() -> None:
     """Print the JSON Schema (draft 2020-12) of rules.yaml, for editors."""
     import json
 
-    from chainer.schema import rules_schema
+    from chainer.providers import catalogue
+    from chainer.rules import rules_schema
 
-    click.echo(json.dumps(rules_schema(), indent=2))
+    click.echo(json.dumps(rules_schema(catalogue()), indent=2))
 
 
 @main.group(name="dlq")

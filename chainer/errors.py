@@ -3,6 +3,7 @@
     ChainerError
     ├── ConfigError                  a setting is missing or malformed (names the variable)
     ├── RulesError                   rules.yaml failed validation (carries every problem)
+    ├── RenderError                  an action's arguments cannot be rendered for an event (names the argument)
     ├── WebhookError                 an inbound delivery cannot be accepted
     │   ├── UnknownProviderError     no provider of that name is registered  → 404 (also a KeyError)
     │   ├── AuthenticationError      bad or missing signature / token        → 401
@@ -36,6 +37,17 @@ class RulesError(ChainerError):
     def __init__(self, problems: list[str]) -> None:
         self.problems = list(problems)
         super().__init__("\n".join(self.problems) if self.problems else "invalid rules")
+
+
+class RenderError(ChainerError):
+    """An action's arguments could not be rendered for an event; ``argument`` is the one that failed.
+
+    The message names the argument too (``argument 'branch': event.tag is empty for this event``).
+    """
+
+    def __init__(self, message: str, *, argument: str = "") -> None:
+        super().__init__(message)
+        self.argument = argument
 
 
 class WebhookError(ChainerError):

@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PROVIDERS = ("codeship", "circleci")
 KINDS = ("build", "workflow", "job")
 STATUSES = ("success", "failed", "error", "canceled", "running", "other")
 TERMINAL_STATUSES = frozenset({"success", "failed", "error", "canceled"})

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chainer.errors import RulesError, StoreUnavailableError
-from chainer.rules import RuleSet, load_rules
+from chainer.rules import RuleSet
 from chainer.store import Store
 
-log = logging.getLogger("chainer.reload")
+log = logging.getLogger(__name__)
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -29,12 +29,22 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
 
 
 class RulesWatcher:
-    """Keeps the active RuleSet in step with its file; every outcome goes to the audit log."""
+    """Keeps the active RuleSet in step with its file; every outcome goes to the audit log.
+
+    ``load`` reads and validates the file (``load_rules`` with the provider catalogue).
+    """
 
     def __init__(
-        self, path: Path, current: Callable[[], RuleSet], activate: Callable[[RuleSet], None], store: Store
+        self,
+        path: Path,
+        current: Callable[[], RuleSet],
+        activate: Callable[[RuleSet], None],
+        store: Store,
+        *,
+        load: Callable[[Path], RuleSet],
     ) -> None:
         self.path = path
+        self._load = load
         self._current = current
         self._activate = activate
         self._store = store
@@ -47,7 +57,7 @@ class RulesWatcher:
             self._stamp = _stamp(self.path)
             old = self._current()
             try:
-                new = load_rules(self.path)
+                new = self._load(self.path)
             except RulesError as exc:
                 log.error("rules_refused", extra={"cause": cause, "problems": exc.problems})
                 await self._audit({"type": "rules.refused", "cause": cause, "path": str(self.path),

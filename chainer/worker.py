@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -30,7 +31,7 @@ from chainer.errors import DownstreamError
 from chainer.fanin import fire_join
 from chainer.jobs import FIRE_JOIN, RUN_ACTION, RetryPolicy, job_deserializer, job_serializer, run_action, sweep
 from chainer.limits import InflightLocks
-from chainer.providers import Downstream
+from chainer.providers import Downstream, catalogue
 from chainer.providers.http import default_http_client
 from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
@@ -87,14 +88,15 @@ async def check_providers(downstream: Downstream) -> None:
 
 def _watch_rules(ctx: dict[str, Any], settings: Settings) -> None:
     """Hold the active rules in ctx (fan-in jobs render with them) and reload them like the web does."""
+    load = functools.partial(load_rules, catalogue=catalogue())
     if "ruleset" not in ctx:
-        ctx["ruleset"] = load_rules(settings.rules_path)
+        ctx["ruleset"] = load(settings.rules_path)
     ctx["rules"] = lambda: ctx["ruleset"]
 
     def activate(new: RuleSet) -> None:
         ctx["ruleset"] = new
 
-    watcher = RulesWatcher(settings.rules_path, ctx["rules"], activate, ctx["store"])
+    watcher = RulesWatcher(settings.rules_path, ctx["rules"], activate, ctx["store"], load=load)
     ctx["rules_task"] = asyncio.create_task(watcher.watch(settings.rules_poll_seconds))
 
 

@@ -19,10 +19,10 @@ from chainer.accesslog import redact_path, redact_query
 from chainer.app import create_app
 from chainer.cli import main
 from chainer.logs import KeyValueFormatter
-from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import Store
 from tests import payloads
+from tests.helpers import parse_rules
 from tests.redis_server import free_port
 
 HOOK = "hooktok-Vx81qLm2"

@@ -12,10 +12,10 @@ import pytest
 from redis.asyncio import Redis
 
 from chainer.app import create_app
-from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import QUEUE_KEY, Store
 from tests import payloads
+from tests.helpers import parse_rules
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.integration

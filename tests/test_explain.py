@@ -14,10 +14,10 @@ from redis.asyncio import Redis
 from chainer.app import create_app
 from chainer.cli import main
 from chainer.explain import explain
-from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import Store
 from tests import payloads
+from tests.helpers import parse_rules
 
 RULES = """
 version: 1

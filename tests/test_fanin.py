@@ -14,12 +14,13 @@ from redis.asyncio import Redis
 
 from chainer.app import create_app
 from chainer.providers import Downstream
-from chainer.rules import RuleSet, parse_rules
+from chainer.rules import RuleSet
 from chainer.settings import Secret, Settings
 from chainer.store import QUEUE_KEY, Store
 from chainer.store.connections import connect_arq
 from chainer.worker import create_worker
 from tests import payloads
+from tests.helpers import parse_rules
 from tests.processes import chainer_process
 from tests.redis_server import free_port
 

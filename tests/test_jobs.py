@@ -18,12 +18,12 @@ from chainer import dlq
 from chainer.intake import Intake
 from chainer.jobs import RetryPolicy, run_action
 from chainer.providers import Downstream
-from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import DLQ_KEY, QUEUE_KEY, Store, action_key
 from chainer.store.connections import connect_arq
 from chainer.worker import create_worker
 from tests import payloads
+from tests.helpers import parse_rules
 
 pytestmark = pytest.mark.integration
 

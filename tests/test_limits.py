@@ -16,12 +16,12 @@ from chainer.intake import Intake
 from chainer.jobs import RetryPolicy
 from chainer.limits import InflightLocks, RateLimiter, inflight_key
 from chainer.providers import Downstream
-from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import Store
 from chainer.store.connections import connect_arq
 from chainer.worker import create_worker
 from tests import payloads
+from tests.helpers import parse_rules
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ from redis.asyncio import Redis
 from chainer.app import create_app
 from chainer.jobs import run_action
 from chainer.providers import Downstream
-from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import Store
 from tests import payloads
+from tests.helpers import parse_rules
 
 pytestmark = pytest.mark.integration
 

@@ -20,10 +20,10 @@ from chainer.app import create_app
 from chainer.jobs import run_action
 from chainer.params import U64_MAX, Count, Cursor, Param, Text, Time, Values
 from chainer.providers import Downstream
-from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import Store
 from tests import payloads
+from tests.helpers import parse_rules
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.integration

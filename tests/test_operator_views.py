@@ -13,12 +13,12 @@ from redis.asyncio import Redis
 from chainer.app import create_app
 from chainer.jobs import RetryPolicy
 from chainer.providers import Downstream
-from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import Store
 from chainer.store.connections import connect_arq
 from chainer.worker import create_worker
 from tests import payloads
+from tests.helpers import parse_rules
 
 pytestmark = pytest.mark.integration
 

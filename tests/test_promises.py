@@ -17,10 +17,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from chainer.app import create_app
-from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import JOB_PREFIX, QUEUE_KEY, Store, action_key, event_audit_key, event_key
 from tests import payloads
+from tests.helpers import parse_rules
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration

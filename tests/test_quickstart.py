@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from chainer.providers import Downstream
-from chainer.rules import load_rules
 from chainer.sandbox import SandboxState, create_sandbox_app, example_events, seed_sandbox
 from chainer.settings import Secret, Settings
+from tests.helpers import load_rules
 from tests.processes import chainer_process
 from tests.redis_server import free_port
 

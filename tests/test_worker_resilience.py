@@ -32,12 +32,12 @@ from chainer.errors import ConfigError
 from chainer.heartbeat import WORKERS_KEY
 from chainer.jobs import job_deserializer, job_serializer
 from chainer.providers import Downstream
-from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import Store, action_key
 from chainer.store.connections import connect, connect_arq
 from chainer.worker import create_worker
 from tests import payloads
+from tests.helpers import parse_rules
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration

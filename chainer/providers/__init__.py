@@ -9,6 +9,7 @@ another provider.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
@@ -19,7 +20,7 @@ import httpx
 from chainer.errors import PermanentDownstreamError, UnknownProviderError
 from chainer.events import BuildEvent
 from chainer.providers import circleci, codeship
-from chainer.providers.base import Client, Provider
+from chainer.providers.base import Catalogue, Client, Provider
 from chainer.providers.http import BeforeEffect, CallResult, Scrubber, Throttle
 from chainer.settings import Secret, Settings
 
@@ -40,6 +41,7 @@ def register(provider: Provider) -> Provider:
     if name in _REGISTRY:
         raise ValueError(f"provider {name!r} is already registered")
     _REGISTRY[name] = provider
+    catalogue.cache_clear()
     return provider
 
 
@@ -47,6 +49,7 @@ def unregister(name: str) -> Provider:
     """Remove the provider called ``name`` and return it (tests that register a provider restore the registry)."""
     provider = get(name)
     del _REGISTRY[name]
+    catalogue.cache_clear()
     return provider
 
 
@@ -66,6 +69,21 @@ def names() -> tuple[str, ...]:
 def of_action(action: str) -> Provider:
     """The provider of an action name (``<provider>.<verb>``); UnknownProviderError when none is."""
     return get(action.partition(".")[0])
+
+
+@functools.cache
+def catalogue() -> Catalogue:
+    """What the rules loader, lint, the schema and explain know about the registered providers, as data."""
+    registered = tuple(_REGISTRY.values())
+    examples = [p.example_action for p in registered if p.example_action]
+    actions = {spec.name: spec for p in registered for spec in p.actions}
+    return Catalogue(
+        providers=names(),
+        kinds=MappingProxyType({p.name: p.kinds for p in registered}),
+        actions=MappingProxyType(actions),
+        events=MappingProxyType({p.name: p.facts() for p in registered}),
+        example_action=examples[0] if examples else f"- {next(iter(actions), '<provider>.<action>')}: {{}}",
+    )
 
 
 def secrets(settings: Settings) -> list[Secret]:

@@ -17,10 +17,10 @@ from redis.asyncio import Redis
 
 from chainer.app import create_app
 from chainer.cli import main
-from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import QUEUE_KEY, Store
 from tests import payloads
+from tests.helpers import parse_rules
 
 pytestmark = pytest.mark.integration
 

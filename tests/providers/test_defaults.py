@@ -20,7 +20,6 @@ from chainer.explain import explain
 from chainer.intake import Intake
 from chainer.jobs import run_action
 from chainer.providers import Downstream
-from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import QUEUE_KEY, Store
 from tests import payloads
@@ -37,6 +36,7 @@ from tests.helpers import (
     Recorder,
     auth_ok,
     make_settings,
+    parse_rules,
     project,
     projects_page,
 )

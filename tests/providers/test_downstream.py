@@ -12,14 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from chainer.actions import ACTIONS
 from chainer.errors import (
     AmbiguousDownstreamError,
     DownstreamError,
     PermanentDownstreamError,
     TransientDownstreamError,
 )
-from chainer.providers import Downstream
+from chainer.providers import Downstream, catalogue
 from chainer.providers.http import CallResult, default_http_client, retry_after_seconds
 from tests.helpers import (
     ACCESS_TOKEN,
@@ -622,9 +621,9 @@ async def test_secrets_echoed_by_the_provider_are_scrubbed() -> None:
 
 
 async def test_every_catalogued_action_is_executable() -> None:
-    """Downstream executes exactly the actions chainer.actions lists."""
+    """Downstream executes exactly the actions the registry's catalogue lists."""
     async with httpx.AsyncClient() as http:
-        assert Downstream(make_settings(), http).actions == frozenset(ACTIONS)
+        assert Downstream(make_settings(), http).actions == frozenset(catalogue().actions)
 
 
 async def test_unknown_action_is_permanent() -> None:

@@ -21,11 +21,11 @@ from chainer.events import BuildEvent
 from chainer.explain import parse_any
 from chainer.providers import Downstream
 from chainer.providers.codeship.parse import parse_codeship
-from chainer.rules import parse_rules
 from chainer.sandbox import SandboxState, create_sandbox_app, example_events, seed_sandbox, serve_sandbox
 from chainer.sandbox.state import CODESHIP_SCOPES, org_uuid
 from chainer.settings import Secret, Settings
 from tests import payloads
+from tests.helpers import parse_rules
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared/reference/fixtures"
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z, 20 s into a clock minute

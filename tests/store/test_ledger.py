@@ -13,10 +13,10 @@ from chainer import dlq
 from chainer.intake import Intake
 from chainer.jobs import RetryPolicy, run_action
 from chainer.providers import Downstream
-from chainer.rules import parse_rules
 from chainer.settings import Secret, Settings
 from chainer.store import Ledger, LedgerError, Store, current_error, keys
 from tests import payloads
+from tests.helpers import parse_rules
 
 pytestmark = pytest.mark.integration
 

@@ -1,21 +1,23 @@
 """CircleCI (shared/reference/providers.md §4-§6): signed outbound webhooks, legacy payloads, API v2 and v1.1.
 
-``parse`` reads deliveries, ``client`` calls the API, ``facts`` holds what several of them share, and
-``PROVIDER`` is what the registry lists. A CircleCI build is recognised when it reports back only by
-an id chainer was given (pipeline, rerun workflow, v1.1 build number), never by branch.
+``parse`` reads deliveries, ``actions`` are what rules may name, ``client`` calls the API, ``facts`` holds
+what several of them share, and ``PROVIDER`` is what the registry lists. A CircleCI build is recognised
+when it reports back only by an id chainer was given (pipeline, rerun workflow, v1.1 build number),
+never by branch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from chainer.actions import ACTIONS, ActionSpec
 from chainer.events import BuildEvent
 from chainer.providers.base import HookAuth, Ignored, LineageKey, Provider, build_and_ref_keys, repo_of
 from chainer.providers.circleci import parse
+from chainer.providers.circleci.actions import ACTIONS
 from chainer.providers.circleci.client import CircleCIClient
 from chainer.providers.circleci.facts import NAME, TITLE
 from chainer.providers.http import Scrubber, Throttle
@@ -32,10 +34,15 @@ class CircleCI(Provider):
     title = TITLE
     statuses = parse.STATUSES
     kinds = ("workflow", "job")
-
-    @property
-    def actions(self) -> Sequence[ActionSpec]:
-        return tuple(spec for spec in ACTIONS.values() if spec.provider == NAME)
+    actions = ACTIONS
+    event_fields = MappingProxyType(
+        {
+            "project_slug": "the CircleCI project slug as sent (github/acme/api, or circleci/<org-id>/<project-id> "
+            "for GitHub App and GitLab projects, whose events have no project)"
+        }
+    )
+    no_project = "CircleCI sent empty organization.name/project.name (GitHub App, GitLab and Bitbucket DC projects)"
+    example_action = f"- {NAME}.trigger_pipeline: {{project: gh/acme/api}}"
 
     def parse(self, headers: Mapping[str, str], body: bytes, auth: HookAuth) -> BuildEvent | Ignored:
         return parse.parse(headers, body, auth)

@@ -1,18 +1,18 @@
 """Codeship (shared/reference/providers.md §1-§3): unsigned notification webhooks, API v2 and legacy v1.
 
-``parse`` reads deliveries, ``client`` calls the API, and ``PROVIDER`` is what the registry lists.
+``parse`` reads deliveries, ``actions`` are what rules may name, ``client`` calls the API, and ``PROVIDER``
+is what the registry lists.
 A Codeship build is recognised when it reports back by project, branch and commit (its webhooks carry
 no id chainer could have been given), or by the build id a v1 restart answered with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from chainer.actions import ACTIONS, ActionSpec
 from chainer.events import BuildEvent
 from chainer.limits import RateLimiter
 from chainer.providers.base import (
@@ -23,6 +23,7 @@ from chainer.providers.base import (
     build_and_ref_keys,
     repo_of,
 )
+from chainer.providers.codeship.actions import ACTIONS
 from chainer.providers.codeship.client import CodeshipClient
 from chainer.providers.codeship.parse import NAME, STATUSES, authenticate, parse_codeship
 from chainer.providers.http import Scrubber, Throttle
@@ -51,10 +52,7 @@ class Codeship(Provider):
     title = "Codeship"
     statuses = STATUSES
     kinds = ("build",)
-
-    @property
-    def actions(self) -> Sequence[ActionSpec]:
-        return tuple(spec for spec in ACTIONS.values() if spec.provider == NAME)
+    actions = ACTIONS
 
     def parse(self, headers: Mapping[str, str], body: bytes, auth: HookAuth) -> BuildEvent | Ignored:
         authenticate(auth)

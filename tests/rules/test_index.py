@@ -5,30 +5,38 @@ from __future__ import annotations
 import random
 
 from chainer.events import BuildEvent
-from chainer.rules import parse_rules
+from tests.helpers import parse_rules
 
 
 def _rules(rng: random.Random, n: int) -> str:
     lines = ["version: 1", "rules:"]
     for i in range(n):
+        literal, glob, pair = f"acme/repo-{i % 40}", f'"acme/repo-{i % 7}*"', f'[acme/repo-{i % 40}, "other/{i % 3}?"]'
         project = rng.choice(
-            [f"acme/repo-{i % 40}", f'"acme/repo-{i % 7}*"', '"acme/*"', '"re:^acme/repo-[0-3]$"', None,
-             f"[acme/repo-{i % 40}, \"other/{i % 3}?\"]", '"*"', '"acme/repo-1[0-9]"']
-        )  # fmt: skip
+            [literal, glob, '"acme/*"', '"re:^acme/repo-[0-3]$"', None, pair, '"*"', '"acme/repo-1[0-9]"']
+        )
         when = [f"project: {project}"] if project else []
         provider = rng.choice([None, "codeship", "circleci"])
         if provider:
             when.append(f"provider: {provider}")
         when.append("status: any")
-        lines.append(f"  - {{name: r{i}, when: {{{', '.join(when)}}}, then: [{{circleci.trigger_pipeline: "
-                     "{project: gh/acme/x, branch: main}}]}")  # fmt: skip
+        then = "[{circleci.trigger_pipeline: {project: gh/acme/x, branch: main}}]"
+        lines.append(f"  - {{name: r{i}, when: {{{', '.join(when)}}}, then: {then}}}")
     return "\n".join(lines) + "\n"
 
 
 def _event(rng: random.Random, i: int) -> BuildEvent:
     project = rng.choice([f"acme/repo-{rng.randrange(60)}", f"other/{rng.randrange(12)}", "acme", "zeta/q", ""])
-    return BuildEvent(provider=rng.choice(["codeship", "circleci"]), kind="build", event_id=f"evt_{i}",
-                      project=project, status="success", raw_status="success", branch="main")  # fmt: skip
+    provider = rng.choice(["codeship", "circleci"])
+    return BuildEvent(
+        provider=provider,
+        kind="build",
+        event_id=f"evt_{i}",
+        project=project,
+        status="success",
+        raw_status="success",
+        branch="main",
+    )
 
 
 def test_evaluate_matches_exactly_what_a_full_scan_matches() -> None:

@@ -13,25 +13,25 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from chainer.actions import ACTIONS
 from chainer.errors import RulesError
-from chainer.events import KINDS, PROVIDERS, STATUSES
-from chainer.rules import (
-    _FAN_IN,
-    _LIMIT_KEYS,
-    _NAME,
-    _RULE_KEYS,
-    _TOP_KEYS,
-    _WHEN_KEYS,
+from chainer.events import KINDS, STATUSES
+from chainer.providers import catalogue
+from chainer.rules.model import (
     CLAUSE_ORDER,
+    FAN_IN_KEYS,
     JOIN_ON,
+    LIMIT_KEYS,
+    NAME,
+    RULE_KEYS,
     STATUS_SETS,
-    load_rules,
-    parse_rules,
+    TOP_KEYS,
+    WHEN_KEYS,
 )
-from chainer.schema import rules_schema
+from tests.helpers import load_rules, parse_rules, rules_schema
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
+ACTIONS = catalogue().actions
+PROVIDERS = catalogue().providers
 SCHEMA = rules_schema()
 VALIDATOR = Draft202012Validator(SCHEMA)
 JSON_TYPES = {str: "string", int: "integer", bool: "boolean", dict: "object"}
@@ -65,10 +65,10 @@ def loads(text: str) -> bool:
 
 
 def _rules_documents() -> list[tuple[str, str]]:
-    """Rules documents of the test suite: tests/data/rules/*.yaml and rules-shaped string constants in tests/*.py."""
+    """Rules documents of the test suite: tests/data/rules/*.yaml and rules-shaped string constants in tests/**/*.py."""
     found = [(str(p.relative_to(REPO)), p.read_text()) for p in sorted((REPO / "tests/data/rules").glob("*.yaml"))]
-    for module in sorted((REPO / "tests").glob("test_*.py")):
-        if module.name == Path(__file__).name:
+    for module in sorted((REPO / "tests").rglob("*.py")):
+        if module == Path(__file__).resolve():
             continue
         for node in ast.walk(ast.parse(module.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and "rules" in node.value:
@@ -77,7 +77,7 @@ def _rules_documents() -> list[tuple[str, str]]:
                 except yaml.YAMLError:
                     continue
                 if isinstance(doc, dict) and "rules" in doc:
-                    found.append((f"{module.name}:{node.lineno}", node.value))
+                    found.append((f"{module.relative_to(REPO / 'tests')}:{node.lineno}", node.value))
     return found
 
 
@@ -371,19 +371,19 @@ def test_keys_and_enums_follow_the_validator() -> None:
     """Top, rule, clause, fan-in and limit keys, statuses, providers, kinds, join_on and the name pattern follow
     chainer.rules."""
     rule = SCHEMA["$defs"]["rule"]
-    assert list(SCHEMA["properties"]) == list(_TOP_KEYS)
-    assert list(rule["properties"]) == list(_RULE_KEYS)
+    assert list(SCHEMA["properties"]) == list(TOP_KEYS)
+    assert list(rule["properties"]) == list(RULE_KEYS)
     clause, fan_in = SCHEMA["$defs"]["clause"], SCHEMA["$defs"]["fan_in"]
     assert list(clause["properties"]) == list(CLAUSE_ORDER)
-    assert list(fan_in["properties"]) == list(_FAN_IN)
-    assert [*clause["properties"], *fan_in["properties"]] == list(_WHEN_KEYS)
+    assert list(fan_in["properties"]) == list(FAN_IN_KEYS)
+    assert [*clause["properties"], *fan_in["properties"]] == list(WHEN_KEYS)
     assert fan_in["properties"]["join_on"]["enum"] == list(JOIN_ON)
-    assert list(rule["properties"]["limit"]["properties"]) == list(_LIMIT_KEYS)
+    assert list(rule["properties"]["limit"]["properties"]) == list(LIMIT_KEYS)
     when = clause["properties"]
     assert when["status"]["anyOf"][0]["enum"] == [*STATUSES, *STATUS_SETS]
     assert when["provider"]["anyOf"][0]["enum"] == list(PROVIDERS)
     assert when["kind"]["anyOf"][0]["enum"] == list(KINDS)
-    assert rule["properties"]["name"]["pattern"] == _NAME.pattern
+    assert rule["properties"]["name"]["pattern"] == NAME.pattern
     assert SCHEMA["properties"]["version"] == {"const": 1}
 
 
@@ -392,8 +392,8 @@ def test_slug_clause_and_parameter_types_are_described() -> None:
     parameter values to CircleCI's integer, string and boolean."""
     slug = SCHEMA["$defs"]["clause"]["properties"]["slug"]
     assert slug["$ref"] == "#/$defs/patterns" and "CircleCI project slug" in slug["description"]
-    fan_in = mutate("        - {provider: circleci, project: acme/web, branch: main}",
-                    '        - {slug: "circleci/O/*", branch: main}', base=FAN_IN)  # fmt: skip
+    web = "        - {provider: circleci, project: acme/web, branch: main}"
+    fan_in = mutate(web, '        - {slug: "circleci/O/*", branch: main}', base=FAN_IN)
     assert validator_problems(fan_in) == [] and schema_errors(yaml.safe_load(fan_in)) == []
     values = SCHEMA["$defs"]["circleci.trigger_pipeline"]["properties"]["parameters"]["additionalProperties"]
     assert values["type"] == ["string", "integer", "boolean"]

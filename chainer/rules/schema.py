@@ -1,51 +1,43 @@
 """A JSON Schema (draft 2020-12) of rules.yaml (DESIGN §5), for editors and ``chainer schema``.
 
-Generated from the model the validator in ``chainer.rules`` uses (its key tuples, status sets, name and
-duration patterns), from ``chainer.events`` and from the action catalogue ``chainer.actions.ACTIONS``: a
-new action, argument or condition there changes the schema with it. It checks structure only; bad
-regexes, templates naming unknown fields, duplicate rule names, durations of zero or over 30 days and
-project cycles are left to ``chainer lint``.
+Generated from the model the validator uses (its key tuples, status sets, name and duration patterns),
+from ``chainer.events`` and from the ``Catalogue`` the caller passes in (actions, their arguments and
+limits, what each provider's events carry): a new action, argument or condition there changes the schema
+with it. It checks structure only; bad regexes, templates naming unknown fields, duplicate rule names,
+durations of zero or over 30 days and project cycles are left to ``chainer lint``.
 
 Arguments that are required but have an event default are optional, except where the default gives
-nothing for a provider the rule can see (``circleci.trigger_pipeline``'s ``project`` on Codeship events):
+nothing for a provider the rule can see (a trigger's ``project`` taken from another provider's event):
 each rule says so with ``if``/``then`` on the providers of its ``when`` (of every ``all`` clause in a fan-in);
-a ``slug`` clause restricts a ``when`` to CircleCI events as ``provider: circleci`` does.
+a clause on a field only some providers' events carry (``slug``) restricts a ``when`` to those providers
+as ``provider:`` does.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from chainer import __version__
-from chainer.actions import (
-    ACTIONS,
-    CIRCLECI_MAX_PARAMETER_KEY,
-    CIRCLECI_MAX_PARAMETER_VALUE,
-    CIRCLECI_MAX_PARAMETERS,
-    ActionSpec,
-    Param,
-)
-from chainer.events import KINDS, PROVIDERS, STATUSES
-from chainer.rules import (
-    _DURATION,
-    _FAN_IN,
-    _LIMIT_KEYS,
-    _NAME,
-    _RULE_KEYS,
-    _TOP_KEYS,
+from chainer.events import KINDS, STATUSES
+from chainer.providers.base import ActionSpec, Catalogue, Param
+from chainer.rules.model import (
     CLAUSE_ORDER,
+    DURATION,
+    EVENT_FIELD_OF,
+    FAN_IN_KEYS,
     JOIN_ON,
+    LIMIT_KEYS,
     MAX_WITHIN_MS,
+    NAME,
     PATTERN_FIELDS,
-    SLUG_PROVIDERS,
+    RULE_KEYS,
     STATUS_SETS,
-    _probe,
+    TOP_KEYS,
 )
 
 SCHEMA_ID = "urn:chainer:schema:rules:1"
 _JSON_TYPES: dict[type, str] = {str: "string", int: "integer", bool: "boolean", dict: "object"}
-# The one argument whose entries CircleCI limits (the validator checks the same pair).
-_LIMITED_PARAMETERS = ("circleci.trigger_pipeline", "parameters")
 
 
 def _positive(description: str) -> dict[str, Any]:
@@ -80,28 +72,35 @@ def _patterns() -> dict[str, Any]:
     }
 
 
-def _clause() -> dict[str, Any]:
+def _clause(catalogue: Catalogue) -> dict[str, Any]:
     """One set of conditions: a plain ``when``, or one item of a fan-in's ``all``."""
     conditions: dict[str, Any] = {
-        "provider": _one_or_list({"enum": list(PROVIDERS)}),
+        "provider": _one_or_list({"enum": list(catalogue.providers)}),
         "kind": _one_or_list({"enum": list(KINDS)}),
         "status": {
             **_one_or_list({"enum": [*STATUSES, *STATUS_SETS]}),
             "description": "a status, a list of them, or a named set; left out it means success",
         },
-        **{name: {"$ref": "#/$defs/patterns"} for name in PATTERN_FIELDS},
-        "slug": {
-            "$ref": "#/$defs/patterns",
-            "description": "the CircleCI project slug as sent (github/acme/api, or circleci/<org-id>/<project-id> "
-            "for GitHub App and GitLab projects, whose events have no project); CircleCI events only",
-        },
+        **{name: _condition(catalogue, name) for name in PATTERN_FIELDS},
     }
     return {"type": "object", "additionalProperties": False, "properties": {k: conditions[k] for k in CLAUSE_ORDER}}
 
 
+def _condition(catalogue: Catalogue, name: str) -> dict[str, Any]:
+    """The patterns of one field; a field only some providers' events carry says so, and which."""
+    field = EVENT_FIELD_OF.get(name, name)
+    carriers = catalogue.carriers(field)
+    if carriers is None:
+        return {"$ref": "#/$defs/patterns"}
+    owners = [p for p in catalogue.providers if p in carriers]
+    described = "; ".join(catalogue.events[p].fields[field] for p in owners)
+    titles = " and ".join(catalogue.title(p) for p in owners)
+    return {"$ref": "#/$defs/patterns", "description": f"{described}; {titles} events only"}
+
+
 def _fan_in() -> dict[str, Any]:
     """A ``when`` with ``all``: every clause must see a matching event with the same ``join_on`` value."""
-    unit = _DURATION.pattern.removeprefix("^").removesuffix("$")
+    unit = DURATION.pattern.removeprefix("^").removesuffix("$")
     keys: dict[str, Any] = {
         "all": {"type": "array", "minItems": 2, "items": {"$ref": "#/$defs/clause"}},
         "join_on": {"enum": list(JOIN_ON), "description": "default: commit"},
@@ -118,22 +117,16 @@ def _fan_in() -> dict[str, Any]:
         "type": "object",
         "additionalProperties": False,
         "required": ["all", "within"],
-        "properties": {k: keys[k] for k in _FAN_IN},
+        "properties": {k: keys[k] for k in FAN_IN_KEYS},
     }
 
 
-def _param(spec: ActionSpec, param: Param) -> dict[str, Any]:
-    """One argument: its JSON types from ``Param.types``, plus CircleCI's limits on pipeline parameters."""
+def _param(param: Param) -> dict[str, Any]:
+    """One argument: its JSON types from ``Param.types``, plus the limits its provider declares (``Param.schema``)."""
     types = [_JSON_TYPES[t] for t in param.types]
     schema: dict[str, Any] = {"type": types[0] if len(types) == 1 else types, "description": param.doc}
-    if (spec.name, param.name) == _LIMITED_PARAMETERS:
-        schema["maxProperties"] = CIRCLECI_MAX_PARAMETERS
-        schema["propertyNames"] = {"maxLength": CIRCLECI_MAX_PARAMETER_KEY}
-        schema["additionalProperties"] = {
-            "type": ["string", "integer", "boolean"],
-            "maxLength": CIRCLECI_MAX_PARAMETER_VALUE,
-            "description": "CircleCI pipeline parameters are integers, strings or booleans",
-        }
+    if param.schema is not None:
+        schema.update(copy.deepcopy(dict(param.schema)))
     return schema
 
 
@@ -142,10 +135,10 @@ def _action(spec: ActionSpec) -> dict[str, Any]:
     required = [p.name for p in spec.params if p.required and p.default is None]
     schema: dict[str, Any] = {
         "description": f"{spec.doc} ({spec.provider})",
-        # `- codeship.restart_build:` with nothing after it means no arguments, as `{}` does.
+        # An action name with nothing after it (`- <action>:`) means no arguments, as `{}` does.
         "type": "object" if required else ["object", "null"],
         "additionalProperties": False,
-        "properties": {p.name: _param(spec, p) for p in spec.params},
+        "properties": {p.name: _param(p) for p in spec.params},
     }
     if required:
         schema["required"] = required
@@ -154,7 +147,7 @@ def _action(spec: ActionSpec) -> dict[str, Any]:
             {"not": {"required": [a, b]}, "description": f"'{a}' and '{b}' cannot both be given"}
             for a, b in spec.exclusive
         ]
-    # Arguments that only make sense together (codeship.v1_restart_build's project and branch).
+    # Arguments that only make sense together (a legacy restart's project and branch).
     together = {
         name: [other for other in group if other != name and (p := spec.param(other)) is not None and not p.default]
         for group in spec.one_of
@@ -166,14 +159,14 @@ def _action(spec: ActionSpec) -> dict[str, Any]:
     return schema
 
 
-def _provider_requirements() -> list[dict[str, Any]]:
+def _provider_requirements(catalogue: Catalogue) -> list[dict[str, Any]]:
     """Per provider: unless ``when`` rules its events out, the arguments without a default for it are required."""
     result = []
-    for provider in PROVIDERS:
-        probe = _probe(provider)
+    for provider in catalogue.providers:
+        probe = catalogue.events[provider].probe
         needs = {
             name: [p.name for p in spec.params if p.required and p.default is not None and p.default(probe) is None]
-            for name, spec in ACTIONS.items()
+            for name, spec in catalogue.actions.items()
         }
         if not any(needs.values()):
             continue
@@ -184,8 +177,10 @@ def _provider_requirements() -> list[dict[str, Any]]:
             ]
         }
         excludes: dict[str, Any] = {"required": ["provider"], "properties": {"provider": others}}
-        if provider not in SLUG_PROVIDERS:  # a `slug` clause matches CircleCI events only
-            excludes = {"anyOf": [excludes, {"required": ["slug"]}]}
+        # A clause on a field this provider's events lack (`slug`) rules its events out as well.
+        elsewhere = [{"required": [name]} for name in PATTERN_FIELDS if _lacks(catalogue, provider, name)]
+        if elsewhere:
+            excludes = {"anyOf": [excludes, *elsewhere]}
         fan_in = {"required": ["all"], "properties": {"all": {"type": "array", "items": excludes}}}
         excluded = {"required": ["when"], "properties": {"when": {"anyOf": [excludes, fan_in]}}}
         item = {"properties": {n: {"type": "object", "required": ps} for n, ps in needs.items() if ps}}
@@ -193,10 +188,17 @@ def _provider_requirements() -> list[dict[str, Any]]:
     return result
 
 
-def rules_schema() -> dict[str, Any]:
-    """The JSON Schema of a rules file, generated from the validator's model."""
+def _lacks(catalogue: Catalogue, provider: str, name: str) -> bool:
+    """Whether ``provider``'s events lack the field of clause ``name`` that only some providers' events carry."""
+    carriers = catalogue.carriers(EVENT_FIELD_OF.get(name, name))
+    return carriers is not None and provider not in carriers
+
+
+def rules_schema(catalogue: Catalogue) -> dict[str, Any]:
+    """The JSON Schema of a rules file, generated from the validator's model and ``catalogue``."""
+    actions = catalogue.actions
     rule_keys: dict[str, Any] = {
-        "name": {"type": "string", "pattern": _NAME.pattern, "description": "unique rule name"},
+        "name": {"type": "string", "pattern": NAME.pattern, "description": "unique rule name"},
         "description": {"type": ["string", "null"]},
         "when": {
             "description": "the conditions an event must meet, or a fan-in (`all`) over several events",
@@ -212,8 +214,8 @@ def rules_schema() -> dict[str, Any]:
                 "type": "object",
                 "minProperties": 1,
                 "maxProperties": 1,
-                "propertyNames": {"enum": list(ACTIONS)},
-                "properties": {name: {"$ref": f"#/$defs/{name}"} for name in ACTIONS},
+                "propertyNames": {"enum": list(actions)},
+                "properties": {name: {"$ref": f"#/$defs/{name}"} for name in actions},
             },
         },
         "max_depth": _positive("loop guard for this rule's chains (default: the file's)"),
@@ -221,7 +223,7 @@ def rules_schema() -> dict[str, Any]:
             "type": "object",
             "additionalProperties": False,
             "minProperties": 1,
-            "properties": {k: _positive(f"at most this many actions {k.replace('_', ' ')}") for k in _LIMIT_KEYS},
+            "properties": {k: _positive(f"at most this many actions {k.replace('_', ' ')}") for k in LIMIT_KEYS},
         },
     }
     rule = {
@@ -229,8 +231,8 @@ def rules_schema() -> dict[str, Any]:
         "additionalProperties": False,
         "required": ["name", "when", "then"],
         # Indexed by the validator's tuple: a key added there without a schema here is a KeyError.
-        "properties": {k: rule_keys[k] for k in _RULE_KEYS},
-        "allOf": _provider_requirements(),
+        "properties": {k: rule_keys[k] for k in RULE_KEYS},
+        "allOf": _provider_requirements(catalogue),
     }
     top: dict[str, Any] = {
         "version": {"const": 1},
@@ -246,12 +248,12 @@ def rules_schema() -> dict[str, Any]:
         "type": "object",
         "additionalProperties": False,
         "required": ["version", "rules"],
-        "properties": {k: top[k] for k in _TOP_KEYS},
+        "properties": {k: top[k] for k in TOP_KEYS},
         "$defs": {
             **_patterns(),
-            "clause": _clause(),
+            "clause": _clause(catalogue),
             "fan_in": _fan_in(),
             "rule": rule,
-            **{name: _action(spec) for name, spec in ACTIONS.items()},
+            **{name: _action(spec) for name, spec in actions.items()},
         },
     }

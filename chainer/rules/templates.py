@@ -1,0 +1,199 @@
+"""Action arguments: sandboxed Jinja templates compiled at load, rendered per event, checked before sending.
+
+Templates see ``event`` (the triggering event's canonical fields) and, in a fan-in, ``events[i]``
+(the contributing events in clause order). The environment is Jinja's sandbox with strict undefined
+values, so a field the event lacks is a ``RenderError`` naming the argument, never the text "None".
+``argument_problems`` holds the checks lint and rendering share: types, exclusive pairs, groups one of
+which must be filled, and each argument's own limits as its provider declares them (``Param.check``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
+
+from chainer.errors import RenderError
+from chainer.events import EVENT_FIELDS, BuildEvent
+from chainer.providers.base import ActionSpec
+from chainer.rules.model import PlannedAction, Rule
+
+_ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_TYPE_NAMES: Mapping[type, str] = {str: "a string", int: "a number", bool: "true/false", dict: "a mapping"}
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A templated argument value: its text and the compiled template (None when only marked, not parsed)."""
+
+    source: str
+    template: Any
+
+    def render(self, context: Mapping[str, Any]) -> str:
+        rendered: str = self.template.render(context)
+        return rendered
+
+
+def template_problems(text: str, fan_in: int = 0) -> list[str]:
+    """Syntax errors and names a template may not use: ``event.<field>``, and ``events[i].<field>`` in fan-in."""
+    try:
+        tree = _ENV.parse(text)
+    except TemplateSyntaxError as exc:
+        return [f"template syntax error: {exc.message}"]
+    problems = []
+    allowed = ("event", "events") if fan_in else ("event",)
+    for node in tree.find_all(nodes.Name):
+        if node.name not in allowed and node.ctx == "load":
+            problems.append(f"template names `{node.name}`; only {' and '.join(f'`{a}`' for a in allowed)} exist here")
+    for item in tree.find_all(nodes.Getitem) if fan_in else ():  # outside a fan-in, `events` is refused above
+        target = getattr(item, "node", None)
+        if isinstance(target, nodes.Name) and target.name == "events":
+            index = getattr(getattr(item, "arg", None), "value", None)
+            if not isinstance(index, int) or not 0 <= index < fan_in:
+                problems.append(f"template names `events[{index}]`; this fan-in has events[0] to events[{fan_in - 1}]")
+    for access in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        base = getattr(access, "node", None)
+        if isinstance(base, nodes.Name) and base.name == "event":
+            shown = "event"
+        elif isinstance(base, nodes.Getitem) and isinstance(base.node, nodes.Name) and base.node.name == "events":
+            shown = f"events[{getattr(base.arg, 'value', '?')}]"
+        else:
+            continue
+        attr = (
+            access.attr if isinstance(access, nodes.Getattr) else getattr(getattr(access, "arg", None), "value", None)
+        )
+        if not isinstance(attr, str) or attr not in EVENT_FIELDS:
+            close = difflib.get_close_matches(str(attr), sorted(EVENT_FIELDS), n=1)
+            hint = f" (did you mean `{shown}.{close[0]}`?)" if close else ""
+            problems.append(f"template names `{shown}.{attr}`, which events do not have{hint}")
+    return problems
+
+
+def is_template(text: str) -> bool:
+    return "{{" in text or "{%" in text or "{#" in text
+
+
+def compile_value(value: Any, *, parse: bool = True) -> Any:
+    """``value`` with every templated text replaced by a ``Template``.
+
+    ``parse=False`` marks templates without parsing them: lint checks arguments before it knows they parse.
+    """
+    if isinstance(value, str):
+        return Template(value, _ENV.from_string(value) if parse else None) if is_template(value) else value
+    if isinstance(value, Mapping):
+        return {k: compile_value(v, parse=parse) for k, v in value.items()}
+    if isinstance(value, list):
+        return [compile_value(v, parse=parse) for v in value]
+    return value
+
+
+def _render(value: Any, context: Mapping[str, Any], path: str) -> Any:
+    if isinstance(value, Template):
+        try:
+            return value.render(context)
+        except UndefinedError as exc:
+            missing = re.search(r"attribute '([^']+)'", str(exc))
+            what = f"event.{missing.group(1)}" if missing else "a value"
+            raise RenderError(f"argument '{path}': {what} is empty for this event", argument=path) from None
+        except SecurityError as exc:
+            raise RenderError(f"argument '{path}': refused by the template sandbox: {exc}", argument=path) from None
+        except Exception as exc:  # any template runtime failure must become a clear error
+            raise RenderError(f"argument '{path}': {type(exc).__name__}: {exc}", argument=path) from None
+    if isinstance(value, Mapping):
+        return {k: _render(v, context, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render(v, context, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _fields(event: BuildEvent) -> dict[str, Any]:
+    # Fields without a value are left out so that StrictUndefined names them instead of rendering "None".
+    return {k: v for k, v in event.template_context().items() if v is not None and v != ""}
+
+
+def context_for(event: BuildEvent, events: Sequence[BuildEvent] = ()) -> dict[str, Any]:
+    """What templates see: ``event``, and ``events`` for a fan-in."""
+    context: dict[str, Any] = {"event": _fields(event)}
+    if events:
+        context["events"] = [_fields(e) for e in events]
+    return context
+
+
+def argument_problems(spec: ActionSpec, params: Mapping[str, Any], final: bool) -> list[str]:
+    """Type, exclusivity, one-of and limit checks; ``final`` adds required-argument and entry checks."""
+    problems = []
+    for name, value in params.items():
+        param = spec.param(name)
+        if param is None:
+            continue
+        if isinstance(value, Template):
+            if str not in param.types:
+                wanted = " or ".join(_TYPE_NAMES[t] for t in param.types)
+                problems.append(f"argument '{name}' is a template, which renders text, but must be {wanted}")
+            continue
+        ok = isinstance(value, param.types) and not (bool not in param.types and isinstance(value, bool))
+        if not ok:
+            wanted = " or ".join(_TYPE_NAMES[t] for t in param.types)
+            problems.append(f"argument '{name}' must be {wanted}, got {type(value).__name__} {value!r}")
+    for a, b in spec.exclusive:
+        if params.get(a) is not None and params.get(b) is not None:
+            problems.append(f"arguments '{a}' and '{b}' cannot both be given")
+    if final and spec.one_of and not any(all(_given(params.get(n)) for n in g) for g in spec.one_of):
+        needs = "needs " + " or ".join("+".join(f"'{n}'" for n in g) for g in spec.one_of)
+        problems.append(f"{needs}: {spec.one_of_reason}" if spec.one_of_reason else needs)
+    for name, value in params.items():
+        param = spec.param(name)
+        if param is not None and param.check is not None:
+            problems += param.check(value)
+        if final and param is not None and param.entries is not None and isinstance(value, Mapping):
+            problems += [f"{name}.{key}: {flaw}" for key, item in value.items() if (flaw := param.entries(item))]
+    return problems
+
+
+def _given(value: Any) -> bool:
+    """Whether a rendered argument has a value: None, empty and blank text count as left out."""
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def render_actions(
+    rule: Rule, event: BuildEvent, events: Sequence[BuildEvent] = (), context: Mapping[str, Any] | None = None
+) -> tuple[PlannedAction, ...]:
+    """Render ``rule``'s actions for ``event``: written arguments, then defaults from the event.
+
+    For a fan-in, ``events`` are the contributing events (``events[i]`` in templates) and ``event``
+    is the one that completed the join.
+    """
+    context = context if context is not None else context_for(event, events)
+    planned = []
+    for template in rule.actions:
+        spec = template.spec
+        params: dict[str, Any] = {}
+        error: str | None = None
+        try:
+            for name, value in template.compiled.items():
+                params[name] = _render(value, context, name)
+        except RenderError as exc:
+            error = str(exc)
+        for param in spec.params:
+            value = param.default_for(event, template.args)
+            if value is not None:
+                params[param.name] = value
+        if params.pop("pass_chain", False) is True and spec.carry_chain is not None:
+            # The lineage travels with the action: the cause's chain and this action, deepest last.
+            links = [f"{link.event_id}:{link.rule}" for link in event.chain] + [f"{event.event_id}:{rule.name}"]
+            params = spec.carry_chain(params, " ".join(links))
+        if error is None:
+            missing = [p.name for p in spec.params if p.required and params.get(p.name) in (None, "")]
+            if missing:
+                error = f"argument '{missing[0]}' has no value: set it in the rule (no default for this event)"
+        if error is None:
+            problems = argument_problems(spec, params, final=True)
+            error = problems[0] if problems else None
+        planned.append(PlannedAction(rule.name, template.index, spec.name, params, error))
+    return tuple(planned)
