@@ -31,8 +31,10 @@ def _reasons(decision: Decision) -> list[str]:
     step = decision.join
     if step is not None and step.contributes:
         clauses = ", ".join(f"all[{i}]" for i in step.contributes)
-        return [f"satisfies {clauses} of the fan-in on {step.on} {step.value}; it fires once all "
-                f"{step.clauses} clauses have matching events within {step.within_ms // 1000} s"]  # fmt: skip
+        return [
+            f"satisfies {clauses} of the fan-in on {step.on} {step.value}; it fires once all "
+            f"{step.clauses} clauses have matching events within {step.within_ms // 1000} s"
+        ]
     if decision.mismatch is not None:
         return [decision.mismatch.text]
     return ["every clause matched"]
@@ -77,7 +79,8 @@ def render_text(result: Mapping[str, Any]) -> str:
     if event:
         where = event.get("branch") or (f"tag {event['tag']}" if event.get("tag") else "-")
         slug = event.get("project_slug")
-        project = event.get("project") or "(no project: CircleCI sent no organization/project name)"
+        title = providers.get(event["provider"]).title
+        project = event.get("project") or f"(no project: {title} sent no organization/project name)"
         lines.append(
             f"event {event['event_id']}: {event['provider']} {event['kind']} {project}"
             f"{f' slug {slug}' if slug else ''} {where} {event['status']} (raw {event['raw_status']}) "

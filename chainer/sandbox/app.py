@@ -108,9 +108,15 @@ def _endpoint(methods: dict[str, tuple[str, Handler]]) -> Callable[[Request], Aw
             status, seen = response.status_code, request.headers
             headers = {k: "***" if k in _SECRET_HEADERS else ", ".join(seen.getlist(k)) for k in seen}
             state.record(
-                api=api, method=request.method, path=path, query=query, headers=headers, body=body,
-                status=status, action=action,
-            )  # fmt: skip
+                api=api,
+                method=request.method,
+                path=path,
+                query=query,
+                headers=headers,
+                body=body,
+                status=status,
+                action=action,
+            )
             log.debug("sandbox_request", extra={"api": api, "action": action, "status": status})
         if fault is not None and fault.delay > 0:
             await _hold(request, fault.delay)

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from chainer.providers.codeship.client import REF_PATTERN
 from chainer.sandbox.calls import NOT_JSON, Call, Handler, basic, decode, must_find, refuse, same, whole_number
 from chainer.sandbox.models import CodeshipBuild, CodeshipProject
 
 PER_PAGE_DEFAULT, PER_PAGE_MAX = 30, 50
 TWO_FACTOR = "Your account has two-factor authentication enabled, which is not possible to support with the API."
-_REF = re.compile(r"^(heads|tags)/\S+$")
 
 
 async def codeship_auth(call: Call) -> Response:
@@ -103,7 +102,7 @@ async def codeship_create_build(call: Call) -> Response:
     body = call.json_object()
     ref, sha = body["ref"] if isinstance(body.get("ref"), str) else "", body.get("commit_sha")
     refuse(not ref, 400, "ref is required")
-    refuse(not _REF.match(ref), 400, "ref must look like heads/<branch> or tags/<tag>")
+    refuse(not REF_PATTERN.match(ref), 400, "ref must look like heads/<branch> or tags/<tag>")
     refuse(sha is not None and not isinstance(sha, str), 400, "commit_sha must be a string")
     call.state.create_codeship_build(project, ref, sha or None)
     return Response(status_code=202)

@@ -92,11 +92,21 @@ class CodeshipProject:
         """The API v2 project object (keys as in codeship-go's projects fixtures)."""
         created = iso(self.created_at)
         body: dict[str, Any] = {
-            "aes_key": None, "authentication_user": "Sandbox User", "created_at": created, "id": self.id,
-            "name": self.name, "notification_rules": [], "organization_uuid": self.org_uuid,
-            "repository_provider": "github", "repository_url": f"https://github.com/{self.name}",
-            "ssh_key": "ssh-rsa sandbox", "team_ids": [], "type": self.type, "updated_at": created, "uuid": self.uuid,
-        }  # fmt: skip
+            "aes_key": None,
+            "authentication_user": "Sandbox User",
+            "created_at": created,
+            "id": self.id,
+            "name": self.name,
+            "notification_rules": [],
+            "organization_uuid": self.org_uuid,
+            "repository_provider": "github",
+            "repository_url": f"https://github.com/{self.name}",
+            "ssh_key": "ssh-rsa sandbox",
+            "team_ids": [],
+            "type": self.type,
+            "updated_at": created,
+            "uuid": self.uuid,
+        }
         if self.type == "basic":
             body.update(deployment_pipelines=[], environment_variables=[], setup_commands=[], test_pipelines=[])
         return body
@@ -128,22 +138,37 @@ class CodeshipBuild:
         own = f"{base}/v2/organizations/{self.project.org_uuid}/projects/{self.project.uuid}/builds/{self.uuid}"
         links = {"services": f"{own}/services", "steps": f"{own}/steps"} if pro else {"pipelines": f"{own}/pipelines"}
         return {
-            "allocated_at": iso(self.queued_at) if pro else None, "branch": self.branch,
-            "commit_message": self.message, "commit_sha": self.commit_sha, "finished_at": _opt_iso(self.finished_at),
-            "links": links, "organization_uuid": self.project.org_uuid, "project_id": self.project.id,
-            "project_uuid": self.project.uuid, "queued_at": iso(self.queued_at), "ref": self.ref,
-            "status": self.status, "username": "sandbox", "uuid": self.uuid,
-        }  # fmt: skip
+            "allocated_at": iso(self.queued_at) if pro else None,
+            "branch": self.branch,
+            "commit_message": self.message,
+            "commit_sha": self.commit_sha,
+            "finished_at": _opt_iso(self.finished_at),
+            "links": links,
+            "organization_uuid": self.project.org_uuid,
+            "project_id": self.project.id,
+            "project_uuid": self.project.uuid,
+            "queued_at": iso(self.queued_at),
+            "ref": self.ref,
+            "status": self.status,
+            "username": "sandbox",
+            "uuid": self.uuid,
+        }
 
     def v1(self) -> dict[str, Any]:
         """The API v1 build object (v1 says ``testing``/``error`` where v2 says ``initiated``/``failed``)."""
         return {
-            "id": self.id, "uuid": self.uuid, "project_id": self.project.id,
+            "id": self.id,
+            "uuid": self.uuid,
+            "project_id": self.project.id,
             "status": {"initiated": "testing", "failed": "error"}.get(self.status, self.status),
-            "branch": self.branch, "commit_id": self.commit_sha, "github_username": "sandbox",
-            "message": self.message, "started_at": iso(self.queued_at), "finished_at": _opt_iso(self.finished_at),
+            "branch": self.branch,
+            "commit_id": self.commit_sha,
+            "github_username": "sandbox",
+            "message": self.message,
+            "started_at": iso(self.queued_at),
+            "finished_at": _opt_iso(self.finished_at),
             "debug_connection": None,
-        }  # fmt: skip
+        }
 
 
 @dataclass(eq=False, slots=True)
@@ -196,10 +221,21 @@ class CircleJob:
         """The job summary v1.1 answers to trigger and retry calls."""
         short, num = SHORT_VCS[self.vcs], self.build_num
         return {
-            "build_num": num, "build_url": f"https://circleci.com/{short}/{self.org}/{self.repo}/{num}",
-            "vcs_url": f"https://{self.vcs}.com/{self.org}/{self.repo}", "username": self.org,
-            "reponame": self.repo, "branch": self.branch, "vcs_revision": self.revision,
-            "build_parameters": self.build_parameters, "why": self.why, "dont_build": None,
-            "lifecycle": self.status, "outcome": None, "status": self.status, "retry_of": self.retry_of,
-            "previous": self.previous, "queued_at": iso(self.queued_at, zulu=True), "vcs_tag": self.tag,
-        }  # fmt: skip
+            "build_num": num,
+            "build_url": f"https://circleci.com/{short}/{self.org}/{self.repo}/{num}",
+            "vcs_url": f"https://{self.vcs}.com/{self.org}/{self.repo}",
+            "username": self.org,
+            "reponame": self.repo,
+            "branch": self.branch,
+            "vcs_revision": self.revision,
+            "build_parameters": self.build_parameters,
+            "why": self.why,
+            "dont_build": None,
+            "lifecycle": self.status,
+            "outcome": None,
+            "status": self.status,
+            "retry_of": self.retry_of,
+            "previous": self.previous,
+            "queued_at": iso(self.queued_at, zulu=True),
+            "vcs_tag": self.tag,
+        }

@@ -74,12 +74,18 @@ def _seed_event(state: SandboxState, event: BuildEvent) -> None:
         pipeline = event.raw.get("pipeline")
         pipeline_id = pipeline.get("id") if isinstance(pipeline, dict) else None
         state.add_circleci_workflow(
-            event.workflow_id, slug, branch=event.branch, tag=event.tag, revision=event.commit,
-            pipeline_id=pipeline_id if isinstance(pipeline_id, str) else None, pipeline_number=event.pipeline_number,
-        )  # fmt: skip
+            event.workflow_id,
+            slug,
+            branch=event.branch,
+            tag=event.tag,
+            revision=event.commit,
+            pipeline_id=pipeline_id if isinstance(pipeline_id, str) else None,
+            pipeline_number=event.pipeline_number,
+        )
     if event.kind == "job" and event.build_id is not None and normalize_vcs(slug.split("/")[0]):
-        state.add_circleci_job(slug, event.build_id, branch=event.branch or "main", revision=event.commit,
-                               status=event.raw_status)  # fmt: skip
+        state.add_circleci_job(
+            slug, event.build_id, branch=event.branch or "main", revision=event.commit, status=event.raw_status
+        )
 
 
 def _seed_codeship(state: SandboxState, event: BuildEvent) -> None:

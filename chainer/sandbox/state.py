@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from chainer.providers.circleci.facts import MAX_PARAMETER_KEY, MAX_PARAMETER_VALUE, MAX_PARAMETERS, normalize_vcs
+from chainer.providers.codeship import REQUESTS_PER_MINUTE
 from chainer.sandbox.models import (
     CircleJob,
     CirclePipeline,
@@ -72,7 +73,7 @@ class SandboxState:
         circleci_token: str = "sandbox-token",  # noqa: S107 - as above
         codeship_api_key: str = "sandbox-key",
         two_factor: bool = False,
-        codeship_rate_limit: int = 60,
+        codeship_rate_limit: int = REQUESTS_PER_MINUTE,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.codeship_user = codeship_user

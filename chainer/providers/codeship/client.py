@@ -60,7 +60,8 @@ CREDENTIALS = "CHAINER_CODESHIP_USER / CHAINER_CODESHIP_PASSWORD"
 V1_CREDENTIALS = "CHAINER_CODESHIP_API_KEY"
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
-_REF = re.compile(r"^(?:heads|tags)/\S+$")
+# A ref Codeship builds: heads/<branch> or tags/<tag> (a bare branch name starts nothing).
+REF_PATTERN = re.compile(r"^(?:heads|tags)/\S+$")
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
@@ -360,7 +361,7 @@ class CodeshipClient:
         action = "codeship.trigger_build"
         project = required_text(params, "project", action)
         ref = required_text(params, "ref", action)
-        if not _REF.match(ref):
+        if not REF_PATTERN.match(ref):
             raise PermanentDownstreamError(
                 f"{action}: ref {ref!r} must look like heads/<branch> or tags/<tag> (Codeship starts no build "
                 "for a bare branch name)"
