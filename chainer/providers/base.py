@@ -26,7 +26,7 @@ from __future__ import annotations
 import abc
 import hmac
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import httpx
@@ -183,7 +183,7 @@ class HookAuth:
     """
 
     settings: Settings
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)
 
     @property
     def token_configured(self) -> bool:
