@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import click
 import redis as syncredis
 
+from chainer import __version__
 from chainer.errors import ConfigError, RulesError
 from chainer.logs import configure_logging
 from chainer.settings import Settings
@@ -72,7 +73,7 @@ def _server_options(f: F) -> F:
 
 
 @click.group()
-@click.version_option(package_name="chainer")
+@click.version_option(version=__version__, prog_name="chainer")
 def main() -> None:
     """chainer: when one CI build finishes, trigger, restart or rerun others."""
 
