@@ -69,7 +69,7 @@ class RateLimiter:
         return wait
 
     async def __call__(self, api: str) -> None:
-        """Throttle hook for ``chainer.downstream.Api``: raise ThrottledError when the budget is spent."""
+        """Throttle hook for ``chainer.providers.http.Api``: raise ThrottledError when the budget is spent."""
         wait = await self.wait_ms()
         if wait > 0:
             raise ThrottledError(

@@ -1,4 +1,4 @@
-"""Conformance of chainer.webhooks with the providers' own payloads, read from shared/reference/fixtures."""
+"""Conformance of the providers' parsers with the providers' own payloads, read from shared/reference/fixtures."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Authentication and parsing of inbound webhooks (chainer.webhooks): pure, synchronous, table-driven."""
+"""Authentication and parsing of inbound webhooks (each provider's parse, the payload helpers): pure and synchronous."""
 
 from __future__ import annotations
 
