@@ -29,6 +29,7 @@ from chainer import providers as registry
 from chainer.providers.http import SECRET_QUERY_KEYS, Scrubber
 from chainer.settings import Settings
 
+# Not __name__: "chainer.access" is the access log's documented channel, which operators filter on.
 log = logging.getLogger("chainer.access")
 
 HOOKS_PREFIX = "/hooks/"

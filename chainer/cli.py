@@ -5,28 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import click
-import redis as syncredis
 
-from chainer import __version__
-from chainer.errors import ConfigError, RulesError
+from chainer import __version__, runner
+from chainer.errors import ConfigError, LocalRedisError, RulesError
 from chainer.logs import configure_logging
 from chainer.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-PRIVATE_REDIS_DIR = Path(".chainer")
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+def _say(message: str) -> None:
+    click.echo(f"chainer: {message}", err=True)
 
 
 def _provider_names() -> list[str]:
@@ -107,125 +103,7 @@ def worker(burst: bool) -> None:
         ruleset = load_rules(settings.rules_path, catalogue=catalogue())
     except RulesError as exc:
         _fail(f"{settings.rules_path} has {len(exc.problems)} problem(s):\n" + "\n".join(exc.problems))
-    create_worker(settings, burst=burst, ctx={"ruleset": ruleset}).run()
-
-
-def _redis_answers(url: str) -> bool:
-    try:
-        client = syncredis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except (syncredis.RedisError, OSError, ValueError):
-        return False
-
-
-def _start_private_redis(url: str) -> subprocess.Popen[bytes]:
-    parts = urlsplit(url)
-    if parts.scheme != "redis" or parts.hostname not in ("127.0.0.1", "localhost", "::1"):
-        _fail(f"no Redis answers at CHAINER_REDIS_URL={url} and it is not a local address to start one on")
-    binary = shutil.which("redis-server")
-    if binary is None:
-        _fail(f"no Redis answers at {url} and redis-server is not installed (apt-get install redis-server)")
-        raise SystemExit(2)
-    PRIVATE_REDIS_DIR.mkdir(exist_ok=True)
-    port = str(parts.port or 6379)
-    args = [binary, "--bind", "127.0.0.1", "--port", port, "--dir", str(PRIVATE_REDIS_DIR.resolve()),
-            "--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "noeviction",
-            "--logfile", "redis.log"]  # fmt: skip
-    # Its own process group: a Ctrl-C in the terminal reaches chainer only, which stops the server last.
-    process = subprocess.Popen(  # noqa: S603
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not _redis_answers(url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                _fail(f"the private redis-server did not start; see {PRIVATE_REDIS_DIR / 'redis.log'}")
-            time.sleep(0.1)
-    except BaseException:  # it did not start in time, or SIGINT/SIGTERM came meanwhile: leave no server behind
-        _stop_private_redis(process)
-        raise
-    click.echo(
-        f"chainer: no Redis answered at {url}; started a private redis-server "
-        f"(AOF on, data under {PRIVATE_REDIS_DIR}/), pid {process.pid}",
-        err=True,
-    )
-    return process
-
-
-def _stop_private_redis(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM (redis-server then finishes its AOF and exits) and wait; SIGKILL after 30 s."""
-    if process.poll() is None:
-        process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-class _Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM outside the event loop: `chainer run` stops as after a Ctrl-C."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise _Interrupted(signum)
-
-
-async def _run_both(app: Any, settings: Settings, host: str, port: int, sandbox: Any = None) -> int | None:
-    """Web, worker (and sandbox) until one of them ends or SIGINT/SIGTERM comes; returns that signal.
-
-    The signals are handled here, not by uvicorn, whose ``serve`` raises a caught signal again after its
-    shutdown: the default SIGTERM action would end the process before ``run`` stops its private redis-server.
-    """
-    import uvicorn
-
-    from chainer.sandbox import SignalFreeServer, serve_sandbox
-    from chainer.worker import create_worker
-
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10)
-    server = SignalFreeServer(config)
-    worker = create_worker(settings, handle_signals=False)
-    serving = asyncio.create_task(server.serve())
-    tasks = {serving, asyncio.create_task(worker.async_run())}
-    if sandbox is not None:
-        state, sandbox_port = sandbox
-        tasks.add(asyncio.create_task(serve_sandbox(host, sandbox_port, state, handle_signals=False)))
-    loop, stop = asyncio.get_running_loop(), asyncio.Event()
-    received: list[int] = []
-
-    def on_signal(signum: int) -> None:
-        server.force_exit = bool(received)  # a second signal: do not wait for open connections
-        received.append(signum)
-        stop.set()
-
-    for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, on_signal, signum)
-    stopping = asyncio.create_task(stop.wait())
-    try:
-        done, _ = await asyncio.wait(tasks | {stopping}, return_when=asyncio.FIRST_COMPLETED)
-        server.should_exit = True
-        await worker.close()
-        for task in tasks:
-            if task is not serving and not task.done():
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    finally:
-        stopping.cancel()
-        for signum in STOP_SIGNALS:
-            loop.remove_signal_handler(signum)  # back to SIG_DFL / KeyboardInterrupt, and so:
-            signal.signal(signum, _interrupt)
-    for ended in done - {stopping}:
-        if not ended.cancelled() and ended.exception() is not None:
-            raise ended.exception()  # type: ignore[misc]
-    return received[0] if received else None
+    create_worker(settings, burst=burst, ruleset=ruleset).run()
 
 
 def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path) -> tuple[Settings, Any]:
@@ -297,21 +175,10 @@ def run(host: str, port: int, sandbox: bool, sandbox_port: int, sandbox_examples
         settings, state = _sandboxed(settings, host, sandbox_port, sandbox_examples)
         app = create_app(settings)
         sandboxed = (state, sandbox_port)
-    previous = {signum: signal.signal(signum, _interrupt) for signum in STOP_SIGNALS}
-    private = None
-    stopped_by: int | None = None
     try:
-        private = None if _redis_answers(settings.redis_url) else _start_private_redis(settings.redis_url)
-        stopped_by = asyncio.run(_run_both(app, settings, host, port, sandboxed))
-    except KeyboardInterrupt as exc:  # SIGINT or SIGTERM before or after the event loop ran
-        stopped_by = getattr(exc, "signum", signal.SIGINT)
-    finally:
-        for signum in STOP_SIGNALS:  # whatever comes now, the private redis-server is stopped
-            signal.signal(signum, signal.SIG_IGN)
-        if private is not None:
-            _stop_private_redis(private)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        stopped_by = runner.run_all(app, settings, host, port, sandboxed, announce=_say)
+    except LocalRedisError as exc:
+        _fail(str(exc))
     click.echo(f"chainer: stopped{f' ({signal.Signals(stopped_by).name})' if stopped_by else ''}", err=True)
 
 

@@ -11,6 +11,7 @@
     │   ├── PayloadTooLargeError     body over the size cap                  → 413
     │   └── UnsupportedMediaError    wrong content type                      → 415
     ├── StoreUnavailableError        Redis cannot durably take or give data  → 503
+    ├── LocalRedisError              `chainer run` cannot start its private redis-server (carries the URL)
     └── DownstreamError              a provider API call did not succeed
         ├── TransientDownstreamError     worth retrying (connect error, 429, 5xx, rate-limit 403)
         │   └── ThrottledError           chainer's own outbound limit says wait; nothing was sent
@@ -96,6 +97,14 @@ class UnsupportedMediaError(WebhookError):
 
 class StoreUnavailableError(ChainerError):
     """Redis did not answer or refused a write; nothing the caller asked for was kept."""
+
+
+class LocalRedisError(ChainerError):
+    """``chainer run`` found no Redis at ``url`` and could not start a private redis-server for it."""
+
+    def __init__(self, message: str, *, url: str) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class DownstreamError(ChainerError):

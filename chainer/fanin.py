@@ -16,17 +16,17 @@ from typing import Any
 
 from chainer import audit
 from chainer.events import BuildEvent
-from chainer.intake import budgets_for, queue_actions
-from chainer.rules import RuleSet
-from chainer.store import ActionSlot, Store, now_ms
+from chainer.jobs import services
+from chainer.plan import budgets_for, queue_actions
+from chainer.store import ActionSlot, now_ms
 
-log = logging.getLogger("chainer.fanin")
+log = logging.getLogger(__name__)
 
 
 async def fire_join(ctx: dict[str, Any], key: str) -> str:
     """Render and queue the actions of the completed join at ``key``; returns what happened."""
-    store: Store = ctx["store"]
-    ruleset: RuleSet = ctx["rules"]()
+    shared = services(ctx)
+    store, ruleset = shared.store, shared.rules()
     join = await store.get_join(key)
     if not join:
         log.warning("join_missing", extra={"join": key})
@@ -46,8 +46,12 @@ async def fire_join(ctx: dict[str, Any], key: str) -> str:
         log.error("join_events_missing", extra={"join": key})
         return "missing"
     context = {**audit.event_context(last, ruleset.version), "rule": join.get("rule")}
-    fired = {**context, "type": "join.fired", "join": {"on": join.get("on"), "value": join.get("value")},
-             "events": ids}  # fmt: skip
+    fired = {
+        **context,
+        "type": "join.fired",
+        "join": {"on": join.get("on"), "value": join.get("value")},
+        "events": ids,
+    }
     reason = None
     if rule is None or rule.join is None:
         reason = f"rule `{join.get('rule')}` is no longer a fan-in of the active rules ({ruleset.version})"

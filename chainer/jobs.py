@@ -1,4 +1,4 @@
-"""The job contract: action and job ids, JSON job bytes, retry policy, and the worker's ``run_action``.
+"""The job contract: action and job ids, JSON job bytes, retry policy, the worker's ``Services``, ``run_action``.
 
 An accepted event's actions are written by the acceptance script as arq jobs named ``run_action``
 whose only argument is the action id; everything else (rendered parameters, state, attempts) lives
@@ -6,17 +6,23 @@ in the action's ledger hash. The ledger makes the downstream call at most once p
 ``calling`` right before the request that can take effect (look-ups and authentication happen while
 it is still ``pending``), and a job re-run after a crash that finds it in ``calling`` does not call
 again (DESIGN §6).
+
+Jobs read what they share (store, settings, provider clients, locks, retry policy) from one typed
+``Services`` object in arq's ctx, ``ctx["services"]``, built once by the worker's startup
+(``chainer.worker``); ``services(ctx)`` gets it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from arq import Retry
 from arq.jobs import serialize_job
 
@@ -32,13 +38,18 @@ from chainer.errors import (
 )
 from chainer.events import BuildEvent
 from chainer.limits import InflightLocks, inflight_key
+from chainer.providers import Downstream
+from chainer.rules import RuleSet
+from chainer.settings import Settings
 from chainer.store import Store, Transition, now_ms
 
-log = logging.getLogger("chainer.jobs")
+log = logging.getLogger(__name__)
 
 RUN_ACTION = "run_action"
 FIRE_JOIN = "fire_join"
 TERMINAL_STATES = frozenset({"done", "dead", "skipped", "discarded"})
+SERVICES = "services"  # the ctx key of the worker's Services
+SWEEP_GRACE_MS = 5 * 60_000
 
 
 def action_id(event_id: str, rule: str, index: int) -> str:
@@ -90,6 +101,36 @@ class RetryPolicy:
         return random.uniform(self.busy_s / 2, self.busy_s)  # noqa: S311
 
 
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What every job shares, built once by the worker's startup and kept in ``ctx["services"]``.
+
+    ``rules`` returns the active rules (fan-in jobs render with them; they change on reload).
+    ``locks`` holds one lease per downstream target while a call is in flight; None takes no lease
+    (for a caller that runs one job at a time). ``http`` and ``rules_task`` are what the worker
+    owns and releases at shutdown: the HTTP client it made for ``downstream`` (None when the
+    provider clients were handed in) and the task that follows the rules file.
+    """
+
+    settings: Settings
+    store: Store
+    rules: Callable[[], RuleSet]
+    downstream: Downstream
+    locks: InflightLocks | None = None
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    sweep_grace_ms: int = SWEEP_GRACE_MS
+    http: httpx.AsyncClient | None = None
+    rules_task: asyncio.Task[None] | None = None
+
+
+def services(ctx: Mapping[str, Any]) -> Services:
+    """The worker's Services in an arq job's ``ctx``."""
+    found = ctx[SERVICES]
+    if not isinstance(found, Services):
+        raise TypeError(f"ctx[{SERVICES!r}] is {type(found).__name__}, not Services")
+    return found
+
+
 def ledger_context(ledger: Mapping[str, str]) -> dict[str, Any]:
     """The fields every audit record about this action carries."""
     return {
@@ -111,8 +152,8 @@ async def run_action(ctx: dict[str, Any], action: str) -> str:
     tries left, outbound limit, target busy); every other outcome is recorded in the ledger and the
     audit log, never raised.
     """
-    store: Store = ctx["store"]
-    policy: RetryPolicy = ctx.get("retry_policy") or RetryPolicy()
+    shared = services(ctx)
+    store, policy = shared.store, shared.retry_policy
     ledger = await store.get_action(action)
     if not ledger:
         log.warning("action_missing", extra={"action_id": action})
@@ -127,8 +168,7 @@ async def run_action(ctx: dict[str, Any], action: str) -> str:
         await _die(store, context, "ambiguous", "an earlier attempt was interrupted after sending the request", None)
         return "dead"
     params = json.loads(ledger.get("params") or "{}")
-    settings = ctx.get("settings")
-    if settings is not None and settings.dry_run:
+    if shared.settings.dry_run:
         await store.transition(
             Transition(
                 action,
@@ -139,16 +179,16 @@ async def run_action(ctx: dict[str, Any], action: str) -> str:
             )
         )
         return "skipped"
-    locks: InflightLocks | None = ctx.get("locks")
+    locks = shared.locks
     if locks is None:
-        return await _attempt(ctx, store, policy, ledger, params)
+        return await _attempt(shared, ledger, params)
     key = inflight_key(ledger["action"], params)
     holder = await locks.acquire(key, action)
     if holder is not None:
         log.info("target_busy", extra={"action_id": action, "target": key, "holder": holder})
         raise Retry(defer=policy.busy_delay())
     try:
-        return await _attempt(ctx, store, policy, ledger, params)
+        return await _attempt(shared, ledger, params)
     finally:
         await locks.release(key, action)
 
@@ -161,9 +201,8 @@ class ClaimLostError(ChainerError):
         self.state = state
 
 
-async def _attempt(
-    ctx: dict[str, Any], store: Store, policy: RetryPolicy, ledger: Mapping[str, str], params: dict[str, Any]
-) -> str:
+async def _attempt(shared: Services, ledger: Mapping[str, str], params: dict[str, Any]) -> str:
+    store, policy = shared.store, shared.retry_policy
     action, event_id = ledger["action_id"], ledger["event_id"]
     context = ledger_context(ledger)
     attempt = int(ledger.get("attempts") or 0) + 1
@@ -203,7 +242,7 @@ async def _attempt(
     event_json = await store.get_event_field(event_id, "event")
     event = BuildEvent.from_dict(json.loads(event_json or "{}"))
     try:
-        result = await ctx["downstream"].execute(ledger["action"], params, event, before_effect=before_effect)
+        result = await shared.downstream.execute(ledger["action"], params, event, before_effect=before_effect)
     except ClaimLostError as exc:
         log.warning("action_state_conflict", extra={"action_id": action, "state": exc.state, "wanted": "calling"})
         return exc.state or "missing"
@@ -314,9 +353,6 @@ async def _die(
         )
 
 
-SWEEP_GRACE_MS = 5 * 60_000
-
-
 async def sweep(ctx: dict[str, Any]) -> int:
     """Dead-letter actions whose arq job vanished before they finished; returns how many it found.
 
@@ -324,8 +360,9 @@ async def sweep(ctx: dict[str, Any]) -> int:
     of tries (shared/reference/arq-redis.md §1.4); its ledger would stay pending for ever. Every
     action still open ``SWEEP_GRACE_MS`` after it was queued and without a job is marked ``lost``.
     """
-    store: Store = ctx["store"]
-    cutoff = now_ms() - int(ctx.get("sweep_grace_ms", SWEEP_GRACE_MS))
+    shared = services(ctx)
+    store = shared.store
+    cutoff = now_ms() - shared.sweep_grace_ms
     lost = 0
     for action in await store.open_actions(cutoff):
         ledger = await store.get_action(action)

@@ -60,17 +60,31 @@ class RulesWatcher:
                 new = self._load(self.path)
             except RulesError as exc:
                 log.error("rules_refused", extra={"cause": cause, "problems": exc.problems})
-                await self._audit({"type": "rules.refused", "cause": cause, "path": str(self.path),
-                                   "rules_version": old.version, "problems": exc.problems[:50],
-                                   "problem_count": len(exc.problems)})  # fmt: skip
+                await self._audit(
+                    {
+                        "type": "rules.refused",
+                        "cause": cause,
+                        "path": str(self.path),
+                        "rules_version": old.version,
+                        "problems": exc.problems[:50],
+                        "problem_count": len(exc.problems),
+                    }
+                )
                 return False
             if new.version == old.version:
                 return False
             self._activate(new)
             log.info("rules_reloaded", extra={"cause": cause, "version": new.version, "previous": old.version})
-            await self._audit({"type": "rules.reloaded", "cause": cause, "path": str(self.path),
-                               "rules_version": new.version, "previous_version": old.version,
-                               "rules": len(new.rules)})  # fmt: skip
+            await self._audit(
+                {
+                    "type": "rules.reloaded",
+                    "cause": cause,
+                    "path": str(self.path),
+                    "rules_version": new.version,
+                    "previous_version": old.version,
+                    "rules": len(new.rules),
+                }
+            )
             return True
 
     async def _audit(self, record: dict[str, object]) -> None:

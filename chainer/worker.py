@@ -1,10 +1,13 @@
-"""The arq worker (DESIGN §1, §6): ``WorkerSettings`` plus the startup that builds shared clients.
+"""The arq worker (DESIGN §1, §6): ``WorkerSettings`` plus the startup that builds the jobs' ``Services``.
 
 ``chainer worker`` runs ``create_worker(settings)``, a ``ChainerWorker``: arq's worker plus riding out
-Redis outages and a liveness heartbeat (``chainer.heartbeat``). The arq CLI can also load
-``WorkerSettings`` but then reads Redis from arq's defaults and gets neither, so prefer the chainer
-command. Startup reads nothing at import time: settings are built in ``startup`` from the
-environment unless a caller put them in ctx.
+Redis outages and a liveness heartbeat (``chainer.heartbeat``), built from ``WorkerSettings`` the way
+arq's own ``create_worker`` reads a settings class (``arq.worker.get_kwargs``). The arq CLI can also
+load ``WorkerSettings`` but then reads Redis from arq's defaults and gets neither, so prefer the
+chainer command. Startup reads nothing at import time: ``ServicesBuilder`` builds the ``Services`` every job
+reads from ``ctx["services"]`` (``chainer.jobs.Services``) when the worker starts, from the
+environment unless ``create_worker`` handed it settings (and, for tests, rules, provider clients or a
+retry policy).
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ import os
 import random
 import signal
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from arq import Worker
-from arq.cron import cron
-from arq.worker import func
+from arq.cron import CronJob, cron
+from arq.typing import StartupShutdown, WorkerCoroutine
+from arq.worker import Function, func, get_kwargs
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -29,7 +36,17 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from chainer import heartbeat
 from chainer.errors import DownstreamError
 from chainer.fanin import fire_join
-from chainer.jobs import FIRE_JOIN, RUN_ACTION, RetryPolicy, job_deserializer, job_serializer, run_action, sweep
+from chainer.jobs import (
+    FIRE_JOIN,
+    RUN_ACTION,
+    SERVICES,
+    RetryPolicy,
+    Services,
+    job_deserializer,
+    job_serializer,
+    run_action,
+    sweep,
+)
 from chainer.limits import InflightLocks
 from chainer.providers import Downstream, catalogue
 from chainer.providers.http import default_http_client
@@ -39,7 +56,7 @@ from chainer.settings import Settings
 from chainer.store import Store
 from chainer.store.connections import connect_arq
 
-log = logging.getLogger("chainer.worker")
+log = logging.getLogger(__name__)
 
 JOB_TIMEOUT_S = 60
 POLICY = RetryPolicy()
@@ -62,65 +79,104 @@ def redis_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError) and str(exc).split(" ", 1)[0] in REDIS_REFUSALS
 
 
-async def startup(ctx: dict[str, Any]) -> None:
-    """Build what every job shares: settings, the store, one HTTP client, the provider clients."""
-    settings: Settings = ctx.get("settings") or Settings.from_env(os.environ)
-    ctx["settings"] = settings
-    ctx.setdefault("retry_policy", POLICY)
-    ctx.setdefault("store", Store(ctx["redis"], retention_ms=settings.audit_retention_ms))
-    ctx.setdefault("locks", InflightLocks(ctx["redis"], lease_s=JOB_TIMEOUT_S + 10))
-    _watch_rules(ctx, settings)
-    if "downstream" not in ctx:
-        ctx["http"] = default_http_client()
-        ctx["downstream"] = downstream = Downstream(settings, ctx["http"], redis=ctx["redis"])
-        await check_providers(downstream)
+class _ActiveRules:
+    """The worker's active rules: fan-in jobs render with them; reloaded like the web's."""
+
+    def __init__(self, ruleset: RuleSet) -> None:
+        self.ruleset = ruleset
+
+    def __call__(self) -> RuleSet:
+        return self.ruleset
+
+    def activate(self, new: RuleSet) -> None:
+        self.ruleset = new
 
 
-async def check_providers(downstream: Downstream) -> None:
-    """Run every provider client's start-up check; log its warnings, or its failure, and carry on."""
+@dataclass(frozen=True, slots=True)
+class ServicesBuilder:
+    """Builds the ``Services`` every job shares; its ``startup`` is the worker's arq ``on_startup``.
+
+    What is None is built when the worker starts: ``settings`` from the environment, ``ruleset`` from the rules file,
+    ``downstream`` (the provider clients) from the settings over one HTTP client this worker owns.
+    """
+
+    settings: Settings | None = None
+    ruleset: RuleSet | None = None
+    downstream: Downstream | None = None
+    retry_policy: RetryPolicy = POLICY
+
+    async def startup(self, ctx: dict[str, Any]) -> None:
+        """arq's ``on_startup``: the Services on arq's pool, into ``ctx["services"]``."""
+        ctx[SERVICES] = await self.build(ctx["redis"])
+
+    async def build(self, redis: Any) -> Services:
+        """The Services on ``redis`` (arq's pool): store, locks, rules (watched), provider clients."""
+        settings = self.settings or Settings.from_env(os.environ)
+        store = Store(redis, retention_ms=settings.audit_retention_ms)
+        load = functools.partial(load_rules, catalogue=catalogue())
+        rules = _ActiveRules(self.ruleset or load(settings.rules_path))
+        watcher = RulesWatcher(settings.rules_path, rules, rules.activate, store, load=load)
+        rules_task = asyncio.create_task(watcher.watch(settings.rules_poll_seconds))
+        http = None
+        downstream = self.downstream
+        if downstream is None:
+            http = default_http_client()
+            try:
+                downstream = await _provider_clients(settings, http, redis)
+            except BaseException:  # no Services to shut down: release what was started here
+                rules_task.cancel()
+                await http.aclose()
+                raise
+        return Services(
+            settings=settings,
+            store=store,
+            rules=rules,
+            downstream=downstream,
+            locks=InflightLocks(redis, lease_s=JOB_TIMEOUT_S + 10),
+            retry_policy=self.retry_policy,
+            http=http,
+            rules_task=rules_task,
+        )
+
+
+async def _provider_clients(settings: Settings, http: httpx.AsyncClient, redis: Any) -> Downstream:
+    """Every registered provider's client over ``http``, with its own outbound limits shared through ``redis``;
+    each client's start-up check runs once: its warnings, or its failure, are logged and the worker carries on."""
+    downstream = Downstream(settings, http, redis=redis)
     for name, client in downstream.clients.items():
         try:
             for warning in await client.check():
                 log.warning(f"{name}_auth_warning", extra={"warning": warning})
         except DownstreamError as exc:  # report it, keep serving the other providers
             log.error(f"{name}_auth_failed", extra={"error": str(exc)})
-
-
-def _watch_rules(ctx: dict[str, Any], settings: Settings) -> None:
-    """Hold the active rules in ctx (fan-in jobs render with them) and reload them like the web does."""
-    load = functools.partial(load_rules, catalogue=catalogue())
-    if "ruleset" not in ctx:
-        ctx["ruleset"] = load(settings.rules_path)
-    ctx["rules"] = lambda: ctx["ruleset"]
-
-    def activate(new: RuleSet) -> None:
-        ctx["ruleset"] = new
-
-    watcher = RulesWatcher(settings.rules_path, ctx["rules"], activate, ctx["store"], load=load)
-    ctx["rules_task"] = asyncio.create_task(watcher.watch(settings.rules_poll_seconds))
+    return downstream
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    task = ctx.get("rules_task")
-    if task is not None:
-        task.cancel()
+    """arq's ``on_shutdown``: stop following the rules file, close the HTTP client startup made."""
+    shared: Services | None = ctx.get(SERVICES)  # absent when startup itself failed
+    if shared is None:
+        return
+    if shared.rules_task is not None:
+        shared.rules_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
-    http = ctx.get("http")
-    if http is not None:
-        await http.aclose()
+            await shared.rules_task
+    if shared.http is not None:
+        await shared.http.aclose()
 
 
 class WorkerSettings:
     """arq settings; every attribute is set on this class itself (arq ignores inherited ones)."""
 
-    functions = (
+    functions: Sequence[WorkerCoroutine | Function] = (
         func(run_action, name=RUN_ACTION, max_tries=ARQ_MAX_TRIES, timeout=JOB_TIMEOUT_S),
         func(fire_join, name=FIRE_JOIN, max_tries=5, timeout=JOB_TIMEOUT_S),
     )
-    cron_jobs = (cron(sweep, name="sweep", second=30, run_at_startup=True, timeout=JOB_TIMEOUT_S),)
-    on_startup = startup
-    on_shutdown = shutdown
+    cron_jobs: Sequence[CronJob] | None = (
+        cron(sweep, name="sweep", second=30, run_at_startup=True, timeout=JOB_TIMEOUT_S),
+    )
+    on_startup: StartupShutdown | None = ServicesBuilder().startup
+    on_shutdown: StartupShutdown | None = shutdown
     job_serializer = job_serializer
     job_deserializer = job_deserializer
     job_timeout = JOB_TIMEOUT_S
@@ -234,30 +290,25 @@ class ChainerWorker(Worker):
 
 
 def create_worker(
-    settings: Settings, *, burst: bool = False, handle_signals: bool = True, **overrides: Any
+    settings: Settings,
+    *,
+    ruleset: RuleSet | None = None,
+    downstream: Downstream | None = None,
+    retry_policy: RetryPolicy = POLICY,
+    **kwargs: Any,
 ) -> ChainerWorker:
-    """A ready ChainerWorker on ``settings.redis_url`` with chainer's jobs and hooks."""
-    ctx = overrides.pop("ctx", {})
-    ctx.setdefault("settings", settings)
+    """A ready ChainerWorker on ``settings.redis_url`` with chainer's jobs and hooks.
+
+    Like arq's ``create_worker(settings_cls, **kwargs)``: the options are ``WorkerSettings``' attributes
+    (read by arq's ``get_kwargs``), overridden by ``kwargs`` (any arq Worker option: ``burst``,
+    ``handle_signals``, ``poll_delay``, ``redis_pool`` ...). ``ruleset``, ``downstream`` and
+    ``retry_policy`` go into the jobs' Services instead of what startup would build.
+    """
     options: dict[str, Any] = {
-        name: getattr(WorkerSettings, name)
-        for name in (
-            "functions",
-            "cron_jobs",
-            "on_startup",
-            "on_shutdown",
-            "job_serializer",
-            "job_deserializer",
-            "job_timeout",
-            "max_jobs",
-            "keep_result",
-            "retry_jobs",
-            "health_check_interval",
-            "job_completion_wait",
-        )
+        **get_kwargs(WorkerSettings),
+        "on_startup": ServicesBuilder(settings, ruleset, downstream, retry_policy).startup,
+        **kwargs,
     }
-    options.update(overrides)
-    pool = options.pop("redis_pool", None) or connect_arq(settings.redis_url, retries=settings.worker_redis_retries)
-    return ChainerWorker(
-        redis_pool=pool, burst=burst, handle_signals=handle_signals, ctx=ctx, settings=settings, **options
-    )
+    if options.get("redis_pool") is None:
+        options["redis_pool"] = connect_arq(settings.redis_url, retries=settings.worker_redis_retries)
+    return ChainerWorker(settings=settings, **options)

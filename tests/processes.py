@@ -1,4 +1,5 @@
-"""A `chainer` command as a real subprocess for the tests: started, waited for, stopped with SIGINT."""
+"""`chainer` commands as real subprocesses for the tests: ``chainer_process`` (started, waited for, stopped with
+SIGINT) and ``worker_process`` (`chainer worker` logging to a file, killed on the way out)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,23 @@ def chainer_process(args: list[str], cwd: Path, env: dict[str, str], ready: list
             process.kill()
             _, stderr = process.communicate()
         running.stderr, running.returncode = stderr.decode(), process.returncode
+
+
+@contextlib.contextmanager
+def worker_process(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """`chainer worker` as a real process logging to a file; killed on the way out if still running."""
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chainer.cli", "worker"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+        try:
+            yield process, log_path
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=30)

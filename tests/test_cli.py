@@ -69,6 +69,21 @@ def test_bad_rules_stop_the_web_process(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "version" in result.output
 
 
+@pytest.mark.parametrize("url", ["redis://127.0.0.2:{port}/0", "rediss://127.0.0.1:{port}/0"])
+def test_run_without_redis_it_cannot_start_stops_with_one_line(url: str) -> None:
+    """No Redis answers at a URL that is not plain redis:// on localhost: `chainer run` starts none, says why on
+    one line, exits 2 and leaves the signal handlers as they were."""
+    url = url.format(port=free_port())
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    env = {"CHAINER_REDIS_URL": url, "CHAINER_RULES": str(REPO / "rules.yaml")}
+    result = CliRunner().invoke(main, ["run"], env=env)
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        f"chainer: no Redis answers at CHAINER_REDIS_URL={url} and it is not a local address to start one on\n"
+    )
+    assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
 def _post_codeship(base: str, body: dict[str, object]) -> httpx.Response:
     return httpx.post(
         f"{base}/hooks/codeship/tok", content=json.dumps(body).encode(), headers={"content-type": "application/json"}
@@ -82,8 +97,12 @@ def test_run_starts_a_private_redis_and_chains_a_build(tmp_path: Path) -> None:
     """`chainer run` with no Redis answering starts one under ./.chainer/, accepts a webhook and shuts down."""
     (tmp_path / "rules.yaml").write_text((REPO / "rules.yaml").read_text())
     port, redis_port = free_port(), free_port()
-    env = {**os.environ, "CHAINER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "CHAINER_HOOK_TOKEN": "tok",
-           "CHAINER_ADMIN_TOKEN": "adm"}  # fmt: skip
+    env = {
+        **os.environ,
+        "CHAINER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        "CHAINER_HOOK_TOKEN": "tok",
+        "CHAINER_ADMIN_TOKEN": "adm",
+    }
     base = f"http://127.0.0.1:{port}"
     with chainer_process(["run", "--port", str(port)], tmp_path, env, [f"{base}/readyz"]) as running:
         response = _post_codeship(base, payloads.codeship("infrastructure_failure"))

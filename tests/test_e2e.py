@@ -21,15 +21,12 @@ from chainer.settings import Secret, Settings
 from chainer.store import Store
 from chainer.store.connections import connect_arq
 from chainer.worker import create_worker
-from tests import payloads
-from tests.helpers import parse_rules
+from tests import helpers, payloads
+from tests.helpers import AUTH, HOOK, WHSEC, app_client, job_ctx, parse_rules
 from tests.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.integration
 
-HOOK = "hook-token-e2e"
-WHSEC = "whsec-e2e"
-ADMIN = "admin-e2e"
 CIRCLE_TOKEN = "sandbox-token"
 
 RULES = """
@@ -60,16 +57,13 @@ class Stack:
     async def drain(self) -> None:
         """Run a burst worker until the queue is empty."""
         http = httpx.AsyncClient(timeout=5)
-        ctx: dict[str, Any] = {
-            "downstream": Downstream(self.settings, http),
-            "retry_policy": RetryPolicy(max_tries=3, base_s=0.01, cap_s=0.05),
-        }
         worker = create_worker(
             self.settings,
             burst=True,
             handle_signals=False,
             poll_delay=0.01,
-            ctx=ctx,
+            downstream=Downstream(self.settings, http),
+            retry_policy=RetryPolicy(max_tries=3, base_s=0.01, cap_s=0.05),
             redis_pool=connect_arq(self.redis_url, retries=0),
         )
         await worker.main()
@@ -77,9 +71,7 @@ class Stack:
         await http.aclose()
 
     async def audit(self, event_id: str) -> list[dict[str, Any]]:
-        response = await self.client.get(
-            "/audit", params={"event_id": event_id}, headers={"authorization": f"Bearer {ADMIN}"}
-        )
+        response = await self.client.get("/audit", params={"event_id": event_id}, headers=AUTH)
         items: list[dict[str, Any]] = response.json()["items"]
         return items
 
@@ -101,11 +93,8 @@ async def sandbox() -> AsyncIterator[tuple[SandboxState, str]]:
 @pytest.fixture
 async def stack(sandbox: tuple[SandboxState, str], redis: Redis, redis_url: str) -> AsyncIterator[Stack]:
     state, base = sandbox
-    settings = Settings(
+    settings = helpers.settings(
         redis_url=redis_url,
-        hook_token=Secret(HOOK),
-        circleci_webhook_secrets=(Secret(WHSEC),),
-        admin_token=Secret(ADMIN),
         circleci_token=Secret(CIRCLE_TOKEN),
         circleci_url=base,
         codeship_user="sandbox@example.org",
@@ -113,7 +102,7 @@ async def stack(sandbox: tuple[SandboxState, str], redis: Redis, redis_url: str)
         codeship_url=base,
     )
     app = create_app(settings, ruleset=parse_rules(RULES), store=Store(redis))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://chainer.test") as client:
+    async with app_client(app) as client:
         yield Stack(client, state, settings, redis, redis_url)
 
 
@@ -147,7 +136,7 @@ async def test_webhook_to_downstream_builds_with_exact_requests_and_audit(stack:
     assert types[:3] == ["webhook.received", "rule.matched", "action.queued"]
     assert types.count("attempt.started") == 2 and types.count("attempt.succeeded") == 2
     assert all(types.index("attempt.started") < i for i, t in enumerate(types) if t == "attempt.succeeded")
-    view = (await stack.client.get(f"/events/{event_id}", headers={"authorization": f"Bearer {ADMIN}"})).json()
+    view = (await stack.client.get(f"/events/{event_id}", headers=AUTH)).json()
     assert {a["state"] for a in view["actions"]} == {"done"}
     pipeline_action = next(a for a in view["actions"] if a["action"] == "circleci.trigger_pipeline")
     assert pipeline_action["downstream_id"] and pipeline_action["attempt_log"][-1]["http_status"] == 201
@@ -179,7 +168,7 @@ async def test_job_rerun_after_success_does_not_call_again(stack: Stack) -> None
 
     store = Store(stack.redis)
     http = httpx.AsyncClient()
-    ctx = {"store": store, "downstream": Downstream(stack.settings, http), "job_try": 2}
+    ctx = job_ctx(store, stack.settings, Downstream(stack.settings, http), job_try=2)
     state = await run_action(ctx, f"{accepted['event_id']}:api-after-lib:0")
     await http.aclose()
     assert state == "done" and len(stack.sandbox.requests) == before
@@ -206,9 +195,9 @@ async def test_redis_down_during_post_answers_503_and_leaves_nothing(tmp_path: A
     server.start()
     redis = Redis.from_url(server.url, socket_connect_timeout=0.5, socket_timeout=1)
     try:
-        settings = Settings(redis_url=server.url, hook_token=Secret(HOOK), admin_token=Secret(ADMIN))
+        settings = helpers.settings(redis_url=server.url)
         app = create_app(settings, ruleset=parse_rules(RULES), store=Store(redis))
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        async with app_client(app, "http://t") as client:
             post = lambda: client.post(  # noqa: E731
                 f"/hooks/codeship/{HOOK}",
                 content=json.dumps(payloads.codeship("success")).encode(),

@@ -16,7 +16,7 @@ from chainer.providers import Downstream
 from chainer.settings import Secret, Settings
 from chainer.store import Store
 from tests import payloads
-from tests.helpers import parse_rules
+from tests.helpers import job_ctx, parse_rules
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,7 @@ async def test_loop_guard_stops_an_a_b_a_chain_and_chains_shows_the_tree(redis: 
     app = create_app(SETTINGS, ruleset=parse_rules(RULES), store=store)
     providers = Providers()
     http = httpx.AsyncClient(transport=httpx.MockTransport(providers.handle))
-    ctx: dict[str, Any] = {"store": store, "downstream": Downstream(SETTINGS, http), "job_try": 1}
+    ctx = job_ctx(store, SETTINGS, Downstream(SETTINGS, http))
     events: list[str] = []
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
 

@@ -185,8 +185,13 @@ def test_sighup_reloads_now(tmp_path: Path, redis_url: str, command: str) -> Non
     port = free_port()
     redis_port = free_port()
     url = redis_url if command == "web" else f"redis://127.0.0.1:{redis_port}/0"
-    env = {**os.environ, "CHAINER_REDIS_URL": url, "CHAINER_RULES": str(path), "CHAINER_ADMIN_TOKEN": "adm",
-           "CHAINER_RULES_POLL_SECONDS": "3600"}  # fmt: skip
+    env = {
+        **os.environ,
+        "CHAINER_REDIS_URL": url,
+        "CHAINER_RULES": str(path),
+        "CHAINER_ADMIN_TOKEN": "adm",
+        "CHAINER_RULES_POLL_SECONDS": "3600",
+    }
     base, auth = f"http://127.0.0.1:{port}", {"authorization": "Bearer adm"}
     try:
         with chainer_process([command, "--port", str(port)], tmp_path, env, [f"{base}/readyz"]) as running:
@@ -219,23 +224,29 @@ def test_sighup_reloads_now(tmp_path: Path, redis_url: str, command: str) -> Non
 
 async def test_worker_holds_and_reloads_the_rules(tmp_path: Path, redis: Redis, redis_url: str) -> None:
     """The worker loads the rules at start (fan-in jobs render with them) and follows changes of the file."""
+    from chainer.jobs import services
+    from chainer.providers import Downstream
     from chainer.store.connections import connect_arq
-    from chainer.worker import shutdown, startup
+    from chainer.worker import ServicesBuilder, shutdown
 
     path = tmp_path / "rules.yaml"
     path.write_text(GOOD)
     pool = connect_arq(redis_url, retries=0)
-    ctx = {"redis": pool, "settings": Settings(rules_path=path, rules_poll_seconds=0.05), "downstream": object()}
-    await startup(ctx)
+    settings = Settings(rules_path=path, rules_poll_seconds=0.05)
+    http = httpx.AsyncClient()
+    ctx: dict[str, Any] = {"redis": pool}
+    await ServicesBuilder(settings, downstream=Downstream(settings, http)).startup(ctx)
     try:
-        assert [r.name for r in ctx["rules"]().rules] == ["first"]
+        assert [r.name for r in services(ctx).rules().rules] == ["first"]
         path.write_text(BETTER)
 
         async def reloaded() -> bool:
-            return len(ctx["rules"]().rules) == 2
+            return len(services(ctx).rules().rules) == 2
 
         await _wait_for(reloaded)
     finally:
         await shutdown(ctx)
         await pool.aclose()
-    assert ctx["rules_task"].done()
+        await http.aclose()
+    rules_task = services(ctx).rules_task
+    assert rules_task is not None and rules_task.done()

@@ -22,6 +22,7 @@ from chainer.jobs import run_action
 from chainer.providers import Downstream
 from chainer.settings import Secret, Settings
 from chainer.store import QUEUE_KEY, Store
+from chainer.web.hooks import status_of
 from tests import payloads
 from tests.helpers import (
     API_KEY,
@@ -35,6 +36,7 @@ from tests.helpers import (
     PROJECTS_PATH,
     Recorder,
     auth_ok,
+    job_ctx,
     make_settings,
     parse_rules,
     project,
@@ -78,16 +80,16 @@ async def deliver(
     ruleset = parse_rules(rules)
     raw, headers, token = _as_delivered(provider, body)
     reply = await Intake(settings, store, lambda: ruleset).receive(provider, headers, raw, token)
-    assert reply.status_code == 202, reply.body
-    event_id = reply.body["event_id"]
+    assert status_of(reply) == 202, reply.body()
+    event_id = reply.body()["event_id"]
     action_ids = json.loads(await store.get_event_field(event_id, "actions") or "[]")
     states = []
     async with rec.client() as http:
-        ctx = {"store": store, "settings": settings, "downstream": Downstream(settings, http), "job_try": 1}
+        ctx = job_ctx(store, settings, Downstream(settings, http))
         for action_id in action_ids:
             states.append(await run_action(ctx, action_id))
     ledgers = [await store.get_action(a) for a in action_ids]
-    return Outcome(reply.status_code, reply.body, ledgers, states, await store.event_audit(event_id))
+    return Outcome(status_of(reply), reply.body(), ledgers, states, await store.event_audit(event_id))
 
 
 def _as_delivered(provider: str, body: dict[str, Any]) -> tuple[bytes, dict[str, str], str | None]:

@@ -41,7 +41,7 @@ from chainer.providers.http import BeforeEffect, CallResult, Scrubber, Throttle
 from chainer.providers.payload import decode_json_object, need_int, need_str, opt_str
 from chainer.settings import Secret, Settings
 from chainer.store import Store
-from tests.helpers import parse_rules, rules_schema
+from tests.helpers import job_ctx, parse_rules, rules_schema
 
 HOOK = "hook-token-for-fakeci"
 ADMIN = "admin-token"
@@ -203,7 +203,7 @@ async def test_a_registered_provider_is_served_parsed_executed_and_chained(fakec
             downstream = Downstream(SETTINGS, http)
             assert "fakeci.rebuild" in downstream.actions
             assert await downstream.clients["fakeci"].check() == ["fakeci is a test double"]
-            ctx: dict[str, Any] = {"store": store, "downstream": downstream, "job_try": 1}
+            ctx = job_ctx(store, SETTINGS, downstream)
             assert await run_action(ctx, f"{event_id}:rebuild-on-failure:0") == "done"
         assert fakeci.clients[-1].calls == [("fakeci.rebuild", {"job": "acme/api"})]  # the default from the event
 

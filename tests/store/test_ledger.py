@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import httpx
 import pytest
@@ -16,7 +15,7 @@ from chainer.providers import Downstream
 from chainer.settings import Secret, Settings
 from chainer.store import Ledger, LedgerError, Store, current_error, keys
 from tests import payloads
-from tests.helpers import parse_rules
+from tests.helpers import job_ctx, parse_rules
 
 pytestmark = pytest.mark.integration
 
@@ -39,17 +38,12 @@ async def test_the_ledger_view_follows_an_action_from_webhook_to_done(redis: Red
     store = Store(redis)
     answers = [httpx.Response(404, json={"message": "Project not found"}), httpx.Response(201, json=PIPELINE)]
     http = httpx.AsyncClient(transport=httpx.MockTransport(lambda request: answers.pop(0)))
-    ctx: dict[str, Any] = {
-        "store": store,
-        "settings": SETTINGS,
-        "downstream": Downstream(SETTINGS, http),
-        "job_try": 1,
-        "retry_policy": RetryPolicy(max_tries=3, base_s=10, cap_s=100),
-    }
+    policy = RetryPolicy(max_tries=3, base_s=10, cap_s=100)
+    ctx = job_ctx(store, SETTINGS, Downstream(SETTINGS, http), retry_policy=policy)
     intake = Intake(SETTINGS, store, lambda: parse_rules(RULES))
     body = json.dumps(payloads.codeship("success")).encode()
     reply = await intake.receive("codeship", {"content-type": "application/json"}, body, "hook")
-    event_id = reply.body["event_id"]
+    event_id = reply.body()["event_id"]
     action = f"{event_id}:api-after-lib:0"
 
     raw = await store.get_action(action)

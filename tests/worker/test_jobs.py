@@ -21,9 +21,10 @@ from chainer.providers import Downstream
 from chainer.settings import Secret, Settings
 from chainer.store import DLQ_KEY, QUEUE_KEY, Store, action_key
 from chainer.store.connections import connect_arq
+from chainer.web.hooks import status_of
 from chainer.worker import create_worker
 from tests import payloads
-from tests.helpers import parse_rules
+from tests.helpers import job_ctx, parse_rules
 
 pytestmark = pytest.mark.integration
 
@@ -71,16 +72,15 @@ class World:
     action: str = ""
     event_id: str = ""
 
-    def ctx(self, job_try: int = 1, **extra: Any) -> dict[str, Any]:
-        settings = extra.pop("settings", SETTINGS)
-        return {
-            "store": self.store,
-            "settings": settings,
-            "downstream": Downstream(settings, self.http),
-            "job_try": job_try,
-            "retry_policy": RetryPolicy(max_tries=3, base_s=10, cap_s=100),
+    def ctx(self, job_try: int = 1, settings: Settings = SETTINGS, **extra: Any) -> dict[str, Any]:
+        return job_ctx(
+            self.store,
+            settings,
+            Downstream(settings, self.http),
+            job_try=job_try,
+            retry_policy=RetryPolicy(max_tries=3, base_s=10, cap_s=100),
             **extra,
-        }
+        )
 
     async def ledger(self) -> dict[bytes, bytes]:
         result: dict[bytes, bytes] = await self.redis.hgetall(action_key(self.action))
@@ -98,8 +98,8 @@ async def world(redis: Redis) -> AsyncIterator[World]:
     intake = Intake(SETTINGS, store, lambda: parse_rules(RULES))
     body = json.dumps(payloads.codeship("success")).encode()
     reply_ = await intake.receive("codeship", {"content-type": "application/json"}, body, "hook")
-    assert reply_.status_code == 202
-    event_id = reply_.body["event_id"]
+    assert status_of(reply_) == 202
+    event_id = reply_.body()["event_id"]
     yield World(redis, store, provider, http, f"{event_id}:api-after-lib:0", event_id)
     await http.aclose()
 
@@ -148,10 +148,13 @@ async def test_last_try_transient_failure_is_dead_exhausted(world: World) -> Non
 
 @pytest.mark.parametrize(
     ("answer", "reason"),
-    [(reply(404, {"message": "Project not found"}), "permanent"), (reply(401, {"message": "nope"}), "permanent"),
-     (timeout, "ambiguous")],
+    [
+        (reply(404, {"message": "Project not found"}), "permanent"),
+        (reply(401, {"message": "nope"}), "permanent"),
+        (timeout, "ambiguous"),
+    ],
     ids=["404", "401", "read-timeout"],
-)  # fmt: skip
+)
 async def test_permanent_and_ambiguous_failures_die_after_one_call(world: World, answer: Any, reason: str) -> None:
     """4xx and a timeout after sending make exactly one call and dead-letter the action with the reason."""
     world.provider.script = [answer]
@@ -165,8 +168,9 @@ async def test_permanent_and_ambiguous_failures_die_after_one_call(world: World,
 
 async def test_dry_run_sends_nothing_and_records_the_action(world: World) -> None:
     """With CHAINER_DRY_RUN the action is skipped, audited with its parameters, and no request is made."""
-    dry = Settings(**{**{f: getattr(SETTINGS, f) for f in ("hook_token", "circleci_token", "circleci_url")},
-                      "dry_run": True})  # fmt: skip
+    dry = Settings(
+        **{**{f: getattr(SETTINGS, f) for f in ("hook_token", "circleci_token", "circleci_url")}, "dry_run": True}
+    )
     assert await run_action(world.ctx(settings=dry), world.action) == "skipped"
     assert world.provider.requests == []
     skipped = [r for r in await world.store.event_audit(world.event_id) if r["type"] == "action.skipped"]
@@ -215,7 +219,8 @@ async def test_worker_retries_transient_failures_until_success(world: World, red
         handle_signals=False,
         poll_delay=0.01,
         redis_pool=connect_arq(redis_url, retries=0),
-        ctx={"downstream": Downstream(SETTINGS, world.http), "retry_policy": policy},
+        downstream=Downstream(SETTINGS, world.http),
+        retry_policy=policy,
     )
     await worker.main()
     await worker.close()
@@ -302,16 +307,24 @@ class CodeshipApi:
     ``steal`` one during which another run of the action claims its ledger.
     """
 
-    def __init__(self, redis: Redis, action: str, *, hang: str | None = None, fail: str | None = None,
-                 steal: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, redis: Redis, action: str, *, hang: str | None = None, fail: str | None = None, steal: str | None = None
+    ) -> None:
         self.redis, self.action, self.hang, self.fail, self.steal = redis, action, hang, fail, steal
         self.seen: list[tuple[str, str]] = []
         self.reached = asyncio.Event()
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
-        step = ("auth" if path.endswith("/auth") else "restart" if path.endswith("/restart")
-                else "builds" if path.endswith("/builds") else "projects")  # fmt: skip
+        step = (
+            "auth"
+            if path.endswith("/auth")
+            else "restart"
+            if path.endswith("/restart")
+            else "builds"
+            if path.endswith("/builds")
+            else "projects"
+        )
         state = await self.redis.hget(action_key(self.action), "state")
         self.seen.append((step, (state or b"").decode()))
         if step == self.hang:
@@ -325,11 +338,16 @@ class CodeshipApi:
             org = {"uuid": ORG_UUID, "name": "acme", "scopes": ["project.read", "build.read", "build.write"]}
             return httpx.Response(200, json={"access_token": "tok", "expires_at": 4102444800, "organizations": [org]})
         if step == "projects":
-            return httpx.Response(200, json={"projects": [{"uuid": PROJECT_UUID, "name": "acme/lib", "id": 1234}],
-                                             "total": 1})  # fmt: skip
+            return httpx.Response(
+                200, json={"projects": [{"uuid": PROJECT_UUID, "name": "acme/lib", "id": 1234}], "total": 1}
+            )
         if step == "builds":
-            build = {"uuid": BUILD_UUID, "commit_sha": payloads.COMMIT, "branch": "main",
-                     "queued_at": "2026-11-20T10:00:00Z"}  # fmt: skip
+            build = {
+                "uuid": BUILD_UUID,
+                "commit_sha": payloads.COMMIT,
+                "branch": "main",
+                "queued_at": "2026-11-20T10:00:00Z",
+            }
             return httpx.Response(200, json={"builds": [build], "total": 1})
         return httpx.Response(202)
 
@@ -342,8 +360,8 @@ async def _accept_codeship_error(store: Store) -> str:
     intake = Intake(CODESHIP_SETTINGS, store, lambda: parse_rules(CODESHIP_RULES))
     body = json.dumps(payloads.codeship("infrastructure_failure")).encode()
     reply_ = await intake.receive("codeship", {"content-type": "application/json"}, body, "hook")
-    assert reply_.status_code == 202
-    return f"{reply_.body['event_id']}:retry-infra:0"
+    assert status_of(reply_) == 202
+    return f"{reply_.body()['event_id']}:retry-infra:0"
 
 
 async def _run_worker_until_cancelled(redis_url: str, api: CodeshipApi) -> None:
@@ -354,7 +372,8 @@ async def _run_worker_until_cancelled(redis_url: str, api: CodeshipApi) -> None:
         handle_signals=False,
         poll_delay=0.01,
         redis_pool=connect_arq(redis_url, retries=0),
-        ctx={"downstream": Downstream(CODESHIP_SETTINGS, http), "ruleset": parse_rules(CODESHIP_RULES)},
+        downstream=Downstream(CODESHIP_SETTINGS, http),
+        ruleset=parse_rules(CODESHIP_RULES),
     )
     running = asyncio.create_task(worker.async_run())
     try:
@@ -374,7 +393,8 @@ async def _drain_with(redis_url: str, api: CodeshipApi) -> None:
         handle_signals=False,
         poll_delay=0.01,
         redis_pool=connect_arq(redis_url, retries=0),
-        ctx={"downstream": Downstream(CODESHIP_SETTINGS, http), "ruleset": parse_rules(CODESHIP_RULES)},
+        downstream=Downstream(CODESHIP_SETTINGS, http),
+        ruleset=parse_rules(CODESHIP_RULES),
     )
     await asyncio.wait_for(worker.main(), timeout=30)
     await worker.close()
@@ -387,13 +407,15 @@ async def test_lookups_run_while_pending_and_only_the_restart_while_calling(redi
     action = await _accept_codeship_error(store)
     api = CodeshipApi(redis, action)
     async with api.client() as http:
-        assert await run_action({"store": store, "downstream": Downstream(CODESHIP_SETTINGS, http)}, action) == "done"
+        ctx = job_ctx(store, CODESHIP_SETTINGS, Downstream(CODESHIP_SETTINGS, http))
+        assert await run_action(ctx, action) == "done"
     assert api.seen == [("auth", "pending"), ("projects", "pending"), ("builds", "pending"), ("restart", "calling")]
 
 
 @pytest.mark.parametrize("step", ["auth", "projects", "builds"])
-async def test_cancelled_lookup_leaves_the_action_pending_and_it_runs_again(redis: Redis, redis_url: str,
-                                                                            step: str) -> None:  # fmt: skip
+async def test_cancelled_lookup_leaves_the_action_pending_and_it_runs_again(
+    redis: Redis, redis_url: str, step: str
+) -> None:
     """A worker shut down during a look-up leaves the action pending; the next worker restarts the build once."""
     store = Store(redis)
     action = await _accept_codeship_error(store)
@@ -431,8 +453,8 @@ async def test_transient_lookup_failure_retries_from_pending(redis: Redis) -> No
     action = await _accept_codeship_error(store)
     api = CodeshipApi(redis, action, fail="builds")
     async with api.client() as http:
-        ctx = {"store": store, "downstream": Downstream(CODESHIP_SETTINGS, http),
-               "retry_policy": RetryPolicy(max_tries=3, base_s=10, cap_s=100)}  # fmt: skip
+        policy = RetryPolicy(max_tries=3, base_s=10, cap_s=100)
+        ctx = job_ctx(store, CODESHIP_SETTINGS, Downstream(CODESHIP_SETTINGS, http), retry_policy=policy)
         with pytest.raises(Retry):
             await run_action(ctx, action)
         ledger = await redis.hgetall(action_key(action))
@@ -449,7 +471,7 @@ async def test_action_claimed_by_another_run_during_lookups_is_not_sent(redis: R
     action = await _accept_codeship_error(store)
     api = CodeshipApi(redis, action, steal="builds")
     async with api.client() as http:
-        ctx = {"store": store, "downstream": Downstream(CODESHIP_SETTINGS, http)}
+        ctx = job_ctx(store, CODESHIP_SETTINGS, Downstream(CODESHIP_SETTINGS, http))
         assert await run_action(ctx, action) == "calling"
     assert [s for s, _ in api.seen] == ["auth", "projects", "builds"]
     assert (await redis.hget(action_key(action), "state")) == b"calling"

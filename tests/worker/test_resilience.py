@@ -14,8 +14,6 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +36,7 @@ from chainer.store.connections import connect, connect_arq
 from chainer.worker import create_worker
 from tests import payloads
 from tests.helpers import parse_rules
+from tests.processes import worker_process
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -92,7 +91,7 @@ async def test_readyz_counts_a_live_worker_and_drops_it_on_clean_shutdown(redis:
             handle_signals=False,
             poll_delay=0.01,
             redis_pool=connect_arq(redis_url, retries=0),
-            ctx={"ruleset": parse_rules(RULES)},
+            ruleset=parse_rules(RULES),
         )
         running = asyncio.create_task(worker.async_run())
         try:
@@ -135,19 +134,26 @@ async def test_readyz_reports_no_worker_count_when_redis_is_down() -> None:
 
 @pytest.mark.parametrize(
     ("env", "variable"),
-    [({"CHAINER_WORKER_REDIS_RETRIES": "2.5"}, "CHAINER_WORKER_REDIS_RETRIES"),
-     ({"CHAINER_WORKER_REDIS_RETRIES": "-1"}, "CHAINER_WORKER_REDIS_RETRIES"),
-     ({"CHAINER_WORKER_RECONNECT_MAX_SECONDS": "inf"}, "CHAINER_WORKER_RECONNECT_MAX_SECONDS"),
-     ({"CHAINER_WORKER_HEARTBEAT_SECONDS": "nan"}, "CHAINER_WORKER_HEARTBEAT_SECONDS"),
-     ({"CHAINER_WORKER_HEARTBEAT_SECONDS": "0"}, "CHAINER_WORKER_HEARTBEAT_SECONDS")],
-)  # fmt: skip
+    [
+        ({"CHAINER_WORKER_REDIS_RETRIES": "2.5"}, "CHAINER_WORKER_REDIS_RETRIES"),
+        ({"CHAINER_WORKER_REDIS_RETRIES": "-1"}, "CHAINER_WORKER_REDIS_RETRIES"),
+        ({"CHAINER_WORKER_RECONNECT_MAX_SECONDS": "inf"}, "CHAINER_WORKER_RECONNECT_MAX_SECONDS"),
+        ({"CHAINER_WORKER_HEARTBEAT_SECONDS": "nan"}, "CHAINER_WORKER_HEARTBEAT_SECONDS"),
+        ({"CHAINER_WORKER_HEARTBEAT_SECONDS": "0"}, "CHAINER_WORKER_HEARTBEAT_SECONDS"),
+    ],
+)
 def test_worker_timing_settings_are_validated(env: dict[str, str], variable: str) -> None:
     """Malformed worker timings stop the process with the variable's name; good ones are read."""
     with pytest.raises(ConfigError) as info:
         Settings.from_env(env)
     assert str(info.value).startswith(variable)
-    good = Settings.from_env({"CHAINER_WORKER_REDIS_RETRIES": "3", "CHAINER_WORKER_RECONNECT_MAX_SECONDS": "0.5",
-                              "CHAINER_WORKER_HEARTBEAT_SECONDS": "2"})  # fmt: skip
+    good = Settings.from_env(
+        {
+            "CHAINER_WORKER_REDIS_RETRIES": "3",
+            "CHAINER_WORKER_RECONNECT_MAX_SECONDS": "0.5",
+            "CHAINER_WORKER_HEARTBEAT_SECONDS": "2",
+        }
+    )
     assert (good.worker_redis_retries, good.worker_reconnect_max_seconds, good.worker_heartbeat_seconds) == (3, 0.5, 2)
     assert Settings.from_env({}).worker_redis_retries == 20
 
@@ -202,26 +208,6 @@ async def private_client(private_redis: RedisServer) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-@contextlib.contextmanager
-def worker_process(tmp_path: Path, env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """`chainer worker` as a real process logging to a file; killed on the way out if still running."""
-    log_path = tmp_path / "worker.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "chainer.cli", "worker"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-        )
-        try:
-            yield process, log_path
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=30)
-
-
 def lines(log_path: Path, event: str) -> list[str]:
     return [line for line in log_path.read_text(errors="replace").splitlines() if f" chainer.worker {event}" in line]
 
@@ -262,8 +248,9 @@ async def test_worker_process_rides_out_a_redis_outage_and_then_runs_new_jobs(
             await eventually(lambda: _equals(ready_workers(client), 1), "/readyz counting the worker again")
 
             body = json.dumps(payloads.codeship("success")).encode()
-            accepted = await client.post(f"/hooks/codeship/{HOOK}", content=body,
-                                         headers={"content-type": "application/json"})  # fmt: skip
+            accepted = await client.post(
+                f"/hooks/codeship/{HOOK}", content=body, headers={"content-type": "application/json"}
+            )
             assert accepted.status_code == 202 and accepted.json()["queued"] == 1
             action = f"{accepted.json()['event_id']}:api-after-lib:0"
             await eventually(lambda: _state_is(private_client, action, b"done"), "the action done")
@@ -290,9 +277,14 @@ async def test_worker_started_before_redis_waits_for_it(
 ) -> None:
     """A worker started while Redis is down stays up, logs one lost line, and registers once Redis starts."""
     (tmp_path / "rules.yaml").write_text(RULES)
-    env = {**os.environ, "CHAINER_REDIS_URL": private_redis.url, "CHAINER_RULES": str(tmp_path / "rules.yaml"),
-           "CHAINER_WORKER_REDIS_RETRIES": "1", "CHAINER_WORKER_RECONNECT_MAX_SECONDS": "0.2",
-           "CHAINER_WORKER_HEARTBEAT_SECONDS": "0.2"}  # fmt: skip
+    env = {
+        **os.environ,
+        "CHAINER_REDIS_URL": private_redis.url,
+        "CHAINER_RULES": str(tmp_path / "rules.yaml"),
+        "CHAINER_WORKER_REDIS_RETRIES": "1",
+        "CHAINER_WORKER_RECONNECT_MAX_SECONDS": "0.2",
+        "CHAINER_WORKER_HEARTBEAT_SECONDS": "0.2",
+    }
     private_redis.stop()
     with worker_process(tmp_path, env) as (process, log_path):
         await eventually(lambda: bool(lines(log_path, "redis_lost")), "the redis_lost line")
@@ -313,9 +305,14 @@ async def test_worker_stops_cleanly_on_sigterm_while_redis_is_lost(
 ) -> None:
     """SIGTERM during an outage ends the worker with exit code 0 and no traceback; its entry then expires."""
     (tmp_path / "rules.yaml").write_text(RULES)
-    env = {**os.environ, "CHAINER_REDIS_URL": private_redis.url, "CHAINER_RULES": str(tmp_path / "rules.yaml"),
-           "CHAINER_WORKER_REDIS_RETRIES": "1", "CHAINER_WORKER_RECONNECT_MAX_SECONDS": "0.2",
-           "CHAINER_WORKER_HEARTBEAT_SECONDS": "0.2"}  # fmt: skip
+    env = {
+        **os.environ,
+        "CHAINER_REDIS_URL": private_redis.url,
+        "CHAINER_RULES": str(tmp_path / "rules.yaml"),
+        "CHAINER_WORKER_REDIS_RETRIES": "1",
+        "CHAINER_WORKER_RECONNECT_MAX_SECONDS": "0.2",
+        "CHAINER_WORKER_HEARTBEAT_SECONDS": "0.2",
+    }
     with worker_process(tmp_path, env) as (process, log_path):
         await eventually(lambda: _equals(private_client.zcard(WORKERS_KEY), 1), "the worker's heartbeat")
         private_redis.stop()
@@ -351,7 +348,7 @@ async def test_worker_stops_even_when_its_cancellation_is_swallowed(redis_url: s
     pool = connect(redis_url, cls=CancelSwallowingPool)
     pool.job_serializer, pool.job_deserializer = job_serializer, job_deserializer
     worker = create_worker(
-        Settings(), handle_signals=False, poll_delay=0.01, redis_pool=pool, ctx={"ruleset": parse_rules(RULES)}
+        Settings(), handle_signals=False, poll_delay=0.01, redis_pool=pool, ruleset=parse_rules(RULES)
     )
     running = asyncio.create_task(worker.async_run())
     await asyncio.wait_for(CancelSwallowingPool.reading.wait(), timeout=20)
@@ -372,15 +369,21 @@ async def test_worker_rides_out_redis_refusing_writes_then_runs_the_job(
         calls.append(request)
         return httpx.Response(201, json={"id": PIPELINE, "number": 1, "state": "created"})
 
-    settings = Settings(hook_token=Secret(HOOK), circleci_token=Secret(CIRCLE_TOKEN), circleci_url="https://cci.test",
-                        worker_reconnect_max_seconds=0.1, worker_heartbeat_seconds=0.05)  # fmt: skip
+    settings = Settings(
+        hook_token=Secret(HOOK),
+        circleci_token=Secret(CIRCLE_TOKEN),
+        circleci_url="https://cci.test",
+        worker_reconnect_max_seconds=0.1,
+        worker_heartbeat_seconds=0.05,
+    )
     http = httpx.AsyncClient(transport=httpx.MockTransport(circleci))
     worker = create_worker(
         settings,
         handle_signals=False,
         poll_delay=0.01,
         redis_pool=connect_arq(private_redis.url, retries=0),
-        ctx={"ruleset": parse_rules(RULES), "downstream": Downstream(settings, http)},
+        ruleset=parse_rules(RULES),
+        downstream=Downstream(settings, http),
     )
     running = asyncio.create_task(worker.async_run())
 
@@ -394,13 +397,15 @@ async def test_worker_rides_out_redis_refusing_writes_then_runs_the_job(
             await eventually(lambda: bool(events("redis_lost")) or running.done(), "redis_lost")
             assert not running.done()
             body = json.dumps(payloads.codeship("success")).encode()
-            refused = await client.post(f"/hooks/codeship/{HOOK}", content=body,
-                                        headers={"content-type": "application/json"})  # fmt: skip
+            refused = await client.post(
+                f"/hooks/codeship/{HOOK}", content=body, headers={"content-type": "application/json"}
+            )
             assert refused.status_code == 503  # the web cannot store it either
             await private_client.config_set("min-replicas-to-write", 0)
             await eventually(lambda: bool(events("redis_restored")), "redis_restored")
-            accepted = await client.post(f"/hooks/codeship/{HOOK}", content=body,
-                                         headers={"content-type": "application/json"})  # fmt: skip
+            accepted = await client.post(
+                f"/hooks/codeship/{HOOK}", content=body, headers={"content-type": "application/json"}
+            )
             assert accepted.status_code == 202
             action = f"{accepted.json()['event_id']}:api-after-lib:0"
             await eventually(lambda: _state_is(private_client, action, b"done"), "the action done")

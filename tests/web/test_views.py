@@ -13,20 +13,15 @@ from redis.asyncio import Redis
 from chainer.app import create_app
 from chainer.jobs import RetryPolicy
 from chainer.providers import Downstream
-from chainer.settings import Secret, Settings
+from chainer.settings import Secret
 from chainer.store import Store
 from chainer.store.connections import connect_arq
 from chainer.worker import create_worker
 from tests import payloads
-from tests.helpers import parse_rules
+from tests.helpers import AUTH, HOOK, JSON, WHSEC, app_client, parse_rules, settings
 
 pytestmark = pytest.mark.integration
 
-HOOK = "hook-token-123"
-WHSEC = "whsec-456"
-ADMIN = "admin-789"
-AUTH = {"authorization": f"Bearer {ADMIN}"}
-JSON = {"content-type": "application/json"}
 
 RULES = """
 version: 1
@@ -36,10 +31,7 @@ rules:
     then:
       - circleci.trigger_pipeline: {project: gh/acme/api, parameters: {upstream_sha: "{{ event.commit }}"}}
 """
-SETTINGS = Settings(
-    hook_token=Secret(HOOK),
-    circleci_webhook_secrets=(Secret(WHSEC),),
-    admin_token=Secret(ADMIN),
+SETTINGS = settings(
     circleci_token=Secret("cci-token"),
     circleci_url="https://circleci.example",
 )
@@ -49,7 +41,7 @@ CREATED = {"id": "5034460f-c7c4-4c43-9457-de07e2029e7b", "state": "created", "nu
 @pytest.fixture
 async def client(redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(SETTINGS, ruleset=parse_rules(RULES), store=Store(redis))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://chainer.test") as c:
+    async with app_client(app) as c:
         yield c
 
 
@@ -102,8 +94,9 @@ async def test_explain_with_a_lone_surrogate_answers_normally_or_400(client: htt
 
     # A payload without a type takes it from the headers; the unknown type is named in the answer.
     untyped = {k: v for k, v in payloads.circleci_workflow().items() if k != "type"}
-    header = json.dumps({"provider": "circleci", "payload": untyped,
-                         "headers": {"circleci-event-type": "workflow-\ud800"}}).encode()  # fmt: skip
+    header = json.dumps(
+        {"provider": "circleci", "payload": untyped, "headers": {"circleci-event-type": "workflow-\ud800"}}
+    ).encode()
     with_header = await client.post("/explain", content=header, headers=AUTH | JSON)
     assert with_header.status_code == 200, with_header.text
     assert "unknown CircleCI event type 'workflow-" in with_header.json()["ignored"]
@@ -158,7 +151,8 @@ async def test_done_action_shows_its_earlier_error_as_history(client: httpx.Asyn
             handle_signals=False,
             poll_delay=0.01,
             redis_pool=connect_arq(redis_url, retries=0),
-            ctx={"downstream": Downstream(SETTINGS, http), "retry_policy": RetryPolicy(base_s=0.02, cap_s=0.05)},
+            downstream=Downstream(SETTINGS, http),
+            retry_policy=RetryPolicy(base_s=0.02, cap_s=0.05),
         )
         try:
             await worker.main()

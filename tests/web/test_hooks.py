@@ -1,72 +1,31 @@
-"""Every answer of the webhook endpoints and the operator API, through ASGI against a real Redis."""
+"""The webhook endpoints: every answer to a delivery, through ASGI against a real Redis.
+
+The app and its rules come from tests/web/conftest.py.
+"""
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
+from starlette.applications import Starlette
 
-from chainer.app import create_app
-from chainer.settings import Secret, Settings
 from chainer.store import QUEUE_KEY, Store
 from tests import payloads
-from tests.helpers import parse_rules
+from tests.helpers import AUTH, HOOK, JSON, WHSEC, app_client, post_codeship
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 
-HOOK = "hook-token-123"
-WHSEC = "whsec-456"
-ADMIN = "admin-789"
-
-RULES = """
-version: 1
-rules:
-  - name: api-after-lib
-    when: {project: acme/lib, branch: main, status: success}
-    then:
-      - circleci.trigger_pipeline: {project: gh/acme/api, parameters: {upstream_sha: "{{ event.commit }}"}}
-  - name: restart-infra
-    when: {provider: codeship, status: error}
-    then:
-      - codeship.restart_build: {}
-    limit: {per_commit: 2, per_day: 3}
-  - name: web-after-lib
-    when: {project: acme/lib, branch: "release/*", status: finished}
-    then:
-      - codeship.trigger_build: {project: acme/web}
-"""
-
-
-def _settings(**overrides: Any) -> Settings:
-    base: dict[str, Any] = {
-        "hook_token": Secret(HOOK),
-        "circleci_webhook_secrets": (Secret("older"), Secret(WHSEC)),
-        "admin_token": Secret(ADMIN),
-    }
-    return Settings(**(base | overrides))
-
-
-@pytest.fixture
-async def client(redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(_settings(), ruleset=parse_rules(RULES), store=Store(redis))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://chainer.test") as c:
-        yield c
-
-
-async def _post_codeship(client: httpx.AsyncClient, body: Any, token: str | None = HOOK, **kw: Any) -> httpx.Response:
-    url = f"/hooks/codeship/{token}" if token else "/hooks/codeship"
-    return await client.post(url, content=json.dumps(body).encode(), headers={"content-type": "application/json"}, **kw)
-
 
 async def test_codeship_success_is_accepted_with_matched_rules(client: httpx.AsyncClient, redis: Redis) -> None:
     """A matching Codeship build gets 202 with the event id, the matched rule names and the number queued."""
-    response = await _post_codeship(client, payloads.codeship("success"))
+    response = await post_codeship(client, payloads.codeship("success"))
     assert response.status_code == 202
     body = response.json()
     assert body["status"] == "accepted" and body["event_id"].startswith("evt_")
@@ -76,14 +35,14 @@ async def test_codeship_success_is_accepted_with_matched_rules(client: httpx.Asy
 
 async def test_token_as_query_parameter_works(client: httpx.AsyncClient) -> None:
     """The hook token may be passed as ?token= instead of a path segment."""
-    response = await _post_codeship(client, payloads.codeship("success"), token=None, params={"token": HOOK})
+    response = await post_codeship(client, payloads.codeship("success"), token=None, params={"token": HOOK})
     assert response.status_code == 202
 
 
 async def test_redelivery_is_a_duplicate_and_queues_nothing(client: httpx.AsyncClient, redis: Redis) -> None:
     """The same delivery posted twice answers 200 duplicate with the first event id and one job in all."""
-    first = await _post_codeship(client, payloads.codeship("success"))
-    second = await _post_codeship(client, payloads.codeship("success"))
+    first = await post_codeship(client, payloads.codeship("success"))
+    second = await post_codeship(client, payloads.codeship("success"))
     assert second.status_code == 200
     assert second.json() == {"status": "duplicate", "event_id": first.json()["event_id"]}
     assert await redis.zcard(QUEUE_KEY) == 1
@@ -91,7 +50,7 @@ async def test_redelivery_is_a_duplicate_and_queues_nothing(client: httpx.AsyncC
 
 async def test_terminal_event_without_match_is_accepted_with_no_rules(client: httpx.AsyncClient) -> None:
     """A finished build no rule wants is still accepted (and explained in the audit log), queuing nothing."""
-    response = await _post_codeship(client, payloads.codeship("success", project="acme/other"))
+    response = await post_codeship(client, payloads.codeship("success", project="acme/other"))
     assert response.status_code == 202
     assert response.json()["matched"] == [] and response.json()["queued"] == 0
 
@@ -99,7 +58,7 @@ async def test_terminal_event_without_match_is_accepted_with_no_rules(client: ht
 @pytest.mark.parametrize("status", ["testing", "initiated", "waiting"])
 async def test_unfinished_build_no_rule_asks_for_is_ignored(client: httpx.AsyncClient, status: str) -> None:
     """A running Codeship build that no rule asks for gets 202 ignored with a reason."""
-    response = await _post_codeship(client, payloads.codeship(status))
+    response = await post_codeship(client, payloads.codeship(status))
     assert response.status_code == 202
     assert response.json()["status"] == "ignored" and "not final" in response.json()["reason"]
 
@@ -132,30 +91,37 @@ async def test_circleci_ping_and_unknown_type_are_ignored(client: httpx.AsyncCli
         ("/hooks/circleci", "unsigned-outbound", "signed"),
         ("/hooks/circleci/wrong", "legacy", "token"),
     ],
-    ids=["codeship-missing-token", "codeship-wrong-token", "circleci-bad-signature", "circleci-unsigned-outbound",
-         "circleci-legacy-wrong-token"],
-)  # fmt: skip
+    ids=[
+        "codeship-missing-token",
+        "codeship-wrong-token",
+        "circleci-bad-signature",
+        "circleci-unsigned-outbound",
+        "circleci-legacy-wrong-token",
+    ],
+)
 async def test_bad_credentials_get_401(client: httpx.AsyncClient, path: str, headers_kind: str, fragment: str) -> None:
     """Missing or wrong tokens and signatures are refused with 401 naming what is wrong."""
     if headers_kind == "bad-signature":
         body, headers = payloads.signed(payloads.circleci_workflow(), "not-the-secret")
     elif headers_kind == "unsigned-outbound":
-        body, headers = json.dumps(payloads.circleci_workflow()).encode(), {"content-type": "application/json"}
+        body, headers = json.dumps(payloads.circleci_workflow()).encode(), JSON
     elif headers_kind == "legacy":
-        body, headers = json.dumps({"payload": {"build_num": 1}}).encode(), {"content-type": "application/json"}
+        body, headers = json.dumps({"payload": {"build_num": 1}}).encode(), JSON
     else:
-        body, headers = json.dumps(payloads.codeship()).encode(), {"content-type": "application/json"}
+        body, headers = json.dumps(payloads.codeship()).encode(), JSON
     response = await client.post(path, content=body, headers=headers)
     assert response.status_code == 401
     assert fragment in response.json()["error"].lower()
     assert HOOK not in response.text and WHSEC not in response.text
 
 
-async def test_unsigned_endpoints_refuse_everything_without_a_hook_token(redis: Redis) -> None:
+async def test_unsigned_endpoints_refuse_everything_without_a_hook_token(
+    redis: Redis, web_app: Callable[..., Starlette]
+) -> None:
     """With CHAINER_HOOK_TOKEN unset, Codeship deliveries are refused and the answer says why."""
-    app = create_app(_settings(hook_token=None), ruleset=parse_rules(RULES), store=Store(redis))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        response = await _post_codeship(c, payloads.codeship(), token="anything")
+    app = web_app(Store(redis), hook_token=None)
+    async with app_client(app, "http://t") as c:
+        response = await post_codeship(c, payloads.codeship(), token="anything")
     assert response.status_code == 401 and "CHAINER_HOOK_TOKEN" in response.json()["error"]
 
 
@@ -168,16 +134,20 @@ async def test_unsigned_endpoints_refuse_everything_without_a_hook_token(redis: 
         (b"\xff\xfe\x00", "utf-8"),
         (json.dumps({"build": {"status": "success"}}).encode(), "build."),
         (json.dumps({"nothing": 1}).encode(), "build"),
-        (json.dumps(payloads.codeship() | {"build": {**payloads.codeship()["build"], "status": 5}}).encode(),
-         "build.status"),
-        (json.dumps(payloads.codeship() | {"build": {**payloads.codeship()["build"], "build_id": "x"}}).encode(),
-         "build.build_id"),
+        (
+            json.dumps(payloads.codeship() | {"build": {**payloads.codeship()["build"], "status": 5}}).encode(),
+            "build.status",
+        ),
+        (
+            json.dumps(payloads.codeship() | {"build": {**payloads.codeship()["build"], "build_id": "x"}}).encode(),
+            "build.build_id",
+        ),
     ],
     ids=["invalid-json", "array", "string", "bad-utf8", "missing-fields", "no-build", "status-type", "build-id-type"],
-)  # fmt: skip
+)
 async def test_bad_payloads_get_400_naming_the_problem(client: httpx.AsyncClient, body: bytes, fragment: str) -> None:
     """Bodies that are not a known payload shape get 400 whose error names the field or problem."""
-    response = await client.post(f"/hooks/codeship/{HOOK}", content=body, headers={"content-type": "application/json"})
+    response = await client.post(f"/hooks/codeship/{HOOK}", content=body, headers=JSON)
     assert response.status_code == 400
     assert fragment.lower() in response.json()["error"].lower()
 
@@ -185,16 +155,14 @@ async def test_bad_payloads_get_400_naming_the_problem(client: httpx.AsyncClient
 async def test_oversize_body_gets_413_with_and_without_content_length(client: httpx.AsyncClient) -> None:
     """A body over 1 MiB is refused with 413, whether declared up front or streamed."""
     big = b'{"build": "' + b"x" * (1024 * 1024) + b'"}'
-    declared = await client.post(f"/hooks/codeship/{HOOK}", content=big, headers={"content-type": "application/json"})
+    declared = await client.post(f"/hooks/codeship/{HOOK}", content=big, headers=JSON)
     assert declared.status_code == 413
 
     async def chunks() -> AsyncIterator[bytes]:
         for _ in range(20):
             yield b"x" * 65536
 
-    streamed = await client.post(
-        f"/hooks/codeship/{HOOK}", content=chunks(), headers={"content-type": "application/json"}
-    )
+    streamed = await client.post(f"/hooks/codeship/{HOOK}", content=chunks(), headers=JSON)
     assert streamed.status_code == 413
 
 
@@ -206,14 +174,14 @@ async def test_wrong_content_type_gets_415(client: httpx.AsyncClient, content_ty
     assert response.status_code == 415
 
 
-async def test_redis_down_gets_503_with_retry_after() -> None:
+async def test_redis_down_gets_503_with_retry_after(web_app: Callable[..., Starlette]) -> None:
     """When Redis cannot take the event, the answer is 503 with Retry-After, never 2xx or 500."""
     dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
-    app = create_app(_settings(), ruleset=parse_rules(RULES), store=Store(dead))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-        response = await _post_codeship(c, payloads.codeship("success"))
+    app = web_app(Store(dead))
+    async with app_client(app, "http://t") as c:
+        response = await post_codeship(c, payloads.codeship("success"))
         ready = await c.get("/readyz")
-        audit = await c.get("/audit", headers={"authorization": f"Bearer {ADMIN}"})
+        audit = await c.get("/audit", headers=AUTH)
     await dead.aclose()
     assert audit.status_code == 503 and "Redis" in audit.json()["error"]
     assert response.status_code == 503 and response.headers["retry-after"]
@@ -232,7 +200,7 @@ async def test_random_bodies_never_produce_a_500(client: httpx.AsyncClient) -> N
         samples.append(json.dumps(_random_json(rng, 4)).encode())
     for body in samples:
         for path in (f"/hooks/codeship/{HOOK}", f"/hooks/circleci/{HOOK}"):
-            response = await client.post(path, content=body, headers={"content-type": "application/json"})
+            response = await client.post(path, content=body, headers=JSON)
             assert response.status_code < 500, (body, response.text)
 
 
@@ -252,68 +220,6 @@ def _random_json(rng: random.Random, depth: int) -> Any:
     return {rng.choice(keys): _random_json(rng, depth - 1) for _ in range(rng.randrange(4))}
 
 
-async def test_operator_api_requires_the_admin_token(client: httpx.AsyncClient) -> None:
-    """GET /audit, /events and /rules answer 401 without or with a wrong bearer token."""
-    for path in ("/audit", "/events/evt_x", "/rules"):
-        missing = await client.get(path)
-        wrong = await client.get(path, headers={"authorization": "Bearer nope"})
-        assert missing.status_code == wrong.status_code == 401
-        assert missing.headers["www-authenticate"].startswith("Bearer")
-
-
-async def test_audit_lists_the_decision_trail_and_filters(client: httpx.AsyncClient) -> None:
-    """After one accepted event /audit shows received, per-rule decisions and the queued action, filterable."""
-    accepted = (await _post_codeship(client, payloads.codeship("success"))).json()
-    auth = {"authorization": f"Bearer {ADMIN}"}
-    page = (await client.get("/audit", params={"event_id": accepted["event_id"]}, headers=auth)).json()
-    types = [r["type"] for r in page["items"]]
-    assert types == ["webhook.received", "rule.matched", "action.queued", "rule.not_matched", "rule.not_matched"]
-    not_matched = [r for r in page["items"] if r["type"] == "rule.not_matched"]
-    assert {r["rule"] for r in not_matched} == {"restart-infra", "web-after-lib"}
-    assert all(r["reason"] and r["field"] and r["rules_version"] for r in not_matched)
-    only = (await client.get("/audit", params={"type": "action.queued"}, headers=auth)).json()["items"]
-    assert [r["type"] for r in only] == ["action.queued"]
-    assert only[0]["params"]["parameters"] == {"upstream_sha": payloads.COMMIT}
-
-
-async def test_audit_rejects_bad_query_parameters(client: httpx.AsyncClient) -> None:
-    """Bad limit, cursor, time or unknown parameters get 400 naming the parameter."""
-    auth = {"authorization": f"Bearer {ADMIN}"}
-    cases = [
-        ({"limit": "0"}, "limit"),
-        ({"limit": "501"}, "limit"),
-        ({"limit": "x"}, "limit"),
-        ({"after": "abc"}, "after"),
-        ({"since": "yesterday"}, "since"),
-        ({"colour": "red"}, "colour"),
-    ]
-    for params, name in cases:
-        response = await client.get("/audit", params=params, headers=auth)
-        assert response.status_code == 400 and name in response.json()["error"]
-
-
-async def test_event_view_shows_decisions_and_actions(client: httpx.AsyncClient) -> None:
-    """GET /events/{id} returns the event with its raw payload, every decision and every action."""
-    accepted = (await _post_codeship(client, payloads.codeship("success"))).json()
-    auth = {"authorization": f"Bearer {ADMIN}"}
-    view = (await client.get(f"/events/{accepted['event_id']}", headers=auth)).json()
-    assert view["event"]["project"] == "acme/lib" and view["event"]["raw"]["build"]["build_id"] == 4711
-    assert {d["rule"]: d["matched"] for d in view["decisions"]}["api-after-lib"] is True
-    assert view["actions"][0]["state"] == "pending" and view["actions"][0]["action"] == "circleci.trigger_pipeline"
-    missing = await client.get("/events/evt_nope", headers=auth)
-    assert missing.status_code == 404
-
-
-async def test_health_ready_and_rules(client: httpx.AsyncClient) -> None:
-    """/healthz is always 200; /readyz is 200 with Redis up; /rules shows the active version."""
-    assert (await client.get("/healthz")).json() == {"status": "ok"}
-    ready = await client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["status"] == "ready"
-    rules = (await client.get("/rules", headers={"authorization": f"Bearer {ADMIN}"})).json()
-    assert rules["version"] == ready.json()["rules_version"]
-    assert [r["name"] for r in rules["rules"]] == ["api-after-lib", "restart-infra", "web-after-lib"]
-
-
 async def test_wrong_method_gets_json_405(client: httpx.AsyncClient) -> None:
     """GET on a webhook endpoint answers 405 as JSON, not an HTML page."""
     response = await client.get("/hooks/codeship")
@@ -324,14 +230,14 @@ async def test_restart_budget_is_spent_per_commit_and_per_day(client: httpx.Asyn
     """limit {per_commit: 2, per_day: 3} queues two restarts per commit and three a day, auditing the rest."""
     queued = []
     for build_id, commit in [(1, "a" * 40), (2, "a" * 40), (3, "a" * 40), (4, "b" * 40), (5, "c" * 40)]:
-        response = await _post_codeship(
+        response = await post_codeship(
             client, payloads.codeship("infrastructure_failure", build_id=build_id, commit=commit)
         )
         assert response.status_code == 202 and response.json()["matched"] == ["restart-infra"]
         queued.append(response.json()["queued"])
     assert queued == [1, 1, 0, 1, 0]
     assert await redis.zcard(QUEUE_KEY) == 3
-    auth = {"authorization": f"Bearer {ADMIN}"}
+    auth = AUTH
     skipped = (await client.get("/audit", params={"type": "action.skipped"}, headers=auth)).json()["items"]
     assert len(skipped) == 2
     assert "per commit" in skipped[0]["reason"] and "aaaaaaaaaaaa" in skipped[0]["reason"]

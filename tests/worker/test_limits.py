@@ -19,6 +19,7 @@ from chainer.providers import Downstream
 from chainer.settings import Secret, Settings
 from chainer.store import Store
 from chainer.store.connections import connect_arq
+from chainer.web.hooks import status_of
 from chainer.worker import create_worker
 from tests import payloads
 from tests.helpers import parse_rules
@@ -78,7 +79,7 @@ async def _accept(store: Store, count: int, *, same_branch: bool) -> None:
         branch = "main" if same_branch else f"branch-{i}"
         body = json.dumps(payloads.codeship("success", build_id=1000 + i, branch=branch)).encode()
         reply = await intake.receive("codeship", {}, body, "hook")
-        assert reply.status_code == 202, reply.body
+        assert status_of(reply) == 202, reply.body()
 
 
 async def _drain(redis_url: str, store: Store, downstream: Downstream, policy: RetryPolicy) -> None:
@@ -89,7 +90,8 @@ async def _drain(redis_url: str, store: Store, downstream: Downstream, policy: R
         poll_delay=0.01,
         max_jobs=20,
         redis_pool=connect_arq(redis_url, retries=0),
-        ctx={"downstream": downstream, "retry_policy": policy},
+        downstream=downstream,
+        retry_policy=policy,
     )
     try:
         await asyncio.wait_for(worker.main(), timeout=60)

@@ -86,7 +86,8 @@ async def _drain(redis_url: str, ruleset: RuleSet, codeship: Codeship) -> None:
             handle_signals=False,
             poll_delay=0.01,
             redis_pool=connect_arq(redis_url, retries=0),
-            ctx={"ruleset": ruleset, "downstream": Downstream(SETTINGS, http)},
+            ruleset=ruleset,
+            downstream=Downstream(SETTINGS, http),
         )
         await worker.main()
         await worker.close()

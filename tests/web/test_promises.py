@@ -17,16 +17,14 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from chainer.app import create_app
-from chainer.settings import Secret, Settings
+from chainer.settings import Settings
 from chainer.store import JOB_PREFIX, QUEUE_KEY, Store, action_key, event_audit_key, event_key
 from tests import payloads
-from tests.helpers import parse_rules
+from tests.helpers import HOOK, app_client, parse_rules, post_codeship, settings
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
-HOOK = "hook-token-123"
-ADMIN = "admin-789"
 DAY_MS = 86_400_000
 SLACK_MS = 60_000  # seconds that may pass between the accept and the PTTL read
 
@@ -44,25 +42,14 @@ rules:
 """
 
 
-def _settings(**overrides: Any) -> Settings:
-    base: dict[str, Any] = {"hook_token": Secret(HOOK), "admin_token": Secret(ADMIN)}
-    return Settings(**(base | overrides))
-
-
 def _client(store: Store) -> httpx.AsyncClient:
-    app = create_app(_settings(), ruleset=parse_rules(RULES), store=store)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://chainer.test")
+    return app_client(create_app(settings(), ruleset=parse_rules(RULES), store=store))
 
 
 @pytest.fixture
 async def client(redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
     async with _client(Store(redis)) as c:
         yield c
-
-
-async def _post_codeship(client: httpx.AsyncClient, body: Any) -> httpx.Response:
-    content = json.dumps(body).encode()
-    return await client.post(f"/hooks/codeship/{HOOK}", content=content, headers={"content-type": "application/json"})
 
 
 async def _everything(redis: Redis) -> dict[bytes, Any]:
@@ -78,7 +65,7 @@ async def test_writes_refused_noreplicas_gets_503_and_stores_nothing(client: htt
 
     The lineage look-up (a read) succeeds, so the refusal comes from the accept script itself.
     """
-    earlier = await _post_codeship(client, payloads.codeship("success", build_id=1))
+    earlier = await post_codeship(client, payloads.codeship("success", build_id=1))
     assert earlier.status_code == 202, earlier.text
     before, queue_before = await _everything(redis), await redis.zcard(QUEUE_KEY)
     saved = (await redis.config_get("min-replicas-to-write"))["min-replicas-to-write"]
@@ -87,9 +74,9 @@ async def test_writes_refused_noreplicas_gets_503_and_stores_nothing(client: htt
         assert await redis.get("chainer:nothing") is None  # reads still work
         with pytest.raises(ResponseError, match="NOREPLICAS"):
             await redis.set("chainer:probe", "1")
-        accepted = await _post_codeship(client, payloads.codeship("success", build_id=2))
-        duplicate = await _post_codeship(client, payloads.codeship("success", build_id=1))
-        ignored = await _post_codeship(client, payloads.codeship("testing", project="acme/other", build_id=3))
+        accepted = await post_codeship(client, payloads.codeship("success", build_id=2))
+        duplicate = await post_codeship(client, payloads.codeship("success", build_id=1))
+        ignored = await post_codeship(client, payloads.codeship("testing", project="acme/other", build_id=3))
     finally:
         await redis.config_set("min-replicas-to-write", saved)
     for answer in (accepted, duplicate, ignored):
@@ -98,7 +85,7 @@ async def test_writes_refused_noreplicas_gets_503_and_stores_nothing(client: htt
         assert answer.json()["status"] == "unavailable"
     assert await _everything(redis) == before
     assert await redis.zcard(QUEUE_KEY) == queue_before == 1
-    retried = await _post_codeship(client, payloads.codeship("success", build_id=2))
+    retried = await post_codeship(client, payloads.codeship("success", build_id=2))
     assert retried.status_code == 202 and retried.json()["queued"] == 1
 
 
@@ -122,14 +109,14 @@ async def test_read_only_replica_gets_503_and_stores_nothing(replica: RedisServe
     primary.bind(("127.0.0.1", 0))
     try:
         async with _client(Store(redis)) as client:
-            earlier = await _post_codeship(client, payloads.codeship("success", build_id=6))
+            earlier = await post_codeship(client, payloads.codeship("success", build_id=6))
             await redis.execute_command("REPLICAOF", "127.0.0.1", str(primary.getsockname()[1]))
             assert (await redis.info("replication"))["role"] == "slave"
             before = await _everything(redis)
-            answer = await _post_codeship(client, payloads.codeship("success", build_id=7))
+            answer = await post_codeship(client, payloads.codeship("success", build_id=7))
             after = await _everything(redis)
             await redis.execute_command("REPLICAOF", "NO", "ONE")
-            again = await _post_codeship(client, payloads.codeship("success", build_id=7))
+            again = await post_codeship(client, payloads.codeship("success", build_id=7))
     finally:
         await redis.aclose()
         primary.close()
@@ -162,7 +149,7 @@ async def test_key_lifetimes_dedupe_30_days_ledgers_and_events_per_retention(
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
     ):
-        answer = await _post_codeship(client, payloads.codeship("success", build_id=4711))
+        answer = await post_codeship(client, payloads.codeship("success", build_id=4711))
     assert answer.status_code == 202 and answer.json()["queued"] == 1, answer.text
     event_id = answer.json()["event_id"]
     seen = await redis.keys("chainer:seen:*")
@@ -189,7 +176,7 @@ async def test_a_rule_on_running_gets_its_running_event_accepted_and_queued(
     client: httpx.AsyncClient, redis: Redis, raw_status: str
 ) -> None:
     """A Codeship build that is still running matches a `status: running` rule: 202 accepted, one job queued."""
-    answer = await _post_codeship(client, payloads.codeship(raw_status))
+    answer = await post_codeship(client, payloads.codeship(raw_status))
     assert answer.status_code == 202, answer.text
     body = answer.json()
     assert body["status"] == "accepted" and body["matched"] == ["notify-on-start"] and body["queued"] == 1
@@ -203,7 +190,7 @@ async def test_a_rule_on_running_gets_its_running_event_accepted_and_queued(
 
 async def test_job_bytes_written_at_accept_are_json(client: httpx.AsyncClient, redis: Redis) -> None:
     """The arq job an accepted webhook queues is stored as JSON naming run_action and the action id."""
-    answer = await _post_codeship(client, payloads.codeship("success"))
+    answer = await post_codeship(client, payloads.codeship("success"))
     assert answer.status_code == 202 and answer.json()["queued"] == 1, answer.text
     action = f"{answer.json()['event_id']}:api-after-lib:0"
     job_ids = await redis.zrange(QUEUE_KEY, 0, -1)

@@ -18,19 +18,16 @@ from starlette.routing import Route
 
 from chainer.app import create_app
 from chainer.jobs import run_action
-from chainer.params import U64_MAX, Count, Cursor, Param, Text, Time, Values
 from chainer.providers import Downstream
 from chainer.settings import Secret, Settings
 from chainer.store import Store
+from chainer.web.params import U64_MAX, Count, Cursor, Param, Text, Time, Values
 from tests import payloads
-from tests.helpers import parse_rules
+from tests.helpers import ADMIN, AUTH, HOOK, job_ctx, parse_rules
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 
-HOOK = "hook-token-123"
-ADMIN = "admin-789"
-AUTH = {"authorization": f"Bearer {ADMIN}"}
 RULES = """
 version: 1
 rules:
@@ -46,10 +43,23 @@ SETTINGS = Settings(
     circleci_url="https://circleci.example",
 )
 # Routes anyone may call; every other route of the app is an operator route.
-PUBLIC = {"/hooks/codeship", "/hooks/codeship/{token}", "/hooks/circleci", "/hooks/circleci/{token}",
-          "/healthz", "/readyz"}  # fmt: skip
-KNOWN_OPERATOR = {"/audit", "/events/{event_id}", "/chains/{event_id}", "/dlq", "/dlq/{action_id}/{verb}",
-                  "/explain", "/rules"}  # fmt: skip
+PUBLIC = {
+    "/hooks/codeship",
+    "/hooks/codeship/{token}",
+    "/hooks/circleci",
+    "/hooks/circleci/{token}",
+    "/healthz",
+    "/readyz",
+}
+KNOWN_OPERATOR = {
+    "/audit",
+    "/events/{event_id}",
+    "/chains/{event_id}",
+    "/dlq",
+    "/dlq/{action_id}/{verb}",
+    "/explain",
+    "/rules",
+}
 
 
 @dataclass
@@ -88,7 +98,7 @@ async def _world(redis: Redis, settings: Settings) -> World:
     action = f"{event_id}:api-after-lib:0"
     transport = httpx.MockTransport(lambda request: httpx.Response(400, json={"message": "no such project"}))
     async with httpx.AsyncClient(transport=transport) as http:
-        ctx = {"store": store, "settings": SETTINGS, "downstream": Downstream(SETTINGS, http), "job_try": 1}
+        ctx = job_ctx(store, SETTINGS, Downstream(SETTINGS, http))
         assert await run_action(ctx, action) == "dead"
     return World(redis, client, app, event_id, action)
 
@@ -109,8 +119,13 @@ async def _snapshot(redis: Redis) -> dict[bytes, Any]:
     state: dict[bytes, Any] = {}
     for key in await redis.keys("*"):
         kind = (await redis.type(key)).decode()
-        size = {"hash": redis.hgetall, "stream": redis.xlen, "zset": redis.zcard, "string": redis.get,
-                "set": redis.scard}[kind](key)  # fmt: skip
+        size = {
+            "hash": redis.hgetall,
+            "stream": redis.xlen,
+            "zset": redis.zcard,
+            "string": redis.get,
+            "set": redis.scard,
+        }[kind](key)
         state[key] = (kind, await size)
     return state
 
@@ -141,9 +156,11 @@ async def test_every_operator_route_refuses_without_the_right_token(redis: Redis
             for method in _methods(route):
                 for headers in tries:
                     response = await world.client.request(
-                        method, world.url(route), headers=headers | {"content-type": "application/json"},
+                        method,
+                        world.url(route),
+                        headers=headers | {"content-type": "application/json"},
                         content=json.dumps({"provider": "codeship", "payload": payloads.codeship()}),
-                    )  # fmt: skip
+                    )
                     answers.append((method, route.path, headers.get("authorization"), response.status_code))
                     if method != "HEAD":
                         assert world.event_id not in response.text and "items" not in response.json()
@@ -307,8 +324,12 @@ async def test_junk_parameters_are_refused_before_redis_and_503_means_redis_is_d
             for path, query, name in REPORTED:
                 refused = await client.get(path, params=query, headers=AUTH)
                 assert refused.status_code == 400 and name in refused.json()["error"], refused.text
-            for path, query in [("/audit", {"after": "1-0"}), ("/audit", {"until": "1000"}), ("/dlq", {"offset": "5"}),
-                                (f"/events/{world.event_id}", {})]:  # fmt: skip
+            for path, query in [
+                ("/audit", {"after": "1-0"}),
+                ("/audit", {"until": "1000"}),
+                ("/dlq", {"offset": "5"}),
+                (f"/events/{world.event_id}", {}),
+            ]:
                 down = await client.get(path, params=query, headers=AUTH)
                 assert down.status_code == 503 and "Redis" in down.json()["error"], down.text
     finally:

@@ -1,0 +1,93 @@
+"""What the web modules share: the app's state, JSON answers, and reading a bounded JSON body."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from chainer.errors import PayloadTooLargeError, UnsupportedMediaError
+from chainer.intake import Intake
+from chainer.rules import RuleSet
+from chainer.settings import Settings
+from chainer.store import Store
+
+
+class WebState:
+    """What the routes share: settings, the store, the active rules and the intake built on them.
+
+    ``store`` is None until the app's lifespan has connected (when none was handed in); the routes
+    that need it answer 503 meanwhile.
+    """
+
+    def __init__(self, settings: Settings, ruleset: RuleSet, store: Store | None) -> None:
+        self.settings = settings
+        self.ruleset = ruleset
+        self.store: Store | None = None
+        self.intake: Intake | None = None
+        if store is not None:
+            self.use_store(store)
+
+    def use_store(self, store: Store) -> None:
+        """Serve from ``store``: the operator API reads it, the intake writes accepted events to it."""
+        self.store = store
+        self.intake = Intake(self.settings, store, self.rules)
+
+    def rules(self) -> RuleSet:
+        """The active rules (they change on reload)."""
+        return self.ruleset
+
+    def activate(self, ruleset: RuleSet) -> None:
+        self.ruleset = ruleset
+
+
+def state(request: Request) -> WebState:
+    found: WebState = request.app.state.chainer
+    return found
+
+
+class _JSONResponse(JSONResponse):
+    """JSON that always encodes: text holding a lone surrogate (a payload may escape one, ``"\\ud800"``, and
+    JSON decoding keeps it) is written with ``\\uXXXX`` escapes instead of failing as strict UTF-8."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
+    """A JSON answer."""
+    return _JSONResponse(body, status_code=status, headers=headers)
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """A JSON error answer: ``{"error": message}``."""
+    return answer(status, {"error": message}, headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body; PayloadTooLargeError as soon as it is known to be over ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"body of {declared} bytes is over the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"body is over the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def check_content_type(request: Request) -> None:
+    """UnsupportedMediaError unless the request says it carries JSON (``application/json`` or ``…+json``)."""
+    value = request.headers.get("content-type", "")
+    media = value.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        shown = media or "none"
+        raise UnsupportedMediaError(f"content type {shown!r} is not supported; send application/json")

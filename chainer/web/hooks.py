@@ -1,0 +1,66 @@
+"""The webhook endpoints (DESIGN §3): ``POST /hooks/<provider>`` and ``POST /hooks/<provider>/<token>``.
+
+Transport only: the content type and the size cap are checked here, everything else is
+``chainer.intake``'s, and its ``Outcome`` becomes the HTTP answer in ``status_of``, the one place
+that maps outcomes to status codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from chainer import providers
+from chainer.errors import WebhookError
+from chainer.intake import Outcome
+from chainer.providers.base import Provider
+from chainer.web.common import answer, check_content_type, error, read_body, state
+
+RETRY_AFTER_S = 5
+_STATUS = {"accepted": 202, "duplicate": 200, "ignored": 202, "unavailable": 503}
+
+
+def status_of(outcome: Outcome) -> int:
+    """The HTTP status of an intake outcome; a rejection answers with its problem's status (4xx)."""
+    if outcome.problem is not None:
+        return outcome.problem.status
+    return _STATUS[outcome.kind]
+
+
+def reply(outcome: Outcome) -> Response:
+    """The answer to a delivery; an unavailable store also says when to retry."""
+    status = status_of(outcome)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if outcome.kind == "unavailable" else None
+    return answer(status, outcome.body(), headers)
+
+
+async def receive_webhook(request: Request) -> Response:
+    """POST /hooks/{provider}[/{token}]: verify, parse, match and durably accept one delivery."""
+    web = state(request)
+    provider = request.url.path.split("/")[2]
+    intake = web.intake
+    if intake is None:
+        return error(503, "the store is not ready")
+    remote = request.client.host if request.client else None
+    try:
+        check_content_type(request)
+        body = await read_body(request, web.settings.max_body_bytes)
+    except WebhookError as exc:
+        return reply(await intake.reject(provider, exc, remote))
+    hook = providers.get(provider).hook
+    token = (request.path_params.get("token") or request.query_params.get("token")) if hook.token else None
+    return reply(await intake.receive(provider, request.headers, body, token, remote))
+
+
+def routes(registered: Mapping[str, Provider] | None = None) -> list[Route]:
+    """``/hooks/<name>`` for each registered provider (default: the registry's), and ``/hooks/<name>/<token>``
+    for those whose deliveries may carry the hook token in the URL."""
+    return [
+        Route(f"/hooks/{name}{suffix}", receive_webhook, methods=["POST"])
+        for name, provider in (providers.PROVIDERS if registered is None else registered).items()
+        for suffix in ("", "/{token}")
+        if provider.hook.token or not suffix
+    ]

@@ -1,0 +1,60 @@
+"""Health probes (DESIGN §8): ``/healthz`` (the process is up) and ``/readyz`` (it can take events)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from chainer import heartbeat
+from chainer.web.common import answer, error, state
+
+MAX_READY_WORKERS = 10_000
+
+
+async def healthz(request: Request) -> Response:
+    """GET /healthz: the process is up."""
+    return answer(200, {"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """GET /readyz: Redis answers and rules are loaded; ``workers`` counts the live workers.
+
+    ``?workers=N`` also requires at least N live workers (a probe for "jobs will run": ``?workers=1``);
+    without it the answer does not depend on workers (DESIGN §8). ``workers`` is null when Redis is
+    not reachable.
+    """
+    web = state(request)
+    wanted_raw = request.query_params.get("workers")
+    wanted = 0
+    if wanted_raw is not None:
+        if not (wanted_raw.isascii() and wanted_raw.isdigit()) or int(wanted_raw) > MAX_READY_WORKERS:
+            return error(400, f"workers: must be a whole number from 0 to {MAX_READY_WORKERS}, got {wanted_raw!r}")
+        wanted = int(wanted_raw)
+    problems = []
+    workers: int | None = None
+    if web.store is None or not await web.store.ping():
+        problems.append("redis is not reachable")
+    else:
+        try:
+            workers = await heartbeat.live_workers(web.store.redis)
+        except (RedisError, OSError):
+            problems.append("redis is not reachable")
+    if workers is not None and workers < wanted:
+        problems.append(f"{workers} live worker(s), {wanted} required")
+    body: dict[str, Any] = {
+        "status": "ready" if not problems else "not ready",
+        "rules_version": web.ruleset.version,
+        "workers": workers,
+    }
+    if problems:
+        body["problems"] = problems
+    return answer(200 if not problems else 503, body)
+
+
+def routes() -> list[Route]:
+    """The probes' routes."""
+    return [Route("/healthz", healthz), Route("/readyz", readyz)]

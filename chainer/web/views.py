@@ -1,0 +1,102 @@
+"""The operator's views of stored events (DESIGN §8): an event with its actions, and its chain's tree.
+
+Read-only answers built from the store: ``event_view`` for ``GET /events/{id}`` (the ledgers
+decoded, each action's attempt history from the event's audit records), ``chain_view`` for
+``GET /chains/{id}`` (the lineage tree from the first build of the chain, at most
+``MAX_CHAIN_NODES`` events). Both return None for an event that is not stored.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chainer.store import Store, current_error
+
+MAX_CHAIN_NODES = 500
+_ATTEMPT_ENDS = ("attempt.succeeded", "attempt.failed")
+_HISTORY_FIELDS = ("attempt", "time", "outcome", "http_status", "error", "downstream_id")
+_NODE_FIELDS = ("provider", "kind", "project", "branch", "tag", "commit", "status", "build_url", "workflow")
+
+
+async def event_view(store: Store, event_id: str) -> dict[str, Any] | None:
+    """The event, every rule decision, every action with its attempts, and the event's audit records."""
+    stored = await store.get_event(event_id)
+    if not stored:
+        return None
+    action_ids: list[str] = json.loads(stored.get("actions") or "[]")
+    actions = [await store.get_action(a) for a in action_ids]
+    records = await store.event_audit(event_id)
+    event = json.loads(stored["event"])
+    event["raw"] = json.loads(stored.get("raw") or "{}")
+    return {
+        "event": event,
+        "received_ms": int(stored.get("received_ms") or 0),
+        "rules_version": stored.get("rules_version"),
+        "decisions": json.loads(stored.get("decisions") or "[]"),
+        "actions": [action_view(a, records) for a in actions if a],
+        "audit": records,
+    }
+
+
+def action_view(ledger: dict[str, str], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ledger decoded, ``last_error`` only while it explains the state, and ``history``: every
+    finished attempt with its outcome, status and error (from the event's audit records)."""
+    view: dict[str, Any] = dict(ledger)
+    view["params"] = json.loads(ledger.get("params") or "{}")
+    for name in ("attempts", "replays", "depth", "index"):
+        if name in view and str(view[name]).isdigit():
+            view[name] = int(view[name])
+    view["last_error"] = current_error(ledger)
+    view["attempt_log"] = [
+        r for r in records if r.get("action_id") == ledger.get("action_id") and r["type"].startswith("attempt.")
+    ]
+    view["history"] = [
+        {name: r[name] for name in _HISTORY_FIELDS if r.get(name) is not None}
+        for r in view["attempt_log"]
+        if r["type"] in _ATTEMPT_ENDS
+    ]
+    return view
+
+
+async def chain_view(store: Store, event_id: str) -> dict[str, Any] | None:
+    """The lineage tree around an event, from the first build of its chain; ``truncated`` past the node cap."""
+    stored = await store.get_event(event_id)
+    if not stored:
+        return None
+    chain = json.loads(stored["event"]).get("chain") or []
+    root = chain[0]["event_id"] if chain else event_id
+    budget = [MAX_CHAIN_NODES]
+    tree = await _chain_node(store, root, budget)
+    return {"event_id": event_id, "root": root, "path": chain, "tree": tree, "truncated": budget[0] <= 0}
+
+
+async def _chain_node(store: Store, event_id: str, budget: list[int]) -> dict[str, Any]:
+    budget[0] -= 1
+    stored = await store.get_event(event_id)
+    if not stored:
+        return {"event_id": event_id, "missing": "expired or never stored"}
+    event = json.loads(stored["event"])
+    chain = event.get("chain") or []
+    children = [await _chain_node(store, c, budget) for c in await store.children(event_id) if budget[0] > 0]
+    actions = []
+    for action in json.loads(stored.get("actions") or "[]"):
+        ledger = await store.get_action(action)
+        actions.append(
+            {
+                "action_id": action,
+                "rule": ledger.get("rule"),
+                "action": ledger.get("action"),
+                "state": ledger.get("state"),
+                "downstream_id": ledger.get("downstream_id") or None,
+                "reason": current_error(ledger),
+                "builds": [c for c in children if c.get("caused_by") == action],
+            }
+        )
+    return {
+        "event_id": event_id,
+        **{name: event.get(name) for name in _NODE_FIELDS},
+        "depth": len(chain),
+        "caused_by": chain[-1].get("action_id") if chain else None,
+        "actions": actions,
+    }

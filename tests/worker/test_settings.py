@@ -1,0 +1,93 @@
+"""How the worker is put together: arq reads WorkerSettings the way its own create_worker does, and the
+Services every job reads are built at startup from the settings (or what the caller hands in)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+from arq.worker import create_worker as arq_create_worker
+from arq.worker import get_kwargs
+
+from chainer.jobs import SERVICES, RetryPolicy, services
+from chainer.providers import Downstream
+from chainer.settings import Settings
+from chainer.store.connections import connect_arq
+from chainer.worker import JOB_TIMEOUT_S, ChainerWorker, WorkerSettings, create_worker, shutdown
+from tests.helpers import parse_rules
+
+pytestmark = pytest.mark.integration
+
+RULES = """
+version: 1
+rules:
+  - name: api-after-lib
+    when: {project: acme/lib, status: success}
+    then:
+      - circleci.trigger_pipeline: {project: gh/acme/api}
+"""
+
+
+def test_arq_reads_every_worker_setting() -> None:
+    """Every attribute of WorkerSettings is an arq Worker option that arq's get_kwargs picks up: none is
+    dropped silently (get_kwargs ignores names the Worker does not take)."""
+    declared = {name for name in vars(WorkerSettings) if not name.startswith("_")}
+    assert set(get_kwargs(WorkerSettings)) == declared
+
+
+async def test_create_worker_uses_the_settings_class_and_keyword_overrides(redis_url: str) -> None:
+    """A ChainerWorker with WorkerSettings' jobs and limits, a keyword overriding one of them, and startup
+    building the Services from what was handed in; shutdown leaves the handed-in HTTP client to its owner."""
+    settings = Settings(rules_poll_seconds=3600)
+    policy = RetryPolicy(max_tries=2)
+    async with httpx.AsyncClient() as http:
+        downstream = Downstream(settings, http)
+        worker = create_worker(
+            settings,
+            handle_signals=False,
+            max_jobs=3,
+            redis_pool=connect_arq(redis_url, retries=0),
+            ruleset=parse_rules(RULES),
+            downstream=downstream,
+            retry_policy=policy,
+        )
+        assert isinstance(worker, ChainerWorker)
+        assert set(worker.functions) == {"run_action", "fire_join", "sweep"}
+        assert (worker.max_jobs, worker.job_timeout_s, worker.keep_result_s) == (3, JOB_TIMEOUT_S, 3600)
+        assert worker.on_startup is not None and worker.on_shutdown is shutdown
+        worker.ctx["redis"] = worker.pool  # as arq's Worker.main does before on_startup
+        await worker.on_startup(worker.ctx)
+        shared = services(worker.ctx)
+        assert worker.ctx[SERVICES] is shared
+        assert (shared.settings, shared.downstream, shared.retry_policy) == (settings, downstream, policy)
+        assert [r.name for r in shared.rules().rules] == ["api-after-lib"]
+        assert shared.locks is not None and shared.http is None
+        await worker.close()
+        assert shared.rules_task is not None and shared.rules_task.done()
+        assert not http.is_closed
+
+
+async def test_arq_own_create_worker_builds_the_services_from_the_environment(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`arq chainer.worker.WorkerSettings` (arq's create_worker on the class): startup reads the settings and
+    rules from the environment and makes its own HTTP client, which shutdown closes."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    monkeypatch.setenv("CHAINER_RULES", str(rules))
+    monkeypatch.setenv("CHAINER_RULES_POLL_SECONDS", "3600")
+    worker = arq_create_worker(WorkerSettings, redis_pool=connect_arq(redis_url, retries=0), handle_signals=False)
+    worker.ctx["redis"] = worker.pool  # as arq's Worker.main does before on_startup
+    assert worker.on_startup is not None and worker.on_shutdown is not None
+    await worker.on_startup(worker.ctx)
+    shared = services(worker.ctx)
+    try:
+        assert shared.settings.rules_path == rules
+        assert [r.name for r in shared.rules().rules] == ["api-after-lib"]
+        assert shared.http is not None and not shared.http.is_closed
+    finally:
+        await worker.on_shutdown(worker.ctx)
+        await worker.pool.aclose()
+    assert shared.http.is_closed
+    assert shared.rules_task is not None and shared.rules_task.done()
