@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chainer.actions import catalogue
 from chainer.events import BuildEvent
+from chainer.providers import catalogue
 from chainer.rules import RuleSet, parse_rules
 
 SIZES = (10, 100, 1_000, 10_000)
@@ -180,7 +180,7 @@ def source_version() -> str:
     root = Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True)
-        measured = ["chainer/rules", "chainer/events.py", "chainer/actions.py", "chainer/providers/base.py"]
+        measured = ["chainer/rules", "chainer/events.py", "chainer/providers"]
         dirty = subprocess.run(["git", "status", "--porcelain", *measured], cwd=root, capture_output=True, text=True)
     except OSError:
         return "unknown"

@@ -10,8 +10,8 @@ This pure ASGI middleware logs instead, on the logger ``chainer.access``:
   ``client_disconnected``, instead of an error with a traceback: nobody is left to answer.
 
 Redaction: the path below ``/hooks/<provider>/`` is replaced by ``***`` (and so is the provider segment when it
-is not a known provider: a URL registered without it puts the token there), the values of the query parameters
-in ``chainer.downstream.SECRET_QUERY_KEYS`` become ``***``, and every configured secret value left anywhere in
+is not a registered provider: a URL registered without it puts the token there), the values of the query parameters
+in ``chainer.providers.http.SECRET_QUERY_KEYS`` become ``***``, and every configured secret value left anywhere in
 the line is scrubbed as well.
 """
 
@@ -25,25 +25,26 @@ from urllib.parse import unquote_plus
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chainer.downstream import SECRET_QUERY_KEYS, Scrubber
+from chainer import providers as registry
+from chainer.providers.http import SECRET_QUERY_KEYS, Scrubber
 from chainer.settings import Settings
 
 # Not __name__: "chainer.access" is the access log's documented channel, which operators filter on.
 log = logging.getLogger("chainer.access")
 
 HOOKS_PREFIX = "/hooks/"
-KNOWN_PROVIDERS = frozenset({"codeship", "circleci"})
 
 
-def redact_path(path: str, providers: Collection[str] = KNOWN_PROVIDERS) -> str:
+def redact_path(path: str, providers: Collection[str] | None = None) -> str:
     """``path`` with whatever may be a hook token replaced by ``***``.
 
-    ``/hooks/codeship/<token>`` → ``/hooks/codeship/***``; ``/hooks/<anything else>`` → ``/hooks/***``.
+    ``/hooks/<provider>/<token>`` → ``/hooks/<provider>/***`` for a registered provider (or one of
+    ``providers``); ``/hooks/<anything else>`` → ``/hooks/***``.
     """
     if not path.startswith(HOOKS_PREFIX):
         return path
     provider, sep, _ = path[len(HOOKS_PREFIX) :].partition("/")
-    if provider not in providers:
+    if provider not in (registry.PROVIDERS if providers is None else providers):
         return HOOKS_PREFIX + "***"
     return f"{HOOKS_PREFIX}{provider}/***" if sep else path
 
@@ -71,15 +72,8 @@ def redact_target(path: str, query: str, scrub: Scrubber | None = None) -> str:
 
 
 def secret_values(settings: Settings) -> list[str]:
-    """Every secret value in ``settings``: tokens, webhook secrets, passwords, API keys."""
-    values = (
-        settings.hook_token,
-        settings.admin_token,
-        *settings.circleci_webhook_secrets,
-        settings.circleci_token,
-        settings.codeship_password,
-        settings.codeship_api_key,
-    )
+    """Every secret value in ``settings``: tokens, and each provider's webhook secrets, passwords, API keys."""
+    values = (settings.hook_token, settings.admin_token, *registry.secrets(settings))
     return [value.reveal() for value in values if value]
 
 

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from chainer.accesslog import AccessLog, secret_values
-from chainer.actions import catalogue
+from chainer.providers import catalogue
 from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings

@@ -25,6 +25,12 @@ def _say(message: str) -> None:
     click.echo(f"chainer: {message}", err=True)
 
 
+def _provider_names() -> list[str]:
+    from chainer import providers
+
+    return list(providers.names())
+
+
 def _fail(message: str, code: int = 2) -> None:
     click.echo(f"chainer: {message}", err=True)
     sys.exit(code)
@@ -87,7 +93,7 @@ def web(host: str, port: int) -> None:
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
 def worker(burst: bool) -> None:
     """Run the arq worker that calls the downstream CI APIs."""
-    from chainer.actions import catalogue
+    from chainer.providers import catalogue
     from chainer.rules import load_rules
     from chainer.worker import create_worker
 
@@ -108,10 +114,9 @@ def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path)
     import dataclasses
     import secrets
 
-    from chainer.actions import catalogue
+    from chainer.providers import catalogue
     from chainer.rules import load_rules
-    from chainer.sandbox import example_events, seed_sandbox
-    from chainer.sandbox_state import SandboxState
+    from chainer.sandbox import SandboxState, example_events, seed_sandbox
     from chainer.settings import Secret
 
     state = SandboxState()
@@ -193,7 +198,7 @@ def sandbox_command(host: str, port: int) -> None:
 @click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 def lint(file: Path | None) -> None:
     """Check a rules file (default: CHAINER_RULES or ./rules.yaml); exit 1 listing every problem."""
-    from chainer.actions import catalogue
+    from chainer.providers import catalogue
     from chainer.rules import load_rules
 
     path = file or Path(os.environ.get("CHAINER_RULES") or "rules.yaml")
@@ -208,7 +213,7 @@ def lint(file: Path | None) -> None:
 
 
 @main.command(name="explain")
-@click.option("--provider", required=True, type=click.Choice(["codeship", "circleci"]), help="Who sent it.")
+@click.option("--provider", required=True, type=click.Choice(_provider_names()), help="Who sent it.")
 @click.argument("payload", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--header", "headers", multiple=True, metavar="K:V", help="A delivery header (repeatable).")
 @click.option("--rules", "rules_file", type=click.Path(dir_okay=False, path_type=Path), help="Rules file.")
@@ -219,9 +224,9 @@ def explain_command(
     """What the rules would do with a payload file, offline: nothing is stored or sent."""
     import json
 
-    from chainer.actions import catalogue
     from chainer.errors import WebhookError
     from chainer.explain import explain, render_text
+    from chainer.providers import catalogue
     from chainer.rules import load_rules
 
     parsed_headers = {}
@@ -249,7 +254,7 @@ def schema() -> None:
     """Print the JSON Schema (draft 2020-12) of rules.yaml, for editors."""
     import json
 
-    from chainer.actions import catalogue
+    from chainer.providers import catalogue
     from chainer.rules import rules_schema
 
     click.echo(json.dumps(rules_schema(catalogue()), indent=2))

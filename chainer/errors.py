@@ -5,6 +5,7 @@
     ├── RulesError                   rules.yaml failed validation (carries every problem)
     ├── RenderError                  an action's arguments cannot be rendered for an event (names the argument)
     ├── WebhookError                 an inbound delivery cannot be accepted
+    │   ├── UnknownProviderError     no provider of that name is registered  → 404 (also a KeyError)
     │   ├── AuthenticationError      bad or missing signature / token        → 401
     │   ├── PayloadError             not JSON, not an object, unknown shape  → 400
     │   ├── PayloadTooLargeError     body over the size cap                  → 413
@@ -56,6 +57,20 @@ class WebhookError(ChainerError):
     status = 400
 
 
+class UnknownProviderError(WebhookError, KeyError):
+    """No provider of that name is registered (``chainer.providers.get``); never taken for another provider."""
+
+    status = 404
+
+    def __init__(self, name: str, known: tuple[str, ...] = ()) -> None:
+        super().__init__(name)
+        self.name = name
+        self.known = known
+
+    def __str__(self) -> str:
+        return f"unknown provider {self.name!r} (known: {', '.join(self.known) or 'none'})"
+
+
 class AuthenticationError(WebhookError):
     """The delivery's signature or token is missing or wrong."""
 
@@ -95,8 +110,10 @@ class LocalRedisError(ChainerError):
 class DownstreamError(ChainerError):
     """A provider API call did not succeed.
 
-    ``status`` is the HTTP status when there was an answer, ``retry_after`` the seconds the
-    provider asked us to wait (or None), ``body`` a short, secret-free excerpt of its answer.
+    ``provider`` and ``action`` name what was being done (None when not known where it was raised;
+    the provider client fills them in on the way out), ``status`` is the HTTP status when there was
+    an answer, ``retry_after`` the seconds the provider asked us to wait (or None), ``body`` a short,
+    secret-free excerpt of its answer.
     """
 
     def __init__(
@@ -106,12 +123,33 @@ class DownstreamError(ChainerError):
         status: int | None = None,
         retry_after: float | None = None,
         body: str = "",
+        provider: str | None = None,
+        action: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.retry_after = retry_after
         self.body = body
+        self.provider = provider
+        self.action = action
+
+    def about(self, provider: str, action: str | None = None) -> DownstreamError:
+        """This error, with ``provider`` and ``action`` filled in where it did not know them yet."""
+        self.provider = self.provider or provider
+        self.action = self.action or action
+        return self
+
+    def copy(self) -> DownstreamError:
+        """A new error of the same class and context (to raise again for another caller)."""
+        return type(self)(
+            self.message,
+            status=self.status,
+            retry_after=self.retry_after,
+            body=self.body,
+            provider=self.provider,
+            action=self.action,
+        )
 
 
 class TransientDownstreamError(DownstreamError):

@@ -8,40 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PROVIDERS = ("codeship", "circleci")
 KINDS = ("build", "workflow", "job")
 STATUSES = ("success", "failed", "error", "canceled", "running", "other")
 TERMINAL_STATUSES = frozenset({"success", "failed", "error", "canceled"})
-
-# Raw provider status → normalized status (DESIGN §4). Anything not listed is "other".
-_CODESHIP_STATUS = {
-    "success": "success",
-    "error": "failed",
-    "infrastructure_failure": "error",
-    "blocked": "error",
-    "stopped": "canceled",
-    "initiated": "running",
-    "testing": "running",
-    "waiting": "running",
-}
-_CIRCLECI_STATUS = {
-    "success": "success",
-    "fixed": "success",
-    "failed": "failed",
-    "infrastructure_fail": "error",
-    "timedout": "error",
-    "error": "error",
-    "unauthorized": "error",
-    "canceled": "canceled",
-    "running": "running",
-    "queued": "running",
-}
-
-
-def normalize_status(provider: str, raw_status: str) -> str:
-    """Map a provider's raw status to one of STATUSES; unknown values are ``other``."""
-    table = _CODESHIP_STATUS if provider == "codeship" else _CIRCLECI_STATUS
-    return table.get(raw_status, "other")
 
 
 def make_event_id(provider: str, dedupe_key: str) -> str:

@@ -1,8 +1,8 @@
 """What the active rules would do with a payload (DESIGN §8 explain), storing and sending nothing.
 
 Used by ``POST /explain`` and ``chainer explain``. Authenticity is not checked: the operator is
-asking a what-if question about a payload they hold, so a CircleCI body is re-signed with a
-throw-away secret before parsing, and legacy bodies are treated as carrying a valid token.
+asking a what-if question about a payload they hold, so the provider parses it as it would a
+delivery, minus authentication (``Provider.parse_unverified``).
 The JSON shape is stable: ``event``, ``rules`` (``name``, ``matched``, ``reasons``), ``actions``
 (``rule``, ``action``, ``params``, plus ``error`` when it could not be rendered), and ``ignored``
 (a reason, when the payload would be ignored).
@@ -10,36 +10,31 @@ The JSON shape is stable: ``event``, ``rules`` (``name``, ``matched``, ``reasons
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from chainer import providers
 from chainer.events import BuildEvent
+from chainer.providers.base import Ignored
 from chainer.rules import Decision, RuleSet
-from chainer.webhooks import SIGNATURE_HEADER, Ignored, decode_json_object, parse_circleci, parse_codeship
 
 
 def parse_any(provider: str, headers: Mapping[str, str], body: bytes) -> BuildEvent | Ignored:
-    """Parse ``body`` as ``provider`` would deliver it, skipping authentication; raises PayloadError."""
-    if provider == "codeship":
-        return parse_codeship(body)
-    data = decode_json_object(body)
-    plain = {k.lower(): v for k, v in headers.items() if k.lower() != SIGNATURE_HEADER}
-    if "payload" in data and "type" not in data:
-        return parse_circleci(plain, body, secrets=[], token_valid=True)
-    secret = secrets.token_hex(16)
-    plain[SIGNATURE_HEADER] = "v1=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    return parse_circleci(plain, body, secrets=[secret], token_valid=True)
+    """Parse ``body`` as ``provider`` would deliver it, skipping authentication.
+
+    Raises PayloadError, or UnknownProviderError when no provider of that name is registered.
+    """
+    return providers.get(provider).parse_unverified(headers, body)
 
 
 def _reasons(decision: Decision) -> list[str]:
     step = decision.join
     if step is not None and step.contributes:
         clauses = ", ".join(f"all[{i}]" for i in step.contributes)
-        return [f"satisfies {clauses} of the fan-in on {step.on} {step.value}; it fires once all "
-                f"{step.clauses} clauses have matching events within {step.within_ms // 1000} s"]  # fmt: skip
+        return [
+            f"satisfies {clauses} of the fan-in on {step.on} {step.value}; it fires once all "
+            f"{step.clauses} clauses have matching events within {step.within_ms // 1000} s"
+        ]
     if decision.mismatch is not None:
         return [decision.mismatch.text]
     return ["every clause matched"]
@@ -84,7 +79,8 @@ def render_text(result: Mapping[str, Any]) -> str:
     if event:
         where = event.get("branch") or (f"tag {event['tag']}" if event.get("tag") else "-")
         slug = event.get("project_slug")
-        project = event.get("project") or "(no project: CircleCI sent no organization/project name)"
+        title = providers.get(event["provider"]).title
+        project = event.get("project") or f"(no project: {title} sent no organization/project name)"
         lines.append(
             f"event {event['event_id']}: {event['provider']} {event['kind']} {project}"
             f"{f' slug {slug}' if slug else ''} {where} {event['status']} (raw {event['raw_status']}) "

@@ -8,7 +8,6 @@ content type, routing) and maps each outcome to its HTTP status, once.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
@@ -16,14 +15,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from chainer import audit, lineage
-from chainer.errors import AuthenticationError, StoreUnavailableError, WebhookError
+from chainer import audit, lineage, providers
+from chainer.errors import StoreUnavailableError, WebhookError
 from chainer.events import BuildEvent, ChainLink
 from chainer.plan import plan_accept
+from chainer.providers.base import HookAuth, Ignored
 from chainer.rules import RuleSet
 from chainer.settings import Settings
 from chainer.store import Store, now_ms
-from chainer.webhooks import Ignored, parse_circleci, parse_codeship
 
 log = logging.getLogger(__name__)
 
@@ -103,12 +102,6 @@ class Intake:
         self.rules = rules
         self._sampler = _RejectionSampler()
 
-    def token_valid(self, token: str | None) -> bool:
-        expected = self.settings.hook_token
-        if expected is None or not token:
-            return False
-        return hmac.compare_digest(token.encode(), expected.reveal().encode())
-
     async def receive(
         self, provider: str, headers: Mapping[str, str], body: bytes, token: str | None, remote: str | None = None
     ) -> Outcome:
@@ -152,14 +145,8 @@ class Intake:
         return event.with_chain(links)
 
     def _parse(self, provider: str, headers: Mapping[str, str], body: bytes, token: str | None) -> BuildEvent | Ignored:
-        if provider == "codeship":
-            if self.settings.hook_token is None:
-                raise AuthenticationError("unsigned webhooks are refused: CHAINER_HOOK_TOKEN is not configured")
-            if not self.token_valid(token):
-                raise AuthenticationError("missing or wrong token (pass it as ?token= or /hooks/codeship/<token>)")
-            return parse_codeship(body)
-        secrets = [s.reveal() for s in self.settings.circleci_webhook_secrets]
-        return parse_circleci(headers, body, secrets=secrets, token_valid=self.token_valid(token))
+        """The registered provider's parse; UnknownProviderError (404) for a name nobody registered."""
+        return providers.get(provider).parse(headers, body, HookAuth(self.settings, token))
 
     async def reject(self, provider: str, exc: WebhookError, remote: str | None) -> Outcome:
         """Refuse a bad delivery, naming the cause, and log the rejection (without the body)."""

@@ -27,7 +27,6 @@ from arq import Retry
 from arq.jobs import serialize_job
 
 from chainer import audit, lineage
-from chainer.downstream import Downstream
 from chainer.errors import (
     AmbiguousDownstreamError,
     ChainerError,
@@ -39,6 +38,7 @@ from chainer.errors import (
 )
 from chainer.events import BuildEvent
 from chainer.limits import InflightLocks, inflight_key
+from chainer.providers import Downstream
 from chainer.rules import RuleSet
 from chainer.settings import Settings
 from chainer.store import Store, Transition, now_ms

@@ -43,7 +43,7 @@ class RateLimiter:
     """At most ``limit`` requests in any ``window_s`` seconds, across every process sharing Redis."""
 
     def __init__(self, redis: Redis, key: str, *, limit: int, window_s: float, label: str) -> None:
-        self._key = key
+        self.key = key
         self.limit = limit
         self.window_ms = int(window_s * 1000)
         # A slot is taken a moment before the request reaches the provider; counting each slot for a
@@ -58,7 +58,7 @@ class RateLimiter:
         ``t`` is the Redis server's clock (ms) when the limiter decided: the time the slot counts from.
         """
         try:
-            wait, at = await self._script(keys=[self._key], args=[self._counted_ms, self.limit, secrets.token_hex(8)])
+            wait, at = await self._script(keys=[self.key], args=[self._counted_ms, self.limit, secrets.token_hex(8)])
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
         return int(wait), int(at)
@@ -69,7 +69,7 @@ class RateLimiter:
         return wait
 
     async def __call__(self, api: str) -> None:
-        """Throttle hook for ``chainer.downstream.Api``: raise ThrottledError when the budget is spent."""
+        """Throttle hook for ``chainer.providers.http.Api``: raise ThrottledError when the budget is spent."""
         wait = await self.wait_ms()
         if wait > 0:
             raise ThrottledError(

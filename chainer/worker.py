@@ -34,8 +34,6 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chainer import heartbeat
-from chainer.actions import catalogue
-from chainer.downstream import Downstream, default_http_client
 from chainer.errors import DownstreamError
 from chainer.fanin import fire_join
 from chainer.jobs import (
@@ -49,7 +47,9 @@ from chainer.jobs import (
     run_action,
     sweep,
 )
-from chainer.limits import InflightLocks, RateLimiter
+from chainer.limits import InflightLocks
+from chainer.providers import Downstream, catalogue
+from chainer.providers.http import default_http_client
 from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
@@ -63,8 +63,6 @@ POLICY = RetryPolicy()
 # chainer decides when an action is exhausted (from its ledger's real attempts); arq's own try
 # counter also counts waits for outbound limits, so its bound is only a guard against endless loops.
 ARQ_MAX_TRIES = 1000
-CODESHIP_PER_MINUTE = 60
-CODESHIP_RATE_KEY = "chainer:rate:codeship"
 # Redis refusing work for a while, by the error code of its answer: a primary turned replica, too
 # few replicas for min-replicas-to-write, a failed background save, maxmemory with noeviction,
 # still loading its data, a replica without its primary.
@@ -142,15 +140,15 @@ class ServicesBuilder:
 
 
 async def _provider_clients(settings: Settings, http: httpx.AsyncClient, redis: Any) -> Downstream:
-    """The provider clients over ``http``, with their outbound limits shared through ``redis``, checked once."""
-    limiter = RateLimiter(redis, CODESHIP_RATE_KEY, limit=CODESHIP_PER_MINUTE, window_s=60, label="Codeship")
-    downstream = Downstream(settings, http, codeship_throttle=limiter)
-    if settings.codeship_user:
+    """Every registered provider's client over ``http``, with its own outbound limits shared through ``redis``;
+    each client's start-up check runs once: its warnings, or its failure, are logged and the worker carries on."""
+    downstream = Downstream(settings, http, redis=redis)
+    for name, client in downstream.clients.items():
         try:
-            for warning in await downstream.check_codeship_auth():
-                log.warning("codeship_auth_warning", extra={"warning": warning})
+            for warning in await client.check():
+                log.warning(f"{name}_auth_warning", extra={"warning": warning})
         except DownstreamError as exc:  # report it, keep serving the other providers
-            log.error("codeship_auth_failed", extra={"error": str(exc)})
+            log.error(f"{name}_auth_failed", extra={"error": str(exc)})
     return downstream
 
 

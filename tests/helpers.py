@@ -2,6 +2,8 @@
 
 Rules: ``parse_rules``, ``load_rules`` and ``rules_schema`` as production calls them, with the
 provider catalogue the composition roots pass; and the small builders the rules tests share.
+Providers: a scripted fake provider API for ``httpx.MockTransport``, settings pointing at it, and a
+Codeship event, shared by the provider client tests.
 
 Web and worker: the tokens and ``settings()`` most web tests use; ``app_client`` / ``post_codeship``
 (the ASGI app under an httpx client, and a Codeship delivery to it); ``job_ctx``, the arq ``ctx`` a
@@ -13,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -20,12 +23,11 @@ import pytest
 from starlette.types import ASGIApp
 
 from chainer import rules
-from chainer.actions import catalogue
-from chainer.downstream import Downstream
-from chainer.errors import RulesError
+from chainer.errors import DownstreamError, RulesError
 from chainer.events import BuildEvent
 from chainer.jobs import SERVICES, SWEEP_GRACE_MS, RetryPolicy, Services
 from chainer.limits import InflightLocks
+from chainer.providers import Downstream, catalogue
 from chainer.settings import Secret, Settings
 from chainer.store import Store
 
@@ -153,3 +155,138 @@ def job_ctx(
         sweep_grace_ms=sweep_grace_ms,
     )
     return {SERVICES: services, "job_try": job_try}
+
+
+# ----------------------------------------------------------------------------- provider APIs: fakes, settings, events
+
+CIRCLE_TOKEN = "circle-secret-token-123"
+CODESHIP_USER = "api@example.org"
+CODESHIP_PASSWORD = "codeship-pass-456"
+API_KEY = "v1-api-key-789"
+ACCESS_TOKEN = "codeship-access-abc"
+SECRETS = (CIRCLE_TOKEN, CODESHIP_PASSWORD, API_KEY, ACCESS_TOKEN)
+
+CODESHIP = "https://api.codeship.test"
+CODESHIP_V1 = "https://codeship.test"
+CIRCLECI = "https://circleci.test"
+ORG = "28123f10-e33d-5533-b53f-111ef8d7b14f"
+PROJECT = "0059df30-7701-0135-8810-6e5f001a2e3c"
+BUILD = "25a3dd8c-eb3e-4e75-1298-8cbcbe621342"
+COMMIT = "185ab4c7dc4eda2a027c284f7a669cac3f50a5ed"
+NOW = 1_700_000_000.0  # 22:13:20 UTC: 40 s to the next minute boundary
+BUILDS_PATH = f"/v2/organizations/{ORG}/projects/{PROJECT}/builds"
+PROJECTS_PATH = f"/v2/organizations/{ORG}/projects"
+
+Reply = httpx.Response | Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
+
+
+class Recorder:
+    """A scripted provider for ``httpx.MockTransport``: records every request, answers per route.
+
+    Each route holds a list of replies used in order; the last one repeats. A reply is a response or
+    a (sync or async) callable that returns one or raises an httpx exception.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.routes: dict[tuple[str, str], list[Reply]] = {}
+
+    def on(self, method: str, path: str, *replies: Reply) -> None:
+        self.routes[(method, path)] = list(replies)
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        replies = self.routes.get((request.method, request.url.path))
+        if not replies:
+            return httpx.Response(418, json={"message": f"unscripted {request.method} {request.url.path}"})
+        reply = replies.pop(0) if len(replies) > 1 else replies[0]
+        if isinstance(reply, httpx.Response):
+            return reply
+        answer = reply(request)
+        return answer if isinstance(answer, httpx.Response) else await answer
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.MockTransport(self.handle))
+
+    def calls(self, method: str, path: str) -> list[httpx.Request]:
+        return [r for r in self.requests if r.method == method and r.url.path == path]
+
+
+class Clock:
+    """A settable clock for token expiry and retry-after arithmetic."""
+
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "circleci_token": Secret(CIRCLE_TOKEN),
+        "circleci_url": CIRCLECI,
+        "codeship_user": CODESHIP_USER,
+        "codeship_password": Secret(CODESHIP_PASSWORD),
+        "codeship_url": CODESHIP,
+        "codeship_api_key": Secret(API_KEY),
+        "codeship_v1_url": CODESHIP_V1,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def make_event(**overrides: Any) -> BuildEvent:
+    values: dict[str, Any] = {
+        "provider": "codeship",
+        "kind": "build",
+        "event_id": "evt_1",
+        "project": "acme/web",
+        "project_id": 1234,
+        "status": "error",
+        "raw_status": "infrastructure_failure",
+        "branch": "main",
+        "commit": COMMIT,
+        "build_id": 987,
+    }
+    values.update(overrides)
+    return BuildEvent(**values)
+
+
+def auth_ok(
+    token: str = ACCESS_TOKEN,
+    expires_at: float = NOW + 3600,
+    orgs: list[dict[str, Any]] | None = None,
+) -> httpx.Response:
+    scopes = ["project.read", "project.write", "build.read", "build.write"]
+    organizations = orgs if orgs is not None else [{"uuid": ORG, "name": "Acme", "scopes": scopes}]
+    return httpx.Response(200, json={"access_token": token, "expires_at": expires_at, "organizations": organizations})
+
+
+def projects_page(projects: list[dict[str, Any]], page: int = 1, total: int | None = None) -> httpx.Response:
+    body = {"projects": projects, "page": page, "per_page": 50, "total": len(projects) if total is None else total}
+    return httpx.Response(200, json=body)
+
+
+def project(name: str = "acme/web", uuid: str = PROJECT, ident: int = 1234) -> dict[str, Any]:
+    return {"id": ident, "uuid": uuid, "name": name, "type": "basic"}
+
+
+def codeship_recorder() -> Recorder:
+    rec = Recorder()
+    rec.on("POST", "/v2/auth", auth_ok())
+    rec.on("GET", PROJECTS_PATH, projects_page([project()]))
+    rec.on("POST", BUILDS_PATH, httpx.Response(202))
+    return rec
+
+
+def assert_secret_free(*things: object) -> None:
+    """None of the configured secrets appears in the str or repr of any argument."""
+    for thing in things:
+        for text in (str(thing), repr(thing)):
+            for secret in SECRETS:
+                assert secret not in text
+
+
+def assert_error_secret_free(exc: DownstreamError) -> None:
+    assert_secret_free(exc, exc.message, exc.body, exc.args)

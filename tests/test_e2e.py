@@ -14,8 +14,8 @@ import uvicorn
 from redis.asyncio import Redis
 
 from chainer.app import create_app
-from chainer.downstream import Downstream
 from chainer.jobs import RetryPolicy
+from chainer.providers import Downstream
 from chainer.sandbox import SandboxState, create_sandbox_app
 from chainer.settings import Secret, Settings
 from chainer.store import Store

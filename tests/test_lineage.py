@@ -11,8 +11,8 @@ import pytest
 from redis.asyncio import Redis
 
 from chainer.app import create_app
-from chainer.downstream import Downstream
 from chainer.jobs import run_action
+from chainer.providers import Downstream
 from chainer.settings import Secret, Settings
 from chainer.store import Store
 from tests import payloads

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chainer.downstream import Downstream
+from chainer.providers import Downstream
 from chainer.sandbox import SandboxState, create_sandbox_app, example_events, seed_sandbox
 from chainer.settings import Secret, Settings
 from tests.helpers import load_rules

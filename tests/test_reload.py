@@ -224,8 +224,8 @@ def test_sighup_reloads_now(tmp_path: Path, redis_url: str, command: str) -> Non
 
 async def test_worker_holds_and_reloads_the_rules(tmp_path: Path, redis: Redis, redis_url: str) -> None:
     """The worker loads the rules at start (fan-in jobs render with them) and follows changes of the file."""
-    from chainer.downstream import Downstream
     from chainer.jobs import services
+    from chainer.providers import Downstream
     from chainer.store.connections import connect_arq
     from chainer.worker import ServicesBuilder, shutdown
 

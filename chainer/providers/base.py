@@ -1,17 +1,46 @@
-"""What providers declare and the core reads: action arguments, actions, and the catalogue the rules receive.
+"""What a CI provider is to chainer: the base every provider module builds on (DESIGN §3-§7).
 
-Providers import this module; ``chainer.rules`` receives a ``Catalogue`` as data and imports only these
-types, never a provider. Everything here is plain, frozen data plus the small callables a provider
-attaches to it (an argument's default from the event, its limits, how an action carries lineage).
+The model is httpx's ``_transports/base.py``: each provider (``chainer.providers.codeship``,
+``chainer.providers.circleci``) imports this module and subclasses ``Provider``; the registry in
+``chainer.providers`` lists them; the rest of chainer asks the registry and never imports a
+provider. ``chainer.rules`` receives a ``Catalogue`` as data and imports only the plain types here
+(``Param``, ``ActionSpec``, ``EventFacts``, ``Catalogue``). A provider supplies:
+
+- ``name`` (the ``/hooks/<name>`` path, the action prefix, ``event.provider``), ``title``, its
+  ``statuses`` (raw → canonical, DESIGN §4), the ``kinds`` of event it emits and what rules need to
+  know about them (``event_fields``, ``no_project``);
+- ``hook``: what its webhook endpoint accepts (may the hook token travel in the URL?);
+- ``parse(headers, body, auth)``: pure and synchronous, authenticates the raw bytes and returns a
+  ``BuildEvent`` (dedupe keys included) or ``Ignored``; ``parse_unverified`` does the same without
+  authentication, for explain;
+- ``actions``: its action catalogue (``ActionSpec``: arguments, defaults from the event, limits);
+- ``client(settings, http, ...)``: what executes those actions, with its start-up ``check`` and
+  its own outbound limits;
+- ``secrets(settings)``: every secret value it is configured with, for the scrubbers;
+- ``event_keys`` / ``target_keys``: the lineage keys by which its builds are recognised when they
+  report back (``chainer.lineage`` turns them into Redis keys).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
-from typing import Any
+import abc
+import hmac
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from chainer.events import BuildEvent
+import httpx
+
+from chainer.errors import DownstreamError, PermanentDownstreamError
+from chainer.events import STATUSES, BuildEvent
+from chainer.providers.http import BeforeEffect, CallResult, Scrubber, Throttle, before_effects
+from chainer.settings import Secret, Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+
+# -- the catalogue: what rules, lint and the schema know about providers ---------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,3 +151,256 @@ class Catalogue:
         """How messages name ``provider`` (its own name when the catalogue does not know it)."""
         facts = self.events.get(provider)
         return facts.title if facts is not None else provider
+
+
+# -- deliveries, lineage and clients ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A delivery that is authentic and well-formed but carries nothing to act on (e.g. ping, unknown event type)."""
+
+    reason: str
+    event_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    """What a provider's webhook endpoint accepts.
+
+    ``token``: deliveries may carry chainer's hook token (``CHAINER_HOOK_TOKEN``) in the URL, as
+    ``/hooks/<name>/<token>`` or ``?token=``, for providers that cannot sign (or legacy payloads).
+    """
+
+    token: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class HookAuth:
+    """What a delivery came with (the hook token from its URL) and the settings to check it against.
+
+    Each provider reads its own verification material from ``settings`` (signing secrets, say).
+    """
+
+    settings: Settings
+    token: str | None = field(default=None, repr=False)
+
+    @property
+    def token_configured(self) -> bool:
+        return self.settings.hook_token is not None
+
+    def token_valid(self) -> bool:
+        """Whether the delivery carried the configured hook token (compared in constant time)."""
+        expected = self.settings.hook_token
+        if expected is None or not self.token:
+            return False
+        return hmac.compare_digest(self.token.encode(), expected.reveal().encode())
+
+
+@dataclass(frozen=True, slots=True)
+class LineageKey:
+    """One way a build can be recognised when it reports back (DESIGN §7); build it with the class methods.
+
+    By an id the provider returned (``pipeline``, ``workflow``, ``build`` number), or by the ``ref`` the
+    build is of: an educated guess for providers whose webhooks carry no such id, so ``chainer.lineage``
+    keeps those for an hour and ids for a week. ``repo`` None: the number names the build without it;
+    ``commit`` None: any commit of the ref.
+    """
+
+    kind: str
+    value: str
+    provider: str = ""
+    repo: str | None = None
+    commit: str | None = None
+
+    @classmethod
+    def pipeline(cls, pipeline_id: str) -> LineageKey:
+        return cls("pipeline", pipeline_id)
+
+    @classmethod
+    def workflow(cls, workflow_id: str) -> LineageKey:
+        return cls("workflow", workflow_id)
+
+    @classmethod
+    def build(cls, provider: str, repo: str | None, number: object) -> LineageKey:
+        return cls("build", str(number), provider, repo)
+
+    @classmethod
+    def ref(cls, provider: str, repo: str, ref: str, commit: str | None = None) -> LineageKey:
+        return cls("ref", ref, provider, repo, commit)
+
+
+def same_provider(provider: str, getter: Callable[[BuildEvent], Any]) -> Callable[[BuildEvent], Any]:
+    """A default that only applies when the event came from ``provider`` (ids mean nothing elsewhere)."""
+
+    def default(event: BuildEvent) -> Any:
+        return getter(event) if event.provider == provider else None
+
+    return default
+
+
+def probe_event(provider: str, kind: str) -> BuildEvent:
+    """A fully populated event of ``provider``, to learn whether an argument's default can apply to its events."""
+    return BuildEvent(
+        provider=provider,
+        kind=kind,
+        event_id="evt_probe",
+        project="org/repo",
+        status="success",
+        raw_status="success",
+        project_id=1,
+        project_slug="github/org/repo",
+        branch="main",
+        commit="0" * 40,
+        build_id=1,
+        build_url="https://ci.example.org/1",
+        workflow="w",
+        workflow_id="wf",
+        job="j",
+        pipeline_number=1,
+    )
+
+
+def canonical_status(table: Mapping[str, str], raw_status: str) -> str:
+    """The canonical status (``chainer.events.STATUSES``) ``table`` gives a raw one; unknown values are ``other``."""
+    status = table.get(raw_status, "other")
+    return status if status in STATUSES else "other"
+
+
+def repo_of(project: Any) -> str:
+    """``owner/repo`` from a slug (``gh/acme/api``, ``github/acme/api``) or a name (``acme/api``)."""
+    parts = [p for p in str(project).split("/") if p]
+    return "/".join(parts[-2:]).lower()
+
+
+def build_and_ref_keys(event: BuildEvent) -> list[LineageKey]:
+    """The keys any provider's event may be known by: its build number, then its ref (with, then without commit)."""
+    keys = []
+    repo = repo_of(event.project or event.project_slug or "")
+    if event.build_id is not None:
+        keys.append(LineageKey.build(event.provider, repo, event.build_id))
+    ref = event.branch or event.tag
+    if ref:
+        if event.commit:
+            keys.append(LineageKey.ref(event.provider, repo, ref, event.commit))
+        keys.append(LineageKey.ref(event.provider, repo, ref))
+    return keys
+
+
+class Client(Protocol):
+    """What executes one provider's actions; built once per process by ``Provider.client``."""
+
+    async def execute(
+        self,
+        action: str,
+        params: Mapping[str, Any],
+        event: BuildEvent,
+        *,
+        before_effect: BeforeEffect | None = None,
+    ) -> CallResult:
+        """Run ``action`` with its rendered ``params`` for ``event``.
+
+        ``before_effect`` is awaited right before each request that can take effect (not before
+        look-ups or authentication); if it raises, that request is not sent and the error propagates.
+        Raises a DownstreamError branch carrying ``provider`` and ``action``.
+        """
+        ...
+
+    async def check(self) -> list[str]:
+        """The start-up check: warnings to log. Raises DownstreamError when configured credentials are refused;
+        a provider that is not configured passes quietly."""
+        ...
+
+
+ActionHandler = Callable[[Mapping[str, Any], BuildEvent], Awaitable[CallResult]]
+
+
+async def dispatch(
+    provider: str,
+    handlers: Mapping[str, ActionHandler],
+    action: str,
+    params: Mapping[str, Any],
+    event: BuildEvent,
+    before_effect: BeforeEffect | None,
+) -> CallResult:
+    """``Client.execute`` for a client that keeps one handler per action: errors leave with their context."""
+    handler = handlers.get(action)
+    if handler is None:
+        raise PermanentDownstreamError(f"unknown action {action!r}", provider=provider, action=action)
+    try:
+        with before_effects(before_effect):
+            return await handler(params, event)
+    except DownstreamError as exc:
+        exc.about(provider, action)
+        raise
+
+
+class Provider(abc.ABC):
+    """One CI provider (see the module docstring). Subclass it in ``chainer/providers/<name>``, register an instance.
+
+    Class attributes: ``name``, ``title`` (how messages name it), ``statuses`` (raw → canonical),
+    ``kinds`` (of event it emits, the first one its usual), ``actions``, ``hook``; for the rules,
+    ``event_fields`` (event fields only this provider's events carry, each with a sentence for the
+    schema), ``no_project`` (why its events may name no project) and ``example_action`` (a ``then``
+    item for messages).
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str]
+    statuses: ClassVar[Mapping[str, str]]
+    kinds: ClassVar[tuple[str, ...]]
+    actions: ClassVar[tuple[ActionSpec, ...]]
+    hook: ClassVar[Hook] = Hook()
+    event_fields: ClassVar[Mapping[str, str]] = {}
+    no_project: ClassVar[str] = ""
+    example_action: ClassVar[str] = ""
+
+    def status(self, raw_status: str) -> str:
+        """The canonical status (one of ``chainer.events.STATUSES``) of a raw one; unknown values are ``other``."""
+        return canonical_status(self.statuses, raw_status)
+
+    def facts(self) -> EventFacts:
+        """What rules, lint and the schema know about this provider's events."""
+        return EventFacts(self.title, probe_event(self.name, self.kinds[0]), self.event_fields, self.no_project)
+
+    @abc.abstractmethod
+    def parse(self, headers: Mapping[str, str], body: bytes, auth: HookAuth) -> BuildEvent | Ignored:
+        """Authenticate and parse one delivery (pure, synchronous, no I/O).
+
+        Raises AuthenticationError (never naming a secret or token) or PayloadError naming the field.
+        """
+
+    @abc.abstractmethod
+    def parse_unverified(self, headers: Mapping[str, str], body: bytes) -> BuildEvent | Ignored:
+        """Parse a delivery as ``parse`` would, without authenticating it (explain's what-if). Raises PayloadError."""
+
+    @abc.abstractmethod
+    def client(
+        self,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        *,
+        scrub: Scrubber,
+        clock: Callable[[], float],
+        redis: Redis | None = None,
+        throttle: Throttle | None = None,
+    ) -> Client:
+        """The client of this provider's API over the shared ``http``.
+
+        ``redis`` (when given) carries the provider's own outbound limits across workers; ``throttle``
+        replaces them (tests). ``scrub`` removes every secret from messages and records.
+        """
+
+    @abc.abstractmethod
+    def secrets(self, settings: Settings) -> list[Secret]:
+        """Every secret this provider is configured with (signing secrets, API tokens, passwords)."""
+
+    @abc.abstractmethod
+    def event_keys(self, event: BuildEvent) -> list[LineageKey]:
+        """The keys an incoming event of this provider may have been registered under, most specific first."""
+
+    @abc.abstractmethod
+    def target_keys(
+        self, action: str, params: Mapping[str, Any], downstream_id: str | None, event: BuildEvent
+    ) -> list[LineageKey]:
+        """The keys under which the build that ``action`` started will report back."""

@@ -7,17 +7,18 @@ that maps outcomes to status codes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from chainer import providers
 from chainer.errors import WebhookError
 from chainer.intake import Outcome
+from chainer.providers.base import Provider
 from chainer.web.common import answer, check_content_type, error, read_body, state
 
-PROVIDERS = ("codeship", "circleci")  # the providers that post webhooks, each under /hooks/<name>
 RETRY_AFTER_S = 5
 _STATUS = {"accepted": 202, "duplicate": 200, "ignored": 202, "unavailable": 503}
 
@@ -49,14 +50,17 @@ async def receive_webhook(request: Request) -> Response:
         body = await read_body(request, web.settings.max_body_bytes)
     except WebhookError as exc:
         return reply(await intake.reject(provider, exc, remote))
-    token = request.path_params.get("token") or request.query_params.get("token")
+    hook = providers.get(provider).hook
+    token = (request.path_params.get("token") or request.query_params.get("token")) if hook.token else None
     return reply(await intake.receive(provider, request.headers, body, token, remote))
 
 
-def routes(providers: Iterable[str] = PROVIDERS) -> list[Route]:
-    """The webhook routes of ``providers``: each with the token as a path segment or without."""
+def routes(registered: Mapping[str, Provider] | None = None) -> list[Route]:
+    """``/hooks/<name>`` for each registered provider (default: the registry's), and ``/hooks/<name>/<token>``
+    for those whose deliveries may carry the hook token in the URL."""
     return [
-        Route(f"/hooks/{provider}{suffix}", receive_webhook, methods=["POST"])
-        for provider in providers
+        Route(f"/hooks/{name}{suffix}", receive_webhook, methods=["POST"])
+        for name, provider in (providers.PROVIDERS if registered is None else registered).items()
         for suffix in ("", "/{token}")
+        if provider.hook.token or not suffix
     ]

@@ -18,16 +18,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chainer import dlq
+from chainer import dlq, providers
 from chainer.errors import StoreUnavailableError, WebhookError
 from chainer.explain import explain
+from chainer.providers.payload import decode_json_object
 from chainer.store import Store
 from chainer.web.common import answer, check_content_type, error, read_body, state
 from chainer.web.params import AUDIT_FILTERS, AUDIT_PARAMS, DLQ_PARAMS, NO_PARAMS, ParamError, Spec, parse_query
 from chainer.web.views import chain_view, event_view
-from chainer.webhooks import decode_json_object
 
-EXPLAIN_PROVIDERS = ("codeship", "circleci")
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="chainer"'}
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -153,7 +152,7 @@ async def change_dlq(request: Request, store: Store, q: dict[str, Any]) -> Respo
 async def post_explain(request: Request, q: dict[str, Any]) -> Response:
     """POST /explain: what the active rules would do with a payload; stores and sends nothing.
 
-    Body: ``{"provider": "codeship"|"circleci", "payload": {...} or "body": "<raw text>",
+    Body: ``{"provider": "<a registered provider>", "payload": {...} or "body": "<raw text>",
     "headers": {...}}``.
     """
     web = state(request)
@@ -164,8 +163,8 @@ async def post_explain(request: Request, q: dict[str, Any]) -> Response:
     except WebhookError as exc:
         return error(exc.status, f"explain request: {exc}")
     provider = query.get("provider")
-    if provider not in EXPLAIN_PROVIDERS:
-        return error(400, "provider: must be 'codeship' or 'circleci'")
+    if not isinstance(provider, str) or provider not in providers.PROVIDERS:
+        return error(400, f"provider: must be {' or '.join(repr(name) for name in providers.names())}")
     headers = query.get("headers") or {}
     if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
         return error(400, "headers: must be an object of strings")

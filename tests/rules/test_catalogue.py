@@ -15,9 +15,9 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from chainer import rules
-from chainer.actions import catalogue
 from chainer.errors import RulesError
 from chainer.events import BuildEvent, ChainLink
+from chainer.providers import catalogue
 from chainer.providers.base import ActionSpec, Catalogue, EventFacts, Param
 from tests.helpers import R, document, rule_event
 

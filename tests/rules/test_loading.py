@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from chainer import rules
-from chainer.actions import catalogue
 from chainer.errors import RulesError
+from chainer.providers import catalogue
 from chainer.providers.base import ActionSpec, Param
 from tests.helpers import (
     R,

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from chainer.actions import catalogue
 from chainer.errors import RulesError
 from chainer.events import KINDS, STATUSES
+from chainer.providers import catalogue
 from chainer.rules.model import (
     CLAUSE_ORDER,
     FAN_IN_KEYS,

@@ -9,9 +9,9 @@ import pytest
 from redis.asyncio import Redis
 
 from chainer import dlq
-from chainer.downstream import Downstream
 from chainer.intake import Intake
 from chainer.jobs import RetryPolicy, run_action
+from chainer.providers import Downstream
 from chainer.settings import Secret, Settings
 from chainer.store import Ledger, LedgerError, Store, current_error, keys
 from tests import payloads

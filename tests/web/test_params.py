@@ -17,8 +17,8 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from chainer.app import create_app
-from chainer.downstream import Downstream
 from chainer.jobs import run_action
+from chainer.providers import Downstream
 from chainer.settings import Secret, Settings
 from chainer.store import Store
 from chainer.web.params import U64_MAX, Count, Cursor, Param, Text, Time, Values

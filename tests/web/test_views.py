@@ -11,8 +11,8 @@ import pytest
 from redis.asyncio import Redis
 
 from chainer.app import create_app
-from chainer.downstream import Downstream
 from chainer.jobs import RetryPolicy
+from chainer.providers import Downstream
 from chainer.settings import Secret
 from chainer.store import Store
 from chainer.store.connections import connect_arq

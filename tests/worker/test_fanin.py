@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from chainer.app import create_app
-from chainer.downstream import Downstream
+from chainer.providers import Downstream
 from chainer.rules import RuleSet
 from chainer.settings import Secret, Settings
 from chainer.store import QUEUE_KEY, Store

@@ -15,9 +15,9 @@ from arq import Retry
 from redis.asyncio import Redis
 
 from chainer import dlq
-from chainer.downstream import Downstream
 from chainer.intake import Intake
 from chainer.jobs import RetryPolicy, run_action
+from chainer.providers import Downstream
 from chainer.settings import Secret, Settings
 from chainer.store import DLQ_KEY, QUEUE_KEY, Store, action_key
 from chainer.store.connections import connect_arq

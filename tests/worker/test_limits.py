@@ -12,10 +12,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from chainer.downstream import Downstream
 from chainer.intake import Intake
 from chainer.jobs import RetryPolicy
 from chainer.limits import InflightLocks, RateLimiter, inflight_key
+from chainer.providers import Downstream
 from chainer.settings import Secret, Settings
 from chainer.store import Store
 from chainer.store.connections import connect_arq
@@ -137,7 +137,7 @@ async def test_codeship_budget_is_never_exceeded_in_any_window(redis: Redis, red
     fake = FakeCodeship()
     limiter = RecordingLimiter(redis, "chainer:rate:codeship", limit=60, window_s=1.0, label="Codeship")
     async with httpx.AsyncClient(transport=httpx.MockTransport(fake.handle)) as http:
-        downstream = Downstream(SETTINGS, http, codeship_throttle=limiter)
+        downstream = Downstream(SETTINGS, http, throttles={"codeship": limiter})
         await _drain(redis_url, store, downstream, RetryPolicy(busy_s=0.02))
     assert len(fake.builds) == 100
     assert len(limiter.granted) == len(fake.times)  # auth, project lookup, 100 builds: each took a slot
@@ -231,7 +231,7 @@ async def test_busy_and_throttled_waits_do_not_count_as_attempts(redis: Redis, r
     await spend_budget()
     filler = asyncio.create_task(keep_spent(stop))
     async with httpx.AsyncClient(transport=httpx.MockTransport(fake.handle)) as http:
-        downstream = Downstream(SETTINGS, http, codeship_throttle=limiter)
+        downstream = Downstream(SETTINGS, http, throttles={"codeship": limiter})
         worker = asyncio.create_task(_drain(redis_url, store, downstream, RetryPolicy(busy_s=0.05)))
         try:
             await _until(lambda: _at_least(tries, 3), "two bounces off the busy target")

@@ -26,10 +26,10 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from chainer.app import create_app
-from chainer.downstream import Downstream
 from chainer.errors import ConfigError
 from chainer.heartbeat import WORKERS_KEY
 from chainer.jobs import job_deserializer, job_serializer
+from chainer.providers import Downstream
 from chainer.settings import Secret, Settings
 from chainer.store import Store, action_key
 from chainer.store.connections import connect, connect_arq

@@ -10,8 +10,8 @@ import pytest
 from arq.worker import create_worker as arq_create_worker
 from arq.worker import get_kwargs
 
-from chainer.downstream import Downstream
 from chainer.jobs import SERVICES, RetryPolicy, services
+from chainer.providers import Downstream
 from chainer.settings import Settings
 from chainer.store.connections import connect_arq
 from chainer.worker import JOB_TIMEOUT_S, ChainerWorker, WorkerSettings, create_worker, shutdown

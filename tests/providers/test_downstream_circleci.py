@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from chainer.downstream import Downstream
 from chainer.errors import PermanentDownstreamError, TransientDownstreamError
-from tests.test_downstream import (
+from chainer.providers import Downstream
+from tests.helpers import (
     CIRCLE_TOKEN,
     CIRCLECI,
     COMMIT,
@@ -309,3 +309,32 @@ async def test_circleci_429_is_transient_with_retry_after() -> None:
     with pytest.raises(TransientDownstreamError) as caught:
         await run(rec, "circleci.trigger_pipeline", {"project": "gh/acme/api", "branch": "main"})
     assert caught.value.retry_after == 11.0
+
+
+async def test_errors_carry_the_provider_action_and_status_as_attributes() -> None:
+    """Every DownstreamError leaving Downstream names its provider and action (and status, when answered), whether
+    an API answer, an argument check before sending, or a start-up check raised it."""
+    rec = Recorder()
+    rec.on("POST", "/api/v2/project/gh/acme/api/pipeline", httpx.Response(404, json={"message": "Project not found"}))
+    rec.on("POST", "/v2/auth", httpx.Response(401, json={"error": "Unauthorized"}))
+    async with rec.client() as http:
+        downstream = Downstream(make_settings(), http)
+        with pytest.raises(PermanentDownstreamError) as answered:
+            params = {"project": "gh/acme/api", "branch": "main"}
+            await downstream.execute("circleci.trigger_pipeline", params, circle_event())
+        with pytest.raises(PermanentDownstreamError) as checked:
+            await downstream.execute("codeship.trigger_build", {"project": "acme/web", "ref": "main"}, make_event())
+        with pytest.raises(PermanentDownstreamError) as refused:
+            await downstream.clients["codeship"].check()
+    assert (answered.value.provider, answered.value.action, answered.value.status) == (
+        "circleci",
+        "circleci.trigger_pipeline",
+        404,
+    )
+    assert (checked.value.provider, checked.value.action, checked.value.status) == (
+        "codeship",
+        "codeship.trigger_build",
+        None,
+    )
+    assert (refused.value.provider, refused.value.action, refused.value.status) == ("codeship", None, 401)
+    assert [r.url.path for r in rec.requests] == ["/api/v2/project/gh/acme/api/pipeline", "/v2/auth"]

@@ -17,10 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from chainer.downstream import Downstream
 from chainer.errors import AmbiguousDownstreamError, TransientDownstreamError
-from tests.redis_server import free_port
-from tests.test_downstream import (
+from chainer.providers import Downstream
+from tests.helpers import (
     ACCESS_TOKEN,
     API_KEY,
     BUILD,
@@ -34,6 +33,7 @@ from tests.test_downstream import (
     make_event,
     make_settings,
 )
+from tests.redis_server import free_port
 
 PIPELINE = "5034460f-c7c4-4c43-9457-de07e2029e7b"
 

@@ -16,18 +16,18 @@ import httpx
 import pytest
 import uvicorn
 
-from chainer.downstream import Downstream
 from chainer.errors import PermanentDownstreamError, TransientDownstreamError
 from chainer.events import BuildEvent
 from chainer.explain import parse_any
+from chainer.providers import Downstream
+from chainer.providers.codeship.parse import parse_codeship
 from chainer.sandbox import SandboxState, create_sandbox_app, example_events, seed_sandbox, serve_sandbox
-from chainer.sandbox_state import CODESHIP_SCOPES, org_uuid
+from chainer.sandbox.state import CODESHIP_SCOPES, org_uuid
 from chainer.settings import Secret, Settings
-from chainer.webhooks import parse_codeship
 from tests import payloads
 from tests.helpers import parse_rules
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared/reference/fixtures"
+FIXTURES = Path(__file__).resolve().parents[3] / "shared/reference/fixtures"
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z, 20 s into a clock minute
 USER, PASSWORD = "sandbox@example.org", "sandbox"
 CIRCLE = {"Circle-Token": "sandbox-token", "Accept": "application/json"}
@@ -1069,7 +1069,7 @@ async def test_chainer_downstream_runs_all_seven_actions_against_the_sandbox(clo
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_sandbox_app(state))) as http:
         settings = sandbox_settings(**{name: Secret(value) for name, value in secrets_.items()})
         downstream = Downstream(settings, http, clock=clock)
-        assert await downstream.check_codeship_auth() == []
+        assert await downstream.clients["codeship"].check() == []
         results = {name: await downstream.execute(name, params, failed_codeship_event()) for name, params in actions}
     assert set(results) == downstream.actions
     assert {name: (r.status, r.downstream_id is not None) for name, r in results.items()} == {
@@ -1129,7 +1129,7 @@ async def test_chainer_downstream_sees_the_sandbox_faults_as_the_real_ones(clock
     state.add_codeship_project("acme/web", id=11)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_sandbox_app(state))) as http:
         downstream = Downstream(sandbox_settings(), http, clock=clock)
-        warnings = await downstream.check_codeship_auth()
+        warnings = await downstream.clients["codeship"].check()
         assert len(warnings) == 1 and "build.write" in warnings[0]
         with pytest.raises(PermanentDownstreamError) as refused:  # 403 without build.write: not a rate limit
             await downstream.execute("codeship.trigger_build", {"project": "acme/web", "ref": "heads/main"},
@@ -1146,7 +1146,7 @@ async def test_chainer_downstream_sees_the_sandbox_faults_as_the_real_ones(clock
         assert (throttled.value.status, throttled.value.retry_after) == (429, 7.0)
         state.two_factor, clock.now = True, clock.now + 3600
         with pytest.raises(PermanentDownstreamError, match="two-factor"):
-            await Downstream(sandbox_settings(), http, clock=clock).check_codeship_auth()
+            await Downstream(sandbox_settings(), http, clock=clock).clients["codeship"].check()
 
 
 # -- a real server -------------------------------------------------------------------------------

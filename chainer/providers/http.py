@@ -1,15 +1,14 @@
-"""Downstream provider calls (DESIGN §5, §6): run one action against a CI provider's API.
+"""What every provider client shares (DESIGN §5, §6): one API's requests, their outcomes, and secret scrubbing.
 
-``Downstream.execute(action, params, event)`` makes the calls of one action over a shared, injected
+A provider client (``chainer.providers.<name>``) makes the calls of an action over the shared, injected
 ``httpx.AsyncClient`` and returns a ``CallResult`` or raises one branch of ``DownstreamError``. No
-retry loop lives here; retries belong to the job (``chainer.jobs``). The provider specifics live in
-``chainer.codeship`` and ``chainer.circleci``; this module holds what they share, and every request
-goes through ``Api.send``, which translates the outcome once, in ``Api._classify``:
+retry loop lives here; retries belong to the job (``chainer.jobs``). Every request goes through
+``Api.send``, which translates the outcome once, in ``Api._classify``:
 
     2xx                                        success (a 2xx without the expected id: success, id None)
     connect error, connect or pool timeout     Transient   nothing was sent
     429, 5xx                                   Transient   Retry-After honoured (seconds or HTTP date)
-    Codeship 403 that says "rate limit"        Transient   retry_after = seconds to the next minute
+    403 that says "rate limit" (rate_limit_403) Transient  retry_after = seconds to the next minute
     read/write timeout, connection dropped     Ambiguous   sent, no answer (Transient for lookups/auth)
     other 3xx and 4xx, bad URL                 Permanent   message carries the provider's error text
 
@@ -20,24 +19,24 @@ call is Transient too: those requests change nothing, so repeating them is alway
 The same flag tells the job when the action starts to matter: ``execute(..., before_effect=hook)``
 awaits ``hook()`` right before every request that is not ``safe`` (after the outbound throttle), so
 the job marks its ledger ``calling`` only then, never during the look-ups that precede it. Every
-request a provider module sends that changes nothing must therefore pass ``safe=True``.
+request a provider client sends that changes nothing must therefore pass ``safe=True``.
 
-Secrets (tokens, passwords, API keys, the current Codeship access token) are scrubbed from every
+Secrets (tokens, passwords, API keys, a provider's current access token) are scrubbed from every
 message, error body and request record; query parameters that carry them are shown as ``***``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
-import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 from urllib.parse import quote, quote_plus, urlencode
 
 import httpx
@@ -49,13 +48,8 @@ from chainer.errors import (
     PermanentDownstreamError,
     TransientDownstreamError,
 )
-from chainer.events import BuildEvent
-from chainer.settings import Settings
 
-if TYPE_CHECKING:
-    from chainer.circleci import CircleCI
-    from chainer.codeship import Codeship
-
+# Not __name__: "chainer.downstream" is the logger operators know (and filter) for outbound requests.
 log = logging.getLogger("chainer.downstream")
 
 # Query parameters whose values are credentials (Codeship v1 ``api_key``, CircleCI ``circle-token``).
@@ -155,6 +149,16 @@ Throttle = Callable[[str], Awaitable[None]]
 # raises propagates unclassified and the request is not sent.
 BeforeEffect = Callable[[], Awaitable[None]]
 _before_effect: ContextVar[BeforeEffect | None] = ContextVar("chainer_before_effect", default=None)
+
+
+@contextlib.contextmanager
+def before_effects(hook: BeforeEffect | None) -> Iterator[None]:
+    """Within the block, every ``Api.send`` of a request that is not ``safe`` awaits ``hook`` first."""
+    token = _before_effect.set(hook)
+    try:
+        yield
+    finally:
+        _before_effect.reset(token)
 
 
 class Api:
@@ -316,77 +320,3 @@ def default_http_client() -> httpx.AsyncClient:
         headers={"User-Agent": f"chainer/{__version__}"},
         follow_redirects=False,
     )
-
-
-Handler = Callable[[Mapping[str, Any], BuildEvent], Awaitable[CallResult]]
-
-
-class Downstream:
-    """Executes actions (chainer.actions) against the Codeship and CircleCI APIs.
-
-    One instance per process: it caches the Codeship token and project map. ``clock`` (unix seconds)
-    drives token expiry and retry-after arithmetic, so tests can move time. ``codeship_throttle`` runs
-    before every Codeship request (v1 and v2 share the account's 60 requests a minute).
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        http: httpx.AsyncClient,
-        *,
-        clock: Callable[[], float] = time.time,
-        codeship_throttle: Throttle | None = None,
-    ) -> None:
-        # Imported here: both provider modules import this module's Api, CallResult and helpers.
-        from chainer.circleci import CircleCI
-        from chainer.codeship import Codeship
-
-        secrets = (settings.circleci_token, settings.codeship_password, settings.codeship_api_key)
-        scrub = Scrubber(s.reveal() for s in secrets if s is not None)
-        self._codeship: Codeship = Codeship(settings, http, clock=clock, scrub=scrub, throttle=codeship_throttle)
-        self._circleci: CircleCI = CircleCI(settings, http, clock=clock, scrub=scrub)
-        self._handlers: dict[str, Handler] = {
-            "codeship.trigger_build": self._codeship.trigger_build,
-            "codeship.restart_build": self._codeship.restart_build,
-            "codeship.v1_restart_build": self._codeship.v1_restart_build,
-            "circleci.trigger_pipeline": self._circleci.trigger_pipeline,
-            "circleci.rerun_workflow": self._circleci.rerun_workflow,
-            "circleci.v1_trigger_build": self._circleci.v1_trigger_build,
-            "circleci.v1_retry_build": self._circleci.v1_retry_build,
-        }
-
-    @property
-    def actions(self) -> frozenset[str]:
-        """The action names this object can execute."""
-        return frozenset(self._handlers)
-
-    async def execute(
-        self,
-        action: str,
-        params: Mapping[str, Any],
-        event: BuildEvent,
-        *,
-        before_effect: BeforeEffect | None = None,
-    ) -> CallResult:
-        """Run ``action`` with its rendered ``params`` for ``event``.
-
-        ``before_effect`` is awaited right before each request that can take effect (not before
-        look-ups or authentication); if it raises, that request is not sent and the error propagates.
-        Raises TransientDownstreamError (retry later), AmbiguousDownstreamError (may have taken
-        effect) or PermanentDownstreamError (bad arguments, missing credentials, refused by the API).
-        """
-        handler = self._handlers.get(action)
-        if handler is None:
-            raise PermanentDownstreamError(f"unknown action {action!r}")
-        token = _before_effect.set(before_effect)
-        try:
-            return await handler(params, event)
-        finally:
-            _before_effect.reset(token)
-
-    async def check_codeship_auth(self) -> list[str]:
-        """Authenticate with Codeship API v2 now; return warnings (e.g. a missing ``build.write`` scope).
-
-        Raises PermanentDownstreamError when the credentials are missing or refused.
-        """
-        return await self._codeship.check_auth()

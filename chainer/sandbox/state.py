@@ -1,23 +1,31 @@
 """In-memory state of the provider sandbox: the account, projects, builds, pipelines, scripted faults, the request log.
 
-Everything here is plain data and synchronous; ``chainer.sandbox`` turns HTTP requests into calls on
+Everything here is plain data and synchronous; ``chainer.sandbox.app`` turns HTTP requests into calls on
 :class:`SandboxState`. Ids are deterministic (counters and name-based UUIDs) so demos and tests repeat;
 only Codeship access tokens are random. Shapes follow shared/reference/providers.md.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import re
 import secrets
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 from typing import Any
+
+from chainer.providers.circleci.facts import MAX_PARAMETER_KEY, MAX_PARAMETER_VALUE, MAX_PARAMETERS, normalize_vcs
+from chainer.providers.codeship import REQUESTS_PER_MINUTE
+from chainer.sandbox.models import (
+    CircleJob,
+    CirclePipeline,
+    CodeshipBuild,
+    CodeshipProject,
+    RecordedRequest,
+    ScriptedFault,
+    fake_sha,
+)
 
 CODESHIP_V2 = "codeship.v2"
 CODESHIP_V1 = "codeship.v1"
@@ -30,21 +38,7 @@ RATE_WINDOW_S = 60
 MAX_RECORDED = 10_000
 MAX_FAULT_DELAY_S = 3600.0
 _IDS = uuid.UUID("8a0c7e52-3b1f-4f0e-9d6a-5c1e2b7d4f90")  # namespace of the sandbox's name-based UUIDs
-_VCS = {"gh": "github", "github": "github", "bb": "bitbucket", "bitbucket": "bitbucket"}
-_SHORT_VCS = {"github": "gh", "bitbucket": "bb"}
 _RUNNING = ("initiated", "testing", "waiting")
-_KEYWORD = re.compile(r"[A-Za-z_][\w.-]*")
-
-
-def iso(ts: float, *, zulu: bool = False) -> str:
-    """ISO-8601 with milliseconds: ``+00:00`` like Codeship, or ``Z`` like CircleCI."""
-    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
-    return text.replace("+00:00", "Z") if zulu else text
-
-
-def normalize_vcs(vcs: str) -> str | None:
-    """``github`` or ``bitbucket`` for a VCS name or its short form (``gh``, ``bb``); None when unknown."""
-    return _VCS.get(vcs.lower())
 
 
 def org_uuid(name: str) -> str:
@@ -55,187 +49,6 @@ def org_uuid(name: str) -> str:
 def _project_key(slug: str) -> str:
     vcs, _, rest = slug.partition("/")
     return f"{normalize_vcs(vcs) or vcs}/{rest}"
-
-
-def fake_sha(*parts: object) -> str:
-    """A stable 40-hex commit id for a branch head the sandbox has to invent."""
-    return hashlib.sha1(":".join(map(str, parts)).encode(), usedforsecurity=False).hexdigest()
-
-
-def edn(value: Any) -> str:
-    """Just enough EDN for a CircleCI v1.1 job summary: maps with keyword keys, vectors, strings, numbers, nil."""
-    if isinstance(value, dict):
-        keys = [f":{k}" if _KEYWORD.fullmatch(k) else json.dumps(k) for k in value]
-        return "{" + ", ".join(f"{k} {edn(v)}" for k, v in zip(keys, value.values(), strict=True)) + "}"
-    if isinstance(value, list):
-        return "[" + " ".join(edn(v) for v in value) + "]"
-    return "nil" if value is None else json.dumps(value)  # strings, numbers and booleans read the same
-
-
-def _opt_iso(ts: float | None, *, zulu: bool = False) -> str | None:
-    return None if ts is None else iso(ts, zulu=zulu)
-
-
-@dataclass(frozen=True, slots=True)
-class RecordedRequest:
-    """One request the sandbox answered.
-
-    ``path`` is as sent (percent-escapes kept), ``headers`` has lower-case names as ASGI delivers them, and
-    credentials are ``***``: the ``authorization`` and ``circle-token`` headers, ``api_key`` and ``circle-token``.
-    """
-
-    id: int
-    time: float
-    api: str
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    body: Any
-    status: int
-    action: str | None
-
-
-@dataclass(slots=True)
-class ScriptedFault:
-    """A canned answer for the next ``times`` requests to ``api`` whose path as sent contains ``path_contains``."""
-
-    api: str
-    status: int
-    body: Any
-    headers: dict[str, str]
-    times: int
-    delay: float
-    path_contains: str
-
-
-@dataclass(eq=False, slots=True)
-class CodeshipProject:
-    """A Codeship project of the sandbox's organization; ``builds`` are kept oldest first."""
-
-    id: int
-    uuid: str
-    name: str
-    type: str
-    org_uuid: str
-    created_at: float
-    builds: list[CodeshipBuild] = field(default_factory=list)
-
-    def v2(self) -> dict[str, Any]:
-        """The API v2 project object (keys as in codeship-go's projects fixtures)."""
-        created = iso(self.created_at)
-        body: dict[str, Any] = {
-            "aes_key": None, "authentication_user": "Sandbox User", "created_at": created, "id": self.id,
-            "name": self.name, "notification_rules": [], "organization_uuid": self.org_uuid,
-            "repository_provider": "github", "repository_url": f"https://github.com/{self.name}",
-            "ssh_key": "ssh-rsa sandbox", "team_ids": [], "type": self.type, "updated_at": created, "uuid": self.uuid,
-        }  # fmt: skip
-        if self.type == "basic":
-            body.update(deployment_pipelines=[], environment_variables=[], setup_commands=[], test_pipelines=[])
-        return body
-
-    def v1(self, branch: str | None = None) -> dict[str, Any]:
-        """The API v1 project object, builds newest first, optionally only those of ``branch``."""
-        builds = [b.v1() for b in reversed(self.builds) if branch is None or b.branch == branch]
-        return {"id": self.id, "uuid": self.uuid, "repository_name": self.name, "builds": builds}
-
-
-@dataclass(eq=False, slots=True)
-class CodeshipBuild:
-    """A Codeship build; ``id`` is the numeric id webhooks and API v1 use, ``uuid`` the API v2 one."""
-
-    id: int
-    uuid: str
-    project: CodeshipProject
-    ref: str
-    branch: str
-    commit_sha: str
-    message: str
-    status: str
-    queued_at: float
-    finished_at: float | None
-
-    def v2(self, base: str) -> dict[str, Any]:
-        """The API v2 build object; ``base`` is the API root the links point at."""
-        pro = self.project.type == "pro"
-        own = f"{base}/v2/organizations/{self.project.org_uuid}/projects/{self.project.uuid}/builds/{self.uuid}"
-        links = {"services": f"{own}/services", "steps": f"{own}/steps"} if pro else {"pipelines": f"{own}/pipelines"}
-        return {
-            "allocated_at": iso(self.queued_at) if pro else None, "branch": self.branch,
-            "commit_message": self.message, "commit_sha": self.commit_sha, "finished_at": _opt_iso(self.finished_at),
-            "links": links, "organization_uuid": self.project.org_uuid, "project_id": self.project.id,
-            "project_uuid": self.project.uuid, "queued_at": iso(self.queued_at), "ref": self.ref,
-            "status": self.status, "username": "sandbox", "uuid": self.uuid,
-        }  # fmt: skip
-
-    def v1(self) -> dict[str, Any]:
-        """The API v1 build object (v1 says ``testing``/``error`` where v2 says ``initiated``/``failed``)."""
-        return {
-            "id": self.id, "uuid": self.uuid, "project_id": self.project.id,
-            "status": {"initiated": "testing", "failed": "error"}.get(self.status, self.status),
-            "branch": self.branch, "commit_id": self.commit_sha, "github_username": "sandbox",
-            "message": self.message, "started_at": iso(self.queued_at), "finished_at": _opt_iso(self.finished_at),
-            "debug_connection": None,
-        }  # fmt: skip
-
-
-@dataclass(eq=False, slots=True)
-class CirclePipeline:
-    """A CircleCI pipeline created through API v2, with the ids of its workflows (first = original)."""
-
-    id: str
-    slug: str
-    number: int
-    branch: str | None
-    tag: str | None
-    revision: str
-    parameters: dict[str, Any]
-    created_at: float
-    workflow_ids: list[str] = field(default_factory=list)
-
-    def created(self) -> dict[str, Any]:
-        """The 201 body of ``POST /project/{slug}/pipeline``."""
-        return {"id": self.id, "state": "created", "number": self.number, "created_at": iso(self.created_at, zulu=True)}
-
-    def v2(self) -> dict[str, Any]:
-        """The pipeline object of ``GET /pipeline/{id}`` and the project's pipeline list."""
-        repo, at = f"https://github.com/{'/'.join(self.slug.split('/')[1:])}", iso(self.created_at, zulu=True)
-        vcs: dict[str, Any] = {"provider_name": "GitHub", "origin_repository_url": repo, "target_repository_url": repo}
-        vcs.update({"revision": self.revision, **({"tag": self.tag} if self.tag else {"branch": self.branch})})
-        trigger = {"type": "api", "received_at": at, "actor": {"login": "sandbox", "avatar_url": None}}
-        extra = {"errors": [], "project_slug": self.slug, "updated_at": at, "trigger_parameters": {}}
-        return {**self.created(), **extra, "trigger": trigger, "vcs": vcs}
-
-
-@dataclass(eq=False, slots=True)
-class CircleJob:
-    """A CircleCI API v1.1 job; ``build_num``, ``previous`` and ``queued_at`` are set when it is added."""
-
-    vcs: str
-    org: str
-    repo: str
-    branch: str
-    revision: str
-    build_parameters: dict[str, Any] | None
-    status: str
-    why: str
-    retry_of: int | None = None
-    build_num: int = 0
-    previous: dict[str, Any] | None = None
-    queued_at: float = 0.0
-    tag: str | None = None
-
-    def summary(self) -> dict[str, Any]:
-        """The job summary v1.1 answers to trigger and retry calls."""
-        short, num = _SHORT_VCS[self.vcs], self.build_num
-        return {
-            "build_num": num, "build_url": f"https://circleci.com/{short}/{self.org}/{self.repo}/{num}",
-            "vcs_url": f"https://{self.vcs}.com/{self.org}/{self.repo}", "username": self.org,
-            "reponame": self.repo, "branch": self.branch, "vcs_revision": self.revision,
-            "build_parameters": self.build_parameters, "why": self.why, "dont_build": None,
-            "lifecycle": self.status, "outcome": None, "status": self.status, "retry_of": self.retry_of,
-            "previous": self.previous, "queued_at": iso(self.queued_at, zulu=True), "vcs_tag": self.tag,
-        }  # fmt: skip
 
 
 def _is_int(value: Any) -> bool:
@@ -260,7 +73,7 @@ class SandboxState:
         circleci_token: str = "sandbox-token",  # noqa: S107 - as above
         codeship_api_key: str = "sandbox-key",
         two_factor: bool = False,
-        codeship_rate_limit: int = 60,
+        codeship_rate_limit: int = REQUESTS_PER_MINUTE,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.codeship_user = codeship_user
@@ -461,13 +274,14 @@ class SandboxState:
             raise ValueError("branch and tag must be strings")
         if parameters is not None and not isinstance(parameters, dict):
             raise ValueError("parameters must be a JSON object")
-        if len(parameters or {}) > 100:
-            raise ValueError("parameters: at most 100 entries are allowed")
+        if len(parameters or {}) > MAX_PARAMETERS:
+            raise ValueError(f"parameters: at most {MAX_PARAMETERS} entries are allowed")
         for name, item in (parameters or {}).items():
-            if len(name) > 128 or not isinstance(item, str | int | bool) or len(str(item)) > 512:
+            too_long = len(name) > MAX_PARAMETER_KEY or len(str(item)) > MAX_PARAMETER_VALUE
+            if too_long or not isinstance(item, str | int | bool):
                 raise ValueError(
-                    f"parameter {name[:32]!r}: keys have at most 128 characters, values are strings, "
-                    "integers or booleans of at most 512 characters"
+                    f"parameter {name[:32]!r}: keys have at most {MAX_PARAMETER_KEY} characters, values are strings, "
+                    f"integers or booleans of at most {MAX_PARAMETER_VALUE} characters"
                 )
         key = _project_key(slug)
         number = self._next_pipeline_number(key)

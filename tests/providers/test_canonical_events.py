@@ -24,7 +24,7 @@ from tests.helpers import parse_rules
 
 pytestmark = pytest.mark.integration
 
-DATA = Path(__file__).resolve().parent / "data" / "payloads"
+DATA = Path(__file__).resolve().parents[1] / "data" / "payloads"
 HOOK = "hook-token-canonical"
 WHSEC = "whsec-canonical"
 ADMIN = "admin-canonical"

@@ -1,4 +1,4 @@
-"""Conformance of chainer.webhooks with the providers' own payloads, read from shared/reference/fixtures."""
+"""Conformance of the providers' parsers with the providers' own payloads, read from shared/reference/fixtures."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ import pytest
 
 from chainer.errors import PayloadError
 from chainer.events import BuildEvent, make_event_id
-from chainer.webhooks import parse_circleci, parse_codeship
+from chainer.providers.circleci.parse import parse_circleci
+from chainer.providers.codeship.parse import parse_codeship
 
 pytestmark = pytest.mark.conformance
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "reference" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "reference" / "fixtures"
 SECRET = "whsec-conformance-3e7f"
 
 

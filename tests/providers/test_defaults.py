@@ -15,17 +15,16 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from chainer.downstream import Downstream
 from chainer.errors import RulesError
 from chainer.explain import explain
 from chainer.intake import Intake
 from chainer.jobs import run_action
+from chainer.providers import Downstream
 from chainer.settings import Secret, Settings
 from chainer.store import QUEUE_KEY, Store
 from chainer.web.hooks import status_of
 from tests import payloads
-from tests.helpers import job_ctx, parse_rules
-from tests.test_downstream import (
+from tests.helpers import (
     API_KEY,
     BUILD,
     BUILDS_PATH,
@@ -37,14 +36,16 @@ from tests.test_downstream import (
     PROJECTS_PATH,
     Recorder,
     auth_ok,
+    job_ctx,
     make_settings,
+    parse_rules,
     project,
     projects_page,
 )
 
 pytestmark = pytest.mark.integration
 
-DATA = Path(__file__).resolve().parent / "data" / "payloads"
+DATA = Path(__file__).resolve().parents[1] / "data" / "payloads"
 HOOK = "hook-token-defaults"
 WHSEC = "whsec-defaults"
 SETTINGS = make_settings(hook_token=Secret(HOOK), circleci_webhook_secrets=(Secret(WHSEC),))

@@ -5,156 +5,48 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from email.utils import formatdate
 from typing import Any
 
 import httpx
 import pytest
 
-from chainer.actions import ACTIONS
-from chainer.downstream import CallResult, Downstream, default_http_client, retry_after_seconds
 from chainer.errors import (
     AmbiguousDownstreamError,
     DownstreamError,
     PermanentDownstreamError,
     TransientDownstreamError,
 )
-from chainer.events import BuildEvent
-from chainer.settings import Secret, Settings
-
-CIRCLE_TOKEN = "circle-secret-token-123"
-CODESHIP_USER = "api@example.org"
-CODESHIP_PASSWORD = "codeship-pass-456"
-API_KEY = "v1-api-key-789"
-ACCESS_TOKEN = "codeship-access-abc"
-SECRETS = (CIRCLE_TOKEN, CODESHIP_PASSWORD, API_KEY, ACCESS_TOKEN)
-
-CODESHIP = "https://api.codeship.test"
-CODESHIP_V1 = "https://codeship.test"
-CIRCLECI = "https://circleci.test"
-ORG = "28123f10-e33d-5533-b53f-111ef8d7b14f"
-PROJECT = "0059df30-7701-0135-8810-6e5f001a2e3c"
-BUILD = "25a3dd8c-eb3e-4e75-1298-8cbcbe621342"
-COMMIT = "185ab4c7dc4eda2a027c284f7a669cac3f50a5ed"
-NOW = 1_700_000_000.0  # 22:13:20 UTC: 40 s to the next minute boundary
-BUILDS_PATH = f"/v2/organizations/{ORG}/projects/{PROJECT}/builds"
-PROJECTS_PATH = f"/v2/organizations/{ORG}/projects"
-
-Reply = httpx.Response | Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
-
-
-class Recorder:
-    """A scripted provider for ``httpx.MockTransport``: records every request, answers per route.
-
-    Each route holds a list of replies used in order; the last one repeats. A reply is a response or
-    a (sync or async) callable that returns one or raises an httpx exception.
-    """
-
-    def __init__(self) -> None:
-        self.requests: list[httpx.Request] = []
-        self.routes: dict[tuple[str, str], list[Reply]] = {}
-
-    def on(self, method: str, path: str, *replies: Reply) -> None:
-        self.routes[(method, path)] = list(replies)
-
-    async def handle(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        replies = self.routes.get((request.method, request.url.path))
-        if not replies:
-            return httpx.Response(418, json={"message": f"unscripted {request.method} {request.url.path}"})
-        reply = replies.pop(0) if len(replies) > 1 else replies[0]
-        if isinstance(reply, httpx.Response):
-            return reply
-        answer = reply(request)
-        return answer if isinstance(answer, httpx.Response) else await answer
-
-    def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.MockTransport(self.handle))
-
-    def calls(self, method: str, path: str) -> list[httpx.Request]:
-        return [r for r in self.requests if r.method == method and r.url.path == path]
-
-
-class Clock:
-    """A settable clock for token expiry and retry-after arithmetic."""
-
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "circleci_token": Secret(CIRCLE_TOKEN),
-        "circleci_url": CIRCLECI,
-        "codeship_user": CODESHIP_USER,
-        "codeship_password": Secret(CODESHIP_PASSWORD),
-        "codeship_url": CODESHIP,
-        "codeship_api_key": Secret(API_KEY),
-        "codeship_v1_url": CODESHIP_V1,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-def make_event(**overrides: Any) -> BuildEvent:
-    values: dict[str, Any] = {
-        "provider": "codeship",
-        "kind": "build",
-        "event_id": "evt_1",
-        "project": "acme/web",
-        "project_id": 1234,
-        "status": "error",
-        "raw_status": "infrastructure_failure",
-        "branch": "main",
-        "commit": COMMIT,
-        "build_id": 987,
-    }
-    values.update(overrides)
-    return BuildEvent(**values)
-
-
-def auth_ok(
-    token: str = ACCESS_TOKEN,
-    expires_at: float = NOW + 3600,
-    orgs: list[dict[str, Any]] | None = None,
-) -> httpx.Response:
-    scopes = ["project.read", "project.write", "build.read", "build.write"]
-    organizations = orgs if orgs is not None else [{"uuid": ORG, "name": "Acme", "scopes": scopes}]
-    return httpx.Response(200, json={"access_token": token, "expires_at": expires_at, "organizations": organizations})
-
-
-def projects_page(projects: list[dict[str, Any]], page: int = 1, total: int | None = None) -> httpx.Response:
-    body = {"projects": projects, "page": page, "per_page": 50, "total": len(projects) if total is None else total}
-    return httpx.Response(200, json=body)
-
-
-def project(name: str = "acme/web", uuid: str = PROJECT, ident: int = 1234) -> dict[str, Any]:
-    return {"id": ident, "uuid": uuid, "name": name, "type": "basic"}
-
-
-def codeship_recorder() -> Recorder:
-    rec = Recorder()
-    rec.on("POST", "/v2/auth", auth_ok())
-    rec.on("GET", PROJECTS_PATH, projects_page([project()]))
-    rec.on("POST", BUILDS_PATH, httpx.Response(202))
-    return rec
-
-
-def assert_secret_free(*things: object) -> None:
-    """None of the configured secrets appears in the str or repr of any argument."""
-    for thing in things:
-        for text in (str(thing), repr(thing)):
-            for secret in SECRETS:
-                assert secret not in text
-
-
-def assert_error_secret_free(exc: DownstreamError) -> None:
-    assert_secret_free(exc, exc.message, exc.body, exc.args)
-
+from chainer.providers import Downstream, catalogue
+from chainer.providers.http import CallResult, default_http_client, retry_after_seconds
+from tests.helpers import (
+    ACCESS_TOKEN,
+    API_KEY,
+    BUILD,
+    BUILDS_PATH,
+    CIRCLE_TOKEN,
+    CODESHIP,
+    CODESHIP_PASSWORD,
+    CODESHIP_USER,
+    CODESHIP_V1,
+    COMMIT,
+    NOW,
+    ORG,
+    PROJECT,
+    PROJECTS_PATH,
+    Clock,
+    Recorder,
+    Reply,
+    assert_error_secret_free,
+    assert_secret_free,
+    auth_ok,
+    codeship_recorder,
+    make_event,
+    make_settings,
+    project,
+    projects_page,
+)
 
 # -- Codeship API v2: requests -----------------------------------------------------------------
 
@@ -223,7 +115,8 @@ async def test_codeship_missing_credentials_names_the_variables() -> None:
         with pytest.raises(PermanentDownstreamError, match="CHAINER_CODESHIP_USER / CHAINER_CODESHIP_PASSWORD"):
             await downstream.execute("codeship.trigger_build", {"project": PROJECT, "ref": "heads/x"}, make_event())
         with pytest.raises(PermanentDownstreamError, match="CHAINER_CODESHIP_PASSWORD"):
-            await downstream.check_codeship_auth()
+            await downstream.clients["codeship"].check_auth()
+        assert await downstream.clients["codeship"].check() == []  # the start-up check: nothing configured to try
     assert rec.requests == []
 
 
@@ -308,7 +201,7 @@ async def test_codeship_two_factor_auth_error_surfaces_its_message() -> None:
     rec.on("POST", "/v2/auth", httpx.Response(200, json={"error": message}))
     async with rec.client() as http:
         with pytest.raises(PermanentDownstreamError) as caught:
-            await Downstream(make_settings(), http).check_codeship_auth()
+            await Downstream(make_settings(), http).clients["codeship"].check()
     assert message in caught.value.message
     assert_error_secret_free(caught.value)
 
@@ -346,7 +239,7 @@ async def test_codeship_several_orgs_without_setting_names_them() -> None:
     rec.on("POST", "/v2/auth", auth_ok(orgs=orgs))
     async with rec.client() as http:
         with pytest.raises(PermanentDownstreamError, match=r"Acme, Globex.*CHAINER_CODESHIP_ORG"):
-            await Downstream(make_settings(), http).check_codeship_auth()
+            await Downstream(make_settings(), http).clients["codeship"].check()
 
 
 async def test_codeship_unknown_org_setting_lists_the_available_ones() -> None:
@@ -354,7 +247,7 @@ async def test_codeship_unknown_org_setting_lists_the_available_ones() -> None:
     rec = codeship_recorder()
     async with rec.client() as http:
         with pytest.raises(PermanentDownstreamError, match=r"'Initech'.*available: Acme"):
-            await Downstream(make_settings(codeship_org="Initech"), http).check_codeship_auth()
+            await Downstream(make_settings(codeship_org="Initech"), http).clients["codeship"].check()
 
 
 async def test_check_codeship_auth_reports_missing_build_write_scope() -> None:
@@ -368,9 +261,9 @@ async def test_check_codeship_auth_reports_missing_build_write_scope() -> None:
     )
     async with rec.client() as http:
         downstream = Downstream(make_settings(), http)
-        warnings = await downstream.check_codeship_auth()
+        warnings = await downstream.clients["codeship"].check()
         assert len(warnings) == 1 and "build.write" in warnings[0] and "'Acme'" in warnings[0]
-        assert await downstream.check_codeship_auth() == []
+        assert await downstream.clients["codeship"].check() == []
     assert len(rec.calls("POST", "/v2/auth")) == 2
 
 
@@ -728,9 +621,9 @@ async def test_secrets_echoed_by_the_provider_are_scrubbed() -> None:
 
 
 async def test_every_catalogued_action_is_executable() -> None:
-    """Downstream executes exactly the actions chainer.actions lists."""
+    """Downstream executes exactly the actions the registry's catalogue lists."""
     async with httpx.AsyncClient() as http:
-        assert Downstream(make_settings(), http).actions == frozenset(ACTIONS)
+        assert Downstream(make_settings(), http).actions == frozenset(catalogue().actions)
 
 
 async def test_unknown_action_is_permanent() -> None:
@@ -812,7 +705,7 @@ async def test_codeship_auth_answer_without_token_is_permanent() -> None:
     rec.on("POST", "/v2/auth", httpx.Response(200, text="<html>login</html>"))
     async with rec.client() as http:
         with pytest.raises(PermanentDownstreamError, match="CHAINER_CODESHIP_URL"):
-            await Downstream(make_settings(), http).check_codeship_auth()
+            await Downstream(make_settings(), http).clients["codeship"].check()
 
 
 async def test_secret_cut_at_the_excerpt_edge_leaves_no_prefix() -> None:

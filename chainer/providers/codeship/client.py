@@ -1,4 +1,4 @@
-"""Codeship API v2 and legacy v1 calls (shared/reference/providers.md §2, §3).
+"""The Codeship client: API v2 and legacy v1 calls (shared/reference/providers.md §2, §3).
 
 API v2 needs a short-lived token from ``POST /v2/auth`` (HTTP Basic). It is cached here until
 ``expires_at`` minus a minute, shared by concurrent callers through one lock (auth calls count
@@ -30,9 +30,20 @@ from urllib.parse import quote
 
 import httpx
 
-from chainer.downstream import Api, CallResult, Scrubber, Throttle, json_body, numeric_id, required_text
 from chainer.errors import DownstreamError, PermanentDownstreamError
 from chainer.events import BuildEvent
+from chainer.providers.base import ActionHandler, dispatch
+from chainer.providers.codeship.parse import NAME
+from chainer.providers.http import (
+    Api,
+    BeforeEffect,
+    CallResult,
+    Scrubber,
+    Throttle,
+    json_body,
+    numeric_id,
+    required_text,
+)
 from chainer.settings import Settings
 
 TOKEN_MARGIN_S = 60.0
@@ -46,9 +57,11 @@ SCOPE_EFFECTS = {
     "project.read": "project names and numeric ids cannot be resolved",
 }
 CREDENTIALS = "CHAINER_CODESHIP_USER / CHAINER_CODESHIP_PASSWORD"
+V1_CREDENTIALS = "CHAINER_CODESHIP_API_KEY"
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
-_REF = re.compile(r"^(?:heads|tags)/\S+$")
+# A ref Codeship builds: heads/<branch> or tags/<tag> (a bare branch name starts nothing).
+REF_PATTERN = re.compile(r"^(?:heads|tags)/\S+$")
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
@@ -75,8 +88,8 @@ def _queued_at(build: Mapping[str, Any]) -> float:
         return -math.inf
 
 
-class Codeship:
-    """The Codeship actions of ``Downstream``; see the module docstring for the token and lookups."""
+class CodeshipClient:
+    """Executes the Codeship actions; see the module docstring for the token and lookups."""
 
     def __init__(
         self,
@@ -90,11 +103,9 @@ class Codeship:
         self._settings = settings
         self._clock = clock
         self._scrub = scrub
-        self._v2 = Api(http, label="Codeship", credentials=CREDENTIALS, scrub=scrub, clock=clock, rate_limit_403=True,
-                       throttle=throttle)  # fmt: skip
-        v1_key = "CHAINER_CODESHIP_API_KEY"
-        self._v1 = Api(http, label="Codeship v1", credentials=v1_key, scrub=scrub, clock=clock, rate_limit_403=True,
-                       throttle=throttle)  # fmt: skip
+        # v1 and v2 share the account's 60 requests a minute: one throttle for both.
+        self._v2 = self._api(http, "Codeship", CREDENTIALS, throttle)
+        self._v1 = self._api(http, "Codeship v1", V1_CREDENTIALS, throttle)
         self._base = f"{settings.codeship_url}/v2"
         self._session: _Session | None = None
         self._auth_lock = asyncio.Lock()
@@ -103,6 +114,44 @@ class Codeship:
         self._projects_lock = asyncio.Lock()
         self._by_name: dict[str, str] = {}
         self._by_id: dict[str, str] = {}
+        self._handlers: dict[str, ActionHandler] = {
+            f"{NAME}.trigger_build": self.trigger_build,
+            f"{NAME}.restart_build": self.restart_build,
+            f"{NAME}.v1_restart_build": self.v1_restart_build,
+        }
+
+    def _api(self, http: httpx.AsyncClient, label: str, credentials: str, throttle: Throttle | None) -> Api:
+        # A 403 that says "rate limit" is Codeship's way of saying 429 (providers.md pitfall 4).
+        return Api(
+            http,
+            label=label,
+            credentials=credentials,
+            scrub=self._scrub,
+            clock=self._clock,
+            rate_limit_403=True,
+            throttle=throttle,
+        )
+
+    async def execute(
+        self,
+        action: str,
+        params: Mapping[str, Any],
+        event: BuildEvent,
+        *,
+        before_effect: BeforeEffect | None = None,
+    ) -> CallResult:
+        """Run one Codeship action (``chainer.providers.base.Client``)."""
+        return await dispatch(NAME, self._handlers, action, params, event, before_effect)
+
+    async def check(self) -> list[str]:
+        """The start-up check: ``check_auth`` when API v2 credentials are configured, else nothing to check."""
+        if not self._settings.codeship_user:
+            return []
+        try:
+            return await self.check_auth()
+        except DownstreamError as exc:
+            exc.about(NAME)
+            raise
 
     # -- authentication -------------------------------------------------------------------------
 
@@ -129,9 +178,7 @@ class Codeship:
                 return session
             failed = self._auth_error
             if failed is not None and self._auth_done != done:  # it failed while we waited
-                raise type(failed)(
-                    failed.message, status=failed.status, retry_after=failed.retry_after, body=failed.body
-                )
+                raise failed.copy()
             return await self._renew()
 
     async def _renew(self) -> _Session:
@@ -233,7 +280,7 @@ class Codeship:
     async def _project_uuid(self, org: str, project: str, event: BuildEvent) -> str:
         if _UUID.match(project):
             return project
-        fallback = event.provider == "codeship" and event.project == project and event.project_id is not None
+        fallback = event.provider == NAME and event.project == project and event.project_id is not None
         found = self._lookup(project, event if fallback else None)
         if found is None:
             async with self._projects_lock:
@@ -314,7 +361,7 @@ class Codeship:
         action = "codeship.trigger_build"
         project = required_text(params, "project", action)
         ref = required_text(params, "ref", action)
-        if not _REF.match(ref):
+        if not REF_PATTERN.match(ref):
             raise PermanentDownstreamError(
                 f"{action}: ref {ref!r} must look like heads/<branch> or tags/<tag> (Codeship starts no build "
                 "for a bare branch name)"
@@ -354,7 +401,7 @@ class Codeship:
         action = "codeship.v1_restart_build"
         key = self._settings.codeship_api_key
         if not key:
-            raise PermanentDownstreamError(f"{action} needs the Codeship API v1 key: set CHAINER_CODESHIP_API_KEY")
+            raise PermanentDownstreamError(f"{action} needs the Codeship API v1 key: set {V1_CREDENTIALS}")
         base = f"{self._settings.codeship_v1_url}/api/v1"
         headers = {"Accept": "application/json"}
         build = params.get("build")

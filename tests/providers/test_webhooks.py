@@ -1,4 +1,4 @@
-"""Authentication and parsing of inbound webhooks (chainer.webhooks): pure, synchronous, table-driven."""
+"""Authentication and parsing of inbound webhooks (each provider's parse, the payload helpers): pure and synchronous."""
 
 from __future__ import annotations
 
@@ -17,16 +17,13 @@ from starlette.datastructures import Headers
 
 from chainer.errors import AuthenticationError, PayloadError
 from chainer.events import BuildEvent, make_event_id
-from chainer.webhooks import (
-    MAX_JSON_DEPTH,
-    Ignored,
-    decode_json_object,
-    parse_circleci,
-    parse_codeship,
-    verify_circleci_signature,
-)
+from chainer.providers.base import HookAuth, Ignored
+from chainer.providers.circleci.parse import parse_circleci, verify_circleci_signature
+from chainer.providers.codeship.parse import parse_codeship
+from chainer.providers.payload import MAX_JSON_DEPTH, decode_json_object
+from chainer.settings import Secret, Settings
 
-DATA = Path(__file__).resolve().parent / "data" / "payloads"
+DATA = Path(__file__).resolve().parents[1] / "data" / "payloads"
 SECRET = "whsec-test-5c1d9e"
 OLD_SECRET = "whsec-retired-0a7b"
 DELETE = object()
@@ -742,3 +739,14 @@ def test_every_field_of_every_fixture_survives_mutation(name: str) -> None:
         for value in replacements:
             outcomes.add(_outcome(functools.partial(deliver, name, mutate(data, {path: value}))))
     assert outcomes <= {"BuildEvent", "Ignored", "PayloadError"} and "PayloadError" in outcomes
+
+
+def test_hook_auth_checks_the_token_in_constant_time_and_never_shows_it() -> None:
+    """What a provider's parse is given: whether the delivery's token is the configured one, without exposing either."""
+    settings = Settings(hook_token=Secret("the-hook-token"))
+    auth = HookAuth(settings, "the-hook-token")
+    assert auth.token_configured and auth.token_valid()
+    assert not HookAuth(settings, "the-hook-tokeX").token_valid() and not HookAuth(settings).token_valid()
+    assert not HookAuth(Settings(), "the-hook-token").token_configured
+    assert not HookAuth(Settings(), "the-hook-token").token_valid()
+    assert "the-hook-token" not in repr(auth) and "the-hook-token" not in str(auth)

@@ -1,4 +1,4 @@
-"""CircleCI API v2 and v1.1 calls (shared/reference/providers.md §4.2, §5.3, §5.4).
+"""The CircleCI client: API v2 and v1.1 calls (shared/reference/providers.md §4.2, §5.3, §5.4).
 
 Every call authenticates with the ``Circle-Token`` header (accepted by both v2 and v1.1, unlike
 project tokens) and sends ``Accept: application/json``: without it v1.1 answers EDN. Project slugs
@@ -16,14 +16,28 @@ from urllib.parse import quote
 
 import httpx
 
-from chainer.actions import CIRCLECI_MAX_PARAMETER_KEY, CIRCLECI_MAX_PARAMETER_VALUE, CIRCLECI_MAX_PARAMETERS
-from chainer.downstream import Api, CallResult, Scrubber, json_body, numeric_id, required_text
 from chainer.errors import PermanentDownstreamError
 from chainer.events import BuildEvent
+from chainer.providers.base import ActionHandler, dispatch
+from chainer.providers.circleci.facts import (
+    CREDENTIALS,
+    MAX_PARAMETER_KEY,
+    MAX_PARAMETER_VALUE,
+    MAX_PARAMETERS,
+    NAME,
+    normalize_vcs,
+)
+from chainer.providers.http import (
+    Api,
+    BeforeEffect,
+    CallResult,
+    Scrubber,
+    Throttle,
+    json_body,
+    numeric_id,
+    required_text,
+)
 from chainer.settings import Settings
-
-CREDENTIAL_VARIABLE = "CHAINER_CIRCLECI_TOKEN"
-_LEGACY_VCS = {"github": "github", "gh": "github", "bitbucket": "bitbucket", "bb": "bitbucket"}
 
 
 def _slug_path(slug: str, action: str) -> str:
@@ -38,7 +52,7 @@ def _slug_path(slug: str, action: str) -> str:
 def _legacy_project(params: Mapping[str, Any], action: str) -> str:
     project = required_text(params, "project", action)
     parts = project.split("/")
-    vcs = _LEGACY_VCS.get(parts[0].lower()) if parts else None
+    vcs = normalize_vcs(parts[0]) if parts else None
     if len(parts) != 3 or vcs is None or any(p in ("", ".", "..") for p in parts):
         raise PermanentDownstreamError(f"{action}: project {project!r} must be <github|bitbucket>/<org>/<repo>")
     return "/".join(quote(p, safe="") for p in (vcs, parts[1], parts[2]))
@@ -47,18 +61,18 @@ def _legacy_project(params: Mapping[str, Any], action: str) -> str:
 def _check_parameters(value: Any, action: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise PermanentDownstreamError(f"{action}: 'parameters' must be a mapping")
-    if len(value) > CIRCLECI_MAX_PARAMETERS:
-        raise PermanentDownstreamError(f"{action}: {len(value)} parameters, CircleCI allows {CIRCLECI_MAX_PARAMETERS}")
+    if len(value) > MAX_PARAMETERS:
+        raise PermanentDownstreamError(f"{action}: {len(value)} parameters, CircleCI allows {MAX_PARAMETERS}")
     for key, item in value.items():
-        if not isinstance(key, str) or not key or len(key) > CIRCLECI_MAX_PARAMETER_KEY:
+        if not isinstance(key, str) or not key or len(key) > MAX_PARAMETER_KEY:
             raise PermanentDownstreamError(
-                f"{action}: parameter name {str(key)[:40]!r} must be 1 to {CIRCLECI_MAX_PARAMETER_KEY} characters"
+                f"{action}: parameter name {str(key)[:40]!r} must be 1 to {MAX_PARAMETER_KEY} characters"
             )
         if isinstance(item, float) or not isinstance(item, str | int | bool):
             raise PermanentDownstreamError(f"{action}: parameter {key!r} must be an integer, string or boolean")
-        if isinstance(item, str) and len(item) > CIRCLECI_MAX_PARAMETER_VALUE:
+        if isinstance(item, str) and len(item) > MAX_PARAMETER_VALUE:
             raise PermanentDownstreamError(
-                f"{action}: parameter {key!r} is {len(item)} characters, CircleCI allows {CIRCLECI_MAX_PARAMETER_VALUE}"
+                f"{action}: parameter {key!r} is {len(item)} characters, CircleCI allows {MAX_PARAMETER_VALUE}"
             )
     return dict(value)
 
@@ -86,20 +100,47 @@ def _optional_text(params: Mapping[str, Any], name: str, action: str) -> str | N
     return value
 
 
-class CircleCI:
-    """The CircleCI actions of ``Downstream``."""
+class CircleCIClient:
+    """Executes the CircleCI actions."""
 
     def __init__(
-        self, settings: Settings, http: httpx.AsyncClient, *, clock: Callable[[], float], scrub: Scrubber
+        self,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        *,
+        clock: Callable[[], float],
+        scrub: Scrubber,
+        throttle: Throttle | None = None,
     ) -> None:
         self._settings = settings
-        self._api = Api(http, label="CircleCI", credentials=CREDENTIAL_VARIABLE, scrub=scrub, clock=clock)
+        self._api = Api(http, label="CircleCI", credentials=CREDENTIALS, scrub=scrub, clock=clock, throttle=throttle)
         self._base = settings.circleci_url
+        self._handlers: dict[str, ActionHandler] = {
+            f"{NAME}.trigger_pipeline": self.trigger_pipeline,
+            f"{NAME}.rerun_workflow": self.rerun_workflow,
+            f"{NAME}.v1_trigger_build": self.v1_trigger_build,
+            f"{NAME}.v1_retry_build": self.v1_retry_build,
+        }
+
+    async def execute(
+        self,
+        action: str,
+        params: Mapping[str, Any],
+        event: BuildEvent,
+        *,
+        before_effect: BeforeEffect | None = None,
+    ) -> CallResult:
+        """Run one CircleCI action (``chainer.providers.base.Client``)."""
+        return await dispatch(NAME, self._handlers, action, params, event, before_effect)
+
+    async def check(self) -> list[str]:
+        """The start-up check: CircleCI's token is only tried by the first action, so nothing to check."""
+        return []
 
     def _headers(self, action: str) -> dict[str, str]:
         token = self._settings.circleci_token
         if not token:
-            raise PermanentDownstreamError(f"{action} needs a CircleCI personal API token: set {CREDENTIAL_VARIABLE}")
+            raise PermanentDownstreamError(f"{action} needs a CircleCI personal API token: set {CREDENTIALS}")
         return {"Circle-Token": token.reveal(), "Content-Type": "application/json", "Accept": "application/json"}
 
     async def trigger_pipeline(self, params: Mapping[str, Any], event: BuildEvent) -> CallResult:
