@@ -20,6 +20,7 @@ import logging
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -37,7 +38,7 @@ from chainer.errors import (
     TransientDownstreamError,
 )
 from chainer.events import BuildEvent
-from chainer.limits import InflightLocks, inflight_key
+from chainer.limits import Busy, InflightLocks, inflight_key
 from chainer.providers import Downstream
 from chainer.rules import RuleSet
 from chainer.settings import Settings
@@ -70,13 +71,26 @@ def job_bytes(action: str, enqueue_ms: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Exponential backoff with equal jitter: try n waits between d/2 and d, d = min(cap, base·3^(n-1))."""
+    """Exponential backoff with equal jitter: try n waits between d/2 and d, d = min(cap, base·3^(n-1)).
+
+    ``busy_s``: how often the job next in line for a busy target looks again when no release woke it (and
+    the jitter that spreads out jobs waiting for an outbound rate limit).
+    """
 
     max_tries: int = 8
     base_s: float = 15.0
     cap_s: float = 3600.0
 
     busy_s: float = 1.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        """The policy of CHAINER_RETRY_BACKOFF_BASE_SECONDS, _CAP_SECONDS and CHAINER_WORKER_BUSY_RECHECK_SECONDS."""
+        return cls(
+            base_s=settings.retry_backoff_base_seconds,
+            cap_s=settings.retry_backoff_cap_seconds,
+            busy_s=settings.worker_busy_recheck_seconds,
+        )
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt ``attempt`` (1-based), at least ``retry_after``."""
@@ -88,9 +102,14 @@ class RetryPolicy:
         """Wait for an outbound limit: its own estimate plus a little jitter so waiters spread out."""
         return (retry_after or self.busy_s) + random.uniform(0, self.busy_s / 2)  # noqa: S311
 
-    def busy_delay(self) -> float:
-        """Wait for another call to the same target to finish."""
-        return random.uniform(self.busy_s / 2, self.busy_s)  # noqa: S311
+    def busy_delay(self, busy: Busy, lease_s: float) -> float:
+        """How long a job parks while another call to its target runs. The release hands it the lease and
+        wakes it sooner; this is only the look it takes when no release came (the holder died). The next in
+        line looks when the holder's lease would run out, or every ``busy_s`` if that is sooner; the jobs
+        behind it every three lease lengths (a release also brings the next one's look forward)."""
+        if busy.position == 0:
+            return max(min(busy.expires_s + 0.01, self.busy_s), 0.001)
+        return 3 * max(busy.expires_s, lease_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,11 +172,13 @@ async def run_action(ctx: dict[str, Any], action: str) -> str:
     state = ledger.get("state", "")
     context = ledger_context(ledger)
     if state in TERMINAL_STATES:
+        await _let_go(shared, ctx, ledger)
         return state
     if state == "calling":
         # An earlier run sent the request and died before recording the answer: calling again could
         # build twice, so the action goes to the dead-letter list for a human to replay or discard.
         await _die(store, context, "ambiguous", "an earlier attempt was interrupted after sending the request", None)
+        await _let_go(shared, ctx, ledger)
         return "dead"
     params = json.loads(ledger.get("params") or "{}")
     if shared.settings.dry_run:
@@ -174,15 +195,36 @@ async def run_action(ctx: dict[str, Any], action: str) -> str:
     locks = shared.locks
     if locks is None:
         return await _attempt(shared, ledger, params)
-    key = inflight_key(ledger["action"], params)
-    holder = await locks.acquire(key, action)
-    if holder is not None:
-        log.info("target_busy", extra={"action_id": action, "target": key, "holder": holder})
-        raise Retry(defer=policy.busy_delay())
-    try:
+    key, holder = inflight_key(ledger["action"], params), _holder(ctx, action)
+    busy = await locks.claim(key, holder, arrival_ms=_arrival_ms(ctx))
+    if busy is not None:
+        log.info(
+            "target_busy",
+            extra={"action_id": action, "target": key, "holder": busy.holder, "position": busy.position},
+        )
+        raise Retry(defer=policy.busy_delay(busy, locks.lease_s))
+    async with locks.renewing(key, holder):
         return await _attempt(shared, ledger, params)
-    finally:
-        await locks.release(key, action)
+
+
+def _holder(ctx: Mapping[str, Any], action: str) -> str:
+    """Who holds a target's lease: the arq job (a release hands the lease to the next waiting job by its id)."""
+    job = ctx.get("job_id")
+    return job if isinstance(job, str) and job else action
+
+
+def _arrival_ms(ctx: Mapping[str, Any]) -> int:
+    """When the job was queued (the order in which jobs for one target get its lease)."""
+    queued = ctx.get("enqueue_time")
+    return round(queued.timestamp() * 1000) if isinstance(queued, datetime) else now_ms()
+
+
+async def _let_go(shared: Services, ctx: Mapping[str, Any], ledger: Mapping[str, str]) -> None:
+    """Pass on a target's lease that a release handed to this job, which has nothing left to send."""
+    if shared.locks is None or not ledger.get("action"):
+        return
+    params = json.loads(ledger.get("params") or "{}")
+    await shared.locks.release(inflight_key(ledger["action"], params), _holder(ctx, ledger.get("action_id", "")))
 
 
 class ClaimLostError(ChainerError):

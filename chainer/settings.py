@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 from urllib.parse import urlsplit
 
 from chainer.errors import ConfigError
@@ -136,6 +137,22 @@ class Settings:
     worker_redis_retries: int = 20
     worker_reconnect_max_seconds: float = 10.0
     worker_heartbeat_seconds: float = 5.0
+    # Worker timings (each a CHAINER_* variable, so tests and fault injection can compress them): the
+    # longest wait between two looks at arq's queue (a wake-up or a job falling due ends it sooner), how
+    # long one blocking read of the wake list lasts, a job's time limit (arq reclaims a crashed worker's
+    # job 10 s after it), the lease on a downstream target and how often a running call renews it, how
+    # often the first job waiting for a busy target looks again when no release woke it, the retry
+    # backoff (base·3^(n-1), capped), and the sweep for jobs arq dropped: its period and grace.
+    worker_poll_delay_seconds: float = 0.5
+    worker_wake_timeout_seconds: float = 5.0
+    worker_job_timeout_seconds: float = 60.0
+    worker_lease_seconds: float = 10.0
+    worker_lease_renew_seconds: float = 3.0
+    worker_busy_recheck_seconds: float = 1.0
+    retry_backoff_base_seconds: float = 15.0
+    retry_backoff_cap_seconds: float = 3600.0
+    sweep_interval_seconds: int = 60
+    sweep_grace_seconds: float = 300.0
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -173,8 +190,57 @@ class Settings:
             worker_redis_retries=_whole(environ, "CHAINER_WORKER_REDIS_RETRIES", 20, 0),
             worker_reconnect_max_seconds=_number(environ, "CHAINER_WORKER_RECONNECT_MAX_SECONDS", 10.0, 0.05),
             worker_heartbeat_seconds=_number(environ, "CHAINER_WORKER_HEARTBEAT_SECONDS", 5.0, 0.05),
+            **_worker_timings(environ),
         )
 
     @property
     def audit_retention_ms(self) -> int:
         return int(self.audit_retention_days * 86_400_000)
+
+
+class _WorkerTimings(TypedDict):
+    worker_poll_delay_seconds: float
+    worker_wake_timeout_seconds: float
+    worker_job_timeout_seconds: float
+    worker_lease_seconds: float
+    worker_lease_renew_seconds: float
+    worker_busy_recheck_seconds: float
+    retry_backoff_base_seconds: float
+    retry_backoff_cap_seconds: float
+    sweep_interval_seconds: int
+    sweep_grace_seconds: float
+
+
+def _worker_timings(environ: Mapping[str, str]) -> _WorkerTimings:
+    """The worker's CHAINER_WORKER_*, CHAINER_RETRY_* and CHAINER_SWEEP_* timings, checked against each other."""
+    lease = _number(environ, "CHAINER_WORKER_LEASE_SECONDS", 10.0, 0.1)
+    renew = _number(environ, "CHAINER_WORKER_LEASE_RENEW_SECONDS", 3.0, 0.02)
+    if renew >= lease:
+        raise ConfigError(
+            f"CHAINER_WORKER_LEASE_RENEW_SECONDS: {renew:g} must be shorter than "
+            f"CHAINER_WORKER_LEASE_SECONDS ({lease:g})"
+        )
+    base = _number(environ, "CHAINER_RETRY_BACKOFF_BASE_SECONDS", 15.0, 0.001)
+    cap = _number(environ, "CHAINER_RETRY_BACKOFF_CAP_SECONDS", 3600.0, 0.001)
+    if cap < base:
+        raise ConfigError(
+            f"CHAINER_RETRY_BACKOFF_CAP_SECONDS: {cap:g} is below CHAINER_RETRY_BACKOFF_BASE_SECONDS ({base:g})"
+        )
+    interval = _whole(environ, "CHAINER_SWEEP_INTERVAL_SECONDS", 60, 1)
+    if not (60 % interval == 0 or (interval % 60 == 0 and 3600 % interval == 0)):
+        raise ConfigError(
+            f"CHAINER_SWEEP_INTERVAL_SECONDS: {interval} does not divide a minute or an hour into equal parts "
+            "(use e.g. 1, 5, 10, 30, 60, 300)"
+        )
+    return {
+        "worker_poll_delay_seconds": _number(environ, "CHAINER_WORKER_POLL_DELAY_SECONDS", 0.5, 0.005),
+        "worker_wake_timeout_seconds": _number(environ, "CHAINER_WORKER_WAKE_TIMEOUT_SECONDS", 5.0, 0.05),
+        "worker_job_timeout_seconds": _number(environ, "CHAINER_WORKER_JOB_TIMEOUT_SECONDS", 60.0, 0.1),
+        "worker_lease_seconds": lease,
+        "worker_lease_renew_seconds": renew,
+        "worker_busy_recheck_seconds": _number(environ, "CHAINER_WORKER_BUSY_RECHECK_SECONDS", 1.0, 0.005),
+        "retry_backoff_base_seconds": base,
+        "retry_backoff_cap_seconds": cap,
+        "sweep_interval_seconds": interval,
+        "sweep_grace_seconds": _number(environ, "CHAINER_SWEEP_GRACE_SECONDS", 300.0, 0.0),
+    }

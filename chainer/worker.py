@@ -26,8 +26,11 @@ from typing import Any
 
 import httpx
 from arq import Worker
+from arq.connections import create_pool, log_redis_info
+from arq.constants import in_progress_key_prefix
 from arq.cron import CronJob, cron
 from arq.typing import StartupShutdown, WorkerCoroutine
+from arq.utils import timestamp_ms
 from arq.worker import Function, func, get_kwargs
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
@@ -51,14 +54,15 @@ from chainer.providers.http import default_http_client
 from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
-from chainer.store import Store
+from chainer.store import Store, keys
 from chainer.store.codec import job_deserializer, job_serializer
-from chainer.store.connections import connect_arq
+from chainer.store.connections import connect_arq, dedicated_client
+from chainer.wake import FINISH_RETRY, Waker
 
 log = logging.getLogger(__name__)
+arq_log = logging.getLogger("arq.worker")  # the lines arq's own main loop writes
 
-JOB_TIMEOUT_S = 60
-POLICY = RetryPolicy()
+JOB_TIMEOUT_S = 60  # CHAINER_WORKER_JOB_TIMEOUT_SECONDS' default
 # chainer decides when an action is exhausted (from its ledger's real attempts); arq's own try
 # counter also counts waits for outbound limits, so its bound is only a guard against endless loops.
 ARQ_MAX_TRIES = 1000
@@ -96,13 +100,14 @@ class ServicesBuilder:
     """Builds the ``Services`` every job shares; its ``startup`` is the worker's arq ``on_startup``.
 
     What is None is built when the worker starts: ``settings`` from the environment, ``ruleset`` from the rules file,
-    ``downstream`` (the provider clients) from the settings over one HTTP client this worker owns.
+    ``downstream`` (the provider clients) from the settings over one HTTP client this worker owns, ``retry_policy``
+    from the settings' backoff.
     """
 
     settings: Settings | None = None
     ruleset: RuleSet | None = None
     downstream: Downstream | None = None
-    retry_policy: RetryPolicy = POLICY
+    retry_policy: RetryPolicy | None = None
 
     async def startup(self, ctx: dict[str, Any]) -> None:
         """arq's ``on_startup``: the Services on arq's pool, into ``ctx["services"]``."""
@@ -131,8 +136,11 @@ class ServicesBuilder:
             store=store,
             rules=rules,
             downstream=downstream,
-            locks=InflightLocks(redis, lease_s=JOB_TIMEOUT_S + 10),
-            retry_policy=self.retry_policy,
+            locks=InflightLocks(
+                redis, lease_s=settings.worker_lease_seconds, renew_s=settings.worker_lease_renew_seconds
+            ),
+            retry_policy=self.retry_policy or RetryPolicy.from_settings(settings),
+            sweep_grace_ms=int(settings.sweep_grace_seconds * 1000),
             http=http,
             rules_task=rules_task,
         )
@@ -164,16 +172,32 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await shared.http.aclose()
 
 
-class WorkerSettings:
-    """arq settings; every attribute is set on this class itself (arq ignores inherited ones)."""
+def job_functions(timeout_s: float) -> tuple[Function, ...]:
+    """chainer's arq jobs with the time limit ``timeout_s`` (CHAINER_WORKER_JOB_TIMEOUT_SECONDS)."""
+    return (
+        func(run_action, name=RUN_ACTION, max_tries=ARQ_MAX_TRIES, timeout=timeout_s),
+        func(fire_join, name=FIRE_JOIN, max_tries=5, timeout=timeout_s),
+    )
 
-    functions: Sequence[WorkerCoroutine | Function] = (
-        func(run_action, name=RUN_ACTION, max_tries=ARQ_MAX_TRIES, timeout=JOB_TIMEOUT_S),
-        func(fire_join, name=FIRE_JOIN, max_tries=5, timeout=JOB_TIMEOUT_S),
-    )
-    cron_jobs: Sequence[CronJob] | None = (
-        cron(sweep, name="sweep", second=30, run_at_startup=True, timeout=JOB_TIMEOUT_S),
-    )
+
+def sweep_cron(interval_s: int, timeout_s: float) -> CronJob:
+    """The sweep every ``interval_s`` seconds (CHAINER_SWEEP_INTERVAL_SECONDS: a divisor of a minute or of an
+    hour), at second 30 of the minute when it runs once a minute or less often, and at worker start."""
+    if interval_s <= 60:
+        minute, second = None, set(range(30 % interval_s, 60, interval_s))
+    else:
+        minute, second = set(range(0, 60, interval_s // 60)), {30}
+    return cron(sweep, name="sweep", minute=minute, second=second, run_at_startup=True, timeout=timeout_s)
+
+
+class WorkerSettings:
+    """arq settings; every attribute is set on this class itself (arq ignores inherited ones).
+
+    These are the defaults; ``create_worker`` replaces the timings with the process's CHAINER_* settings.
+    """
+
+    functions: Sequence[WorkerCoroutine | Function] = job_functions(JOB_TIMEOUT_S)
+    cron_jobs: Sequence[CronJob] | None = (sweep_cron(60, JOB_TIMEOUT_S),)
     on_startup: StartupShutdown | None = ServicesBuilder().startup
     on_shutdown: StartupShutdown | None = shutdown
     job_serializer = job_serializer
@@ -184,10 +208,19 @@ class WorkerSettings:
     retry_jobs = True
     health_check_interval = 15
     job_completion_wait = 25
+    poll_delay = 0.5
 
 
 class ChainerWorker(Worker):
-    """arq's Worker that outlives Redis outages and tells the web it is alive.
+    """arq's Worker that starts a queued job at once, outlives Redis outages and tells the web it is alive.
+
+    Between two looks at arq's queue, arq sleeps its poll delay. Here the wait also ends when a job is queued
+    (a ``chainer.wake.Waker`` pops a token the accept script pushed), when the next deferred job in the queue
+    falls due (retries and waits start on time, never early: arq's own pick-up still compares scores with
+    the clock), and when a job of this worker ends while it had no room for more; it still ends after the
+    poll delay, so crash recovery (arq re-runs a job whose in-progress key expired) and everything else of
+    arq's queue behave as before. A deferred retry that a released target lease made due meanwhile is not
+    pushed back by arq's retry bookkeeping (``finish_job``).
 
     arq lets a Redis error out of its poll loop end the process (shared/reference/arq-redis.md §1.7).
     Here a poll that finds Redis gone or refusing writes (``redis_unavailable``) logs ``redis_lost``
@@ -204,10 +237,17 @@ class ChainerWorker(Worker):
         self.worker_id = heartbeat.worker_id()
         self.reconnect_max_s = settings.worker_reconnect_max_seconds
         self.heartbeat_s = settings.worker_heartbeat_seconds
+        self.wake_timeout_s = settings.worker_wake_timeout_seconds
         # Three periods (and never less than three polls), so one late beat does not look like a death.
         self.heartbeat_ttl_ms = int(3000 * max(self.heartbeat_s, self.poll_delay_s))
         self.redis_down = False
         self._next_beat = 0.0
+        self.woken = asyncio.Event()  # ends the wait between polls
+        self.room = asyncio.Event()  # a job ended: the waker may pop tokens again
+        self.waker: Waker | None = None
+        self._waker_task: asyncio.Task[None] | None = None
+        self._next_due_ms: int | None = None  # the earliest deferred job in the queue, after the last poll
+        self._waiting_until_ms: float | None = None  # the end of the current wait, while waiting
 
     async def main(self) -> None:
         if self._pool is not None:
@@ -217,11 +257,46 @@ class ChainerWorker(Worker):
                 if not redis_unavailable(exc):
                     raise
                 await self._ride_out(exc)
-        await super().main()
+        await self._main()
+
+    async def _main(self) -> None:
+        """arq's ``Worker.main`` (0.28.0), with ``_wait`` in place of its fixed sleep between polls."""
+        if self._pool is None:
+            self._pool = await create_pool(
+                self.redis_settings,
+                job_deserializer=self.job_deserializer,
+                job_serializer=self.job_serializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
+        arq_log.info("Starting worker for %d functions: %s", len(self.functions), ", ".join(self.functions))
+        await log_redis_info(self.pool, arq_log.info)
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        if not self.burst:
+            self._start_waker()
+        try:
+            loop = asyncio.get_running_loop()
+            while True:
+                started = loop.time()
+                self.woken.clear()
+                await self._poll_iteration()
+                if self.burst:
+                    if 0 <= self.max_burst_jobs <= self._jobs_started():
+                        await asyncio.gather(*self.tasks.values())
+                        return
+                    if await self.pool.zcard(self.queue_name) == 0:
+                        await asyncio.gather(*self.tasks.values())
+                        return
+                await self._wait(until=started + self.poll_delay_s)
+        finally:
+            await self._stop_waker()
 
     async def _poll_iteration(self) -> None:
         try:
             await super()._poll_iteration()
+            await self._look_ahead()
             if time.monotonic() >= self._next_beat:
                 await self._beat()
         except (RedisError, OSError) as exc:
@@ -229,6 +304,83 @@ class ChainerWorker(Worker):
                 raise
             await self._ride_out(exc)
         self._stop_if_asked()
+
+    async def _look_ahead(self) -> None:
+        """Note when the earliest job that is not due yet falls due (a deferred retry, a wait, the sweep)."""
+        found = await self.pool.zrangebyscore(
+            self.queue_name, f"({timestamp_ms()}", "+inf", start=0, num=1, withscores=True
+        )
+        self._next_due_ms = int(found[0][1]) if found else None
+
+    async def _wait(self, *, until: float) -> None:
+        """Until a wake-up, the next deferred job's time or the loop time ``until``, whichever comes first."""
+        timeout = until - asyncio.get_running_loop().time()
+        if self._next_due_ms is not None:
+            # One ms late rather than early: a job is picked only once its score is not after the clock.
+            timeout = min(timeout, (self._next_due_ms - timestamp_ms() + 1) / 1000)
+        if timeout > 0 and not self.woken.is_set():
+            self._waiting_until_ms = timestamp_ms() + timeout * 1000
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.woken.wait()
+            except TimeoutError:
+                pass
+            finally:
+                self._waiting_until_ms = None
+        self._stop_if_asked()
+
+    def _has_room(self) -> bool:
+        return self.allow_pick_jobs and self.job_counter < self.max_jobs
+
+    def _start_waker(self) -> None:
+        client = dedicated_client(self.pool, socket_timeout=self.wake_timeout_s + 5)
+        self.waker = Waker(
+            client,
+            timeout_s=self.wake_timeout_s,
+            woken=self.woken,
+            room=self.room,
+            ready=self._has_room,
+            retry_max_s=self.reconnect_max_s,
+        )
+        self._waker_task = asyncio.create_task(self.waker.run())
+
+    async def _stop_waker(self) -> None:
+        task, self._waker_task = self._waker_task, None
+        if task is not None and self.waker is not None:
+            await self.waker.stop(task)
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        full = not self._has_room()
+        super()._release_sem_dec_counter_on_complete()
+        self.room.set()
+        if full:  # jobs may have been left in the queue for want of room: look again now
+            self.woken.set()
+
+    async def finish_job(
+        self,
+        job_id: str,
+        finish: bool,
+        result_data: bytes | None,
+        result_timeout_s: float | None,
+        keep_result_forever: bool,
+        incr_score: int | None,
+        keep_in_progress: float | None,
+    ) -> None:
+        """arq's end of a job; a deferred retry is recorded by ``chainer.wake.FINISH_RETRY`` instead of arq's
+        transaction (the same two writes), which keeps the job due now if a target's lease was handed to it
+        meanwhile, and ends this worker's wait early if the retry falls due before it would."""
+        if finish or not incr_score or keep_in_progress is not None:
+            await super().finish_job(
+                job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress
+            )
+            return
+        names = [self.queue_name, in_progress_key_prefix + job_id, keys.REWAKE, keys.WAKE]
+        due = await self.pool.eval(  # type: ignore[misc]
+            FINISH_RETRY, len(names), *names, job_id, str(incr_score), str(timestamp_ms()), str(keys.WAKE_MAX)
+        )
+        waiting_until = self._waiting_until_ms
+        if waiting_until is not None and float(due) < waiting_until:
+            self.woken.set()
 
     async def _beat(self) -> None:
         # A write, so it also fails while Redis loads its data or has turned replica, not only when
@@ -272,6 +424,7 @@ class ChainerWorker(Worker):
             self.handle_sig(signal.SIGUSR1)
         if not self._pool:
             return
+        await self._stop_waker()
         main = self.main_task
         if main is not None and main is not asyncio.current_task() and main.cancelling():
             await asyncio.wait([main])  # asked to stop (above or by a signal): let it stop using the pool
@@ -293,18 +446,24 @@ def create_worker(
     *,
     ruleset: RuleSet | None = None,
     downstream: Downstream | None = None,
-    retry_policy: RetryPolicy = POLICY,
+    retry_policy: RetryPolicy | None = None,
     **kwargs: Any,
 ) -> ChainerWorker:
     """A ready ChainerWorker on ``settings.redis_url`` with chainer's jobs and hooks.
 
     Like arq's ``create_worker(settings_cls, **kwargs)``: the options are ``WorkerSettings``' attributes
-    (read by arq's ``get_kwargs``), overridden by ``kwargs`` (any arq Worker option: ``burst``,
+    (read by arq's ``get_kwargs``) with the timings of ``settings`` (job timeout, poll delay, sweep interval),
+    overridden by ``kwargs`` (any arq Worker option: ``burst``,
     ``handle_signals``, ``poll_delay``, ``redis_pool`` ...). ``ruleset``, ``downstream`` and
     ``retry_policy`` go into the jobs' Services instead of what startup would build.
     """
+    timeout = settings.worker_job_timeout_seconds
     options: dict[str, Any] = {
         **get_kwargs(WorkerSettings),
+        "functions": job_functions(timeout),
+        "cron_jobs": (sweep_cron(settings.sweep_interval_seconds, timeout),),
+        "job_timeout": timeout,
+        "poll_delay": settings.worker_poll_delay_seconds,
         "on_startup": ServicesBuilder(settings, ruleset, downstream, retry_policy).startup,
         **kwargs,
     }

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from arq.connections import ArqRedis
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -101,3 +101,29 @@ def connect_arq(url: str, *, retries: int = 20) -> ArqRedis:
     pool.job_serializer = job_serializer
     pool.job_deserializer = job_deserializer
     return pool
+
+
+def dedicated_client(client: Redis, *, socket_timeout: float) -> Redis:
+    """A client with one connection of its own to the server ``client`` talks to (also through Sentinel), for a
+    blocking command: its reads wait up to ``socket_timeout`` and nothing is retried (the caller decides).
+
+    Blocking reads must not borrow a connection of the pool other work uses, and their wait outlasts the
+    pool's read timeout; cancelling one drops this connection (redis-py disconnects on a cancelled read).
+    """
+    source = client.connection_pool
+    options = {k: v for k, v in source.connection_kwargs.items() if k != "connection_pool"}
+    options.update(socket_timeout=socket_timeout, retry=None, retry_on_error=[], retry_on_timeout=False)
+    pool: ConnectionPool
+    if isinstance(source, SentinelConnectionPool):
+        pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
+            source.service_name,
+            source.sentinel_manager,
+            connection_class=source.connection_class,
+            is_master=source.is_master,
+            check_connection=source.check_connection,
+            max_connections=1,
+            **options,
+        )
+    else:
+        pool = ConnectionPool(connection_class=source.connection_class, max_connections=1, **options)
+    return Redis(connection_pool=pool)

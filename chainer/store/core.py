@@ -89,6 +89,7 @@ class Store:
                     "record": encode_record(jn.record),
                 }
             )
+        names.append(keys.WAKE)  # wakes an idle worker when a job was queued (scripts/_wake.lua)
         args = {
             "joins": joins,
             "now": now_ms(),
@@ -103,6 +104,8 @@ class Store:
             "ttl": self.retention_ms,
             "dedupe_ttl": max(self.retention_ms, keys.DEDUPE_TTL_MS),
             "job_ttl": self.job_ttl_ms,
+            "wake": len(names),
+            "wake_max": keys.WAKE_MAX,
         }
         # A duplicate of another event (a new delivery id, but an event key already seen) is audited on
         # that event's stream; the script names the event, and the call is repeated with its stream key.
@@ -136,6 +139,7 @@ class Store:
             keys.OPEN,
             keys.event(event_id),
             *action_keys,
+            keys.WAKE,
         ]
         args = {
             "event_id": event_id,
@@ -144,6 +148,8 @@ class Store:
             "minid": self._minid(),
             "ttl": self.retention_ms,
             "job_ttl": self.job_ttl_ms,
+            "wake": len(names),
+            "wake_max": keys.WAKE_MAX,
         }
         status, _, queued = (text(x) for x in await self._fire(names, [json.dumps(args, separators=(",", ":"))]))
         return int(queued) if status == "fired" else None
@@ -168,6 +174,7 @@ class Store:
             keys.arq_job(change.job_id or change.action_id),
             keys.ARQ_QUEUE,
             keys.OPEN,
+            keys.WAKE,
         ]
         new_state = change.set.get("state")
         open_change = "" if new_state is None else "add" if new_state in OPEN_STATES else "remove"
@@ -185,6 +192,8 @@ class Store:
             "job": change.job.decode(),
             "score": change.score_ms,
             "job_ttl": self.job_ttl_ms,
+            "wake": len(names),
+            "wake_max": keys.WAKE_MAX,
         }
         status, state = (text(x) for x in await self._transition(names, [json.dumps(args)]))
         return TransitionResult(ok=status == "ok", previous_state=state)

@@ -15,10 +15,13 @@ literal of their own. The layout:
     chainer:budget:<rule>:commit:<sha>          STRING actions a rule ran for a commit
     chainer:budget:<rule>:day:<YYYY-MM-DD>      STRING actions a rule ran on a UTC day
     chainer:rate:<provider>                     ZSET   outbound requests in the provider's rate window
-    chainer:inflight:<provider>:<target>:<ref>  STRING lease: the one call in flight to a target and ref
+    chainer:inflight:<provider>:<target>:<ref>  STRING lease: the job whose call is in flight to a target and ref
+    chainer:waiting:<provider>:<target>:<ref>   ZSET   jobs waiting for that lease → when they were queued (order)
+    chainer:wake                                LIST   tokens pushed when a job is queued due now; idle workers BLPOP
+    chainer:rewake                              ZSET   jobs handed a lease while their wait was still being recorded
     chainer:lineage:<kind>:…                    STRING the chain a started build inherits (see ``lineage_*``)
     chainer:workers                             ZSET   live workers → Redis time until which they count alive
-    arq:queue, arq:job:<job id>, arq:retry:<job id>   arq's own keys (from ``arq.constants``)
+    arq:queue, arq:job:<job id>, arq:retry:<job id>, arq:in-progress:<job id>   arq's own keys (from ``arq.constants``)
 """
 
 from __future__ import annotations
@@ -46,11 +49,15 @@ AUDIT = f"{PREFIX}audit"
 DLQ = f"{PREFIX}dlq"
 OPEN = f"{PREFIX}open"
 WORKERS = f"{PREFIX}workers"
+WAKE = f"{PREFIX}wake"
+WAKE_MAX = 64  # tokens kept at most: enough to wake every idle worker, never a backlog of useless polls
+REWAKE = f"{PREFIX}rewake"
 
 # arq's keys, spelled by arq itself: chainer writes jobs into arq's queue in its accept script.
 ARQ_QUEUE: str = _arq.default_queue_name
 ARQ_JOB_PREFIX: str = _arq.job_key_prefix
 ARQ_RETRY_PREFIX: str = _arq.retry_key_prefix
+ARQ_IN_PROGRESS_PREFIX: str = _arq.in_progress_key_prefix
 
 LINEAGE_PREFIX = f"{PREFIX}lineage:"
 LINEAGE_ANY_COMMIT = "*"  # a ref key for a build whose commit the action did not name
@@ -96,9 +103,18 @@ def rate(provider: str) -> str:
     return f"{PREFIX}rate:{provider}"
 
 
+INFLIGHT_PREFIX = f"{PREFIX}inflight:"
+
+
 def inflight(provider: str, target: str, ref: str) -> str:
     """The lease on a downstream target (project or workflow) and ref (branch, ref or tag)."""
-    return f"{PREFIX}inflight:{provider}:{target}:{ref}"
+    return f"{INFLIGHT_PREFIX}{provider}:{target}:{ref}"
+
+
+def waiting(lease_key: str) -> str:
+    """The ordered queue of jobs waiting for the lease ``lease_key`` (an ``inflight`` key)."""
+    name = lease_key[len(INFLIGHT_PREFIX) :] if lease_key.startswith(INFLIGHT_PREFIX) else lease_key
+    return f"{PREFIX}waiting:{name}"
 
 
 def lineage_pipeline(pipeline_id: str) -> str:
@@ -125,3 +141,7 @@ def arq_job(job_id: str) -> str:
 
 def arq_retry(job_id: str) -> str:
     return f"{ARQ_RETRY_PREFIX}{job_id}"
+
+
+def arq_in_progress(job_id: str) -> str:
+    return f"{ARQ_IN_PROGRESS_PREFIX}{job_id}"

@@ -3,8 +3,8 @@
 -- record is.
 -- KEYS: 1 event hash, 2 audit log, 3 event audit stream, 4 arq queue, 5 open set, 6 the parent's
 --       children set, 7..6+nd the dedupe (seen) keys, then each action's keys (_write_actions.lua),
---       then each join's hash and fire job key, and last (when plan.dup_key > 0) the audit stream of
---       the event a duplicate belongs to.
+--       then each join's hash and fire job key, the wake list (KEYS[plan.wake]), and last (when
+--       plan.dup_key > 0) the audit stream of the event a duplicate belongs to.
 -- ARGV[1]: the plan as JSON (Store.accept).
 -- Returns {status, event id, jobs queued}; status is accepted, duplicate, or elsewhere (a duplicate of
 -- another event than the one named: the caller repeats the call with that event's stream declared).
@@ -78,4 +78,6 @@ for _, rec in ipairs(progress) do
   redis.call('XADD', KEYS[3], id, 'r', rec)
 end
 redis.call('PEXPIRE', KEYS[3], plan.ttl)
+local woke, wake, wake_max = queued > 0 or #plan.joins > 0, plan.wake or 0, plan.wake_max or 0
+--#include _wake.lua
 return {'accepted', plan.event_id, queued}

@@ -1,6 +1,6 @@
 -- Write a completed fan-in's actions once (Store.fire_join): the join hash's `done` field marks it.
 -- KEYS: 1 join hash, 2 audit log, 3 event audit stream, 4 arq queue, 5 open set, 6 event hash, then
---       each action's keys (_write_actions.lua).
+--       each action's keys (_write_actions.lua), and last the wake list (KEYS[plan.wake]).
 -- ARGV[1]: the plan as JSON (Store.fire_join).
 -- Returns {'fired', event id, jobs queued}, or {'done', the event that fired it, 0} when already written.
 local plan = cjson.decode(ARGV[1])
@@ -21,4 +21,6 @@ if #plan.actions > 0 then
   for _, act in ipairs(plan.actions) do table.insert(ids, act.action_id) end
   redis.call('HSET', KEYS[6], 'actions', cjson.encode(ids))
 end
+local woke, wake, wake_max = queued > 0, plan.wake or 0, plan.wake_max or 0
+--#include _wake.lua
 return {'fired', plan.event_id, queued}

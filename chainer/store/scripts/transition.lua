@@ -1,6 +1,7 @@
 -- Compare-and-set on an action ledger's state (Store.transition), then the field writes, audit
 -- records, dead-letter and open-set bookkeeping and (for replays and retries) a new arq job.
--- KEYS: 1 ledger, 2 audit log, 3 event audit stream, 4 dlq, 5 arq job key, 6 arq queue, 7 open set.
+-- KEYS: 1 ledger, 2 audit log, 3 event audit stream, 4 dlq, 5 arq job key, 6 arq queue, 7 open set,
+--       8 the wake list.
 -- ARGV[1]: the change as JSON (Store.transition).
 -- Returns {'ok', previous state}, {'conflict', actual state} or {'missing', ''}.
 local p = cjson.decode(ARGV[1])
@@ -25,4 +26,6 @@ if p.job_id ~= '' then
   redis.call('SET', KEYS[5], p.job, 'PX', p.job_ttl)
   redis.call('ZADD', KEYS[6], p.score, p.job_id)
 end
+local woke, wake, wake_max = p.job_id ~= '' and p.score <= p.now, p.wake or 0, p.wake_max or 0
+--#include _wake.lua
 return {'ok', state}
