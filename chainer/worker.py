@@ -22,6 +22,7 @@ import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -328,6 +329,14 @@ class ChainerWorker(Worker):
             finally:
                 self._waiting_until_ms = None
         self._stop_if_asked()
+
+    async def run_cron(self, n: datetime, delay: float, num_windows: int = 2) -> None:
+        """arq's cron step; when it queued a job (the sweep), look at the queue again at once rather than
+        after the poll delay (it runs after the pick-up, and a job due now pushes no wake token)."""
+        before = [job.next_run for job in self.cron_jobs]
+        await super().run_cron(n, delay, num_windows)
+        if before != [job.next_run for job in self.cron_jobs]:
+            self.woken.set()
 
     def _has_room(self) -> bool:
         return self.allow_pick_jobs and self.job_counter < self.max_jobs
