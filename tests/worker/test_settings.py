@@ -3,18 +3,25 @@ Services every job reads are built at startup from the settings (or what the cal
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 from pathlib import Path
 
 import httpx
 import pytest
 from arq.worker import create_worker as arq_create_worker
 from arq.worker import get_kwargs
+from redis.asyncio import Redis
 
+from chainer.app import create_app
 from chainer.jobs import SERVICES, RetryPolicy, services
 from chainer.providers import Downstream
 from chainer.settings import Settings
+from chainer.store import Store, keys
 from chainer.store.connections import connect_arq
 from chainer.worker import JOB_TIMEOUT_S, ChainerWorker, WorkerSettings, create_worker, shutdown
+from tests import payloads
 from tests.helpers import parse_rules
 
 pytestmark = pytest.mark.integration
@@ -91,3 +98,92 @@ async def test_arq_own_create_worker_builds_the_services_from_the_environment(
         await worker.pool.aclose()
     assert shared.http.is_closed
     assert shared.rules_task is not None and shared.rules_task.done()
+
+
+async def test_create_worker_takes_every_timing_from_the_settings(redis_url: str) -> None:
+    """Poll delay, wake timeout, job timeout (and so arq's in-progress timeout), lease and its renewal, the busy
+    recheck, the backoff and the sweep's period and grace all come from the settings (CHAINER_* variables)."""
+    settings = Settings(
+        rules_poll_seconds=3600,
+        worker_poll_delay_seconds=0.2,
+        worker_wake_timeout_seconds=0.7,
+        worker_job_timeout_seconds=7,
+        worker_lease_seconds=4,
+        worker_lease_renew_seconds=1,
+        worker_busy_recheck_seconds=0.3,
+        retry_backoff_base_seconds=2,
+        retry_backoff_cap_seconds=9,
+        sweep_interval_seconds=10,
+        sweep_grace_seconds=42,
+    )
+    async with httpx.AsyncClient() as http:
+        worker = create_worker(
+            settings,
+            handle_signals=False,
+            redis_pool=connect_arq(redis_url, retries=0),
+            ruleset=parse_rules(RULES),
+            downstream=Downstream(settings, http),
+        )
+        assert (worker.poll_delay_s, worker.wake_timeout_s, worker.job_timeout_s) == (0.2, 0.7, 7)
+        assert {f.timeout_s for f in worker.functions.values()} == {7}
+        assert worker.in_progress_timeout_s == 17
+        (sweep,) = worker.cron_jobs
+        assert (sweep.name, sweep.second, sweep.minute) == ("sweep", {0, 10, 20, 30, 40, 50}, None)
+        worker.ctx["redis"] = worker.pool
+        assert worker.on_startup is not None
+        await worker.on_startup(worker.ctx)
+        shared = services(worker.ctx)
+        assert shared.locks is not None and (shared.locks.lease_s, shared.locks.renew_s) == (4, 1)
+        assert shared.retry_policy == RetryPolicy(base_s=2, cap_s=9, busy_s=0.3)
+        assert shared.sweep_grace_ms == 42_000
+        await worker.close()
+    default = create_worker(Settings(), handle_signals=False, redis_pool=connect_arq(redis_url, retries=0))
+    assert (default.poll_delay_s, default.job_timeout_s, default.in_progress_timeout_s) == (0.5, JOB_TIMEOUT_S, 70)
+    assert (default.cron_jobs[0].second, default.cron_jobs[0].minute) == ({30}, None)
+    hourly = create_worker(
+        Settings(sweep_interval_seconds=600), handle_signals=False, redis_pool=connect_arq(redis_url, retries=0)
+    )
+    assert (hourly.cron_jobs[0].second, hourly.cron_jobs[0].minute) == ({30}, {0, 10, 20, 30, 40, 50})
+    await default.close()
+    await hourly.close()
+
+
+@pytest.mark.timeout(60)
+async def test_the_sweep_runs_at_the_configured_interval_with_the_configured_grace(
+    redis: Redis, redis_url: str
+) -> None:
+    """With CHAINER_SWEEP_INTERVAL_SECONDS=1 and CHAINER_SWEEP_GRACE_SECONDS=0, an action whose arq job vanished
+    after the worker's start-up sweep is marked lost by a later sweep within seconds (the defaults would take
+    at least a minute, and five for the grace)."""
+    settings = Settings.from_env(
+        {"CHAINER_HOOK_TOKEN": "hook", "CHAINER_SWEEP_INTERVAL_SECONDS": "1", "CHAINER_SWEEP_GRACE_SECONDS": "0"}
+    )
+    worker = create_worker(
+        settings, handle_signals=False, redis_pool=connect_arq(redis_url, retries=0), ruleset=parse_rules(RULES)
+    )
+    running = asyncio.create_task(worker.async_run())
+    try:
+        for _ in range(500):
+            if worker.jobs_complete >= 1:
+                break
+            await asyncio.sleep(0.02)
+        app = create_app(settings, ruleset=parse_rules(RULES), store=Store(redis))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            body = json.dumps(payloads.codeship("success", build_id=9)).encode()
+            answer = await client.post(
+                "/hooks/codeship/hook", content=body, headers={"content-type": "application/json"}
+            )
+        assert answer.status_code == 202, answer.text
+        action = f"{answer.json()['event_id']}:api-after-lib:0"
+        job = (await redis.hget(keys.action(action), "job_id") or b"").decode()
+        await redis.delete(keys.arq_job(job))  # arq dropped the job (expired, unreadable, out of tries)
+        await redis.zrem(keys.ARQ_QUEUE, job)
+        for _ in range(500):
+            if await redis.hget(keys.action(action), "state") == b"dead":
+                break
+            await asyncio.sleep(0.02)
+        assert await redis.hget(keys.action(action), "dead_reason") == b"lost"
+    finally:
+        await worker.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
