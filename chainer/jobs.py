@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,6 +40,7 @@ from chainer.errors import (
 from chainer.events import BuildEvent
 from chainer.limits import Busy, InflightLocks, inflight_key
 from chainer.providers import Downstream
+from chainer.providers.http import BeforeEffect, CallResult
 from chainer.rules import RuleSet
 from chainer.settings import Settings
 from chainer.store import Store, Transition, now_ms
@@ -203,8 +204,8 @@ async def run_action(ctx: dict[str, Any], action: str) -> str:
             extra={"action_id": action, "target": key, "holder": busy.holder, "position": busy.position},
         )
         raise Retry(defer=policy.busy_delay(busy, locks.lease_s))
-    async with locks.renewing(key, holder):
-        return await _attempt(shared, ledger, params)
+    async with locks.renewing(key, holder) as lease:
+        return await _attempt(shared, ledger, params, call_ended=lease.end)
 
 
 def _holder(ctx: Mapping[str, Any], action: str) -> str:
@@ -235,7 +236,17 @@ class ClaimLostError(ChainerError):
         self.state = state
 
 
-async def _attempt(shared: Services, ledger: Mapping[str, str], params: dict[str, Any]) -> str:
+async def _nothing() -> None:
+    return None
+
+
+async def _attempt(
+    shared: Services,
+    ledger: Mapping[str, str],
+    params: dict[str, Any],
+    *,
+    call_ended: Callable[[], Awaitable[None]] = _nothing,
+) -> str:
     store, policy = shared.store, shared.retry_policy
     action, event_id = ledger["action_id"], ledger["event_id"]
     context = ledger_context(ledger)
@@ -276,7 +287,7 @@ async def _attempt(shared: Services, ledger: Mapping[str, str], params: dict[str
     event_json = await store.get_event_field(event_id, "event")
     event = BuildEvent.from_dict(json.loads(event_json or "{}"))
     try:
-        result = await shared.downstream.execute(ledger["action"], params, event, before_effect=before_effect)
+        result = await _call(shared.downstream, ledger["action"], params, event, before_effect, call_ended)
     except ClaimLostError as exc:
         log.warning("action_state_conflict", extra={"action_id": action, "state": exc.state, "wanted": "calling"})
         return exc.state or "missing"
@@ -335,6 +346,22 @@ async def _attempt(shared: Services, ledger: Mapping[str, str], params: dict[str
     )
     await _register_lineage(store, ledger, params, result.downstream_id, event)
     return "done"
+
+
+async def _call(
+    downstream: Downstream,
+    action: str,
+    params: Mapping[str, Any],
+    event: BuildEvent,
+    before_effect: BeforeEffect,
+    call_ended: Callable[[], Awaitable[None]],
+) -> CallResult:
+    """The provider call; ``call_ended`` (the target's lease handed on) as soon as it has returned or failed,
+    so the next action for the target starts while this one records its outcome."""
+    try:
+        return await downstream.execute(action, params, event, before_effect=before_effect)
+    finally:
+        await call_ended()
 
 
 async def _register_lineage(

@@ -246,16 +246,14 @@ class InflightLocks:
             raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
 
     @contextlib.asynccontextmanager
-    async def renewing(self, key: str, holder: str) -> AsyncIterator[None]:
-        """Hold a claimed lease for the block: renewed every ``renew_s``, released (handed on) at the end."""
-        renewer = asyncio.create_task(self._keep(key, holder))
+    async def renewing(self, key: str, holder: str) -> AsyncIterator[Lease]:
+        """Hold a claimed lease for the block: renewed every ``renew_s``, released (handed on) at the end, or
+        earlier by the ``Lease`` it yields (as soon as the call is over)."""
+        lease = Lease(self, key, holder)
         try:
-            yield
+            yield lease
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-            await self.release(key, holder)
+            await lease.end()
 
     async def _keep(self, key: str, holder: str) -> None:
         while True:
@@ -268,3 +266,29 @@ class InflightLocks:
                     return
             except StoreUnavailableError as exc:  # try again at the next period; the lease may still hold
                 log.warning("lease_not_renewed", extra={"target": key, "holder": holder, "error": str(exc)[:300]})
+
+
+class Lease:
+    """A held target lease, renewed in the background until ``end``."""
+
+    def __init__(self, locks: InflightLocks, key: str, holder: str) -> None:
+        self.locks, self.key, self.holder = locks, key, holder
+        self._renewer: asyncio.Task[None] | None = asyncio.create_task(locks._keep(key, holder))
+
+    async def end(self) -> None:
+        """Stop renewing and give the lease up, handing it to the next waiter; only the first call acts.
+
+        If Redis cannot take the release, the lease runs out by itself within ``lease_s``.
+        """
+        renewer, self._renewer = self._renewer, None
+        if renewer is None:
+            return
+        renewer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewer
+        try:
+            await self.locks.release(self.key, self.holder)
+        except StoreUnavailableError as exc:
+            log.warning(
+                "lease_not_released", extra={"target": self.key, "holder": self.holder, "error": str(exc)[:300]}
+            )

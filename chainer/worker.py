@@ -249,6 +249,7 @@ class ChainerWorker(Worker):
         self._waker_task: asyncio.Task[None] | None = None
         self._next_due_ms: int | None = None  # the earliest deferred job in the queue, after the last poll
         self._waiting_until_ms: float | None = None  # the end of the current wait, while waiting
+        self._cut_short: set[str] = set()  # jobs whose run was cancelled before arq could requeue it
 
     async def main(self) -> None:
         if self._pool is not None:
@@ -296,8 +297,7 @@ class ChainerWorker(Worker):
 
     async def _poll_iteration(self) -> None:
         try:
-            await super()._poll_iteration()
-            await self._look_ahead()
+            await self._poll_once()
             if time.monotonic() >= self._next_beat:
                 await self._beat()
         except (RedisError, OSError) as exc:
@@ -306,12 +306,44 @@ class ChainerWorker(Worker):
             await self._ride_out(exc)
         self._stop_if_asked()
 
-    async def _look_ahead(self) -> None:
-        """Note when the earliest job that is not due yet falls due (a deferred retry, a wait, the sweep)."""
-        found = await self.pool.zrangebyscore(
-            self.queue_name, f"({timestamp_ms()}", "+inf", start=0, num=1, withscores=True
-        )
-        self._next_due_ms = int(found[0][1]) if found else None
+    async def _poll_once(self) -> None:
+        """arq's ``Worker._poll_iteration`` (0.28.0), with two changes for a worker that polls on every wake-up:
+        the same round trip that reads the due jobs also notes when the earliest deferred one falls due (a
+        retry, a wait for a target, the sweep), and jobs this worker is running are not claimed again (arq
+        would spend a round trip on each to find its in-progress key)."""
+        count = self.queue_read_limit
+        if self.burst and self.max_burst_jobs >= 0:
+            remaining = self.max_burst_jobs - self._jobs_started()
+            if remaining < 1:
+                return
+            count = min(remaining, count)
+        now = timestamp_ms()
+        async with self.pool.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(self.queue_name, "-inf", now, start=self._queue_read_offset, num=count)
+            pipe.zrangebyscore(self.queue_name, f"({now}", "+inf", start=0, num=1, withscores=True)
+            due, ahead = await pipe.execute()
+        self._next_due_ms = int(ahead[0][1]) if ahead else None
+        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
+            running = {job for job, task in self.tasks.items() if not task.done()}
+            claim = asyncio.ensure_future(self.start_jobs([job for job in due if job.decode() not in running]))
+            try:
+                await asyncio.shield(claim)
+            except asyncio.CancelledError:
+                # Stopping: a claim cut short after Redis wrote its in-progress key (the answer still on its
+                # way) would hold the job back until that key expires (job timeout + 10 s). Let the claims
+                # finish; close() waits for the runs they start.
+                await asyncio.wait([claim])
+                raise
+        if self.allow_abort_jobs:
+            await self._cancel_aborted_jobs()
+        for job_id, task in list(self.tasks.items()):
+            if task.done():
+                del self.tasks[job_id]
+                if task.cancelled():  # stopping: close() gives the job back (_unclaim_cut_short)
+                    self._cut_short.add(job_id)
+                    continue
+                task.result()  # as arq does: an error of run_job itself ends the worker
+        await self.heart_beat()
 
     async def _wait(self, *, until: float) -> None:
         """Until a wake-up, the next deferred job's time or the loop time ``until``, whichever comes first."""
@@ -377,8 +409,14 @@ class ChainerWorker(Worker):
     ) -> None:
         """arq's end of a job; a deferred retry is recorded by ``chainer.wake.FINISH_RETRY`` instead of arq's
         transaction (the same two writes), which keeps the job due now if a target's lease was handed to it
-        meanwhile, and ends this worker's wait early if the retry falls due before it would."""
-        if finish or not incr_score or keep_in_progress is not None:
+        meanwhile, and ends this worker's wait early if the retry falls due before it would.
+
+        A cron job (the sweep) cancelled by a shutdown is queued again like any other job, without arq's 60 s
+        hold on its in-progress key (that hold guards a finished run of a unique cron job against a second
+        run; a cancelled one is meant to run again, and its job key still stops a duplicate)."""
+        if not finish and keep_in_progress is not None:
+            keep_in_progress = None
+        if finish or not incr_score:
             await super().finish_job(
                 job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress
             )
@@ -426,6 +464,16 @@ class ChainerWorker(Worker):
         down_s = round(time.monotonic() - lost_at, 1)
         log.info("redis_restored", extra={"worker": self.worker_id, "down_s": down_s})
 
+    async def _unclaim_cut_short(self) -> None:
+        """Give back the jobs whose run was cancelled before arq could deal with it. arq cancels every run at
+        shutdown and handles that (the job is queued again at once) only while the job's function runs: a run
+        cancelled before, in its first reads, ends without clearing the job's in-progress key, which would hold
+        the job back until the key expires (job timeout + 10 s). Such a run's task ends cancelled."""
+        cut_short = self._cut_short | {job for job, task in self.tasks.items() if task.cancelled()}
+        self._cut_short = set()
+        if cut_short:
+            await self.pool.delete(*(in_progress_key_prefix + job for job in cut_short))
+
     async def close(self) -> None:
         """arq's close, except that it lets a stopping poll loop finish first, and that a Redis outage
         can neither skip ``on_shutdown`` nor raise out of it."""
@@ -440,6 +488,7 @@ class ChainerWorker(Worker):
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         if not self.redis_down:
             try:
+                await self._unclaim_cut_short()
                 await heartbeat.leave(self.pool, self.worker_id)
                 await self.pool.delete(self.health_check_key)
             except (RedisError, OSError) as exc:  # the entry then expires on its own

@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from chainer.app import create_app
@@ -34,7 +35,8 @@ from chainer.heartbeat import WORKERS_KEY
 from chainer.limits import InflightLocks, inflight_key
 from chainer.settings import Secret, Settings
 from chainer.store import Store, keys
-from chainer.store.connections import connect_arq
+from chainer.store.codec import job_deserializer, job_serializer
+from chainer.store.connections import connect, connect_arq
 from chainer.worker import ChainerWorker, create_worker
 from tests import payloads
 from tests.helpers import parse_rules
@@ -410,6 +412,111 @@ async def test_a_hand_over_racing_a_wait_keeps_the_job_due(redis: Redis, redis_u
     finally:
         await worker.close()
     assert await redis.zscore(keys.ARQ_QUEUE, "act:other:0") == now + 60_000
+
+
+# -- stopping without stranding a job ------------------------------------------------------------------
+
+
+async def test_a_job_claimed_as_the_worker_stops_is_given_back_at_once(
+    redis: Redis, redis_url: str, circle: Circle
+) -> None:
+    """A worker stopping right after claiming a job (arq wrote its in-progress key) but before the run began
+    gives the claim back, so the next worker runs the job at once instead of after job timeout + 10 s."""
+    settings = make_settings(circle)
+    async with web(settings, redis) as client:
+        action = await deliver(client, 910)
+    job = (await redis.hget(keys.action(action), "job_id") or b"").decode()
+    await redis.delete(keys.WAKE)
+    stopping = create_worker(
+        settings, handle_signals=False, redis_pool=connect_arq(redis_url, retries=0), ruleset=parse_rules(RULES)
+    )
+    await stopping.start_jobs([job.encode()])  # arq's claim: in-progress key written, the run's task created
+    assert job in stopping.tasks and not stopping.tasks[job].done()
+    await stopping.close()  # cancels that task before its first step (nothing ran in between)
+    assert stopping.jobs_complete == stopping.jobs_failed == 0
+    assert await redis.exists(keys.arq_in_progress(job)) == 0
+    assert await redis.zscore(keys.ARQ_QUEUE, job) is not None
+    posted = time.time()
+    async with running_worker(settings, redis_url):
+        await eventually(lambda: _is(state_of(redis, action), "done"), "the action done by the next worker")
+    assert circle.upstreams() == ["910"] and circle.calls[0].start - posted < SOON_S
+
+
+async def test_a_cron_run_cut_short_by_a_shutdown_is_not_held_back(
+    redis: Redis, redis_url: str, circle: Circle
+) -> None:
+    """arq keeps a cron job's in-progress key for 60 s after its run, also when the run was cancelled by a
+    shutdown and the job stays queued: a draining worker then waits a minute for it. A cancelled run's key
+    goes at once; a finished run's hold (against a second run of a unique cron job) stays."""
+    worker = create_worker(make_settings(circle), handle_signals=False, redis_pool=connect_arq(redis_url, retries=0))
+    now = int(time.time() * 1000)
+    try:
+        for job in ("sweep:1", "sweep:2"):
+            await redis.zadd(keys.ARQ_QUEUE, {job: now})
+            await redis.set(keys.arq_in_progress(job), b"1", px=70_000)
+        await worker.finish_job("sweep:1", False, None, None, False, None, 60.0)  # cancelled: run it again
+        await worker.finish_job("sweep:2", True, None, 0, False, None, 60.0)  # finished
+    finally:
+        await worker.close()
+    assert await redis.exists(keys.arq_in_progress("sweep:1")) == 0
+    assert await redis.zscore(keys.ARQ_QUEUE, "sweep:1") == now
+    assert 0 < await redis.pttl(keys.arq_in_progress("sweep:2")) <= 60_000
+    assert await redis.zscore(keys.ARQ_QUEUE, "sweep:2") is None
+
+
+class SlowClaims(ArqRedis):
+    """arq's client, whose first MULTI/EXEC answer after ``arm`` arrives 0.5 s late (a slow network): Redis has
+    done the writes, the worker does not know it yet. ``delayed`` is set while that answer is held back."""
+
+    armed = False
+    delayed: asyncio.Event
+
+    def arm(self) -> None:
+        self.armed, self.delayed = True, asyncio.Event()
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        if transaction and self.armed:
+            real = pipe.execute
+
+            async def execute(raise_on_error: bool = True) -> Any:
+                answer = await real(raise_on_error)
+                if self.armed and pipe.command_stack == [] and answer and answer[-1] is True:  # the claim's EXEC
+                    self.armed = False
+                    self.delayed.set()
+                    await asyncio.sleep(0.5)
+                return answer
+
+            pipe.execute = execute  # type: ignore[method-assign]
+        return pipe
+
+
+@pytest.mark.timeout(60)
+async def test_a_claim_answered_after_the_worker_was_told_to_stop_still_runs_its_job(
+    redis: Redis, redis_url: str, circle: Circle
+) -> None:
+    """The worker is stopped while the answer to its claim of a job is on its way (Redis wrote the in-progress
+    key): the claim is completed and the job runs before the worker ends, rather than the key holding the
+    job back for job timeout + 10 s."""
+    settings = make_settings(circle)
+    pool = connect(redis_url, cls=SlowClaims, retries=0)
+    pool.job_serializer, pool.job_deserializer = job_serializer, job_deserializer
+    worker = create_worker(settings, handle_signals=False, redis_pool=pool, ruleset=parse_rules(RULES))
+    task = asyncio.create_task(worker.async_run())
+    try:
+        await eventually(lambda: worker.jobs_complete >= 1, "the worker's start-up sweep")
+        await asyncio.sleep(0.3)
+        pool.arm()
+        async with web(settings, redis) as client:
+            action = await deliver(client, 920)
+        await asyncio.wait_for(pool.delayed.wait(), timeout=20)
+    finally:
+        await worker.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    job = (await redis.hget(keys.action(action), "job_id") or b"").decode()
+    assert await state_of(redis, action) == "done", await redis.pttl(keys.arq_in_progress(job))
+    assert circle.upstreams() == ["920"]
 
 
 # -- idle CPU -------------------------------------------------------------------------------------------
