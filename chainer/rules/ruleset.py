@@ -208,11 +208,10 @@ class RuleSet:
 
     def cycles(self, limit: int = 50) -> list[Cycle]:
         """Cycles in the graph project → project that the rules' actions draw, with their depth bound."""
-        return find_cycles(self.rules, self._rule_depth, limit)
-
-    def _rule_depth(self, name: str) -> int:
-        rule = self.rule(name)
-        return (rule.max_depth if rule else None) or self.max_depth
+        depths: dict[str, int] = {}
+        for rule in self.rules:  # by name, as `rule(name)` finds them (the first of a name), without a scan per cycle
+            depths.setdefault(rule.name, rule.max_depth or self.max_depth)
+        return find_cycles(self.rules, lambda name: depths.get(name) or self.max_depth, limit)
 
 
 def _literal_prefix(glob: str) -> str:
