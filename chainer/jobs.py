@@ -41,7 +41,7 @@ from chainer.limits import InflightLocks, inflight_key
 from chainer.providers import Downstream
 from chainer.rules import RuleSet
 from chainer.settings import Settings
-from chainer.store import Store, Transition, now_ms
+from chainer.store import Store, Transition, codec, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +64,11 @@ def job_id(action: str, replay: int = 0) -> str:
 
 def job_serializer(obj: Any) -> bytes:
     """arq serializer: JSON, never pickle (anyone who can write Redis must not be able to run code)."""
-    return json.dumps(obj, separators=(",", ":"), default=str).encode()
+    return codec.job_serializer(obj)
 
 
 def job_deserializer(data: bytes) -> Any:
-    return json.loads(data)
+    return codec.job_deserializer(data)
 
 
 def job_bytes(action: str, enqueue_ms: int) -> bytes:

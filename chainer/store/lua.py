@@ -12,14 +12,14 @@ import re
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from chainer.errors import StoreUnavailableError
 
-SCRIPTS = ("accept", "append_audit", "fire_join", "first_value", "transition")
+SCRIPTS = ("accept", "append_audit", "audit_trail", "fire_join", "first_value", "transition")
 _INCLUDE = re.compile(r"^--#include (\S+)$", re.MULTILINE)
 
 
@@ -56,10 +56,10 @@ class ScriptBatcher:
         self.name = name
         self._source = source(name)
         self._sha = hashlib.sha1(self._source.encode(), usedforsecurity=False).hexdigest()
-        self._pending: list[tuple[Sequence[str], Sequence[str], asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Sequence[str], Sequence[str | bytes], asyncio.Future[Any]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def __call__(self, keys: Sequence[str], args: Sequence[str]) -> Any:
+    async def __call__(self, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((keys, args, future))
         if self._task is None or self._task.done():
@@ -85,14 +85,15 @@ class ScriptBatcher:
                 else:
                     future.set_result(result)
 
-    async def _send(self, calls: list[tuple[Sequence[str], Sequence[str]]]) -> list[Any]:
+    async def _send(self, calls: list[tuple[Sequence[str], Sequence[str | bytes]]]) -> list[Any]:
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for _ in range(2):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for i in todo:
                     keys, args = calls[i]
-                    pipe.evalsha(self._sha, len(keys), *keys, *args)
+                    # Arguments may be bytes (compressed records): redis-py sends them as they are.
+                    pipe.evalsha(self._sha, len(keys), *keys, *cast(Sequence[str], args))
                 answers = await pipe.execute(raise_on_error=False)
             missing = []
             for i, answer in zip(todo, answers, strict=True):
