@@ -33,8 +33,11 @@ def encode_record(record: Mapping[str, Any]) -> str:
 
 
 # -- compressed values ----------------------------------------------------------------------------------------------
-_RECORD_WBITS = -12  # raw deflate; records are small: a 4 KiB window holds the dictionary and the record
-_EVENT_WBITS = -15  # payloads may be 20 KiB and more (GitHub's workflow_run): the largest window
+# Raw deflate. A compressor's state (window, hash tables) is copied per value, so the smallest window that holds
+# the dictionary and the value is the cheapest (a 32 KiB window costs several times a 4 KiB one); inflating with
+# the largest window reads what any smaller one wrote.
+_RECORD_WBITS = -12  # records are small: a 4 KiB window holds the dictionary and the record
+_EVENT_WBITS = -15  # payloads may be 20 KiB and more (GitHub's workflow_run)
 RECORD_MARK = b"\x01"
 EVENT_MARK = b"\x02"
 # What audit records usually say, rarest first (deflate reaches the end of the dictionary most cheaply).
@@ -76,8 +79,13 @@ _EVENT_DICT = (
     b'"project_id":,"project_slug":null,"branch":"","tag":null,"commit":"","build_id":,"build_url":"https://",'
     b'"workflow":null,"workflow_id":null,"job":null,"pipeline_number":null,"occurred_at":null,"chain":[]}'
 )
-_RECORD_COMPRESSOR = zlib.compressobj(6, zlib.DEFLATED, _RECORD_WBITS, 4, zlib.Z_DEFAULT_STRATEGY, _RECORD_DICT)
-_EVENT_COMPRESSOR = zlib.compressobj(6, zlib.DEFLATED, _EVENT_WBITS, 6, zlib.Z_DEFAULT_STRATEGY, _EVENT_DICT)
+_RECORD_COMPRESSOR = zlib.compressobj(6, zlib.DEFLATED, _RECORD_WBITS, 2, zlib.Z_DEFAULT_STRATEGY, _RECORD_DICT)
+# Event fields by size: (largest value, compressor) — the window grows with the value it has to reach back over.
+_EVENT_COMPRESSORS = [
+    (4096 - 262 - len(_EVENT_DICT), zlib.compressobj(6, zlib.DEFLATED, -12, 2, zlib.Z_DEFAULT_STRATEGY, _EVENT_DICT)),
+    (16_384, zlib.compressobj(6, zlib.DEFLATED, -14, 5, zlib.Z_DEFAULT_STRATEGY, _EVENT_DICT)),
+    (None, zlib.compressobj(6, zlib.DEFLATED, _EVENT_WBITS, 8, zlib.Z_DEFAULT_STRATEGY, _EVENT_DICT)),
+]
 _FORMATS = {RECORD_MARK[0]: (_RECORD_WBITS, _RECORD_DICT), EVENT_MARK[0]: (_EVENT_WBITS, _EVENT_DICT)}
 
 
@@ -114,7 +122,9 @@ def pack_fields(fields: Mapping[str, str]) -> bytes:
     for name, value in fields.items():
         data = value.encode("utf-8", "surrogatepass")
         parts.append(b"%s\n%d\n%s" % (name.encode(), len(data), data))
-    return _deflate(_EVENT_COMPRESSOR, EVENT_MARK, b"".join(parts))
+    data = b"".join(parts)
+    compressor = next(c for most, c in _EVENT_COMPRESSORS if most is None or len(data) <= most)
+    return _deflate(compressor, EVENT_MARK, data)
 
 
 def unpack_fields(value: bytes) -> dict[str, str]:
