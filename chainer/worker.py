@@ -118,7 +118,7 @@ class ServicesBuilder:
         http = None
         downstream = self.downstream
         if downstream is None:
-            http = default_http_client()
+            http = default_http_client(settings.job_timeout_seconds)
             try:
                 downstream = await _provider_clients(settings, http, redis)
             except BaseException:  # no Services to shut down: release what was started here
