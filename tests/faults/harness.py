@@ -1,4 +1,4 @@
-"""The fault-injection harness: real processes on loopback, the sandbox's request log as the oracle, one invariant check.
+"""Fault-injection harness: real processes on loopback, the sandbox's request log as the oracle, one invariant check.
 
 ``Cluster`` runs a private redis-server (AOF on, ``appendfsync`` chosen per module, restartable on its data dir),
 the provider sandbox (``chainer sandbox``), two ``chainer web`` processes and any number of ``chainer worker``
