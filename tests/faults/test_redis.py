@@ -50,7 +50,7 @@ def _outage(cluster: Cluster) -> list[int]:
     return statuses
 
 
-def test_redis_kill_9_under_appendfsync_always_loses_no_acknowledged_event(make_cluster: Callable[..., Cluster]) -> None:
+def test_redis_kill_9_under_always_loses_no_acknowledged_event(make_cluster: Callable[..., Cluster]) -> None:
     cluster = make_cluster(appendfsync="always")
     queued = [cluster.deliver("queued") for _ in range(5)]  # no worker yet: they wait in the queue
     cluster.start_worker()
@@ -93,5 +93,5 @@ def test_negative_control_without_persistence_the_harness_reports_the_loss(
     cluster.redis.kill()
     cluster.redis.start()
     cluster.start_worker()
-    with pytest.raises(InvariantViolation, match="I1: accepted event .* is gone"):
+    with pytest.raises(InvariantViolation, match=r"I1: accepted event .* is gone"):
         check_invariants(cluster, bound=5)
