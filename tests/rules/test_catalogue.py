@@ -63,6 +63,7 @@ DISPATCH = ActionSpec(
     ),
     "Dispatch a GitHub Actions workflow.",
     carry_chain=_note_chain,
+    target="repo",
 )
 
 
@@ -184,3 +185,15 @@ def test_the_rules_package_imports_no_provider_and_names_none(module: Path) -> N
         for name in names:
             assert name == "chainer.__version__" or name.startswith(ALLOWED), f"{module.name} imports {name}"
     assert "codeship" not in source.lower() and "circleci" not in source.lower()
+
+
+def test_the_project_graph_follows_the_argument_each_action_names_its_target_with() -> None:
+    """An action whose target argument is not called `project` (`gha.dispatch` names a `repo`) still draws its
+    edge: lint sees the loop acme/a → acme/b → acme/a, not one self-loop per rule."""
+    text = (
+        "version: 1\nmax_depth: 3\nrules:\n"
+        "  - name: a-to-b\n    when: {provider: gha, project: acme/a}\n    then: [{gha.dispatch: {repo: acme/b}}]\n"
+        "  - name: b-to-a\n    when: {provider: gha, project: acme/b}\n    then: [{gha.dispatch: {repo: acme/a}}]\n"
+    )
+    cycles = rules.parse_rules(text, catalogue=with_gha()).cycles()
+    assert [c.text() for c in cycles] == ["acme/a → acme/b → acme/a (rules a-to-b, b-to-a), stopped at depth 3"]
