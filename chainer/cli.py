@@ -139,6 +139,8 @@ def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path)
         "codeship_password": Secret(state.codeship_password),
         "codeship_org": None,
         "codeship_api_key": Secret(state.codeship_api_key),
+        "buildkite_url": base,
+        "buildkite_token": Secret(state.buildkite_token),
     }
     for name in ("hook_token", "admin_token"):
         if getattr(settings, name) is None:
