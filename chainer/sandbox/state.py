@@ -434,9 +434,14 @@ class SandboxState:
         return next((b for b in pipeline.builds if b.number == number), None)
 
     def create_buildkite_build(
-        self, pipeline: BuildkitePipeline, branch: str, commit: str, message: str | None, env: dict[str, Any],
+        self,
+        pipeline: BuildkitePipeline,
+        branch: str,
+        commit: str,
+        message: str | None,
+        env: dict[str, Any],
         meta_data: dict[str, Any],
-    ) -> BuildkiteBuild:  # fmt: skip
+    ) -> BuildkiteBuild:
         """What ``POST …/builds`` does: a new ``scheduled`` build (``HEAD`` stays ``HEAD`` until an agent runs)."""
         text = message or f"sandbox build of {branch}"
         return self._new_buildkite_build(pipeline, branch, commit, text, env, meta_data, "scheduled", "api")
@@ -450,13 +455,30 @@ class SandboxState:
         return new
 
     def _new_buildkite_build(
-        self, pipeline: BuildkitePipeline, branch: str, commit: str, message: str, env: dict[str, Any],
-        meta_data: dict[str, Any], state: str, source: str, number: int | None = None,
-    ) -> BuildkiteBuild:  # fmt: skip
+        self,
+        pipeline: BuildkitePipeline,
+        branch: str,
+        commit: str,
+        message: str,
+        env: dict[str, Any],
+        meta_data: dict[str, Any],
+        state: str,
+        source: str,
+        number: int | None = None,
+    ) -> BuildkiteBuild:
         number = number or 1 + max((b.number for b in pipeline.builds), default=0)
         build = BuildkiteBuild(
-            pipeline, self.new_uuid("buildkite-build"), number, branch, commit, message, dict(env), dict(meta_data),
-            state, source, self.clock(),
-        )  # fmt: skip
+            pipeline,
+            self.new_uuid("buildkite-build"),
+            number,
+            branch,
+            commit,
+            message,
+            dict(env),
+            dict(meta_data),
+            state,
+            source,
+            self.clock(),
+        )
         pipeline.builds.append(build)
         return build

@@ -20,23 +20,14 @@ from redis.asyncio import Redis
 
 from chainer import lineage, providers
 from chainer.app import create_app
+from chainer.catalogue import ActionSpec, Param
 from chainer.cli import main
 from chainer.errors import AuthenticationError, PermanentDownstreamError, UnknownProviderError
 from chainer.events import BuildEvent, make_event_id
 from chainer.explain import explain
 from chainer.jobs import run_action
 from chainer.providers import Downstream
-from chainer.providers.base import (
-    ActionSpec,
-    HookAuth,
-    Ignored,
-    LineageKey,
-    Param,
-    Provider,
-    build_and_ref_keys,
-    repo_of,
-    same_provider,
-)
+from chainer.providers.base import HookAuth, Ignored, LineageKey, Provider, build_and_ref_keys, repo_of, same_provider
 from chainer.providers.http import BeforeEffect, CallResult, Scrubber, Throttle
 from chainer.providers.payload import decode_json_object, need_int, need_str, opt_str
 from chainer.settings import Secret, Settings

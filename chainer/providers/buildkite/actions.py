@@ -12,8 +12,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from chainer.catalogue import ActionSpec, Param
 from chainer.events import BuildEvent
-from chainer.providers.base import ActionSpec, Param, same_provider
+from chainer.providers.base import same_provider
 from chainer.providers.buildkite.facts import CAUSE_KEY, NAME
 
 _STR = (str,)

@@ -24,13 +24,12 @@ import httpx
 
 from chainer.errors import DownstreamError, PermanentDownstreamError, TransientDownstreamError
 from chainer.events import BuildEvent
-from chainer.providers.base import ActionHandler, dispatch
+from chainer.providers.base import HandlerClient
 from chainer.providers.buildkite.actions import PIPELINE, text_value
 from chainer.providers.buildkite.facts import CAUSE_KEY, CREDENTIALS, NAME
 from chainer.providers.http import (
     BODY_EXCERPT,
     Api,
-    BeforeEffect,
     CallResult,
     Scrubber,
     Throttle,
@@ -120,8 +119,10 @@ def _validation_text(response: httpx.Response) -> str:
     return text[:BODY_EXCERPT] or json.dumps(data)[:BODY_EXCERPT]
 
 
-class BuildkiteClient:
+class BuildkiteClient(HandlerClient):
     """Executes the Buildkite actions."""
+
+    provider = NAME
 
     def __init__(
         self,
@@ -132,25 +133,12 @@ class BuildkiteClient:
         scrub: Scrubber,
         throttle: Throttle | None = None,
     ) -> None:
+        super().__init__()
         self._settings = settings
         self._clock = clock
         self._api = Api(http, label="Buildkite", credentials=CREDENTIALS, scrub=scrub, clock=clock, throttle=throttle)
         self._base = f"{settings.buildkite_url}/v2"
-        self._handlers: Mapping[str, ActionHandler] = {
-            f"{NAME}.create_build": self.create_build,
-            f"{NAME}.rebuild": self.rebuild,
-        }
-
-    async def execute(
-        self,
-        action: str,
-        params: Mapping[str, Any],
-        event: BuildEvent,
-        *,
-        before_effect: BeforeEffect | None = None,
-    ) -> CallResult:
-        """Run one Buildkite action (``chainer.providers.base.Client``)."""
-        return await dispatch(NAME, self._handlers, action, params, event, before_effect)
+        self.handlers.update({f"{NAME}.create_build": self.create_build, f"{NAME}.rebuild": self.rebuild})
 
     async def check(self) -> list[str]:
         """The start-up check: ``GET /v2/access-token`` when a token is set; warns about missing scopes."""
