@@ -197,3 +197,14 @@ def test_the_project_graph_follows_the_argument_each_action_names_its_target_wit
     )
     cycles = rules.parse_rules(text, catalogue=with_gha()).cycles()
     assert [c.text() for c in cycles] == ["acme/a → acme/b → acme/a (rules a-to-b, b-to-a), stopped at depth 3"]
+
+
+def test_the_loop_guard_names_the_target_by_the_argument_the_action_declares() -> None:
+    """A chained event past max_depth: the skipped action's path ends with what its target argument (`repo`) names."""
+    text = (
+        "version: 1\nmax_depth: 1\nrules:\n"
+        "  - name: a-to-b\n    when: {provider: gha, project: acme/lib}\n    then: [{gha.dispatch: {repo: acme/b}}]\n"
+    )
+    chained = dataclasses.replace(GHA_EVENT, chain=(ChainLink("evt_0", "x-to-lib", "acme/x"),))
+    (decision,) = rules.parse_rules(text, catalogue=with_gha()).evaluate(chained)
+    assert [a.error for a in decision.actions] == ["loop guard: acme/x → acme/lib → acme/b, depth 2 > 1"]
