@@ -187,7 +187,7 @@ def run(host: str, port: int, sandbox: bool, sandbox_port: int, sandbox_examples
 @main.command(name="sandbox")
 @_server_options
 def sandbox_command(host: str, port: int) -> None:
-    """Serve the provider sandbox alone: Codeship v1/v2 and CircleCI v1.1/v2 on one port."""
+    """Serve the provider sandbox alone: Codeship v1/v2, CircleCI v1.1/v2 and Buildkite on one port."""
     from chainer.sandbox import serve_sandbox
 
     _configure_logging()
