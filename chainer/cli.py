@@ -148,6 +148,8 @@ def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path)
         "codeship_password": Secret(state.codeship_password),
         "codeship_org": None,
         "codeship_api_key": Secret(state.codeship_api_key),
+        "buildkite_url": base,
+        "buildkite_token": Secret(state.buildkite_token),
     }
     for name in ("hook_token", "admin_token"):
         if getattr(settings, name) is None:
@@ -194,7 +196,7 @@ def run(host: str, port: int, sandbox: bool, sandbox_port: int, sandbox_examples
 @main.command(name="sandbox")
 @_server_options
 def sandbox_command(host: str, port: int) -> None:
-    """Serve the provider sandbox alone: Codeship v1/v2 and CircleCI v1.1/v2 on one port."""
+    """Serve the provider sandbox alone: Codeship v1/v2, CircleCI v1.1/v2 and Buildkite on one port."""
     from chainer.sandbox import serve_sandbox
 
     _configure_logging()

@@ -44,6 +44,8 @@ _SECRETS = (
     "CHAINER_CIRCLECI_TOKEN",
     "CHAINER_CODESHIP_PASSWORD",
     "CHAINER_CODESHIP_API_KEY",
+    "CHAINER_BUILDKITE_WEBHOOK_TOKEN",
+    "CHAINER_BUILDKITE_TOKEN",
 )
 
 
@@ -127,6 +129,11 @@ class Settings:
     codeship_url: str = "https://api.codeship.com"
     codeship_api_key: Secret | None = None
     codeship_v1_url: str = "https://codeship.com"
+
+    buildkite_webhook_token: Secret | None = None
+    buildkite_allow_plain_token: bool = False
+    buildkite_token: Secret | None = None
+    buildkite_url: str = "https://api.buildkite.com"
     dry_run: bool = False
     audit_retention_days: float = 30.0
     rules_poll_seconds: float = 1.0
@@ -160,6 +167,12 @@ class Settings:
         if bool(codeship_user) != bool(codeship_password):
             missing = "CHAINER_CODESHIP_PASSWORD" if codeship_user else "CHAINER_CODESHIP_USER"
             raise ConfigError(f"{missing}: must be set together with the other Codeship API v2 credential")
+        buildkite_webhook_token = _secret(environ, "CHAINER_BUILDKITE_WEBHOOK_TOKEN")
+        buildkite_allow_plain_token = _bool(environ, "CHAINER_BUILDKITE_ALLOW_PLAIN_TOKEN", False)
+        if buildkite_allow_plain_token and not buildkite_webhook_token:
+            raise ConfigError(
+                "CHAINER_BUILDKITE_ALLOW_PLAIN_TOKEN: needs CHAINER_BUILDKITE_WEBHOOK_TOKEN, the token to compare"
+            )
         job_timeout = _number(environ, "CHAINER_JOB_TIMEOUT_SECONDS", 60.0, 0.1)
         lease_raw = _read(environ, "CHAINER_JOB_LEASE_SECONDS")
         lease = _number(environ, "CHAINER_JOB_LEASE_SECONDS", 0.0, 0.1) if lease_raw else None
@@ -187,6 +200,10 @@ class Settings:
             codeship_url=_url(environ, "CHAINER_CODESHIP_URL", "https://api.codeship.com", ("https", "http")),
             codeship_api_key=_secret(environ, "CHAINER_CODESHIP_API_KEY"),
             codeship_v1_url=_url(environ, "CHAINER_CODESHIP_V1_URL", "https://codeship.com", ("https", "http")),
+            buildkite_webhook_token=buildkite_webhook_token,
+            buildkite_allow_plain_token=buildkite_allow_plain_token,
+            buildkite_token=_secret(environ, "CHAINER_BUILDKITE_TOKEN"),
+            buildkite_url=_url(environ, "CHAINER_BUILDKITE_URL", "https://api.buildkite.com", ("https", "http")),
             dry_run=_bool(environ, "CHAINER_DRY_RUN", False),
             audit_retention_days=_number(environ, "CHAINER_AUDIT_RETENTION_DAYS", 30.0, 0.001),
             rules_poll_seconds=_number(environ, "CHAINER_RULES_POLL_SECONDS", 1.0, 0.05),
