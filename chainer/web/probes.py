@@ -1,4 +1,6 @@
-"""Health probes (DESIGN §8): ``/healthz`` (the process is up) and ``/readyz`` (it can take events)."""
+"""What machines poll (DESIGN §8): ``/healthz`` (the process is up), ``/readyz`` (it can take events) and
+``/metrics`` (this process's Prometheus metrics, ``chainer.metrics``). All unauthenticated, and none
+reveals a secret, a payload or a project."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from chainer import heartbeat
+from chainer import heartbeat, metrics
 from chainer.web.common import answer, error, state
 
 MAX_READY_WORKERS = 10_000
@@ -55,6 +57,13 @@ async def readyz(request: Request) -> Response:
     return answer(200 if not problems else 503, body)
 
 
+async def get_metrics(request: Request) -> Response:
+    """GET /metrics: this process's metrics in the Prometheus text format (queue gauges read from Redis now)."""
+    store = state(request).store
+    body = await metrics.exposition(None if store is None else store.redis)
+    return Response(body, media_type=metrics.CONTENT_TYPE)
+
+
 def routes() -> list[Route]:
     """The probes' routes."""
-    return [Route("/healthz", healthz), Route("/readyz", readyz)]
+    return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", get_metrics)]

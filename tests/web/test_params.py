@@ -50,6 +50,7 @@ PUBLIC = {
     "/hooks/circleci/{token}",
     "/healthz",
     "/readyz",
+    "/metrics",
 }
 KNOWN_OPERATOR = {
     "/audit",
