@@ -223,6 +223,33 @@ async def dispatch(
         raise
 
 
+class HandlerClient:
+    """A ``Client`` that keeps one handler per action: subclasses set ``provider`` and fill ``handlers``.
+
+    ``execute`` dispatches by action name; ``check`` (the start-up check) finds nothing by default.
+    """
+
+    provider: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, ActionHandler] = {}
+
+    async def execute(
+        self,
+        action: str,
+        params: Mapping[str, Any],
+        event: BuildEvent,
+        *,
+        before_effect: BeforeEffect | None = None,
+    ) -> CallResult:
+        """Run one of this provider's actions (``Client.execute``)."""
+        return await dispatch(self.provider, self.handlers, action, params, event, before_effect)
+
+    async def check(self) -> list[str]:
+        """Nothing to check at start-up unless the provider says otherwise."""
+        return []
+
+
 class Provider(abc.ABC):
     """One CI provider (see the module docstring). Subclass it in ``chainer/providers/<name>``, register an instance.
 
