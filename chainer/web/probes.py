@@ -13,8 +13,11 @@ from starlette.routing import Route
 
 from chainer import heartbeat, metrics
 from chainer.web.common import answer, error, state
+from chainer.web.openapi import produces
+from chainer.web.params import Count, ParamError, Spec
 
 MAX_READY_WORKERS = 10_000
+READY_PARAMS: Spec = {"workers": Count(0, MAX_READY_WORKERS, default=0)}
 
 
 async def healthz(request: Request) -> Response:
@@ -22,6 +25,7 @@ async def healthz(request: Request) -> Response:
     return answer(200, {"status": "ok"})
 
 
+@produces("application/json", public=READY_PARAMS)
 async def readyz(request: Request) -> Response:
     """GET /readyz: Redis answers and rules are loaded; ``workers`` counts the live workers.
 
@@ -33,9 +37,10 @@ async def readyz(request: Request) -> Response:
     wanted_raw = request.query_params.get("workers")
     wanted = 0
     if wanted_raw is not None:
-        if not (wanted_raw.isascii() and wanted_raw.isdigit()) or int(wanted_raw) > MAX_READY_WORKERS:
-            return error(400, f"workers: must be a whole number from 0 to {MAX_READY_WORKERS}, got {wanted_raw!r}")
-        wanted = int(wanted_raw)
+        try:
+            wanted = READY_PARAMS["workers"].parse("workers", wanted_raw)  # type: ignore[assignment]
+        except ParamError as exc:
+            return error(400, str(exc))
     problems = []
     workers: int | None = None
     if web.store is None or not await web.store.ping():
@@ -57,6 +62,7 @@ async def readyz(request: Request) -> Response:
     return answer(200 if not problems else 503, body)
 
 
+@produces("text/plain")
 async def get_metrics(request: Request) -> Response:
     """GET /metrics: this process's metrics in the Prometheus text format (queue gauges read from Redis now)."""
     store = state(request).store

@@ -51,6 +51,8 @@ PUBLIC = {
     "/healthz",
     "/readyz",
     "/metrics",
+    "/openapi.json",
+    "/docs",
 }
 KNOWN_OPERATOR = {
     "/audit",
