@@ -29,6 +29,7 @@ from chainer.store import Store
 from chainer.store.connections import connect
 from chainer.web import hooks, openapi, operator, probes
 from chainer.web.common import WebState, error
+from chainer.web.stream import stop_streams
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -69,6 +70,7 @@ def create_app(
         try:
             yield
         finally:
+            stop_streams(app)
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

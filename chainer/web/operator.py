@@ -25,6 +25,7 @@ from chainer.providers.payload import decode_json_object
 from chainer.store import Store
 from chainer.web.common import answer, check_content_type, error, read_body, state
 from chainer.web.params import AUDIT_FILTERS, AUDIT_PARAMS, DLQ_PARAMS, NO_PARAMS, ParamError, Spec, parse_query
+from chainer.web.stream import STREAM_PARAMS, get_audit_stream
 from chainer.web.views import chain_view, event_view
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="chainer"'}
@@ -198,6 +199,7 @@ def routes() -> list[Route]:
     """The operator API's routes."""
     return [
         Route("/audit", get_audit),
+        Route("/audit/stream", _operator(STREAM_PARAMS)(get_audit_stream)),
         Route("/events/{event_id}", get_event),
         Route("/chains/{event_id}", get_chain),
         Route("/dlq", get_dlq),
