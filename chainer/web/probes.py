@@ -27,7 +27,7 @@ async def healthz(request: Request) -> Response:
 
 @produces("application/json", public=READY_PARAMS)
 async def readyz(request: Request) -> Response:
-    """GET /readyz: Redis answers and rules are loaded; ``workers`` counts the live workers.
+    """GET /readyz: Redis answers and rules are loaded (at least one); ``workers`` counts the live workers.
 
     ``?workers=N`` also requires at least N live workers (a probe for "jobs will run": ``?workers=1``);
     without it the answer does not depend on workers (DESIGN §8). ``workers`` is null when Redis is
@@ -50,11 +50,14 @@ async def readyz(request: Request) -> Response:
             workers = await heartbeat.live_workers(web.store.redis)
         except (RedisError, OSError):
             problems.append("redis is not reachable")
+    if not web.ruleset.rules:
+        problems.append("no rules are loaded: the active rules file has none, so no delivery can start anything")
     if workers is not None and workers < wanted:
         problems.append(f"{workers} live worker(s), {wanted} required")
     body: dict[str, Any] = {
         "status": "ready" if not problems else "not ready",
         "rules_version": web.ruleset.version,
+        "rules": len(web.ruleset.rules),
         "workers": workers,
     }
     if problems:
