@@ -27,7 +27,7 @@ from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
 from chainer.store import Store
 from chainer.store.connections import connect
-from chainer.web import hooks, openapi, operator, probes
+from chainer.web import hooks, openapi, operator, probes, ui
 from chainer.web.common import WebState, error
 from chainer.web.stream import stop_streams
 
@@ -78,7 +78,7 @@ def create_app(
             if owned is not None:
                 await owned.aclose()
 
-    routes = [*hooks.routes(), *operator.routes(), *probes.routes(), *openapi.routes()]
+    routes = [*hooks.routes(), *operator.routes(), *probes.routes(), *openapi.routes(), *ui.routes()]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.add_middleware(AccessLog, secrets=secret_values(settings))  # uvicorn's access log is off: it shows tokens
     app.state.chainer = state

@@ -34,6 +34,7 @@ from chainer.web.params import (
     Spec,
     parse_query,
 )
+from chainer.web.session import session_valid
 from chainer.web.stream import STREAM_PARAMS, get_audit_stream
 from chainer.web.views import chain_view, event_view, events_page
 
@@ -49,6 +50,8 @@ def _refused(request: Request) -> JSONResponse | None:
     expected = state(request).settings.admin_token
     if expected is None:
         return error(401, "the operator API is disabled: CHAINER_ADMIN_TOKEN is not set", CHALLENGE)
+    if request.method == "GET" and session_valid(request):  # the operator page's reads (its live stream)
+        return None
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not given:
         return error(401, "missing bearer token (Authorization: Bearer <CHAINER_ADMIN_TOKEN>)", CHALLENGE)
