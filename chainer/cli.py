@@ -80,16 +80,13 @@ def web(host: str, port: int) -> None:
     """Serve the webhook endpoints and the operator API."""
     import uvicorn
 
-    from chainer.web.stream import ChainerServer
-
     _configure_logging()
     settings = _settings()
     app = _load_app(settings)
     # access_log=False: uvicorn's access log prints hook tokens; chainer.accesslog logs requests redacted.
-    config = uvicorn.Config(
+    uvicorn.run(
         app, host=host, port=port, proxy_headers=True, timeout_graceful_shutdown=10, log_config=None, access_log=False
     )
-    ChainerServer(config).run()  # uvicorn.run, plus ending open /audit/stream followers on SIGINT/SIGTERM
 
 
 @main.command()

@@ -8,8 +8,8 @@ out every ``CHAINER_STREAM_HEARTBEAT_SECONDS`` so proxies and clients see a live
 
 Each open stream waits on Redis with its own ``XREAD BLOCK`` (one pooled connection per stream, at
 most one heartbeat period at a time). Streams end when the server shuts down: ``stop_streams``
-(called by uvicorn's exit handler in ``ChainerServer``, by ``chainer run`` and by the app's
-lifespan) wakes every one, which says so in a last comment and closes, so a graceful shutdown
+(chained in front of uvicorn's signal handler by ``stop_on_exit_signals``, called by ``chainer run``
+and by the app's lifespan) wakes every one, which says so in a last comment and closes, so a graceful shutdown
 never waits for a follower to go away.
 """
 
@@ -19,7 +19,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import FrameType
 from typing import Any
 
@@ -62,15 +64,34 @@ def stop_streams(app: Starlette) -> None:
         event.set()
 
 
-class ChainerServer(uvicorn.Server):
-    """uvicorn's server, which also ends the app's open streams when asked to exit (SIGINT/SIGTERM), so its
-    graceful shutdown does not wait ``timeout_graceful_shutdown`` for followers that never leave."""
+def stop_on_exit_signals(app: Starlette) -> Callable[[], None]:
+    """Chain ``stop_streams`` in front of uvicorn's own SIGINT/SIGTERM handler, when one is installed (``uvicorn.run``
+    in the main thread installs it before the lifespan starts); returns what puts uvicorn's back.
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        app = self.config.app
-        if isinstance(app, Starlette):
+    uvicorn waits for open responses before it runs the lifespan's shutdown, so without this an open stream
+    would hold a graceful shutdown for ``timeout_graceful_shutdown``. Handlers that are not uvicorn's (an
+    asyncio loop's, ``chainer run``'s) are left alone: ``chainer run`` calls ``stop_streams`` itself.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    replaced: dict[int, Any] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handler = signal.getsignal(signum)
+        if not isinstance(getattr(handler, "__self__", None), uvicorn.Server):
+            continue
+
+        def chained(number: int, frame: FrameType | None, uvicorns: Any = handler) -> None:
             stop_streams(app)
-        super().handle_exit(sig, frame)
+            uvicorns(number, frame)
+
+        signal.signal(signum, chained)
+        replaced[signum] = handler
+
+    def undo() -> None:
+        for number, handler in replaced.items():
+            signal.signal(number, handler)
+
+    return undo
 
 
 def _wanted(record: Mapping[str, Any], query: Mapping[str, Any]) -> bool:

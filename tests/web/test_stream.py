@@ -1,15 +1,18 @@
 """GET /audit/stream against a real uvicorn server on 127.0.0.1, read with httpx streaming: it follows new
 records with /audit's filters, resumes after Last-Event-ID without losing a record, sends heartbeats, refuses bad
-input and missing tokens, and ends cleanly when the server shuts down (uvicorn's graceful wait does not hang)."""
+input and missing tokens, and ends cleanly when `chainer web` gets SIGTERM (uvicorn's graceful wait does not
+hang on them)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import signal
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,9 +24,10 @@ from starlette.applications import Starlette
 from chainer.app import create_app
 from chainer.store import Store
 from chainer.web.params import AUDIT_FILTERS
-from chainer.web.stream import STREAM_PARAMS, ChainerServer
+from chainer.web.stream import STREAM_PARAMS
 from tests import payloads
-from tests.helpers import AUTH, app_client, parse_rules, post_codeship, settings
+from tests.helpers import ADMIN, AUTH, app_client, parse_rules, post_codeship, settings
+from tests.processes import chainer_process
 from tests.redis_server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -38,8 +42,8 @@ rules:
 """
 
 
-class QuietServer(ChainerServer):
-    """ChainerServer without uvicorn's process-wide signal handlers (the test calls handle_exit itself)."""
+class QuietServer(uvicorn.Server):
+    """uvicorn without process-wide signal handlers (the test stops it with should_exit)."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -187,17 +191,35 @@ async def test_every_parameter_takes_a_valid_value(served: Served) -> None:
                 await read_until(reader, lambda r: any("following" in c for c in r.comments))
 
 
-async def test_shutdown_ends_open_streams_and_the_server_stops_without_waiting_for_them(served: Served) -> None:
-    """Two open followers; SIGTERM's handler: both streams say the server is shutting down and end, and the
-    server stops long before its 60 s graceful timeout would have cut them."""
-    async with httpx.AsyncClient(base_url=served.base, headers=AUTH, timeout=30) as http:
-        async with http.stream("GET", "/audit/stream") as one, http.stream("GET", "/audit/stream") as two:
-            readers = [Reader(one), Reader(two)]
-            for reader in readers:
-                await read_until(reader, lambda r: any("following" in c for c in r.comments))
-            served.server.handle_exit(signal.SIGTERM, None)
-            for reader in readers:
-                await read_until(reader, lambda r: False)
-    for reader in readers:
-        assert reader.ended and any("shutting down" in c for c in reader.comments)
-    await asyncio.wait_for(served.task, 20)
+@pytest.mark.timeout(90)
+def test_sigterm_ends_open_streams_and_chainer_web_stops_without_waiting_for_them(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """`chainer web` as a real process with two open followers: SIGTERM makes both streams say the server is
+    shutting down and end (not cut by uvicorn's graceful timeout), and the process exits 0."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "CHAINER_REDIS_URL": redis_url,
+        "CHAINER_RULES": str(tmp_path / "rules.yaml"),
+        "CHAINER_ADMIN_TOKEN": ADMIN,
+        "CHAINER_STREAM_HEARTBEAT_SECONDS": "30",  # longer than the test: only the shutdown can end the streams
+    }
+    with chainer_process(
+        ["web", "--host", "127.0.0.1", "--port", str(port)], tmp_path, env, [f"{base}/healthz"]
+    ) as web:
+        with (
+            httpx.stream("GET", f"{base}/audit/stream", headers=AUTH, timeout=60) as one,
+            httpx.stream("GET", f"{base}/audit/stream", headers=AUTH, timeout=60) as two,
+        ):
+            lines = [one.iter_lines(), two.iter_lines()]
+            for stream in lines:
+                assert "following" in next(line for line in stream if line.startswith(":"))
+            web.process.send_signal(signal.SIGTERM)
+            rest = [list(stream) for stream in lines]  # each ends: the iterator is exhausted
+        web.process.wait(timeout=30)
+    assert web.process.returncode == -signal.SIGTERM  # uvicorn re-raises the signal it handled, as before
+    for tail in rest:
+        assert any("shutting down" in line for line in tail), tail

@@ -31,7 +31,6 @@ from chainer.sandbox.state import CIRCLECI_V2
 from chainer.settings import Secret
 from chainer.store import Store
 from chainer.store.connections import connect_arq
-from chainer.web.stream import ChainerServer
 from chainer.worker import create_worker
 from tests import payloads
 from tests.helpers import ADMIN, HOOK, parse_rules, settings
@@ -61,7 +60,7 @@ rules:
 """
 
 
-class QuietServer(ChainerServer):
+class QuietServer(uvicorn.Server):
     """uvicorn without process-wide signal handlers (the test stops it with should_exit)."""
 
     @contextlib.contextmanager
