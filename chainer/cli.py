@@ -100,7 +100,14 @@ def web(host: str, port: int) -> None:
 
 @main.command()
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
-def worker(burst: bool) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve this worker's Prometheus metrics at http://<metrics-host>:<port>/metrics.",
+)
+@click.option("--metrics-host", default="0.0.0.0", show_default=True, help="Address the metrics port binds.")  # noqa: S104
+def worker(burst: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Run the arq worker that calls the downstream CI APIs."""
     from chainer.providers import catalogue
     from chainer.rules import load_rules
@@ -112,7 +119,17 @@ def worker(burst: bool) -> None:
         ruleset = load_rules(settings.rules_path, catalogue=catalogue())
     except RulesError as exc:
         _fail(f"{settings.rules_path} has {len(exc.problems)} problem(s):\n" + "\n".join(exc.problems))
-    create_worker(settings, burst=burst, ruleset=ruleset).run()
+    running = create_worker(settings, burst=burst, ruleset=ruleset)
+    if metrics_port is not None:
+        from chainer import metrics
+        from chainer.store.connections import connect
+
+        try:  # on the worker's own loop, so it answers while the worker runs
+            running.loop.run_until_complete(metrics.serve(connect(settings.redis_url), metrics_host, metrics_port))
+        except OSError as exc:
+            _fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}")
+        _say(f"worker metrics at http://{metrics_host}:{metrics_port}/metrics")
+    running.run()
 
 
 def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path) -> tuple[Settings, Any]:

@@ -137,6 +137,7 @@ class Settings:
     dry_run: bool = False
     audit_retention_days: float = 30.0
     rules_poll_seconds: float = 1.0
+    stream_heartbeat_seconds: float = 15.0  # GET /audit/stream sends a comment line this often
     max_body_bytes: int = 1024 * 1024
     # Workers: how often a Redis command is retried (backoff up to 2 s) before Redis counts as lost,
     # the longest wait between reconnect probes while it is lost, and the liveness heartbeat period.
@@ -207,6 +208,7 @@ class Settings:
             dry_run=_bool(environ, "CHAINER_DRY_RUN", False),
             audit_retention_days=_number(environ, "CHAINER_AUDIT_RETENTION_DAYS", 30.0, 0.001),
             rules_poll_seconds=_number(environ, "CHAINER_RULES_POLL_SECONDS", 1.0, 0.05),
+            stream_heartbeat_seconds=_number(environ, "CHAINER_STREAM_HEARTBEAT_SECONDS", 15.0, 0.05),
             worker_redis_retries=_whole(environ, "CHAINER_WORKER_REDIS_RETRIES", 20, 0),
             worker_reconnect_max_seconds=_number(environ, "CHAINER_WORKER_RECONNECT_MAX_SECONDS", 10.0, 0.05),
             worker_heartbeat_seconds=_number(environ, "CHAINER_WORKER_HEARTBEAT_SECONDS", 5.0, 0.05),
