@@ -438,6 +438,23 @@ ONE_PROBLEM = [
         R + "description",
         "YAML error: could not determine a constructor for the tag 'tag:yaml.org,2002:python/name:os.system'",
     ),
+    # A value its tag cannot take was a traceback out of the loader; it is a problem at its line.
+    ("bad-int-tag", document(extra="    description: !!int many\n"), 6, R + "description", "'many' is not a valid"),
+    ("bad-bool-tag", document(extra="    description: !!bool maybe\n"), 6, R + "description", "not a valid !!bool"),
+    (
+        "bad-timestamp-tag",
+        document(extra="    description: !!timestamp 2001-1214\n"),
+        6,
+        R + "description",
+        "YAML error: '2001-1214' is not a valid !!timestamp",
+    ),
+    (
+        "template-unknown-filter",
+        document(then="[{codeship.trigger_build: {project: acme/x, ref: '{{ event.branch | nosuch }}'}}]"),
+        5,
+        R + "then[0].codeship.trigger_build.ref",
+        "template syntax error: No filter named 'nosuch'",
+    ),
     (
         "merge-key-without-a-mapping",
         document(when="\n      <<: 5\n      status: error"),
