@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 import httpx
 import pytest
@@ -28,6 +29,7 @@ from chainer.jobs import run_action
 from chainer.providers import Downstream
 from chainer.providers.base import (
     ActionSpec,
+    Hook,
     HookAuth,
     Ignored,
     LineageKey,
@@ -168,6 +170,31 @@ def fakeci() -> Iterator[FakeCI]:
         assert "fakeci.rebuild" not in providers.catalogue().actions
 
 
+class FormCI(FakeCI):
+    """FakeCI whose hook may also send ``application/x-www-form-urlencoded`` bodies (``payload=<json>``)."""
+
+    name = "formci"
+    title = "FormCI"
+    hook = Hook(content_types=("application/x-www-form-urlencoded",))
+    actions = ()
+
+    def parse_unverified(self, headers: Mapping[str, str], body: bytes) -> BuildEvent | Ignored:
+        if headers.get("content-type") == "application/x-www-form-urlencoded":
+            body = parse_qs(body.decode())["payload"][0].encode()
+        return super().parse_unverified(headers, body)
+
+
+@pytest.fixture
+def formci(fakeci: FakeCI) -> Iterator[FormCI]:
+    """FormCI in the registry (beside FakeCI) for one test."""
+    provider = FormCI()
+    providers.register(provider)
+    try:
+        yield provider
+    finally:
+        providers.unregister(provider.name)
+
+
 def delivery(result: str, number: int, job: str = "acme/api") -> bytes:
     return json.dumps({"job": job, "number": number, "result": result, "branch": "main"}).encode()
 
@@ -291,3 +318,29 @@ def test_the_cli_explain_offers_the_registered_providers_only(tmp_path: Path) ->
     assert refused.exit_code == 2 and "'unknown' is not one of 'codeship', 'circleci'" in refused.output
     accepted = CliRunner().invoke(main, ["explain", "--provider", "circleci", str(payload), "--rules", str(rules)])
     assert accepted.exit_code == 0, accepted.output
+
+
+async def test_a_provider_hook_accepts_the_content_types_it_declares_and_others_still_get_415(
+    formci: FormCI, redis: Redis
+) -> None:
+    """A provider whose Hook names the form content type gets form bodies; the JSON-only hooks still answer 415."""
+    app = create_app(SETTINGS, ruleset=parse_rules(RULES), store=Store(redis))
+    form = urlencode({"payload": delivery("FAILURE", 3).decode()}).encode()
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        accepted = await client.post(f"/hooks/formci/{HOOK}", content=form, headers=headers)
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["status"] == "accepted" and formci.parsed == 1
+        as_json = await client.post(f"/hooks/formci/{HOOK}", content=delivery("FAILURE", 4), headers=JSON)
+        assert as_json.status_code == 202 and formci.parsed == 2
+        for path in (f"/hooks/fakeci/{HOOK}", f"/hooks/codeship/{HOOK}"):
+            refused = await client.post(path, content=form, headers=headers)
+            assert refused.status_code == 415, refused.text
+            assert refused.json()["error"] == (
+                "content type 'application/x-www-form-urlencoded' is not supported; send application/json"
+            )
+        plain = await client.post(f"/hooks/formci/{HOOK}", content=form, headers={"content-type": "text/plain"})
+        assert plain.status_code == 415
+        assert plain.json()["error"] == (
+            "content type 'text/plain' is not supported; send application/json or application/x-www-form-urlencoded"
+        )
