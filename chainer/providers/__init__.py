@@ -19,7 +19,7 @@ import httpx
 
 from chainer.errors import PermanentDownstreamError, UnknownProviderError
 from chainer.events import BuildEvent
-from chainer.providers import circleci, codeship
+from chainer.providers import circleci, codeship, github
 from chainer.providers.base import Catalogue, Client, Provider
 from chainer.providers.http import BeforeEffect, CallResult, Scrubber, Throttle
 from chainer.settings import Secret, Settings
@@ -151,3 +151,4 @@ class Downstream:
 
 register(codeship.PROVIDER)
 register(circleci.PROVIDER)
+register(github.PROVIDER)

@@ -96,7 +96,7 @@ def test_a_provider_the_catalogue_adds_is_accepted_matched_and_rendered() -> Non
     ]
     assert ruleset.evaluate(rule_event()) == []  # a CircleCI event is no candidate of a `provider: gha` rule
     refused = problems(text, catalogue())
-    assert f"rules.yaml:4: {R}when.provider: 'gha' is not one of codeship, circleci" in refused
+    assert f"rules.yaml:4: {R}when.provider: 'gha' is not one of codeship, circleci, github" in refused
     assert any("then[0].gha.dispatch: unknown action" in p for p in refused), refused
     # The probe event of each provider the rule can see comes from the catalogue too.
     other = document(when="{provider: codeship}", then="[{gha.dispatch: {}}]")

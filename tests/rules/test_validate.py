@@ -156,7 +156,7 @@ ONE_PROBLEM = [
     ),
     (
         "no-default-for-codeship",
-        document(then="[{circleci.rerun_workflow: {}}]"),
+        document(when="{provider: [codeship, circleci]}", then="[{circleci.rerun_workflow: {}}]"),
         5,
         R + "then[0].circleci.rerun_workflow",
         "argument 'workflow' has no default for codeship events; set it or restrict when.provider",

@@ -1071,7 +1071,8 @@ async def test_chainer_downstream_runs_all_seven_actions_against_the_sandbox(clo
         downstream = Downstream(settings, http, clock=clock)
         assert await downstream.clients["codeship"].check() == []
         results = {name: await downstream.execute(name, params, failed_codeship_event()) for name, params in actions}
-    assert set(results) == downstream.actions
+    # GitHub's three actions run against the sandbox in tests/providers/github/test_github_sandbox.py.
+    assert set(results) == {a for a in downstream.actions if not a.startswith("github.")}
     assert {name: (r.status, r.downstream_id is not None) for name, r in results.items()} == {
         "codeship.trigger_build": (202, False),
         "codeship.restart_build": (202, False),

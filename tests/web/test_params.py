@@ -21,6 +21,7 @@ from chainer.jobs import run_action
 from chainer.providers import Downstream
 from chainer.settings import Secret, Settings
 from chainer.store import Store
+from chainer.web import hooks
 from chainer.web.params import U64_MAX, Count, Cursor, Param, Text, Time, Values
 from tests import payloads
 from tests.helpers import ADMIN, AUTH, HOOK, job_ctx, parse_rules
@@ -42,15 +43,10 @@ SETTINGS = Settings(
     circleci_token=Secret("cci-token"),
     circleci_url="https://circleci.example",
 )
-# Routes anyone may call; every other route of the app is an operator route.
-PUBLIC = {
-    "/hooks/codeship",
-    "/hooks/codeship/{token}",
-    "/hooks/circleci",
-    "/hooks/circleci/{token}",
-    "/healthz",
-    "/readyz",
-}
+# Routes anyone may call: the webhook of every registered provider (as web/hooks mounts them) and the probes;
+# every other route of the app is an operator route.
+PUBLIC = {route.path for route in hooks.routes()} | {"/healthz", "/readyz"}
+assert {"/hooks/codeship", "/hooks/codeship/{token}", "/hooks/circleci", "/hooks/circleci/{token}"} <= PUBLIC
 KNOWN_OPERATOR = {
     "/audit",
     "/events/{event_id}",
