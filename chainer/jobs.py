@@ -42,6 +42,7 @@ from chainer.providers import Downstream
 from chainer.rules import RuleSet
 from chainer.settings import Settings
 from chainer.store import Store, Transition, now_ms
+from chainer.store.codec import job_serializer
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +61,6 @@ def action_id(event_id: str, rule: str, index: int) -> str:
 def job_id(action: str, replay: int = 0) -> str:
     """The arq job id of an action's ``replay``-th run (0 for the first)."""
     return f"act:{action}:{replay}"
-
-
-def job_serializer(obj: Any) -> bytes:
-    """arq serializer: JSON, never pickle (anyone who can write Redis must not be able to run code)."""
-    return json.dumps(obj, separators=(",", ":"), default=str).encode()
-
-
-def job_deserializer(data: bytes) -> Any:
-    return json.loads(data)
 
 
 def job_bytes(action: str, enqueue_ms: int) -> bytes:

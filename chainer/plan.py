@@ -19,9 +19,10 @@ from arq.jobs import serialize_job
 
 from chainer import audit
 from chainer.events import BuildEvent
-from chainer.jobs import FIRE_JOIN, action_id, job_bytes, job_id, job_serializer
+from chainer.jobs import FIRE_JOIN, action_id, job_bytes, job_id
 from chainer.rules import Decision, JoinStep, PlannedAction
 from chainer.store import AcceptPlan, ActionSlot, Budget, JoinPlan, QueuedAction, keys
+from chainer.store.codec import job_serializer
 
 
 def _compact(value: Any) -> str:

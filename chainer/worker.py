@@ -42,8 +42,6 @@ from chainer.jobs import (
     SERVICES,
     RetryPolicy,
     Services,
-    job_deserializer,
-    job_serializer,
     run_action,
     sweep,
 )
@@ -54,6 +52,7 @@ from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
 from chainer.store import Store
+from chainer.store.codec import job_deserializer, job_serializer
 from chainer.store.connections import connect_arq
 
 log = logging.getLogger(__name__)

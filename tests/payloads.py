@@ -10,8 +10,15 @@ from typing import Any
 COMMIT = "9f2c4e1b7a3d5c6e8f0a1b2c3d4e5f60718293a4"
 
 
-def codeship(status: str = "success", *, build_id: int = 4711, project: str = "acme/lib", branch: str = "main",
-             commit: str = COMMIT, project_id: int = 1234) -> dict[str, Any]:  # fmt: skip
+def codeship(
+    status: str = "success",
+    *,
+    build_id: int = 4711,
+    project: str = "acme/lib",
+    branch: str = "main",
+    commit: str = COMMIT,
+    project_id: int = 1234,
+) -> dict[str, Any]:
     """A Codeship notification webhook body."""
     return {
         "build": {
@@ -31,10 +38,17 @@ def codeship(status: str = "success", *, build_id: int = 4711, project: str = "a
     }
 
 
-def circleci_workflow(status: str = "success", *, delivery: str = "7a3c1b52-2f0e-4d35-9a44-0e8a5b6c7d10",
-                      workflow_id: str = "fda08377-fe7e-46b1-8992-3a7aaecac9c3", org: str = "acme",
-                      repo: str = "lib", branch: str = "main", commit: str = COMMIT,
-                      workflow: str = "build-and-test") -> dict[str, Any]:  # fmt: skip
+def circleci_workflow(
+    status: str = "success",
+    *,
+    delivery: str = "7a3c1b52-2f0e-4d35-9a44-0e8a5b6c7d10",
+    workflow_id: str = "fda08377-fe7e-46b1-8992-3a7aaecac9c3",
+    org: str = "acme",
+    repo: str = "lib",
+    branch: str = "main",
+    commit: str = COMMIT,
+    workflow: str = "build-and-test",
+) -> dict[str, Any]:
     """A CircleCI outbound ``workflow-completed`` body (GitHub OAuth form)."""
     return {
         "type": "workflow-completed",

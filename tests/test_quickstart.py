@@ -68,10 +68,14 @@ async def test_every_action_the_rules_take_on_the_examples_succeeds_against_the_
     codeship_ids = [e.project_id for e in events if e.provider == "codeship"]
     assert len(set(codeship_ids)) == len(codeship_ids) == 2  # distinct numeric project ids
     settings = Settings(
-        codeship_url="http://sandbox", codeship_v1_url="http://sandbox", circleci_url="http://sandbox",
-        codeship_user=state.codeship_user, codeship_password=Secret(state.codeship_password),
-        codeship_api_key=Secret(state.codeship_api_key), circleci_token=Secret(state.circleci_token),
-    )  # fmt: skip
+        codeship_url="http://sandbox",
+        codeship_v1_url="http://sandbox",
+        circleci_url="http://sandbox",
+        codeship_user=state.codeship_user,
+        codeship_password=Secret(state.codeship_password),
+        codeship_api_key=Secret(state.codeship_api_key),
+        circleci_token=Secret(state.circleci_token),
+    )
     done: dict[str, list[tuple[str, int]]] = {}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_sandbox_app(state))) as http:
         downstream = Downstream(settings, http)

@@ -218,8 +218,11 @@ def test_no_secret_appears_in_logs_audit_answers_or_the_sandbox_log(tmp_path: Pa
             ]
             assert [d.status_code for d in deliveries] == [202] * 4, [d.text for d in deliveries]
             assert [d.json()["matched"] for d in deliveries] == [
-                ["legacy-restart"], ["smoke-after-web"], ["api-after-lib"], ["retry-e2e"]
-            ]  # fmt: skip
+                ["legacy-restart"],
+                ["smoke-after-web"],
+                ["api-after-lib"],
+                ["retry-e2e"],
+            ]
             assert post(f"/hooks/codeship/{WRONG_TOKEN}", codeship_v1).status_code == 401
             refused = httpx.get(f"{base}/audit", headers={"authorization": f"Bearer {WRONG_TOKEN}"}, timeout=5)
             assert refused.status_code == 401
@@ -244,8 +247,9 @@ def test_no_secret_appears_in_logs_audit_answers_or_the_sandbox_log(tmp_path: Pa
     assert v1 and v1[0]["query"]["api_key"] == "***" and v1[0]["status"] == 200
     assert ("codeship.v2", "POST", 200) in calls and ("codeship.v2", "POST", 202) in calls  # auth, build
     assert ("circleci.v2", "POST", 201) in calls and ("circleci.v1.1", "POST", 400) in calls
-    assert any(r["api"] == "circleci.v1.1" and r["path"].endswith("/tree/main") and r["status"] < 300
-               for r in recorded.json())  # fmt: skip
+    assert any(
+        r["api"] == "circleci.v1.1" and r["path"].endswith("/tree/main") and r["status"] < 300 for r in recorded.json()
+    )
 
     web, worker = web_log.read_text(), worker_log.read_text()
     leaks = _leaks("the web's output", web) + _leaks("the worker's output", worker)
@@ -291,8 +295,9 @@ def test_run_sandbox_logs_no_token_or_api_key(tmp_path: Path) -> None:
             time.sleep(0.2)
             v1 = [r for r in httpx.get(f"{sandbox}/_sandbox/requests", timeout=5).json() if r["api"] == "codeship.v1"]
     output = running.stderr
-    leaks = _leaks("chainer run's output", output) + [f"the sandbox's API key {form}" for form in _forms(key)
-                                                       if f"api_key={form}" in output]  # fmt: skip
+    leaks = _leaks("chainer run's output", output) + [
+        f"the sandbox's API key {form}" for form in _forms(key) if f"api_key={form}" in output
+    ]
     assert leaks == [], "\n".join(leaks)
     assert "path=/hooks/codeship/*** status=202" in output and "path=/hooks/codeship?token=*** status=202" in output
     assert "api_key=***" in output  # chainer's own DEBUG line for the v1 call

@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chainer.catalogue import Catalogue
 from chainer.events import BuildEvent
-from chainer.providers.base import Catalogue
 from chainer.rules._yaml import plain
 from chainer.rules.graph import Cycle, find_cycles
 from chainer.rules.model import (

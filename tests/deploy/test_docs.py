@@ -131,10 +131,18 @@ def test_every_webhook_url_in_the_provider_guide_is_accepted_by_chainer_web(tmp_
             provider = path.split("/")[2].split("?")[0]
             if "<CHAINER_HOOK_TOKEN>" in path:
                 headers = {"content-type": "application/json"}
-                right = httpx.post(base + path.replace("<CHAINER_HOOK_TOKEN>", hook), content=bodies[provider],
-                                   headers=headers, timeout=10)  # fmt: skip
-                wrong = httpx.post(base + path.replace("<CHAINER_HOOK_TOKEN>", "wrong"), content=bodies[provider],
-                                   headers=headers, timeout=10)  # fmt: skip
+                right = httpx.post(
+                    base + path.replace("<CHAINER_HOOK_TOKEN>", hook),
+                    content=bodies[provider],
+                    headers=headers,
+                    timeout=10,
+                )
+                wrong = httpx.post(
+                    base + path.replace("<CHAINER_HOOK_TOKEN>", "wrong"),
+                    content=bodies[provider],
+                    headers=headers,
+                    timeout=10,
+                )
                 assert (right.status_code, wrong.status_code) in {(202, 401), (200, 401)}, (path, right.text)
             else:
                 assert path == "/hooks/circleci", path

@@ -82,8 +82,16 @@ def test_every_resource_is_valid_for_the_pinned_kubernetes_version_in_strict_mod
         except kubernetes_validate.ValidationError as exc:
             pytest.fail(f"{path.name}: {doc['kind']}/{doc['metadata']['name']}: {'.'.join(map(str, exc.path))}: {exc}")
         validated.append(doc["kind"])
-    assert {"Deployment", "StatefulSet", "Service", "Ingress", "ConfigMap", "PodDisruptionBudget",
-            "NetworkPolicy", "ServiceAccount"} <= set(validated)  # fmt: skip
+    assert {
+        "Deployment",
+        "StatefulSet",
+        "Service",
+        "Ingress",
+        "ConfigMap",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "ServiceAccount",
+    } <= set(validated)
 
     broken = copy.deepcopy(resource("Deployment", "chainer-web"))
     pod_spec(broken)["containers"][0]["readinessProbes"] = pod_spec(broken)["containers"][0].pop("readinessProbe")

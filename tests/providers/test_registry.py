@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from chainer import lineage, providers
 from chainer.app import create_app
+from chainer.catalogue import ActionSpec, Param
 from chainer.cli import main
 from chainer.errors import AuthenticationError, PermanentDownstreamError, UnknownProviderError
 from chainer.events import BuildEvent, make_event_id
@@ -28,12 +29,10 @@ from chainer.explain import explain
 from chainer.jobs import run_action
 from chainer.providers import Downstream
 from chainer.providers.base import (
-    ActionSpec,
     Hook,
     HookAuth,
     Ignored,
     LineageKey,
-    Param,
     Provider,
     build_and_ref_keys,
     repo_of,

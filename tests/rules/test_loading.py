@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from chainer import rules
+from chainer.catalogue import ActionSpec, Param
 from chainer.errors import RulesError
 from chainer.providers import catalogue
-from chainer.providers.base import ActionSpec, Param
 from tests.helpers import (
     R,
     document,

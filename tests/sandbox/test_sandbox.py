@@ -624,8 +624,17 @@ async def test_chainer_builds_a_tag_through_the_v1_project_trigger(clock: Clock)
         "version: 1\nrules:\n  - name: package\n    when: {project: acme/lib}\n    then:\n"
         "      - circleci.v1_trigger_build: {project: github/acme/packaging}\n"
     )
-    legacy = {"payload": {"username": "acme", "reponame": "lib", "vcs_type": "github", "build_num": 7,
-                          "status": "success", "vcs_tag": "v1.2.0", "vcs_revision": "a" * 40}}  # fmt: skip
+    legacy = {
+        "payload": {
+            "username": "acme",
+            "reponame": "lib",
+            "vcs_type": "github",
+            "build_num": 7,
+            "status": "success",
+            "vcs_tag": "v1.2.0",
+            "vcs_revision": "a" * 40,
+        }
+    }
     event = parse_any("circleci", {}, json.dumps(legacy).encode())
     assert isinstance(event, BuildEvent) and event.tag == "v1.2.0"
     [action] = [a for d in ruleset.evaluate(event) for a in d.actions]
@@ -700,12 +709,22 @@ async def test_seeding_keeps_the_payload_ids_and_makes_them_actionable(client: h
     v1 restarts the build by its webhook id, v1.1 retries the job by its number, v2 reruns the workflow."""
     state = SandboxState(clock=Clock())
     codeship = _event("codeship", payloads.codeship("error", project="acme/lib", project_id=2345, build_id=4712))
-    legacy = {"payload": {"build_num": 318, "username": "acme", "reponame": "e2e", "vcs_type": "github",
-                          "branch": "main", "vcs_revision": SHA, "status": "failed",
-                          "workflows": {"workflow_id": "0c9c8b2e-8f0a-4d2f-9e57-6b3a3f1f2d10"}}}  # fmt: skip
+    legacy = {
+        "payload": {
+            "build_num": 318,
+            "username": "acme",
+            "reponame": "e2e",
+            "vcs_type": "github",
+            "branch": "main",
+            "vcs_revision": SHA,
+            "status": "failed",
+            "workflows": {"workflow_id": "0c9c8b2e-8f0a-4d2f-9e57-6b3a3f1f2d10"},
+        }
+    }
     outbound = payloads.circleci_workflow("failed", workflow_id="fda08377-fe7e-46b1-8992-3a7aaecac9c3")
-    problems = seed_sandbox(state, parse_rules(SEED_RULES), [codeship, _event("circleci", legacy),
-                                                              _event("circleci", outbound)])  # fmt: skip
+    problems = seed_sandbox(
+        state, parse_rules(SEED_RULES), [codeship, _event("circleci", legacy), _event("circleci", outbound)]
+    )
     assert problems == []
     assert [(p.name, p.id) for p in state.projects] == [("acme/lib", 2345), ("acme/api", 2346), ("acme/release", 2347)]
     [build] = state.projects[0].builds
@@ -744,8 +763,10 @@ def test_seeding_reports_a_clash_and_seeds_the_rest() -> None:
     problems = seed_sandbox(state, parse_rules(SEED_RULES), [web, lib, job, web])
     assert len(problems) == 1 and "acme/lib" in problems[0] and "1234" in problems[0]
     assert [(p.name, p.id, [b.id for b in p.builds]) for p in state.projects] == [
-        ("acme/web", 1234, [4711]), ("acme/api", 1235, []), ("acme/release", 1236, []),
-    ]  # fmt: skip
+        ("acme/web", 1234, [4711]),
+        ("acme/api", 1235, []),
+        ("acme/release", 1236, []),
+    ]
     assert [(j.repo, j.build_num, j.branch) for j in state.jobs] == [("e2e", 7, "main")]
 
 
@@ -765,8 +786,10 @@ def test_example_events_reads_every_json_body_and_names_the_bad_ones(tmp_path: P
         (tmp_path / name).write_text(body if isinstance(body, str) else json.dumps(body))
     events, problems = example_events(tmp_path)
     assert [(e.provider, e.kind, e.project) for e in events] == [
-        ("codeship", "build", "acme/lib"), ("circleci", "job", "acme/e2e"), ("circleci", "workflow", "acme/lib"),
-    ]  # fmt: skip
+        ("codeship", "build", "acme/lib"),
+        ("circleci", "job", "acme/e2e"),
+        ("circleci", "workflow", "acme/lib"),
+    ]
     assert [p.split(": ", 1)[0] for p in problems] == [
         str(tmp_path / "e-broken.json"),
         str(tmp_path / "f-no-status.json"),
@@ -1041,9 +1064,17 @@ def sandbox_settings(**overrides: Any) -> Settings:
 def failed_codeship_event() -> BuildEvent:
     """A Codeship webhook event for the failed build of acme/web at ``SHA`` on main."""
     return BuildEvent(
-        provider="codeship", kind="build", event_id="evt_sandbox", project="acme/web", project_id=11,
-        status="failed", raw_status="error", branch="main", commit=SHA, build_id=1001,
-    )  # fmt: skip
+        provider="codeship",
+        kind="build",
+        event_id="evt_sandbox",
+        project="acme/web",
+        project_id=11,
+        status="failed",
+        raw_status="error",
+        branch="main",
+        commit=SHA,
+        build_id=1001,
+    )
 
 
 async def test_chainer_downstream_runs_all_seven_actions_against_the_sandbox(clock: Clock) -> None:
@@ -1100,8 +1131,10 @@ async def test_chainer_downstream_runs_all_seven_actions_against_the_sandbox(clo
     assert (pipeline.number, pipeline.branch, pipeline.parameters) == (2, "feature/x", {"n": 3})
     assert results["circleci.rerun_workflow"].downstream_id == state.pipelines[0].workflow_ids[1]
     assert results["circleci.v1_trigger_build"].detail == {
-        "build_num": 2, "build_url": "https://circleci.com/gh/acme/api/2", "status": "not_running"
-    }  # fmt: skip
+        "build_num": 2,
+        "build_url": "https://circleci.com/gh/acme/api/2",
+        "status": "not_running",
+    }
     assert (results["circleci.v1_retry_build"].downstream_id, state.jobs[-1].retry_of) == ("3", 1)
     assert [(r.action, r.status) for r in state.requests] == [
         ("codeship.auth", 200),
@@ -1133,12 +1166,14 @@ async def test_chainer_downstream_sees_the_sandbox_faults_as_the_real_ones(clock
         warnings = await downstream.clients["codeship"].check()
         assert len(warnings) == 1 and "build.write" in warnings[0]
         with pytest.raises(PermanentDownstreamError) as refused:  # 403 without build.write: not a rate limit
-            await downstream.execute("codeship.trigger_build", {"project": "acme/web", "ref": "heads/main"},
-                                     failed_codeship_event())  # fmt: skip
+            await downstream.execute(
+                "codeship.trigger_build", {"project": "acme/web", "ref": "heads/main"}, failed_codeship_event()
+            )
         assert refused.value.status == 403
         with pytest.raises(TransientDownstreamError) as limited:  # auth, list, create: the 4th call is one too many
-            await downstream.execute("codeship.trigger_build", {"project": "acme/web", "ref": "heads/main"},
-                                     failed_codeship_event())  # fmt: skip
+            await downstream.execute(
+                "codeship.trigger_build", {"project": "acme/web", "ref": "heads/main"}, failed_codeship_event()
+            )
         assert (limited.value.status, limited.value.retry_after) == (403, 40.0)
         state.script("circleci.v2", status=429, headers={"Retry-After": "7"}, body={"message": "slow down"})
         with pytest.raises(TransientDownstreamError) as throttled:

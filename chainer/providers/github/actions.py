@@ -11,8 +11,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from chainer.catalogue import ActionSpec, Param
 from chainer.events import BuildEvent
-from chainer.providers.base import ActionSpec, Param, same_provider
+from chainer.providers.base import same_provider
 from chainer.providers.github.facts import (
     CHAIN_INPUT,
     MAX_CLIENT_PAYLOAD_BYTES,

@@ -30,7 +30,7 @@ import httpx
 from chainer import __version__
 from chainer.errors import DownstreamError, PermanentDownstreamError, TransientDownstreamError
 from chainer.events import BuildEvent
-from chainer.providers.base import ActionHandler, dispatch
+from chainer.providers.base import HandlerClient
 from chainer.providers.github.auth import AppTokens
 from chainer.providers.github.facts import (
     ACCEPT,
@@ -45,7 +45,6 @@ from chainer.providers.github.facts import (
 from chainer.providers.http import (
     BODY_EXCERPT,
     Api,
-    BeforeEffect,
     CallResult,
     Scrubber,
     Throttle,
@@ -179,8 +178,10 @@ def _mapping(params: Mapping[str, Any], name: str, action: str, limit: int) -> d
     return dict(value)
 
 
-class GitHubClient:
+class GitHubClient(HandlerClient):
     """Executes the GitHub actions; see the module docstring."""
+
+    provider = NAME
 
     def __init__(
         self,
@@ -197,25 +198,16 @@ class GitHubClient:
         self._api = GitHubApi(http, label="GitHub", credentials=hint, scrub=scrub, clock=clock, throttle=throttle)
         self.app: AppTokens | None = None
         if settings.github_app_id and settings.github_app_private_key:
-            app_api = GitHubApi(http, label="GitHub App", credentials=APP_VARIABLES, scrub=scrub, clock=clock,
-                                throttle=throttle)  # fmt: skip
+            app_api = GitHubApi(
+                http, label="GitHub App", credentials=APP_VARIABLES, scrub=scrub, clock=clock, throttle=throttle
+            )
             self.app = AppTokens(settings, app_api, clock=clock)
-        self._handlers: dict[str, ActionHandler] = {
+        super().__init__()
+        self.handlers = {
             f"{NAME}.dispatch_workflow": self.dispatch_workflow,
             f"{NAME}.repository_dispatch": self.repository_dispatch,
             f"{NAME}.rerun_workflow_run": self.rerun_workflow_run,
         }
-
-    async def execute(
-        self,
-        action: str,
-        params: Mapping[str, Any],
-        event: BuildEvent,
-        *,
-        before_effect: BeforeEffect | None = None,
-    ) -> CallResult:
-        """Run one GitHub action (``chainer.providers.base.Client``)."""
-        return await dispatch(NAME, self._handlers, action, params, event, before_effect)
 
     async def check(self) -> list[str]:
         """The start-up check: a configured App must be known to GitHub (``GET /app``) with Actions and Contents

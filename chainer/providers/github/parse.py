@@ -133,8 +133,9 @@ def _form_payload(body: bytes) -> bytes:
             f"form-encoded body is not ASCII (byte 0x{body[exc.start]:02x} at offset {exc.start})"
         ) from None
     try:
-        fields = parse_qs(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict",
-                          max_num_fields=_MAX_FORM_FIELDS)  # fmt: skip
+        fields = parse_qs(
+            text, keep_blank_values=True, strict_parsing=bool(text), errors="strict", max_num_fields=_MAX_FORM_FIELDS
+        )
     except ValueError as exc:  # a field without "=", too many fields, escapes that are not UTF-8
         raise PayloadError(f"form-encoded body is malformed: {clip(str(exc))}") from None
     payload = fields.get("payload", [])

@@ -78,8 +78,15 @@ def workflow_run(
     }
 
 
-def workflow_job(conclusion: str | None = "failure", *, job_id: int = 399444496, run_id: int = RUN_ID,
-                 attempt: int = 1, repo: str = "acme/lib", name: str = "test") -> dict[str, Any]:  # fmt: skip
+def workflow_job(
+    conclusion: str | None = "failure",
+    *,
+    job_id: int = 399444496,
+    run_id: int = RUN_ID,
+    attempt: int = 1,
+    repo: str = "acme/lib",
+    name: str = "test",
+) -> dict[str, Any]:
     """A ``workflow_job`` delivery body."""
     return {
         "action": "completed" if conclusion else "in_progress",
@@ -126,9 +133,15 @@ def sign(body: bytes, secret: str = SECRET) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def delivery(payload: dict[str, Any] | bytes, event: str = "workflow_run", *, secret: str | None = SECRET,
-             guid: str = "72d3162e-cc78-11e3-81ab-4c9367dc0958", hook_id: str | None = "292430182",
-             form: bool = False) -> tuple[bytes, dict[str, str]]:  # fmt: skip
+def delivery(
+    payload: dict[str, Any] | bytes,
+    event: str = "workflow_run",
+    *,
+    secret: str | None = SECRET,
+    guid: str = "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+    hook_id: str | None = "292430182",
+    form: bool = False,
+) -> tuple[bytes, dict[str, str]]:
     """The body and headers of a GitHub delivery of ``payload`` (JSON, or ``payload=`` form), signed with ``secret``."""
     raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     body = urlencode({"payload": raw.decode()}).encode() if form else raw

@@ -25,31 +25,68 @@ EXPECTED: dict[str, tuple[str, dict[str, Any]]] = {
     "gh_octokit_workflow_run_completed_success.json": (
         "workflow_run",
         # Quirk: workflow_run.name is "" while workflow.name is "test".
-        {"kind": "workflow", "project": "octo-org/octo-repo", "project_id": 300029405, "status": "success",
-         "raw_status": "completed/success", "branch": "master", "commit": OCTO, "build_id": 289782451,
-         "workflow": "test", "workflow_id": "2823525", "pipeline_number": 163, "occurred_at": "2020-10-05T16:33:49Z",
-         "build_url": "https://github.com/octo-org/octo-repo/actions/runs/289782451", "tag": None, "job": None},
+        {
+            "kind": "workflow",
+            "project": "octo-org/octo-repo",
+            "project_id": 300029405,
+            "status": "success",
+            "raw_status": "completed/success",
+            "branch": "master",
+            "commit": OCTO,
+            "build_id": 289782451,
+            "workflow": "test",
+            "workflow_id": "2823525",
+            "pipeline_number": 163,
+            "occurred_at": "2020-10-05T16:33:49Z",
+            "build_url": "https://github.com/octo-org/octo-repo/actions/runs/289782451",
+            "tag": None,
+            "job": None,
+        },
     ),
     "gh_octokit_workflow_run_requested_action_required.json": (
         "workflow_run",
         # `requested` that arrives finished: decided by the conclusion, not by the action.
-        {"kind": "workflow", "project": "octo-org/octo-repo", "status": "other",
-         "raw_status": "completed/action_required", "build_id": 289782451, "workflow": "test",
-         "occurred_at": "2020-10-05T16:33:24Z"},
+        {
+            "kind": "workflow",
+            "project": "octo-org/octo-repo",
+            "status": "other",
+            "raw_status": "completed/action_required",
+            "build_id": 289782451,
+            "workflow": "test",
+            "occurred_at": "2020-10-05T16:33:24Z",
+        },
     ),
     "gh_hub4j_workflow_run_completed_workflow_dispatch.json": (
         "workflow_run",
-        {"kind": "workflow", "project": "gsmet/quarkus-bot-java-playground", "project_id": 313384129,
-         "status": "success", "raw_status": "completed/success", "branch": "main",
-         "commit": "dbea8d8b6ed2cf764dfd84a215f3f9040b3d4423", "build_id": 680604745, "workflow": "CI",
-         "workflow_id": "7087581", "pipeline_number": 6},
+        {
+            "kind": "workflow",
+            "project": "gsmet/quarkus-bot-java-playground",
+            "project_id": 313384129,
+            "status": "success",
+            "raw_status": "completed/success",
+            "branch": "main",
+            "commit": "dbea8d8b6ed2cf764dfd84a215f3f9040b3d4423",
+            "build_id": 680604745,
+            "workflow": "CI",
+            "workflow_id": "7087581",
+            "pipeline_number": 6,
+        },
     ),
     "gh_octokit_workflow_job_completed_failure.json": (
         "workflow_job",
-        {"kind": "job", "project": "Codertocat/Hello-World", "status": "failed", "raw_status": "completed/failure",
-         "build_id": 2202229078, "job": "linters", "workflow": "CodeQL", "branch": "main", "commit": OCTO},
+        {
+            "kind": "job",
+            "project": "Codertocat/Hello-World",
+            "status": "failed",
+            "raw_status": "completed/failure",
+            "build_id": 2202229078,
+            "job": "linters",
+            "workflow": "CodeQL",
+            "branch": "main",
+            "commit": OCTO,
+        },
     ),
-}  # fmt: skip
+}
 
 
 @pytest.fixture

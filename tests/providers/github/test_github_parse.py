@@ -250,8 +250,12 @@ def test_missing_or_mistyped_fields_are_400_naming_the_field(path: tuple[str, ..
 def test_a_workflow_job_is_a_job_event_of_its_run() -> None:
     event = parsed(job_body("failure"), "workflow_job")
     assert (event.kind, event.status, event.raw_status, event.job, event.workflow) == (
-        "job", "failed", "completed/failure", "test", "CI"
-    )  # fmt: skip
+        "job",
+        "failed",
+        "completed/failure",
+        "test",
+        "CI",
+    )
     assert (event.build_id, event.project, event.branch, event.commit) == (RUN_ID, "acme/lib", "main", SHA)
     assert event.dedupe_keys[1] == f"github:{REPO_ID}:job:399444496:1:completed/failure"
     assert parsed(job_body(None), "workflow_job").status == "running"

@@ -40,8 +40,11 @@ def test_defaults_and_values() -> None:
 
 def test_secrets_and_the_app_come_from_files_and_never_show(tmp_path: Path) -> None:
     private, _ = key_pair()
-    files = {"CHAINER_GITHUB_WEBHOOK_SECRETS": "whsec-a,whsec-b", "CHAINER_GITHUB_APP_ID": "42",
-             "CHAINER_GITHUB_APP_PRIVATE_KEY": private}  # fmt: skip
+    files = {
+        "CHAINER_GITHUB_WEBHOOK_SECRETS": "whsec-a,whsec-b",
+        "CHAINER_GITHUB_APP_ID": "42",
+        "CHAINER_GITHUB_APP_PRIVATE_KEY": private,
+    }
     env = {}
     for name, value in files.items():
         (tmp_path / name).write_text(value + "\n")
@@ -64,18 +67,30 @@ def test_secrets_and_the_app_come_from_files_and_never_show(tmp_path: Path) -> N
         ({"CHAINER_GITHUB_URL": "api.github.com"}, "CHAINER_GITHUB_URL: 'api.github.com' is not a URL"),
         ({"CHAINER_GITHUB_APP_ID": "1"}, "CHAINER_GITHUB_APP_PRIVATE_KEY: must be set together"),
         ({"CHAINER_GITHUB_APP_PRIVATE_KEY": "KEY"}, "CHAINER_GITHUB_APP_ID: must be set together"),
-        ({"CHAINER_GITHUB_APP_ID": "app one", "CHAINER_GITHUB_APP_PRIVATE_KEY": "KEY"},
-         "CHAINER_GITHUB_APP_ID: 'app one'"),
-        ({"CHAINER_GITHUB_APP_ID": "1", "CHAINER_GITHUB_APP_PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----\nS3CR3T\n"
-          "-----END RSA PRIVATE KEY-----"}, "CHAINER_GITHUB_APP_PRIVATE_KEY: not a PEM-encoded private key"),
-        ({"CHAINER_GITHUB_APP_ID": "1", "CHAINER_GITHUB_APP_PRIVATE_KEY": "S3CR3T"},
-         "CHAINER_GITHUB_APP_PRIVATE_KEY: not a PEM-encoded private key"),
-        ({"CHAINER_GITHUB_TOKEN": "t", "CHAINER_GITHUB_APP_ID": "1", "CHAINER_GITHUB_APP_PRIVATE_KEY": "KEY"},
-         "CHAINER_GITHUB_APP_PRIVATE_KEY: not a PEM"),
+        (
+            {"CHAINER_GITHUB_APP_ID": "app one", "CHAINER_GITHUB_APP_PRIVATE_KEY": "KEY"},
+            "CHAINER_GITHUB_APP_ID: 'app one'",
+        ),
+        (
+            {
+                "CHAINER_GITHUB_APP_ID": "1",
+                "CHAINER_GITHUB_APP_PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----\nS3CR3T\n"
+                "-----END RSA PRIVATE KEY-----",
+            },
+            "CHAINER_GITHUB_APP_PRIVATE_KEY: not a PEM-encoded private key",
+        ),
+        (
+            {"CHAINER_GITHUB_APP_ID": "1", "CHAINER_GITHUB_APP_PRIVATE_KEY": "S3CR3T"},
+            "CHAINER_GITHUB_APP_PRIVATE_KEY: not a PEM-encoded private key",
+        ),
+        (
+            {"CHAINER_GITHUB_TOKEN": "t", "CHAINER_GITHUB_APP_ID": "1", "CHAINER_GITHUB_APP_PRIVATE_KEY": "KEY"},
+            "CHAINER_GITHUB_APP_PRIVATE_KEY: not a PEM",
+        ),
         ({"CHAINER_GITHUB_TOKEN_FILE": "/nonexistent/token"}, "CHAINER_GITHUB_TOKEN_FILE: cannot read"),
     ],
     ids=["url", "id-without-key", "key-without-id", "bad-id", "bad-pem", "not-pem", "token-and-bad-app", "file"],
-)  # fmt: skip
+)
 def test_malformed_github_settings_name_the_variable_never_the_key(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env(env)
@@ -107,12 +122,19 @@ def test_chainer_web_stops_at_start_with_one_line_naming_the_variable(tmp_path: 
     """The process a user starts: a malformed key ends `chainer web` before it serves, saying only which variable."""
     key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAs3cr3tKeyMaterial\n-----END RSA PRIVATE KEY-----\n"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINER_")}
-    env |= {"CHAINER_GITHUB_APP_ID": "123", "CHAINER_GITHUB_APP_PRIVATE_KEY": key,
-            "CHAINER_RULES": str(REPO / "rules.yaml")}  # fmt: skip
+    env |= {
+        "CHAINER_GITHUB_APP_ID": "123",
+        "CHAINER_GITHUB_APP_PRIVATE_KEY": key,
+        "CHAINER_RULES": str(REPO / "rules.yaml"),
+    }
     done = subprocess.run(
-        [sys.executable, "-m", "chainer.cli", "web", "--port", "1"], cwd=tmp_path, env=env, capture_output=True,
-        text=True, timeout=60,
-    )  # fmt: skip
+        [sys.executable, "-m", "chainer.cli", "web", "--port", "1"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode != 0
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "CHAINER_GITHUB_APP_PRIVATE_KEY" in lines[0], done.stderr
