@@ -17,6 +17,7 @@ from typing import Any
 
 from chainer.providers.circleci.facts import MAX_PARAMETER_KEY, MAX_PARAMETER_VALUE, MAX_PARAMETERS, normalize_vcs
 from chainer.providers.codeship import REQUESTS_PER_MINUTE
+from chainer.sandbox.github_state import GitHubState
 from chainer.sandbox.models import (
     CircleJob,
     CirclePipeline,
@@ -31,7 +32,8 @@ CODESHIP_V2 = "codeship.v2"
 CODESHIP_V1 = "codeship.v1"
 CIRCLECI_V2 = "circleci.v2"
 CIRCLECI_V11 = "circleci.v1.1"
-APIS = (CODESHIP_V2, CODESHIP_V1, CIRCLECI_V2, CIRCLECI_V11)
+GITHUB = "github"
+APIS = (CODESHIP_V2, CODESHIP_V1, CIRCLECI_V2, CIRCLECI_V11, GITHUB)
 CODESHIP_SCOPES = ("project.read", "project.write", "build.read", "build.write")
 TOKEN_LIFETIME_S = 3600
 RATE_WINDOW_S = 60
@@ -75,7 +77,10 @@ class SandboxState:
         two_factor: bool = False,
         codeship_rate_limit: int = REQUESTS_PER_MINUTE,
         clock: Callable[[], float] = time.time,
+        github: GitHubState | None = None,
     ) -> None:
+        # GitHub's repositories, runs and App live in their own state (chainer.sandbox.github_state).
+        self.github = github if github is not None else GitHubState(clock=clock)
         self.codeship_user = codeship_user
         self.codeship_password = codeship_password
         self.codeship_org = codeship_org

@@ -823,7 +823,7 @@ async def test_scripted_429_with_retry_after_matches_path(client: httpx.AsyncCli
 
 async def test_scripted_fault_over_http_and_validation(client: httpx.AsyncClient) -> None:
     """``POST /_sandbox/script`` takes the same arguments as ``script``; bad arguments are 400 and script nothing."""
-    for bad in ({"api": "github", "status": 500}, {"api": "codeship.v1", "status": 99}, {"status": 500}, [1]):
+    for bad in ({"api": "gitlab", "status": 500}, {"api": "codeship.v1", "status": 99}, {"status": 500}, [1]):
         answer = await client.post("/_sandbox/script", json=bad)
         assert answer.status_code == 400 and "error" in answer.json()
     extra = await client.post("/_sandbox/script", json={"api": "codeship.v1", "status": 500, "color": "red"})
