@@ -55,9 +55,10 @@ def _repo(project: str) -> str:
     return "/".join([p for p in project.split("/") if p][-2:]).lower()
 
 
-def _target(args: Mapping[str, Any]) -> str | None:
-    """The project an action's arguments name literally, or None (the event's own, or a template)."""
-    project = args.get("project")
+def _target(args: Mapping[str, Any], name: str) -> str | None:
+    """The project an action's arguments name literally in ``name`` (its spec's ``target``), or None (the event's
+    own, or a template)."""
+    project = args.get(name)
     return _repo(project) if isinstance(project, str) and not is_template(project) else None
 
 
@@ -73,7 +74,7 @@ def _project_edges(rules: Sequence[Rule]) -> dict[str, set[tuple[str, str]]]:
             else:
                 patterns += list(matcher.include)
         sources[rule.name] = patterns
-        targets[rule.name] = {_target(a.args) for a in rule.actions}
+        targets[rule.name] = {_target(a.args, a.spec.target) for a in rule.actions}
     nodes = {t for ts in targets.values() for t in ts if t} | {
         _repo(p.text) for ps in sources.values() if ps for p in ps if p.literal
     }

@@ -109,10 +109,11 @@ class RuleSet:
             return actions
         # The loop guard (DESIGN §7): the rule matched, but its actions are not sent.
         hops = [link.project for link in event.chain] + [event.project or event.project_slug or event.event_id]
+        targets = {template.index: template.spec.target for template in rule.actions}
         return tuple(
             dataclasses.replace(
                 a,
-                error=f"loop guard: {' → '.join([*hops, str(a.params.get('project') or a.action)])}, "
+                error=f"loop guard: {' → '.join([*hops, str(a.params.get(targets.get(a.index, '')) or a.action)])}, "
                 f"depth {depth} > {limit}",
             )
             for a in actions
