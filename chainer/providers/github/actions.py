@@ -129,6 +129,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         ),
         "Start a workflow run (workflow_dispatch) with the GitHub REST API; the run id it answers feeds lineage.",
         carry_chain=_chain_input,
+        target="repo",
     ),
     ActionSpec(
         f"{NAME}.repository_dispatch",
@@ -156,6 +157,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         ),
         "Send a repository_dispatch event with the GitHub REST API.",
         carry_chain=_chain_payload,
+        target="repo",
     ),
     ActionSpec(
         f"{NAME}.rerun_workflow_run",
@@ -166,5 +168,6 @@ ACTIONS: tuple[ActionSpec, ...] = (
             Param("failed_only", _BOOL, False, lambda e: True, "rerun only the failed jobs (and their dependents)"),
         ),
         "Re-run a workflow run (its failed jobs by default) with the GitHub REST API.",
+        target="repo",
     ),
 )
