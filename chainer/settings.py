@@ -187,6 +187,18 @@ class Settings:
     worker_redis_retries: int = 20
     worker_reconnect_max_seconds: float = 10.0
     worker_heartbeat_seconds: float = 5.0
+    # Job timings (compressed by the fault-injection suite): a job's timeout, the lease a claimed job holds
+    # (arq's in-progress key and the per-target in-flight lease; None: timeout + 10 s, arq's own rule), the
+    # retry backoff (try n waits between d/2 and d, d = min(cap, base·3^(n-1))) and its number of tries, the
+    # worker's queue poll, how often the sweeper runs and how long an open action may lack its job.
+    job_timeout_seconds: float = 60.0
+    job_lease_seconds: float | None = None
+    retry_base_seconds: float = 15.0
+    retry_cap_seconds: float = 3600.0
+    retry_max_tries: int = 8
+    worker_poll_seconds: float = 0.5
+    sweep_interval_seconds: int = 60
+    sweep_grace_seconds: float = 300.0
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -206,6 +218,14 @@ class Settings:
                 "CHAINER_GITHUB_TOKEN: set either a token or a GitHub App (CHAINER_GITHUB_APP_ID and "
                 "CHAINER_GITHUB_APP_PRIVATE_KEY), not both"
             )
+        job_timeout = _number(environ, "CHAINER_JOB_TIMEOUT_SECONDS", 60.0, 0.1)
+        lease_raw = _read(environ, "CHAINER_JOB_LEASE_SECONDS")
+        lease = _number(environ, "CHAINER_JOB_LEASE_SECONDS", 0.0, 0.1) if lease_raw else None
+        if lease is not None and lease <= job_timeout:
+            raise ConfigError(f"CHAINER_JOB_LEASE_SECONDS: {lease_raw!r} must be longer than the job timeout")
+        sweep_interval = _whole(environ, "CHAINER_SWEEP_INTERVAL_SECONDS", 60, 1)
+        if sweep_interval > 60:
+            raise ConfigError(f"CHAINER_SWEEP_INTERVAL_SECONDS: {sweep_interval} is above the maximum 60")
         return cls(
             redis_url=_url(
                 environ,
@@ -236,7 +256,20 @@ class Settings:
             worker_redis_retries=_whole(environ, "CHAINER_WORKER_REDIS_RETRIES", 20, 0),
             worker_reconnect_max_seconds=_number(environ, "CHAINER_WORKER_RECONNECT_MAX_SECONDS", 10.0, 0.05),
             worker_heartbeat_seconds=_number(environ, "CHAINER_WORKER_HEARTBEAT_SECONDS", 5.0, 0.05),
+            job_timeout_seconds=job_timeout,
+            job_lease_seconds=lease,
+            retry_base_seconds=_number(environ, "CHAINER_RETRY_BASE_SECONDS", 15.0, 0.001),
+            retry_cap_seconds=_number(environ, "CHAINER_RETRY_CAP_SECONDS", 3600.0, 0.001),
+            retry_max_tries=_whole(environ, "CHAINER_RETRY_MAX_TRIES", 8, 1),
+            worker_poll_seconds=_number(environ, "CHAINER_WORKER_POLL_SECONDS", 0.5, 0.001),
+            sweep_interval_seconds=sweep_interval,
+            sweep_grace_seconds=_number(environ, "CHAINER_SWEEP_GRACE_SECONDS", 300.0, 0.0),
         )
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a claimed job (and its target's in-flight lease) is held before another worker may take it."""
+        return self.job_lease_seconds if self.job_lease_seconds is not None else self.job_timeout_seconds + 10
 
     @property
     def audit_retention_ms(self) -> int:
