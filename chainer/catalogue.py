@@ -67,8 +67,9 @@ class ActionSpec:
     # arguments and the lineage (``<event id>:<rule>`` links separated by spaces, deepest last), the
     # arguments to send. None: the action cannot carry it.
     carry_chain: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
-    # The argument that names the downstream project (``owner/repo``, a slug, a pipeline): the loop guard's
-    # path and the project graph of lint read it. An action without it acts on the event's own project.
+    # The argument that names the project the action builds (``owner/repo``, or a provider's own two-part
+    # name such as a Buildkite ``<org>/<pipeline>``), for the project graph lint draws its cycles on. When a
+    # rule leaves it out (or the action has no such argument), the action acts on the event's own project.
     target: str = "project"
 
     def param(self, name: str) -> Param | None:

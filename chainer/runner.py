@@ -73,6 +73,7 @@ async def _serve_all(app: Any, settings: Settings, host: str, port: int, sandbox
     import uvicorn
 
     from chainer.sandbox import SignalFreeServer, serve_sandbox
+    from chainer.web.stream import stop_streams
     from chainer.worker import create_worker
 
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10)
@@ -96,6 +97,7 @@ async def _serve_all(app: Any, settings: Settings, host: str, port: int, sandbox
     stopping = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait(tasks | {stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stop_streams(app)  # open /audit/stream followers end now, not after the graceful timeout
         server.should_exit = True
         await worker.close()
         for task in tasks:

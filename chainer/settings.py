@@ -50,6 +50,8 @@ _SECRETS = (
     "CHAINER_GITHUB_TOKEN",
     "CHAINER_GITHUB_APP_ID",
     "CHAINER_GITHUB_APP_PRIVATE_KEY",
+    "CHAINER_BUILDKITE_WEBHOOK_TOKEN",
+    "CHAINER_BUILDKITE_TOKEN",
 )
 
 
@@ -178,9 +180,14 @@ class Settings:
     github_app_id: str | None = None
     github_app_private_key: Secret | None = None
     github_url: str = "https://api.github.com"
+    buildkite_webhook_token: Secret | None = None
+    buildkite_allow_plain_token: bool = False
+    buildkite_token: Secret | None = None
+    buildkite_url: str = "https://api.buildkite.com"
     dry_run: bool = False
     audit_retention_days: float = 30.0
     rules_poll_seconds: float = 1.0
+    stream_heartbeat_seconds: float = 15.0  # GET /audit/stream sends a comment line this often
     max_body_bytes: int = 1024 * 1024
     # Workers: how often a Redis command is retried (backoff up to 2 s) before Redis counts as lost,
     # the longest wait between reconnect probes while it is lost, and the liveness heartbeat period.
@@ -218,6 +225,12 @@ class Settings:
                 "CHAINER_GITHUB_TOKEN: set either a token or a GitHub App (CHAINER_GITHUB_APP_ID and "
                 "CHAINER_GITHUB_APP_PRIVATE_KEY), not both"
             )
+        buildkite_webhook_token = _secret(environ, "CHAINER_BUILDKITE_WEBHOOK_TOKEN")
+        buildkite_allow_plain_token = _bool(environ, "CHAINER_BUILDKITE_ALLOW_PLAIN_TOKEN", False)
+        if buildkite_allow_plain_token and not buildkite_webhook_token:
+            raise ConfigError(
+                "CHAINER_BUILDKITE_ALLOW_PLAIN_TOKEN: needs CHAINER_BUILDKITE_WEBHOOK_TOKEN, the token to compare"
+            )
         job_timeout = _number(environ, "CHAINER_JOB_TIMEOUT_SECONDS", 60.0, 0.1)
         lease_raw = _read(environ, "CHAINER_JOB_LEASE_SECONDS")
         lease = _number(environ, "CHAINER_JOB_LEASE_SECONDS", 0.0, 0.1) if lease_raw else None
@@ -250,9 +263,14 @@ class Settings:
             github_app_id=github_app_id,
             github_app_private_key=github_app_key,
             github_url=_url(environ, "CHAINER_GITHUB_URL", "https://api.github.com", ("https", "http")),
+            buildkite_webhook_token=buildkite_webhook_token,
+            buildkite_allow_plain_token=buildkite_allow_plain_token,
+            buildkite_token=_secret(environ, "CHAINER_BUILDKITE_TOKEN"),
+            buildkite_url=_url(environ, "CHAINER_BUILDKITE_URL", "https://api.buildkite.com", ("https", "http")),
             dry_run=_bool(environ, "CHAINER_DRY_RUN", False),
             audit_retention_days=_number(environ, "CHAINER_AUDIT_RETENTION_DAYS", 30.0, 0.001),
             rules_poll_seconds=_number(environ, "CHAINER_RULES_POLL_SECONDS", 1.0, 0.05),
+            stream_heartbeat_seconds=_number(environ, "CHAINER_STREAM_HEARTBEAT_SECONDS", 15.0, 0.05),
             worker_redis_retries=_whole(environ, "CHAINER_WORKER_REDIS_RETRIES", 20, 0),
             worker_reconnect_max_seconds=_number(environ, "CHAINER_WORKER_RECONNECT_MAX_SECONDS", 10.0, 0.05),
             worker_heartbeat_seconds=_number(environ, "CHAINER_WORKER_HEARTBEAT_SECONDS", 5.0, 0.05),

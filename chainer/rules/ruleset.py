@@ -109,15 +109,18 @@ class RuleSet:
             return actions
         # The loop guard (DESIGN §7): the rule matched, but its actions are not sent.
         hops = [link.project for link in event.chain] + [event.project or event.project_slug or event.event_id]
-        targets = {template.index: template.spec.target for template in rule.actions}
         return tuple(
             dataclasses.replace(
                 a,
-                error=f"loop guard: {' → '.join([*hops, str(a.params.get(targets.get(a.index, '')) or a.action)])}, "
-                f"depth {depth} > {limit}",
+                error=f"loop guard: {' → '.join([*hops, str(self._target(a) or a.action)])}, depth {depth} > {limit}",
             )
             for a in actions
         )
+
+    def _target(self, action: PlannedAction) -> Any:
+        """What the action's target argument (``ActionSpec.target``, usually ``project``) names, if anything."""
+        spec = self.catalogue.actions.get(action.action)
+        return action.params.get(spec.target if spec is not None else "project")
 
     def _join_step(self, rule: Rule, join: Join, event: BuildEvent) -> Decision:
         contributes, resets, misses = [], [], []

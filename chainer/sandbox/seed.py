@@ -10,6 +10,7 @@ from typing import Any
 from chainer.errors import WebhookError
 from chainer.events import BuildEvent
 from chainer.explain import parse_any
+from chainer.providers.buildkite.actions import PIPELINE
 from chainer.providers.circleci.facts import normalize_vcs
 from chainer.providers.payload import decode_json_object
 from chainer.rules import RuleSet
@@ -42,11 +43,13 @@ def example_events(directory: Path) -> tuple[list[BuildEvent], list[str]]:
 
 
 def _provider_of(data: dict[str, Any]) -> str:
-    if "build" in data:
-        return "codeship"
+    """Who sent an example body: Buildkite names its ``event`` beside a pipeline, GitHub sends a ``workflow_run`` or
+    ``workflow_job``, Codeship sends ``build`` alone."""
+    if isinstance(data.get("event"), str) and isinstance(data.get("pipeline"), dict):
+        return "buildkite"
     if isinstance(data.get("workflow_run"), dict) or isinstance(data.get("workflow_job"), dict):
         return "github"
-    return "circleci"
+    return "codeship" if "build" in data else "circleci"
 
 
 def seed_sandbox(state: SandboxState, ruleset: RuleSet, events: Iterable[BuildEvent] = ()) -> list[str]:
@@ -55,10 +58,12 @@ def seed_sandbox(state: SandboxState, ruleset: RuleSet, events: Iterable[BuildEv
     From each event, with the ids of its payload: a Codeship event's project (numeric id) and build (numeric
     id, branch, commit, status), which ``codeship.restart_build`` finds by commit and branch and
     ``codeship.v1_restart_build`` by id; a CircleCI event's workflow, which ``circleci.rerun_workflow`` reruns,
-    and a job's v1.1 build number, which ``circleci.v1_retry_build`` retries. Then each Codeship project the
-    rules name literally: the ``project`` of Codeship actions and of ``when`` clauses that can match a Codeship
-    event. Returns one line per event that clashes with what came before (two projects with one numeric id,
-    say); everything else is seeded.
+    and a job's v1.1 build number, which ``circleci.v1_retry_build`` retries; a Buildkite event's pipeline and
+    build number, which ``buildkite.rebuild`` rebuilds. Then each Codeship project the rules name literally:
+    the ``project`` of Codeship actions and of ``when`` clauses that can match a Codeship event; and each
+    Buildkite pipeline: the ``pipeline`` of Buildkite actions and the projects of ``provider: buildkite``
+    clauses. Returns one line per event that clashes with what came before (two projects with one numeric
+    id, say); everything else is seeded.
     """
     problems: list[str] = []
     for event in events:
@@ -70,6 +75,8 @@ def seed_sandbox(state: SandboxState, ruleset: RuleSet, events: Iterable[BuildEv
         if state.codeship_project_named(name) is None:
             state.add_codeship_project(name)
     _seed_github_targets(state, ruleset)
+    for name in _literal_buildkite_pipelines(ruleset):
+        state.add_buildkite_pipeline(name)
     return problems
 
 
@@ -79,6 +86,11 @@ def _seed_event(state: SandboxState, event: BuildEvent) -> None:
         return
     if event.provider == "github":
         _seed_github(state, event)
+        return
+    if event.provider == "buildkite":
+        if event.project and event.build_id is not None:
+            branch, state_of = event.branch or "main", event.raw_status.split("/")[0]  # "passed/blocked": passed
+            state.add_buildkite_build(event.project, event.build_id, branch=branch, commit=event.commit, state=state_of)
         return
     slug = event.project_slug
     if not slug:
@@ -167,3 +179,19 @@ def _seed_github_targets(state: SandboxState, ruleset: RuleSet) -> None:
                 state.github.add_workflow(repo, workflow)
             elif isinstance(workflow, int):
                 state.github.add_workflow(repo, f"workflow-{workflow}.yml", id=workflow)
+
+
+def _literal_buildkite_pipelines(ruleset: RuleSet) -> list[str]:
+    """The pipelines the rules name literally: ``project`` clauses that can match Buildkite events, and the
+    ``pipeline`` of Buildkite actions (the names the sandbox's create and rebuild calls must find)."""
+    names: list[str] = []
+    for rule in ruleset.rules:
+        for clause in rule.clauses:
+            matcher = clause.patterns.get("project")
+            if matcher is not None and clause.providers is not None and "buildkite" in clause.providers:
+                names += [p.text for p in matcher.include if p.literal and PIPELINE.fullmatch(p.text)]
+        for action in rule.actions:
+            pipeline = action.args.get("pipeline")
+            if action.spec.provider == "buildkite" and isinstance(pipeline, str) and PIPELINE.fullmatch(pipeline):
+                names.append(pipeline)
+    return list(dict.fromkeys(names))

@@ -262,6 +262,17 @@ class Store:
                 break
         return AuditPage(items=items, next=None if exhausted else cursor)
 
+    async def last_audit_id(self) -> str:
+        """The id of the newest audit record, ``0-0`` when there is none (where a live follow starts)."""
+        newest = await self._guard(self.redis.xrevrange(keys.AUDIT, "+", "-", count=1))
+        return text(newest[0][0]) if newest else "0-0"
+
+    async def follow_audit(self, after: str, *, block_ms: int, count: int = 100) -> list[dict[str, Any]]:
+        """Up to ``count`` audit records after the id ``after``, oldest first, waiting up to ``block_ms`` for
+        the first one (XREAD BLOCK; it holds one pooled connection while it waits). Empty when none came."""
+        found = await self._guard(self.redis.xread({keys.AUDIT: after}, count=count, block=block_ms))
+        return [stream_item(sid, fields) for _, entries in found or [] for sid, fields in entries]
+
     async def first_value(self, keys: Sequence[str]) -> str | None:
         """The value of the first of ``keys`` that exists (one batched round trip), or None."""
         if not keys:

@@ -1,6 +1,7 @@
 """The operator's views of stored events (DESIGN §8): an event with its actions, and its chain's tree.
 
-Read-only answers built from the store: ``event_view`` for ``GET /events/{id}`` (the ledgers
+Read-only answers built from the store: ``events_page`` for ``GET /events`` (recent deliveries, each
+summarised), ``event_view`` for ``GET /events/{id}`` (the ledgers
 decoded, each action's attempt history from the event's audit records), ``chain_view`` for
 ``GET /chains/{id}`` (the lineage tree from the first build of the chain, at most
 ``MAX_CHAIN_NODES`` events). Both return None for an event that is not stored.
@@ -9,9 +10,11 @@ decoded, each action's attempt history from the event's audit records), ``chain_
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from chainer.store import Store, current_error
+from chainer.web.params import OUTCOMES
 
 MAX_CHAIN_NODES = 500
 _ATTEMPT_ENDS = ("attempt.succeeded", "attempt.failed")
@@ -100,3 +103,56 @@ async def _chain_node(store: Store, event_id: str, budget: list[int]) -> dict[st
         "caused_by": chain[-1].get("action_id") if chain else None,
         "actions": actions,
     }
+
+
+async def events_page(store: Store, q: Mapping[str, Any]) -> dict[str, Any]:
+    """``GET /events``: one page of deliveries from the audit log (newest first unless ``after``), each with its
+    outcome, its event's matched rules and its actions' states. ``next`` continues in the same direction; a
+    page may hold fewer than ``limit`` items when the ``rule`` filter drops some (keep following ``next``)."""
+    wanted = set(OUTCOMES) if q["outcome"] is None else {t for t, o in OUTCOMES.items() if o in q["outcome"]}
+    match: dict[str, set[str]] = {"type": wanted}
+    match |= {name: set(q[name]) for name in ("provider", "project", "branch", "commit") if q[name] is not None}
+    before = q["before"] if q["before"] is not None or q["after"] is not None else "+"
+    page = await store.read_audit(
+        after=q["after"],
+        before=before,
+        since_ms=q["since"],
+        until_ms=q["until"],
+        limit=q["limit"],
+        match=match,
+        event_id=q["event_id"],
+    )
+    items = []
+    for record in page.items:
+        item = await delivery_summary(store, record)
+        if q["rule"] is None or set(q["rule"]) & set(item["matched"]):
+            items.append(item)
+    return {"items": items, "next": page.next}
+
+
+async def delivery_summary(store: Store, record: Mapping[str, Any]) -> dict[str, Any]:
+    """A delivery's audit record with its outcome, and for a stored event its matched rules and actions."""
+    item: dict[str, Any] = {"id": record["id"], "time": record["time"], "outcome": OUTCOMES.get(record["type"])}
+    item |= {name: record.get(name) for name in _SUMMARY_FIELDS}
+    item |= {"matched": [], "actions": [], "state": None}
+    event_id = record.get("delivery_event_id") or record.get("event_id")
+    stored = await store.get_event(event_id) if event_id and record["type"] != "webhook.ignored" else {}
+    if stored:
+        event = json.loads(stored["event"])
+        item["status"] = item["status"] or event.get("status")
+        item["received_ms"] = int(stored.get("received_ms") or 0)
+        decisions = json.loads(stored.get("decisions") or "[]")
+        item["matched"] = [d.get("rule") for d in decisions if d.get("matched")]
+        for action in json.loads(stored.get("actions") or "[]"):
+            ledger = await store.get_action(action)
+            item["actions"].append(
+                {name: ledger.get(name) for name in ("action_id", "rule", "action", "state")}
+                | {"attempts": int(ledger.get("attempts") or 0)}
+            )
+        states = {a["state"] for a in item["actions"]}
+        item["state"] = next((s for s in _STATE_ORDER if s in states), "no actions" if not states else None)
+    return item
+
+
+_SUMMARY_FIELDS = ("event_id", "provider", "project", "branch", "commit", "status", "reason", "http_status")
+_STATE_ORDER = ("dead", "calling", "pending", "skipped", "discarded", "done")

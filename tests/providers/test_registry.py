@@ -199,19 +199,19 @@ def delivery(result: str, number: int, job: str = "acme/api") -> bytes:
 
 
 def test_the_builtin_providers_are_registered_once_in_order() -> None:
-    assert providers.names() == ("codeship", "circleci", "github")
-    assert providers.catalogue().providers == ("codeship", "circleci", "github")
+    assert providers.names() == ("codeship", "circleci", "github", "buildkite")
+    assert providers.catalogue().providers == ("codeship", "circleci", "github", "buildkite")
     with pytest.raises(ValueError, match="already registered"):
         providers.register(providers.get("codeship"))
     with pytest.raises(ValueError, match="lower-case identifier"):
         providers.register(type("Bad", (FakeCI,), {"name": "Fake/CI"})())
-    assert providers.names() == ("codeship", "circleci", "github")
+    assert providers.names() == ("codeship", "circleci", "github", "buildkite")
 
 
 async def test_a_registered_provider_is_served_parsed_executed_and_chained(fakeci: FakeCI, redis: Redis) -> None:
     """POST /hooks/fakeci/<token> goes through FakeCI's own parse, its rule queues its action, its client runs the
     action through Downstream, and the build that action started inherits the chain when it reports back."""
-    assert providers.names() == ("codeship", "circleci", "github", "fakeci")
+    assert providers.names() == ("codeship", "circleci", "github", "buildkite", "fakeci")
     store = Store(redis)
     app = create_app(SETTINGS, ruleset=parse_rules(RULES), store=store)  # the rules validate against the registry
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
@@ -253,7 +253,7 @@ async def test_a_registered_provider_is_served_parsed_executed_and_chained(fakec
 
 def test_a_registered_provider_is_in_the_catalogue_schema_lint_and_explain(fakeci: FakeCI) -> None:
     catalogue = providers.catalogue()
-    assert catalogue.providers == ("codeship", "circleci", "github", "fakeci")
+    assert catalogue.providers == ("codeship", "circleci", "github", "buildkite", "fakeci")
     assert catalogue.kinds["fakeci"] == ("build",) and catalogue.title("fakeci") == "FakeCI"
     assert catalogue.actions["fakeci.rebuild"].provider == "fakeci"
     schema = json.dumps(rules_schema())
@@ -270,7 +270,7 @@ def test_rules_naming_an_unregistered_provider_or_its_actions_are_refused() -> N
     with pytest.raises(RulesError) as refused:
         parse_rules(RULES)
     text = "\n".join(refused.value.problems)
-    assert "'fakeci' is not one of codeship, circleci, github" in text
+    assert "'fakeci' is not one of codeship, circleci, github, buildkite" in text
     assert "fakeci.rebuild" in text and "unknown action" in text
 
 
@@ -290,11 +290,10 @@ async def test_an_unknown_provider_is_refused_never_read_as_circleci(redis: Redi
             json={"provider": "unknown", "body": body.decode()},
             headers={"Authorization": f"Bearer {ADMIN}"},
         )
-        assert (
-            explained.status_code == 400
-            and explained.json()["error"] == "provider: must be 'codeship' or 'circleci' or 'github'"
-        )
-    with pytest.raises(UnknownProviderError, match=r"unknown provider 'unknown' \(known: codeship, circleci, github\)"):
+        assert explained.status_code == 400
+        assert explained.json()["error"] == "provider: must be 'codeship' or 'circleci' or 'github' or 'buildkite'"
+    known = r"\(known: codeship, circleci, github, buildkite\)"
+    with pytest.raises(UnknownProviderError, match=rf"unknown provider 'unknown' {known}"):
         explain(parse_rules("version: 1\nrules: []\n"), "unknown", {}, body)
     with pytest.raises(UnknownProviderError):
         providers.get("")
@@ -315,7 +314,10 @@ def test_the_cli_explain_offers_the_registered_providers_only(tmp_path: Path) ->
     rules = tmp_path / "rules.yaml"
     rules.write_text("version: 1\nrules: []\n")
     refused = CliRunner().invoke(main, ["explain", "--provider", "unknown", str(payload), "--rules", str(rules)])
-    assert refused.exit_code == 2 and "'unknown' is not one of 'codeship', 'circleci', 'github'" in refused.output
+    assert (
+        refused.exit_code == 2
+        and "'unknown' is not one of 'codeship', 'circleci', 'github', 'buildkite'" in refused.output
+    )
     accepted = CliRunner().invoke(main, ["explain", "--provider", "circleci", str(payload), "--rules", str(rules)])
     assert accepted.exit_code == 0, accepted.output
 

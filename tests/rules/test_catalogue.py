@@ -97,7 +97,7 @@ def test_a_provider_the_catalogue_adds_is_accepted_matched_and_rendered() -> Non
     ]
     assert ruleset.evaluate(rule_event()) == []  # a CircleCI event is no candidate of a `provider: gha` rule
     refused = problems(text, catalogue())
-    assert f"rules.yaml:4: {R}when.provider: 'gha' is not one of codeship, circleci, github" in refused
+    assert f"rules.yaml:4: {R}when.provider: 'gha' is not one of codeship, circleci, github, buildkite" in refused
     assert any("then[0].gha.dispatch: unknown action" in p for p in refused), refused
     # The probe event of each provider the rule can see comes from the catalogue too.
     other = document(when="{provider: codeship}", then="[{gha.dispatch: {}}]")
@@ -202,3 +202,26 @@ def test_the_rules_package_imports_no_provider_and_names_none(module: Path) -> N
         for name in names:
             assert name == "chainer.__version__" or name.startswith(ALLOWED), f"{module.name} imports {name}"
     assert "codeship" not in source.lower() and "circleci" not in source.lower()
+
+
+def test_the_project_graph_follows_the_argument_each_action_names_its_target_with() -> None:
+    """An action whose target argument is not called `project` (`gha.dispatch` names a `repo`) still draws its
+    edge: lint sees the loop acme/a → acme/b → acme/a, not one self-loop per rule."""
+    text = (
+        "version: 1\nmax_depth: 3\nrules:\n"
+        "  - name: a-to-b\n    when: {provider: gha, project: acme/a}\n    then: [{gha.dispatch: {repo: acme/b}}]\n"
+        "  - name: b-to-a\n    when: {provider: gha, project: acme/b}\n    then: [{gha.dispatch: {repo: acme/a}}]\n"
+    )
+    cycles = rules.parse_rules(text, catalogue=with_gha()).cycles()
+    assert [c.text() for c in cycles] == ["acme/a → acme/b → acme/a (rules a-to-b, b-to-a), stopped at depth 3"]
+
+
+def test_the_loop_guard_names_the_target_by_the_argument_the_action_declares() -> None:
+    """A chained event past max_depth: the skipped action's path ends with what its target argument (`repo`) names."""
+    text = (
+        "version: 1\nmax_depth: 1\nrules:\n"
+        "  - name: a-to-b\n    when: {provider: gha, project: acme/lib}\n    then: [{gha.dispatch: {repo: acme/b}}]\n"
+    )
+    chained = dataclasses.replace(GHA_EVENT, chain=(ChainLink("evt_0", "x-to-lib", "acme/x"),))
+    (decision,) = rules.parse_rules(text, catalogue=with_gha()).evaluate(chained)
+    assert [a.error for a in decision.actions] == ["loop guard: acme/x → acme/lib → acme/b, depth 2 > 1"]

@@ -308,7 +308,7 @@ def test_base_document_is_valid() -> None:
 @pytest.mark.parametrize(("text", "problem"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
 def test_invalid_documents_are_rejected_by_schema_and_validator(text: str, problem: str) -> None:
     """Each invalid document fails parse_rules for the intended reason and fails the schema at exactly one place
-    (an argument without a default for several providers is one place, reported once per provider)."""
+    (one error, or the same error from several providers' requirements: an argument no default fills)."""
     problems = validator_problems(text)
     assert any(problem in p for p in problems), problems
     assert len(set(schema_errors(yaml.safe_load(text)))) == 1, text
