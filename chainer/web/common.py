@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -50,9 +51,16 @@ def state(request: Request) -> WebState:
 
 class _JSONResponse(JSONResponse):
     """JSON that always encodes: text holding a lone surrogate (a payload may escape one, ``"\\ud800"``, and
-    JSON decoding keeps it) is written with ``\\uXXXX`` escapes instead of failing as strict UTF-8."""
+    JSON decoding keeps it) is written with ``\\uXXXX`` escapes instead of failing as strict UTF-8.
+
+    orjson writes what starlette's ``json.dumps`` would (compact, UTF-8); what it refuses (lone surrogates,
+    keys that are not strings, integers beyond 64 bits) goes the standard library's way."""
 
     def render(self, content: Any) -> bytes:
+        try:
+            return orjson.dumps(content)
+        except TypeError:
+            pass
         try:
             return super().render(content)
         except UnicodeEncodeError:

@@ -9,10 +9,10 @@ decoded, each action's attempt history from the event's audit records), ``chain_
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from chainer.fastjson import loads
 from chainer.store import Store, current_error
 from chainer.web.params import OUTCOMES
 
@@ -27,16 +27,16 @@ async def event_view(store: Store, event_id: str) -> dict[str, Any] | None:
     stored = await store.get_event(event_id)
     if not stored:
         return None
-    action_ids: list[str] = json.loads(stored.get("actions") or "[]")
+    action_ids: list[str] = loads(stored.get("actions") or "[]")
     actions = [await store.get_action(a) for a in action_ids]
     records = await store.event_audit(event_id)
-    event = json.loads(stored["event"])
-    event["raw"] = json.loads(stored.get("raw") or "{}")
+    event = loads(stored["event"])
+    event["raw"] = loads(stored.get("raw") or "{}")
     return {
         "event": event,
         "received_ms": int(stored.get("received_ms") or 0),
         "rules_version": stored.get("rules_version"),
-        "decisions": json.loads(stored.get("decisions") or "[]"),
+        "decisions": loads(stored.get("decisions") or "[]"),
         "actions": [action_view(a, records) for a in actions if a],
         "audit": records,
     }
@@ -46,7 +46,7 @@ def action_view(ledger: dict[str, str], records: list[dict[str, Any]]) -> dict[s
     """The ledger decoded, ``last_error`` only while it explains the state, and ``history``: every
     finished attempt with its outcome, status and error (from the event's audit records)."""
     view: dict[str, Any] = dict(ledger)
-    view["params"] = json.loads(ledger.get("params") or "{}")
+    view["params"] = loads(ledger.get("params") or "{}")
     for name in ("attempts", "replays", "depth", "index"):
         if name in view and str(view[name]).isdigit():
             view[name] = int(view[name])
@@ -67,7 +67,7 @@ async def chain_view(store: Store, event_id: str) -> dict[str, Any] | None:
     stored = await store.get_event(event_id)
     if not stored:
         return None
-    chain = json.loads(stored["event"]).get("chain") or []
+    chain = loads(stored["event"]).get("chain") or []
     root = chain[0]["event_id"] if chain else event_id
     budget = [MAX_CHAIN_NODES]
     tree = await _chain_node(store, root, budget)
@@ -79,11 +79,11 @@ async def _chain_node(store: Store, event_id: str, budget: list[int]) -> dict[st
     stored = await store.get_event(event_id)
     if not stored:
         return {"event_id": event_id, "missing": "expired or never stored"}
-    event = json.loads(stored["event"])
+    event = loads(stored["event"])
     chain = event.get("chain") or []
     children = [await _chain_node(store, c, budget) for c in await store.children(event_id) if budget[0] > 0]
     actions = []
-    for action in json.loads(stored.get("actions") or "[]"):
+    for action in loads(stored.get("actions") or "[]"):
         ledger = await store.get_action(action)
         actions.append(
             {
@@ -138,12 +138,12 @@ async def delivery_summary(store: Store, record: Mapping[str, Any]) -> dict[str,
     event_id = record.get("delivery_event_id") or record.get("event_id")
     stored = await store.get_event(event_id) if event_id and record["type"] != "webhook.ignored" else {}
     if stored:
-        event = json.loads(stored["event"])
+        event = loads(stored["event"])
         item["status"] = item["status"] or event.get("status")
         item["received_ms"] = int(stored.get("received_ms") or 0)
-        decisions = json.loads(stored.get("decisions") or "[]")
+        decisions = loads(stored.get("decisions") or "[]")
         item["matched"] = [d.get("rule") for d in decisions if d.get("matched")]
-        for action in json.loads(stored.get("actions") or "[]"):
+        for action in loads(stored.get("actions") or "[]"):
             ledger = await store.get_action(action)
             item["actions"].append(
                 {name: ledger.get(name) for name in ("action_id", "rule", "action", "state")}

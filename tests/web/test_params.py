@@ -142,6 +142,7 @@ async def _snapshot(redis: Redis) -> dict[bytes, Any]:
         size = {
             "hash": redis.hgetall,
             "stream": redis.xlen,
+            "list": redis.llen,
             "zset": redis.zcard,
             "string": redis.get,
             "set": redis.scard,
