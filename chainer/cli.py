@@ -157,6 +157,10 @@ def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path)
     )
     base = f"http://{host}:{sandbox_port}"
     changes: dict[str, Any] = {
+        "github_url": base,  # with the sandbox's token: App credentials are set aside for the run
+        "github_token": Secret(state.github.token),
+        "github_app_id": None,
+        "github_app_private_key": None,
         "circleci_url": base,
         "circleci_token": Secret(state.circleci_token),
         "codeship_url": base,
@@ -213,7 +217,7 @@ def run(host: str, port: int, sandbox: bool, sandbox_port: int, sandbox_examples
 @main.command(name="sandbox")
 @_server_options
 def sandbox_command(host: str, port: int) -> None:
-    """Serve the provider sandbox alone: Codeship v1/v2, CircleCI v1.1/v2 and Buildkite on one port."""
+    """Serve the provider sandbox alone: Codeship v1/v2, CircleCI v1.1/v2, Buildkite and GitHub on one port."""
     from chainer.sandbox import serve_sandbox
 
     _configure_logging()

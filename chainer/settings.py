@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,11 @@ _SECRETS = (
     "CHAINER_CIRCLECI_TOKEN",
     "CHAINER_CODESHIP_PASSWORD",
     "CHAINER_CODESHIP_API_KEY",
+    # GitHub (DESIGN §10); the App id is no secret, but deployments mount it beside the key, so _FILE works too.
+    "CHAINER_GITHUB_WEBHOOK_SECRETS",
+    "CHAINER_GITHUB_TOKEN",
+    "CHAINER_GITHUB_APP_ID",
+    "CHAINER_GITHUB_APP_PRIVATE_KEY",
     "CHAINER_BUILDKITE_WEBHOOK_TOKEN",
     "CHAINER_BUILDKITE_TOKEN",
 )
@@ -76,6 +82,46 @@ def _url(environ: Mapping[str, str], name: str, default: str, schemes: tuple[str
     if parts.scheme not in schemes or not parts.netloc:
         raise ConfigError(f"{name}: {value!r} is not a URL of the form {schemes[0]}://host[:port]")
     return value.rstrip("/")
+
+
+def _secret_list(environ: Mapping[str, str], name: str) -> tuple[Secret, ...]:
+    """A comma-separated list of secrets (a rotation: old and new), blanks dropped."""
+    raw = _read(environ, name) or ""
+    return tuple(Secret(s.strip()) for s in raw.split(",") if s.strip())
+
+
+_GITHUB_APP_ID = re.compile(r"[0-9]{1,20}|Iv[0-9A-Za-z.]{1,64}")
+
+
+def _github_app(environ: Mapping[str, str]) -> tuple[str | None, Secret | None]:
+    """The GitHub App id (or client id) and its PEM private key, checked to be an RSA key that loads.
+
+    The key is parsed here so that a malformed one stops the process at start, naming the variable and never
+    showing the key; a key pasted with literal ``\\n`` escapes (as CI variables often hold it) is unfolded.
+    """
+    app_id = _read(environ, "CHAINER_GITHUB_APP_ID") or None
+    pem = _read(environ, "CHAINER_GITHUB_APP_PRIVATE_KEY") or None
+    if bool(app_id) != bool(pem):
+        missing = "CHAINER_GITHUB_APP_PRIVATE_KEY" if app_id else "CHAINER_GITHUB_APP_ID"
+        raise ConfigError(f"{missing}: must be set together with the other GitHub App setting")
+    if app_id is None or pem is None:
+        return None, None
+    if not _GITHUB_APP_ID.fullmatch(app_id):
+        raise ConfigError(f"CHAINER_GITHUB_APP_ID: {app_id[:40]!r} is not a GitHub App id (digits) or client id (Iv…)")
+    if "\\n" in pem and "\n" not in pem:
+        pem = pem.replace("\\n", "\n").strip()
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        key = load_pem_private_key(pem.encode("utf-8", "replace"), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # never chained: the library may quote the PEM
+        kind = "encrypted (no passphrase is supported)" if "ENCRYPTED" in pem else "not a PEM-encoded private key"
+        raise ConfigError(f"CHAINER_GITHUB_APP_PRIVATE_KEY: {kind}; use the .pem file GitHub generated") from None
+    if not isinstance(key, RSAPrivateKey):
+        raise ConfigError("CHAINER_GITHUB_APP_PRIVATE_KEY: not an RSA key (GitHub Apps sign with RS256)")
+    return app_id, Secret(pem)
 
 
 def _bool(environ: Mapping[str, str], name: str, default: bool) -> bool:
@@ -129,7 +175,11 @@ class Settings:
     codeship_url: str = "https://api.codeship.com"
     codeship_api_key: Secret | None = None
     codeship_v1_url: str = "https://codeship.com"
-
+    github_webhook_secrets: tuple[Secret, ...] = ()
+    github_token: Secret | None = None
+    github_app_id: str | None = None
+    github_app_private_key: Secret | None = None
+    github_url: str = "https://api.github.com"
     buildkite_webhook_token: Secret | None = None
     buildkite_allow_plain_token: bool = False
     buildkite_token: Secret | None = None
@@ -168,6 +218,13 @@ class Settings:
         if bool(codeship_user) != bool(codeship_password):
             missing = "CHAINER_CODESHIP_PASSWORD" if codeship_user else "CHAINER_CODESHIP_USER"
             raise ConfigError(f"{missing}: must be set together with the other Codeship API v2 credential")
+        github_token = _secret(environ, "CHAINER_GITHUB_TOKEN")
+        github_app_id, github_app_key = _github_app(environ)
+        if github_token and github_app_id:
+            raise ConfigError(
+                "CHAINER_GITHUB_TOKEN: set either a token or a GitHub App (CHAINER_GITHUB_APP_ID and "
+                "CHAINER_GITHUB_APP_PRIVATE_KEY), not both"
+            )
         buildkite_webhook_token = _secret(environ, "CHAINER_BUILDKITE_WEBHOOK_TOKEN")
         buildkite_allow_plain_token = _bool(environ, "CHAINER_BUILDKITE_ALLOW_PLAIN_TOKEN", False)
         if buildkite_allow_plain_token and not buildkite_webhook_token:
@@ -201,6 +258,11 @@ class Settings:
             codeship_url=_url(environ, "CHAINER_CODESHIP_URL", "https://api.codeship.com", ("https", "http")),
             codeship_api_key=_secret(environ, "CHAINER_CODESHIP_API_KEY"),
             codeship_v1_url=_url(environ, "CHAINER_CODESHIP_V1_URL", "https://codeship.com", ("https", "http")),
+            github_webhook_secrets=_secret_list(environ, "CHAINER_GITHUB_WEBHOOK_SECRETS"),
+            github_token=github_token,
+            github_app_id=github_app_id,
+            github_app_private_key=github_app_key,
+            github_url=_url(environ, "CHAINER_GITHUB_URL", "https://api.github.com", ("https", "http")),
             buildkite_webhook_token=buildkite_webhook_token,
             buildkite_allow_plain_token=buildkite_allow_plain_token,
             buildkite_token=_secret(environ, "CHAINER_BUILDKITE_TOKEN"),

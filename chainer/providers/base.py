@@ -58,9 +58,13 @@ class Hook:
 
     ``token``: deliveries may carry chainer's hook token (``CHAINER_HOOK_TOKEN``) in the URL, as
     ``/hooks/<name>/<token>`` or ``?token=``, for providers that cannot sign (or legacy payloads).
+    ``content_types``: media types the endpoint accepts besides JSON (``application/json`` and
+    ``application/*+json`` always pass), for providers that can deliver other bodies, such as GitHub's
+    form-encoded hooks (``application/x-www-form-urlencoded``); the provider's ``parse`` reads them.
     """
 
     token: bool = True
+    content_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,10 +4,11 @@ Paths, credentials, status codes and bodies follow shared/reference/providers.md
 Codeship answers 202 with no body, rate-limits with 403, and reports 2FA accounts with a 200; CircleCI v1.1
 answers EDN when no ``Accept`` header is sent. Every request is recorded with its credentials redacted, and
 faults (an error status, a ``Retry-After``, a hang) can be scripted from Python or over HTTP under ``/_sandbox/``.
-Point ``CHAINER_CODESHIP_URL``, ``CHAINER_CODESHIP_V1_URL``, ``CHAINER_CIRCLECI_URL`` and ``CHAINER_BUILDKITE_URL``
-at the sandbox's root. The handlers of each emulated provider are in ``chainer.sandbox.codeship``,
-``chainer.sandbox.circleci`` and ``chainer.sandbox.buildkite`` (whose paths share Codeship's ``/v2/`` prefix
-and are told apart by ``buildkite.PATHS``).
+Point ``CHAINER_CODESHIP_URL``, ``CHAINER_CODESHIP_V1_URL``, ``CHAINER_CIRCLECI_URL``, ``CHAINER_BUILDKITE_URL`` and
+``CHAINER_GITHUB_URL`` at the sandbox's root. The handlers of each emulated provider are in
+``chainer.sandbox.codeship``, ``chainer.sandbox.circleci``, ``chainer.sandbox.buildkite`` (whose paths share
+Codeship's ``/v2/`` prefix and are told apart by ``buildkite.PATHS``) and ``chainer.sandbox.github`` (GitHub's REST
+API, more-providers.md §1.6-§1.7).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from chainer.sandbox import buildkite, circleci, codeship
+from chainer.sandbox import buildkite, circleci, codeship, github
 from chainer.sandbox import state as st
 from chainer.sandbox.calls import DIGITS, NOT_JSON, Call, Handler, decode, refuse, same
 from chainer.sandbox.models import ScriptedFault
@@ -37,11 +38,12 @@ log = logging.getLogger(__name__)
 SANDBOX, UNKNOWN = "sandbox", "unknown"
 _PREFIXES = {"/v2/": st.CODESHIP_V2, "/api/v1/": st.CODESHIP_V1, "/api/v2/": st.CIRCLECI_V2}
 _PREFIXES |= {"/api/v1.1/": st.CIRCLECI_V11, "/_sandbox": SANDBOX}  # Buildkite's /v2/ paths: see _api_of
+_PREFIXES |= dict.fromkeys(github.PREFIXES, st.GITHUB)
 _SECRET_HEADERS = {"authorization", "circle-token", "cookie", "proxy-authorization"}
 _SECRET_QUERY = {"api_key", "circle-token"}
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]  # the endpoint answers 405 itself, and records it
 # method, path (Starlette syntax), action recorded for it, handler; the API follows from the path prefix.
-ROUTES: tuple[tuple[str, str, str, Handler], ...] = codeship.ROUTES + circleci.ROUTES + buildkite.ROUTES
+ROUTES: tuple[tuple[str, str, str, Handler], ...] = codeship.ROUTES + circleci.ROUTES + buildkite.ROUTES + github.ROUTES
 
 
 def _api_of(path: str) -> str:
@@ -56,6 +58,8 @@ def _error(api: str, request: Request, status: int, message: str) -> Response:
         return JSONResponse({"errors": [message]}, status)
     if api in (st.CIRCLECI_V2, st.CIRCLECI_V11):
         return circleci.circle_answer(request, status, {"message": message}, v11=api == st.CIRCLECI_V11)
+    if api == st.GITHUB:
+        return github.github_error(status, message)
     if api == st.BUILDKITE:
         return JSONResponse({"message": message}, status)
     return JSONResponse({"error": message}, status)
@@ -178,7 +182,8 @@ async def control_page(request: Request) -> Response:
     base = html.escape(str(request.base_url).rstrip("/"))
     page = (
         "<!doctype html><meta charset=utf-8><title>chainer sandbox</title><h1>chainer provider sandbox</h1>"
-        f"<p>Point CHAINER_CODESHIP_URL, CHAINER_CODESHIP_V1_URL, CHAINER_CIRCLECI_URL and CHAINER_BUILDKITE_URL at "
+        f"<p>Point CHAINER_CODESHIP_URL, CHAINER_CODESHIP_V1_URL, CHAINER_CIRCLECI_URL, CHAINER_BUILDKITE_URL and "
+        f"CHAINER_GITHUB_URL at "
         f"<code>{base}</code>. "
         f"JSON log: <a href='{base}/_sandbox/requests'>/_sandbox/requests</a>. Inject a fault: <code>curl -X POST "
         f'{base}/_sandbox/script -d \'{{"api": "circleci.v2", "status": 500, "times": 2}}\'</code></p>'

@@ -24,8 +24,8 @@ def example_events(directory: Path) -> tuple[list[BuildEvent], list[str]]:
     """The events of the webhook bodies in ``directory/*.json`` (by file name), and one problem per unreadable file.
 
     Each body is parsed as chainer parses a delivery, authentication aside: ``{"build": …}`` as Codeship's,
-    anything else as CircleCI's (legacy ``{"payload": …}`` or outbound). Bodies chainer ignores (a ping) are
-    left out without a problem.
+    ``{"workflow_run": …}`` or ``{"workflow_job": …}`` as GitHub's, anything else as CircleCI's (legacy
+    ``{"payload": …}`` or outbound). Bodies chainer ignores (a ping) are left out without a problem.
     """
     events: list[BuildEvent] = []
     problems: list[str] = []
@@ -43,9 +43,12 @@ def example_events(directory: Path) -> tuple[list[BuildEvent], list[str]]:
 
 
 def _provider_of(data: dict[str, Any]) -> str:
-    """Who sent an example body: Buildkite names its ``event`` beside a pipeline, Codeship sends ``build`` alone."""
+    """Who sent an example body: Buildkite names its ``event`` beside a pipeline, GitHub sends a ``workflow_run`` or
+    ``workflow_job``, Codeship sends ``build`` alone."""
     if isinstance(data.get("event"), str) and isinstance(data.get("pipeline"), dict):
         return "buildkite"
+    if isinstance(data.get("workflow_run"), dict) or isinstance(data.get("workflow_job"), dict):
+        return "github"
     return "codeship" if "build" in data else "circleci"
 
 
@@ -71,6 +74,7 @@ def seed_sandbox(state: SandboxState, ruleset: RuleSet, events: Iterable[BuildEv
     for name in _literal_codeship_projects(ruleset):
         if state.codeship_project_named(name) is None:
             state.add_codeship_project(name)
+    _seed_github_targets(state, ruleset)
     for name in _literal_buildkite_pipelines(ruleset):
         state.add_buildkite_pipeline(name)
     return problems
@@ -79,6 +83,9 @@ def seed_sandbox(state: SandboxState, ruleset: RuleSet, events: Iterable[BuildEv
 def _seed_event(state: SandboxState, event: BuildEvent) -> None:
     if event.provider == "codeship":
         _seed_codeship(state, event)
+        return
+    if event.provider == "github":
+        _seed_github(state, event)
         return
     if event.provider == "buildkite":
         if event.project and event.build_id is not None:
@@ -132,6 +139,46 @@ def _literal_codeship_projects(ruleset: RuleSet) -> list[str]:
             if action.spec.provider == "codeship" and isinstance(project, str) and "{" not in project:
                 names += [] if _UUID.match(project) or project.isdigit() else [project]
     return list(dict.fromkeys(names))
+
+
+def _seed_github(state: SandboxState, event: BuildEvent) -> None:
+    """A GitHub event's repository, workflow and run (at its attempt and state), so ``github.rerun_workflow_run``
+    finds the run and ``github.dispatch_workflow`` the workflow."""
+    if event.project is None or event.build_id is None:
+        return
+    raw = event.raw.get("workflow_run") if event.kind == "workflow" else None
+    run: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    path, attempt = run.get("path"), run.get("run_attempt")
+    repo_id = event.project_id if isinstance(event.project_id, int) else None
+    state.github.add_repo(event.project, id=repo_id)
+    status, _, conclusion = event.raw_status.partition("/")
+    state.github.add_run(
+        event.project,
+        event.build_id,
+        workflow=path if isinstance(path, str) and path else ".github/workflows/ci.yml",
+        workflow_id=int(event.workflow_id) if event.workflow_id and event.workflow_id.isdigit() else None,
+        head_branch=event.branch,
+        head_sha=event.commit or "0" * 40,
+        status=status,
+        conclusion=conclusion or None,
+        run_attempt=attempt if isinstance(attempt, int) else 1,
+    )
+
+
+def _seed_github_targets(state: SandboxState, ruleset: RuleSet) -> None:
+    """Each repository and workflow the GitHub actions of the rules name literally (templates cannot be known)."""
+    for rule in ruleset.rules:
+        for action in rule.actions:
+            if action.spec.provider != "github":
+                continue
+            repo, workflow = action.args.get("repo"), action.args.get("workflow")
+            if not isinstance(repo, str) or "{" in repo or repo.count("/") != 1:
+                continue
+            state.github.add_repo(repo)
+            if isinstance(workflow, str) and "{" not in workflow and not workflow.isdigit():
+                state.github.add_workflow(repo, workflow)
+            elif isinstance(workflow, int):
+                state.github.add_workflow(repo, f"workflow-{workflow}.yml", id=workflow)
 
 
 def _literal_buildkite_pipelines(ruleset: RuleSet) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from chainer.providers.circleci.facts import MAX_PARAMETER_KEY, MAX_PARAMETER_VALUE, MAX_PARAMETERS, normalize_vcs
 from chainer.providers.codeship import REQUESTS_PER_MINUTE
+from chainer.sandbox.github_state import GitHubState
 from chainer.sandbox.models import (
     BuildkiteBuild,
     BuildkitePipeline,
@@ -34,7 +35,8 @@ CODESHIP_V1 = "codeship.v1"
 CIRCLECI_V2 = "circleci.v2"
 CIRCLECI_V11 = "circleci.v1.1"
 BUILDKITE = "buildkite"
-APIS = (CODESHIP_V2, CODESHIP_V1, CIRCLECI_V2, CIRCLECI_V11, BUILDKITE)
+GITHUB = "github"
+APIS = (CODESHIP_V2, CODESHIP_V1, CIRCLECI_V2, CIRCLECI_V11, BUILDKITE, GITHUB)
 BUILDKITE_SCOPES = ("read_builds", "write_builds")
 CODESHIP_SCOPES = ("project.read", "project.write", "build.read", "build.write")
 TOKEN_LIFETIME_S = 3600
@@ -82,7 +84,10 @@ class SandboxState:
         clock: Callable[[], float] = time.time,
         buildkite_token: str = "sandbox-buildkite-token",  # noqa: S107 - as above
         buildkite_scopes: Sequence[str] = BUILDKITE_SCOPES,
+        github: GitHubState | None = None,
     ) -> None:
+        # GitHub's repositories, runs and App live in their own state (chainer.sandbox.github_state).
+        self.github = github if github is not None else GitHubState(clock=clock)
         self.codeship_user = codeship_user
         self.codeship_password = codeship_password
         self.codeship_org = codeship_org

@@ -92,10 +92,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def check_content_type(request: Request) -> None:
-    """UnsupportedMediaError unless the request says it carries JSON (``application/json`` or ``…+json``)."""
+def check_content_type(request: Request, also: tuple[str, ...] = ()) -> None:
+    """UnsupportedMediaError unless the request says it carries JSON (``application/json`` or ``…+json``)
+    or one of the media types ``also`` names (a provider's ``Hook.content_types``)."""
     value = request.headers.get("content-type", "")
     media = value.split(";", 1)[0].strip().lower()
+    if media in also:
+        return
     if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
         shown = media or "none"
-        raise UnsupportedMediaError(f"content type {shown!r} is not supported; send application/json")
+        accepted = " or ".join(("application/json", *also))
+        raise UnsupportedMediaError(f"content type {shown!r} is not supported; send {accepted}")

@@ -1,8 +1,8 @@
 """The webhook endpoints (DESIGN §3): ``POST /hooks/<provider>`` and ``POST /hooks/<provider>/<token>``.
 
-Transport only: the content type and the size cap are checked here, everything else is
-``chainer.intake``'s, and its ``Outcome`` becomes the HTTP answer in ``status_of``, the one place
-that maps outcomes to status codes.
+Transport only: the content type (JSON, or another type the provider's ``Hook`` names) and the size
+cap are checked here, everything else is ``chainer.intake``'s, and its ``Outcome`` becomes the HTTP
+answer in ``status_of``, the one place that maps outcomes to status codes.
 """
 
 from __future__ import annotations
@@ -47,14 +47,14 @@ async def receive_webhook(request: Request) -> Response:
         metrics.WEBHOOKS.labels(provider, "unavailable").inc()
         return error(503, "the store is not ready")
     remote = request.client.host if request.client else None
+    hook = providers.get(provider).hook
     started = time.perf_counter()
     try:
-        check_content_type(request)
+        check_content_type(request, hook.content_types)
         body = await read_body(request, web.settings.max_body_bytes)
     except WebhookError as exc:
         outcome = await intake.reject(provider, exc, remote)
     else:
-        hook = providers.get(provider).hook
         token = (request.path_params.get("token") or request.query_params.get("token")) if hook.token else None
         outcome = await intake.receive(provider, request.headers, body, token, remote)
     _count(provider, outcome, time.perf_counter() - started)

@@ -97,7 +97,7 @@ def test_a_provider_the_catalogue_adds_is_accepted_matched_and_rendered() -> Non
     ]
     assert ruleset.evaluate(rule_event()) == []  # a CircleCI event is no candidate of a `provider: gha` rule
     refused = problems(text, catalogue())
-    assert f"rules.yaml:4: {R}when.provider: 'gha' is not one of codeship, circleci, buildkite" in refused
+    assert f"rules.yaml:4: {R}when.provider: 'gha' is not one of codeship, circleci, github, buildkite" in refused
     assert any("then[0].gha.dispatch: unknown action" in p for p in refused), refused
     # The probe event of each provider the rule can see comes from the catalogue too.
     other = document(when="{provider: codeship}", then="[{gha.dispatch: {}}]")
@@ -159,6 +159,23 @@ def test_an_action_carries_the_lineage_its_own_way() -> None:
     plain = document(when="{provider: gha}", then="[{gha.dispatch: {}}]")
     (action,) = rules.parse_rules(plain, catalogue=given).evaluate(chained)[0].actions
     assert action.params == {"repo": "acme/lib"}
+
+
+def test_the_argument_an_action_names_its_target_by_feeds_the_project_graph_and_the_loop_guard() -> None:
+    """`gha.dispatch` names its downstream project `repo` (ActionSpec.target): lint sees the acme/a → acme/b cycle
+    through it, and the loop guard's path ends with the repository it would have dispatched, not the action."""
+    text = (
+        "version: 1\nmax_depth: 2\nrules:\n"
+        "  - {name: a-to-b, when: {project: acme/a}, then: [{gha.dispatch: {repo: acme/b}}]}\n"
+        "  - {name: b-to-a, when: {project: acme/b}, then: [{gha.dispatch: {repo: Acme/A}}]}\n"
+    )
+    ruleset = rules.parse_rules(text, catalogue=with_gha())
+    assert [c.text() for c in ruleset.cycles()] == [
+        "acme/a → acme/b → acme/a (rules a-to-b, b-to-a), stopped at depth 2"
+    ]
+    chain = (ChainLink("evt_1", "a-to-b", "acme/a"), ChainLink("evt_2", "b-to-a", "acme/b"))
+    (decision,) = ruleset.evaluate(dataclasses.replace(GHA_EVENT, project="acme/a", chain=chain))
+    assert [a.error for a in decision.actions] == ["loop guard: acme/a → acme/b → acme/a → acme/b, depth 3 > 2"]
 
 
 def test_a_catalogue_must_describe_every_provider_it_lists() -> None:

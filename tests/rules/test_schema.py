@@ -170,7 +170,7 @@ INVALID = [
     ),
     ("bad-status", mutate("status: success", "status: sucess"), "is not a status"),
     ("empty-status-list", mutate("status: success", "status: []"), "matches nothing"),
-    ("bad-provider", mutate("provider: circleci", "provider: github"), "is not one of"),
+    ("bad-provider", mutate("provider: circleci", "provider: gitlab"), "is not one of"),
     ("bad-kind", mutate("kind: workflow", "kind: pipeline"), "is not one of"),
     ("empty-pattern-list", mutate("branch: main", "branch: []"), "matches nothing"),
     ("empty-include-exclude", mutate("branch: main", "branch: {include: [], exclude: []}"), "needs include"),

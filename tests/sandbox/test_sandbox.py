@@ -823,7 +823,7 @@ async def test_scripted_429_with_retry_after_matches_path(client: httpx.AsyncCli
 
 async def test_scripted_fault_over_http_and_validation(client: httpx.AsyncClient) -> None:
     """``POST /_sandbox/script`` takes the same arguments as ``script``; bad arguments are 400 and script nothing."""
-    for bad in ({"api": "github", "status": 500}, {"api": "codeship.v1", "status": 99}, {"status": 500}, [1]):
+    for bad in ({"api": "gitlab", "status": 500}, {"api": "codeship.v1", "status": 99}, {"status": 500}, [1]):
         answer = await client.post("/_sandbox/script", json=bad)
         assert answer.status_code == 400 and "error" in answer.json()
     extra = await client.post("/_sandbox/script", json={"api": "codeship.v1", "status": 500, "color": "red"})
@@ -1112,7 +1112,8 @@ async def test_chainer_downstream_runs_every_action_against_the_sandbox(clock: C
         downstream = Downstream(settings, http, clock=clock)
         assert await downstream.clients["codeship"].check() == []
         results = {name: await downstream.execute(name, params, failed_codeship_event()) for name, params in actions}
-    assert set(results) == downstream.actions
+    # GitHub's three actions run against the sandbox in tests/providers/github/test_github_sandbox.py.
+    assert set(results) == {a for a in downstream.actions if not a.startswith("github.")}
     assert {name: (r.status, r.downstream_id is not None) for name, r in results.items()} == {
         "codeship.trigger_build": (202, False),
         "codeship.restart_build": (202, False),

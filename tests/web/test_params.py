@@ -48,6 +48,7 @@ PUBLIC = {
     "/hooks/codeship/{token}",
     "/hooks/circleci",
     "/hooks/circleci/{token}",
+    "/hooks/github",
     "/hooks/buildkite",
     "/healthz",
     "/readyz",
