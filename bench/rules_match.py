@@ -98,12 +98,23 @@ def make_event(i: int, project: str, rng: random.Random) -> BuildEvent:
     provider = rng.choice(["circleci", "codeship"])
     branch = rng.choices(["main", "release/1.2", "feature/x"], [70, 15, 15])[0]
     return BuildEvent(
-        provider=provider, kind="workflow" if provider == "circleci" else "build", event_id=f"evt_{i}",
-        project=project, status=rng.choices(["success", "failed", "error"], [80, 15, 5])[0], raw_status="x",
-        project_id=i, project_slug=f"gh/{project}", branch=branch,
-        commit=f"{i:040x}", build_id=i, build_url=f"https://ci.example.org/{i}", workflow="build-and-test",
-        workflow_id=f"wf-{i}", job="test", pipeline_number=i,
-    )  # fmt: skip
+        provider=provider,
+        kind="workflow" if provider == "circleci" else "build",
+        event_id=f"evt_{i}",
+        project=project,
+        status=rng.choices(["success", "failed", "error"], [80, 15, 5])[0],
+        raw_status="x",
+        project_id=i,
+        project_slug=f"gh/{project}",
+        branch=branch,
+        commit=f"{i:040x}",
+        build_id=i,
+        build_url=f"https://ci.example.org/{i}",
+        workflow="build-and-test",
+        workflow_id=f"wf-{i}",
+        job="test",
+        pipeline_number=i,
+    )
 
 
 def make_events(n_rules: int, rng: random.Random) -> list[tuple[str, BuildEvent]]:

@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,7 @@ import httpx
 from arq import Retry
 from arq.jobs import serialize_job
 
-from chainer import audit, lineage
+from chainer import audit, lineage, metrics
 from chainer.errors import (
     AmbiguousDownstreamError,
     ChainerError,
@@ -42,6 +43,7 @@ from chainer.providers import Downstream
 from chainer.rules import RuleSet
 from chainer.settings import Settings
 from chainer.store import Store, Transition, now_ms
+from chainer.store.codec import job_serializer
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +62,6 @@ def action_id(event_id: str, rule: str, index: int) -> str:
 def job_id(action: str, replay: int = 0) -> str:
     """The arq job id of an action's ``replay``-th run (0 for the first)."""
     return f"act:{action}:{replay}"
-
-
-def job_serializer(obj: Any) -> bytes:
-    """arq serializer: JSON, never pickle (anyone who can write Redis must not be able to run code)."""
-    return json.dumps(obj, separators=(",", ":"), default=str).encode()
-
-
-def job_deserializer(data: bytes) -> Any:
-    return json.loads(data)
 
 
 def job_bytes(action: str, enqueue_ms: int) -> bytes:
@@ -178,6 +171,7 @@ async def run_action(ctx: dict[str, Any], action: str) -> str:
                 audit=[audit.action_skipped(context, "dry run (CHAINER_DRY_RUN=1): nothing was sent", params=params)],
             )
         )
+        metrics.ACTIONS.labels(ledger["action"], "skipped").inc()
         return "skipped"
     locks = shared.locks
     if locks is None:
@@ -241,6 +235,7 @@ async def _attempt(shared: Services, ledger: Mapping[str, str], params: dict[str
 
     event_json = await store.get_event_field(event_id, "event")
     event = BuildEvent.from_dict(json.loads(event_json or "{}"))
+    started_at = time.perf_counter()
     try:
         result = await shared.downstream.execute(ledger["action"], params, event, before_effect=before_effect)
     except ClaimLostError as exc:
@@ -248,6 +243,7 @@ async def _attempt(shared: Services, ledger: Mapping[str, str], params: dict[str
         return exc.state or "missing"
     except ThrottledError as exc:
         # Nothing was sent: give the attempt back and wait for the limit, without counting a try.
+        metrics.attempt_done(ledger["action"], "throttled", started_at)
         defer = policy.throttle_delay(exc.retry_after)
         await store.transition(
             Transition(
@@ -261,6 +257,7 @@ async def _attempt(shared: Services, ledger: Mapping[str, str], params: dict[str
         )
         raise Retry(defer=defer) from exc
     except TransientDownstreamError as exc:
+        metrics.attempt_done(ledger["action"], "transient", started_at)
         if attempt >= policy.max_tries:
             await _die(store, context, "exhausted", exc.message, exc.status, attempt=attempt, from_state=state, exc=exc)
             return "dead"
@@ -277,11 +274,14 @@ async def _attempt(shared: Services, ledger: Mapping[str, str], params: dict[str
                 ],
             )
         )
+        metrics.RETRIES.labels(metrics.provider_of(ledger["action"])).inc()
         raise Retry(defer=defer) from exc
     except AmbiguousDownstreamError as exc:
+        metrics.attempt_done(ledger["action"], "ambiguous", started_at)
         await _die(store, context, "ambiguous", exc.message, exc.status, attempt=attempt, from_state=state, exc=exc)
         return "dead"
     except PermanentDownstreamError as exc:
+        metrics.attempt_done(ledger["action"], "permanent", started_at)
         await _die(store, context, "permanent", exc.message, exc.status, attempt=attempt, from_state=state, exc=exc)
         return "dead"
     await store.transition(
@@ -299,6 +299,7 @@ async def _attempt(shared: Services, ledger: Mapping[str, str], params: dict[str
             audit=[audit.attempt_succeeded(context, attempt, result.status, result.downstream_id, result.detail)],
         )
     )
+    metrics.attempt_done(ledger["action"], "succeeded", started_at, finished=True)
     await _register_lineage(store, ledger, params, result.downstream_id, event)
     return "done"
 
@@ -351,6 +352,8 @@ async def _die(
             "action_state_conflict",
             extra={"action_id": context["action_id"], "state": result.previous_state, "wanted": "dead"},
         )
+    else:
+        metrics.action_dead(str(context["action"]), reason)
 
 
 async def sweep(ctx: dict[str, Any]) -> int:

@@ -42,8 +42,6 @@ from chainer.jobs import (
     SERVICES,
     RetryPolicy,
     Services,
-    job_deserializer,
-    job_serializer,
     run_action,
     sweep,
 )
@@ -54,12 +52,12 @@ from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
 from chainer.store import Store
+from chainer.store.codec import job_deserializer, job_serializer
 from chainer.store.connections import connect_arq
 
 log = logging.getLogger(__name__)
 
 JOB_TIMEOUT_S = 60
-POLICY = RetryPolicy()
 # chainer decides when an action is exhausted (from its ledger's real attempts); arq's own try
 # counter also counts waits for outbound limits, so its bound is only a guard against endless loops.
 ARQ_MAX_TRIES = 1000
@@ -103,7 +101,7 @@ class ServicesBuilder:
     settings: Settings | None = None
     ruleset: RuleSet | None = None
     downstream: Downstream | None = None
-    retry_policy: RetryPolicy = POLICY
+    retry_policy: RetryPolicy | None = None
 
     async def startup(self, ctx: dict[str, Any]) -> None:
         """arq's ``on_startup``: the Services on arq's pool, into ``ctx["services"]``."""
@@ -120,7 +118,7 @@ class ServicesBuilder:
         http = None
         downstream = self.downstream
         if downstream is None:
-            http = default_http_client()
+            http = default_http_client(settings.job_timeout_seconds)
             try:
                 downstream = await _provider_clients(settings, http, redis)
             except BaseException:  # no Services to shut down: release what was started here
@@ -132,11 +130,42 @@ class ServicesBuilder:
             store=store,
             rules=rules,
             downstream=downstream,
-            locks=InflightLocks(redis, lease_s=JOB_TIMEOUT_S + 10),
-            retry_policy=self.retry_policy,
+            locks=InflightLocks(redis, lease_s=settings.lease_seconds),
+            retry_policy=self.retry_policy or retry_policy(settings),
+            sweep_grace_ms=int(settings.sweep_grace_seconds * 1000),
             http=http,
             rules_task=rules_task,
         )
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The backoff and number of tries ``settings`` ask for."""
+    return RetryPolicy(
+        max_tries=settings.retry_max_tries, base_s=settings.retry_base_seconds, cap_s=settings.retry_cap_seconds
+    )
+
+
+def _timed(settings: Settings) -> dict[str, Any]:
+    """The arq options that follow the settings' job timings: timeouts, the sweeper's schedule, the poll."""
+    timeout = settings.job_timeout_seconds
+    every = settings.sweep_interval_seconds
+    return {
+        "functions": (
+            func(run_action, name=RUN_ACTION, max_tries=ARQ_MAX_TRIES, timeout=timeout),
+            func(fire_join, name=FIRE_JOIN, max_tries=5, timeout=timeout),
+        ),
+        "cron_jobs": (
+            cron(
+                sweep,
+                name="sweep",
+                second={s for s in range(60) if (s - 30) % every == 0},
+                run_at_startup=True,
+                timeout=timeout,
+            ),
+        ),
+        "job_timeout": timeout,
+        "poll_delay": settings.worker_poll_seconds,
+    }
 
 
 async def _provider_clients(settings: Settings, http: httpx.AsyncClient, redis: Any) -> Downstream:
@@ -205,6 +234,7 @@ class ChainerWorker(Worker):
         self.worker_id = heartbeat.worker_id()
         self.reconnect_max_s = settings.worker_reconnect_max_seconds
         self.heartbeat_s = settings.worker_heartbeat_seconds
+        self.in_progress_timeout_s = settings.lease_seconds  # arq's own rule is the longest timeout + 10 s
         # Three periods (and never less than three polls), so one late beat does not look like a death.
         self.heartbeat_ttl_ms = int(3000 * max(self.heartbeat_s, self.poll_delay_s))
         self.redis_down = False
@@ -294,7 +324,7 @@ def create_worker(
     *,
     ruleset: RuleSet | None = None,
     downstream: Downstream | None = None,
-    retry_policy: RetryPolicy = POLICY,
+    retry_policy: RetryPolicy | None = None,
     **kwargs: Any,
 ) -> ChainerWorker:
     """A ready ChainerWorker on ``settings.redis_url`` with chainer's jobs and hooks.
@@ -302,10 +332,12 @@ def create_worker(
     Like arq's ``create_worker(settings_cls, **kwargs)``: the options are ``WorkerSettings``' attributes
     (read by arq's ``get_kwargs``), overridden by ``kwargs`` (any arq Worker option: ``burst``,
     ``handle_signals``, ``poll_delay``, ``redis_pool`` ...). ``ruleset``, ``downstream`` and
-    ``retry_policy`` go into the jobs' Services instead of what startup would build.
+    ``retry_policy`` go into the jobs' Services instead of what startup would build. Job timeouts, the
+    lease, the sweeper's schedule, the poll and the backoff follow ``settings`` unless ``kwargs`` say otherwise.
     """
     options: dict[str, Any] = {
         **get_kwargs(WorkerSettings),
+        **_timed(settings),
         "on_startup": ServicesBuilder(settings, ruleset, downstream, retry_policy).startup,
         **kwargs,
     }

@@ -10,8 +10,15 @@ from typing import Any
 COMMIT = "9f2c4e1b7a3d5c6e8f0a1b2c3d4e5f60718293a4"
 
 
-def codeship(status: str = "success", *, build_id: int = 4711, project: str = "acme/lib", branch: str = "main",
-             commit: str = COMMIT, project_id: int = 1234) -> dict[str, Any]:  # fmt: skip
+def codeship(
+    status: str = "success",
+    *,
+    build_id: int = 4711,
+    project: str = "acme/lib",
+    branch: str = "main",
+    commit: str = COMMIT,
+    project_id: int = 1234,
+) -> dict[str, Any]:
     """A Codeship notification webhook body."""
     return {
         "build": {
@@ -31,10 +38,17 @@ def codeship(status: str = "success", *, build_id: int = 4711, project: str = "a
     }
 
 
-def circleci_workflow(status: str = "success", *, delivery: str = "7a3c1b52-2f0e-4d35-9a44-0e8a5b6c7d10",
-                      workflow_id: str = "fda08377-fe7e-46b1-8992-3a7aaecac9c3", org: str = "acme",
-                      repo: str = "lib", branch: str = "main", commit: str = COMMIT,
-                      workflow: str = "build-and-test") -> dict[str, Any]:  # fmt: skip
+def circleci_workflow(
+    status: str = "success",
+    *,
+    delivery: str = "7a3c1b52-2f0e-4d35-9a44-0e8a5b6c7d10",
+    workflow_id: str = "fda08377-fe7e-46b1-8992-3a7aaecac9c3",
+    org: str = "acme",
+    repo: str = "lib",
+    branch: str = "main",
+    commit: str = COMMIT,
+    workflow: str = "build-and-test",
+) -> dict[str, Any]:
     """A CircleCI outbound ``workflow-completed`` body (GitHub OAuth form)."""
     return {
         "type": "workflow-completed",
@@ -88,4 +102,69 @@ def signed(body: dict[str, Any] | bytes, secret: str, event_type: str | None = N
     }
     if event_type or isinstance(body, dict):
         headers["circleci-event-type"] = event_type or str(body.get("type") if isinstance(body, dict) else "")
+    return raw, headers
+
+
+def buildkite_build(
+    event: str = "build.finished",
+    state: str = "passed",
+    *,
+    build_id: str = "0190a9c4-5b7e-4d8a-9f3e-2c1b0a987654",
+    number: int = 12,
+    org: str = "acme",
+    pipeline: str = "lib",
+    branch: str = "main",
+    commit: str = COMMIT,
+    blocked: bool | None = False,
+    meta_data: dict[str, str] | None = None,
+    finished_at: str | None = "2026-11-20 10:15:40 UTC",
+) -> dict[str, Any]:
+    """A Buildkite ``build.*`` webhook body in the current shape (``event`` in the body, ``blocked`` set)."""
+    api = f"https://api.buildkite.com/v2/organizations/{org}/pipelines/{pipeline}"
+    build: dict[str, Any] = {
+        "id": build_id,
+        "url": f"{api}/builds/{number}",
+        "web_url": f"https://buildkite.com/{org}/{pipeline}/builds/{number}",
+        "number": number,
+        "state": state,
+        "message": "Fix the thing",
+        "commit": commit,
+        "branch": branch,
+        "tag": None,
+        "source": "webhook",
+        "created_at": "2026-11-20 10:12:00 UTC",
+        "scheduled_at": "2026-11-20 10:12:01 UTC",
+        "started_at": "2026-11-20 10:12:05 UTC",
+        "finished_at": finished_at,
+        "meta_data": dict(meta_data or {}),
+    }
+    if blocked is not None:
+        build["blocked"] = blocked
+    return {
+        "event": event,
+        "build": build,
+        "pipeline": {
+            "id": "4a1e7c2d-8b3f-4e6a-9d0c-5f2b1a3e7c90",
+            "url": api,
+            "web_url": f"https://buildkite.com/{org}/{pipeline}",
+            "name": pipeline.title(),
+            "slug": pipeline,
+        },
+        "sender": {"id": "8c2f1e4d-3b5a-4f6e-9a7d-0b1c2d3e4f50", "name": "Octo Cat"},
+    }
+
+
+def buildkite_signed(
+    body: dict[str, Any] | bytes, token: str, timestamp: int, event: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """Body bytes and the headers Buildkite sends in signature mode: HMAC-SHA256 over ``<timestamp>.`` + body."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    digest = hmac.new(token.encode(), f"{timestamp}.".encode() + raw, hashlib.sha256).hexdigest()
+    name = event or str(json.loads(raw)["event"])
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "Buildkite-Request",
+        "x-buildkite-event": name,
+        "x-buildkite-signature": f"timestamp={timestamp},signature={digest}",
+    }
     return raw, headers

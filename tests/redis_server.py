@@ -21,13 +21,14 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process under the test's control (start, kill -9, restart on the same port and data)."""
 
-    def __init__(self, directory: Path, *, appendonly: bool = True) -> None:
+    def __init__(self, directory: Path, *, appendonly: bool = True, appendfsync: str = "always") -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH; install it (apt-get install redis-server)")
         self.binary = binary
         self.directory = directory
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.port = free_port()
         while self.port == 6379:
             self.port = free_port()
@@ -41,17 +42,27 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
             self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--dir", str(self.directory),
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "always",
-            "--save", "",
-            "--maxmemory-policy", "noeviction",
-            "--protected-mode", "yes",
-            "--daemonize", "no",
-            "--logfile", str(self.directory / "redis.log"),
-        ]  # fmt: skip
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.directory),
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            self.appendfsync,
+            "--save",
+            "",
+            "--maxmemory-policy",
+            "noeviction",
+            "--protected-mode",
+            "yes",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.directory / "redis.log"),
+        ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -110,8 +110,16 @@ def test_cli_explain_json_and_text(tmp_path: Path) -> None:
     rules.write_text(RULES)
     payload = tmp_path / "payload.json"
     payload.write_text(json.dumps(payloads.circleci_workflow("success")))
-    args = ["explain", "--provider", "circleci", str(payload), "--rules", str(rules),
-            "--header", "circleci-event-type: workflow-completed"]  # fmt: skip
+    args = [
+        "explain",
+        "--provider",
+        "circleci",
+        str(payload),
+        "--rules",
+        str(rules),
+        "--header",
+        "circleci-event-type: workflow-completed",
+    ]
     as_json = CliRunner().invoke(main, [*args, "--json"])
     assert as_json.exit_code == 0, as_json.output
     assert json.loads(as_json.output) == _result()

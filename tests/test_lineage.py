@@ -163,8 +163,15 @@ def test_pass_chain_adds_the_lineage_as_a_pipeline_parameter() -> None:
         " parameters: {x: '1'}}\n"
     )
     cause = (ChainLink("evt_1", "first", "acme/z", "evt_1:first:0"),)
-    event = BuildEvent(provider="codeship", kind="build", event_id="evt_2", project="acme/a", status="success",
-                       raw_status="success", chain=cause)  # fmt: skip
+    event = BuildEvent(
+        provider="codeship",
+        kind="build",
+        event_id="evt_2",
+        project="acme/a",
+        status="success",
+        raw_status="success",
+        chain=cause,
+    )
     [decision] = ruleset.evaluate(event)
     [action] = decision.actions
     assert action.error is None and "pass_chain" not in action.params

@@ -36,9 +36,19 @@ def test_defaults_match_the_design() -> None:
         ({"CHAINER_ADMIN_TOKEN_FILE": "/nonexistent/admin"}, "CHAINER_ADMIN_TOKEN_FILE"),
         ({"CHAINER_ADMIN_TOKEN": "a", "CHAINER_ADMIN_TOKEN_FILE": "/x"}, "CHAINER_ADMIN_TOKEN"),
     ],
-    ids=["redis-url", "circleci-url", "codeship-url", "dry-run", "retention", "negative-retention",
-         "user-without-password", "password-without-user", "unreadable-file", "both-value-and-file"],
-)  # fmt: skip
+    ids=[
+        "redis-url",
+        "circleci-url",
+        "codeship-url",
+        "dry-run",
+        "retention",
+        "negative-retention",
+        "user-without-password",
+        "password-without-user",
+        "unreadable-file",
+        "both-value-and-file",
+    ],
+)
 def test_malformed_setting_names_the_variable(env: dict[str, str], variable: str) -> None:
     """Each malformed or inconsistent setting raises ConfigError whose message starts with the variable name."""
     with pytest.raises(ConfigError) as info:

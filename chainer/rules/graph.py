@@ -1,9 +1,10 @@
 """Cycles in the project graph the rules draw: project → project, one edge per rule and action.
 
 A rule's sources are the projects its clauses name (globs expand to every project the rules mention);
-its targets are its actions' ``project`` arguments, or the source itself when an action acts on the
-event's own project (restart, rerun). Every cycle is bounded by the loop guard (DESIGN §7), by the
-rules' ``max_depth`` or the global one, and the summary says where each stops.
+its targets are what its actions' target arguments name (``ActionSpec.target``, usually ``project``), or
+the source itself when an action acts on the event's own project (restart, rerun). Every cycle is bounded
+by the loop guard (DESIGN §7), by the rules' ``max_depth`` or the global one, and the summary says where
+each stops.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ import bisect
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from chainer.rules.model import Pattern, Rule
+from chainer.rules.model import ActionTemplate, Pattern, Rule
 from chainer.rules.templates import is_template
 
 ANY_PROJECT = "(any project)"
@@ -153,9 +153,9 @@ def _repo(project: str) -> str:
     return "/".join([p for p in project.split("/") if p][-2:]).lower()
 
 
-def _target(args: Mapping[str, Any]) -> str | None:
-    """The project an action's arguments name literally, or None (the event's own, or a template)."""
-    project = args.get("project")
+def _target(action: ActionTemplate) -> str | None:
+    """The project an action's target argument names literally, or None (the event's own, or a template)."""
+    project = action.args.get(action.spec.target)
     return _repo(project) if isinstance(project, str) and not is_template(project) else None
 
 
@@ -171,7 +171,7 @@ def _project_edges(rules: Sequence[Rule]) -> dict[str, set[tuple[str, str]]]:
             else:
                 patterns += list(matcher.include)
         sources[rule.name] = patterns
-        targets[rule.name] = {_target(a.args) for a in rule.actions}
+        targets[rule.name] = {_target(a) for a in rule.actions}
     nodes = {t for ts in targets.values() for t in ts if t} | {
         _repo(p.text) for ps in sources.values() if ps for p in ps if p.literal
     }

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from chainer.catalogue import ActionSpec, Catalogue
 from chainer.events import STATUSES, BuildEvent
-from chainer.providers.base import ActionSpec, Catalogue
 
 STATUS_SETS: Mapping[str, frozenset[str]] = {
     "finished": frozenset({"success", "failed", "error", "canceled"}),

@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chainer.catalogue import Catalogue
 from chainer.events import BuildEvent
-from chainer.providers.base import Catalogue
 from chainer.rules._yaml import plain
 from chainer.rules.graph import Cycle, find_cycles
 from chainer.rules.model import (
@@ -112,11 +112,15 @@ class RuleSet:
         return tuple(
             dataclasses.replace(
                 a,
-                error=f"loop guard: {' → '.join([*hops, str(a.params.get('project') or a.action)])}, "
-                f"depth {depth} > {limit}",
+                error=f"loop guard: {' → '.join([*hops, str(self._target(a) or a.action)])}, depth {depth} > {limit}",
             )
             for a in actions
         )
+
+    def _target(self, action: PlannedAction) -> Any:
+        """What the action's target argument (``ActionSpec.target``, usually ``project``) names, if anything."""
+        spec = self.catalogue.actions.get(action.action)
+        return action.params.get(spec.target if spec is not None else "project")
 
     def _join_step(self, rule: Rule, join: Join, event: BuildEvent) -> Decision:
         contributes, resets, misses = [], [], []

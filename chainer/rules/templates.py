@@ -20,9 +20,9 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
+from chainer.catalogue import ActionSpec
 from chainer.errors import RenderError
 from chainer.events import EVENT_FIELDS, BuildEvent
-from chainer.providers.base import ActionSpec
 from chainer.rules.model import PlannedAction, Rule
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)

@@ -17,9 +17,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from chainer.catalogue import Catalogue, Param
 from chainer.errors import RulesError
 from chainer.events import KINDS, STATUSES
-from chainer.providers.base import Catalogue, Param
 from chainer.rules._yaml import Flaw, LinedList, LinedMap, compose, line_of, plain
 from chainer.rules.model import (
     CLAUSE_ORDER,

@@ -25,8 +25,20 @@ def redis_with(args: list[str], directory: Path) -> Iterator[syncredis.Redis]:
     port = free_port()
     directory.mkdir(parents=True, exist_ok=True)
     # Options after the deployment's own override them: only where it listens and writes changes.
-    command = [binary, *args, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-               "--daemonize", "no", "--logfile", str(directory / "redis.log")]  # fmt: skip
+    command = [
+        binary,
+        *args,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(directory),
+        "--daemonize",
+        "no",
+        "--logfile",
+        str(directory / "redis.log"),
+    ]
     output = (directory / "redis.out").open("wb")
     process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     output.close()
@@ -72,9 +84,13 @@ def chainer(
     Fails at once with the process's stderr when it exits before it is ready (a bad setting, an unknown option).
     """
     process = subprocess.Popen(
-        [sys.executable, "-m", "chainer.cli", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "chainer.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 30
         while ready is not None:

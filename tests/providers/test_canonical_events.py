@@ -92,8 +92,11 @@ async def test_opaque_slug_event_has_no_project_and_matches_by_slug(client: http
     not_matched = {r["rule"]: r for r in await audit_of(client, answer["event_id"], "rule.not_matched")}
     by_project = not_matched["by-project"]
     # The record leaves out empty values: no `actual`, as there is no project.
-    assert (by_project["field"], by_project["expected"], by_project.get("actual")) == ("project", "re:^northwind/.*",
-                                                                                      None)  # fmt: skip
+    assert (by_project["field"], by_project["expected"], by_project.get("actual")) == (
+        "project",
+        "re:^northwind/.*",
+        None,
+    )
     assert by_project["reason"].startswith("project is absent for this event: CircleCI sent empty organization.name")
     assert f"its slug `{CONSOLE_SLUG}` is opaque" in by_project["reason"] and "`slug:`" in by_project["reason"]
     excluded = not_matched["by-slug-excluded"]

@@ -42,10 +42,20 @@ def _fields(event: BuildEvent) -> dict[str, Any]:
     return {**event.as_dict(), "dedupe_keys": event.dedupe_keys}
 
 
-BUILDLIGHT = {"provider": "circleci", "kind": "workflow", "project": "collectiveidea/buildlight",
-              "project_id": "b7548785-2c2f-44e2-9062-35b4f960875c", "project_slug": "github/collectiveidea/buildlight",
-              "status": "success", "raw_status": "success", "tag": None, "workflow": "workflow", "job": None,
-              "build_id": None, "chain": []}  # fmt: skip
+BUILDLIGHT = {
+    "provider": "circleci",
+    "kind": "workflow",
+    "project": "collectiveidea/buildlight",
+    "project_id": "b7548785-2c2f-44e2-9062-35b4f960875c",
+    "project_slug": "github/collectiveidea/buildlight",
+    "status": "success",
+    "raw_status": "success",
+    "tag": None,
+    "workflow": "workflow",
+    "job": None,
+    "build_id": None,
+    "chain": [],
+}
 
 
 @pytest.mark.parametrize(
@@ -94,13 +104,28 @@ def test_real_legacy_payload(fixtures: Path) -> None:
     """The captured legacy notify body parses as a job event, alone or with the Rails params around it."""
     captured = json.loads((fixtures / "buildlightlegacy_circle_pr.json").read_text(encoding="utf-8"))
     key = "circleci:legacy:github/collectiveidea/buildlight/2:success"
-    expected = {"provider": "circleci", "kind": "job", "event_id": make_event_id("circleci", key),
-                "project": "collectiveidea/buildlight", "status": "success", "raw_status": "success",
-                "project_id": None, "project_slug": "github/collectiveidea/buildlight", "branch": "circle-ci",
-                "tag": None, "commit": "f3f6569ec57197a5382c38d6b8ba2e2fc74f0599", "build_id": 2,
-                "build_url": "https://circleci.com/gh/collectiveidea/buildlight/2", "workflow": None,
-                "workflow_id": None, "job": None, "pipeline_number": None, "occurred_at": "2016-10-12T19:09:15.768Z",
-                "chain": [], "dedupe_keys": (key,)}  # fmt: skip
+    expected = {
+        "provider": "circleci",
+        "kind": "job",
+        "event_id": make_event_id("circleci", key),
+        "project": "collectiveidea/buildlight",
+        "status": "success",
+        "raw_status": "success",
+        "project_id": None,
+        "project_slug": "github/collectiveidea/buildlight",
+        "branch": "circle-ci",
+        "tag": None,
+        "commit": "f3f6569ec57197a5382c38d6b8ba2e2fc74f0599",
+        "build_id": 2,
+        "build_url": "https://circleci.com/gh/collectiveidea/buildlight/2",
+        "workflow": None,
+        "workflow_id": None,
+        "job": None,
+        "pipeline_number": None,
+        "occurred_at": "2016-10-12T19:09:15.768Z",
+        "chain": [],
+        "dedupe_keys": (key,),
+    }
     for data in ({"payload": captured["payload"]}, captured):
         event = parse_circleci({}, json.dumps(data).encode(), secrets=[], token_valid=True)
         assert isinstance(event, BuildEvent)
@@ -116,25 +141,71 @@ def _documented_samples(fixtures: Path) -> dict[str, dict[str, Any]]:
 @pytest.mark.parametrize(
     ("anchor", "expected"),
     [
-        ("workflow-completed-for-github-and-bitbucket",
-         {"kind": "workflow", "project": "circleci/webhook-service", "status": "success", "branch": "main",
-          "commit": "1dc6aa69429bff4806ad6afe58d3d8f57e25973e", "workflow": "build-test-deploy", "job": None,
-          "build_id": None, "pipeline_number": 130, "project_slug": "github/circleci/webhook-service"}),
-        ("job-completed-for-github-and-bitbucket",
-         {"kind": "job", "project": "circleci/webhook-service", "status": "success", "branch": "main",
-          "commit": "1dc6aa69429bff4806ad6afe58d3d8f57e25973e", "workflow": "welcome", "job": "test",
-          "build_id": 136, "pipeline_number": 130, "project_slug": "github/circleci/webhook-service"}),
-        ("workflow-completed-gitlab",
-         {"kind": "workflow", "project": "circleci/hello-world", "status": "failed", "branch": "main", "tag": None,
-          "commit": "850a1519f25d14e968649cc420d1bd381715c05c", "workflow": "build", "job": None,
-          "pipeline_number": 1, "project_slug": "circleci/DdaVtNusHqi24D4YT3X4eu/6EkDPZoN4ZdMKKZtBkRodt"}),
-        ("job-completed-gitlab",
-         {"kind": "job", "project": "circleci/hello-world", "status": "success", "branch": "main", "tag": None,
-          "commit": "850a1519f25d14e968649cc420d1bd381715c05c", "workflow": None, "workflow_id": None,
-          "job": "say-hello", "build_id": 1, "build_url": None, "pipeline_number": 1}),
+        (
+            "workflow-completed-for-github-and-bitbucket",
+            {
+                "kind": "workflow",
+                "project": "circleci/webhook-service",
+                "status": "success",
+                "branch": "main",
+                "commit": "1dc6aa69429bff4806ad6afe58d3d8f57e25973e",
+                "workflow": "build-test-deploy",
+                "job": None,
+                "build_id": None,
+                "pipeline_number": 130,
+                "project_slug": "github/circleci/webhook-service",
+            },
+        ),
+        (
+            "job-completed-for-github-and-bitbucket",
+            {
+                "kind": "job",
+                "project": "circleci/webhook-service",
+                "status": "success",
+                "branch": "main",
+                "commit": "1dc6aa69429bff4806ad6afe58d3d8f57e25973e",
+                "workflow": "welcome",
+                "job": "test",
+                "build_id": 136,
+                "pipeline_number": 130,
+                "project_slug": "github/circleci/webhook-service",
+            },
+        ),
+        (
+            "workflow-completed-gitlab",
+            {
+                "kind": "workflow",
+                "project": "circleci/hello-world",
+                "status": "failed",
+                "branch": "main",
+                "tag": None,
+                "commit": "850a1519f25d14e968649cc420d1bd381715c05c",
+                "workflow": "build",
+                "job": None,
+                "pipeline_number": 1,
+                "project_slug": "circleci/DdaVtNusHqi24D4YT3X4eu/6EkDPZoN4ZdMKKZtBkRodt",
+            },
+        ),
+        (
+            "job-completed-gitlab",
+            {
+                "kind": "job",
+                "project": "circleci/hello-world",
+                "status": "success",
+                "branch": "main",
+                "tag": None,
+                "commit": "850a1519f25d14e968649cc420d1bd381715c05c",
+                "workflow": None,
+                "workflow_id": None,
+                "job": "say-hello",
+                "build_id": 1,
+                "build_url": None,
+                "pipeline_number": 1,
+            },
+        ),
     ],
     ids=["workflow-github", "job-github", "workflow-gitlab", "job-gitlab"],
-)  # fmt: skip
+)
 def test_documented_outbound_samples(fixtures: Path, anchor: str, expected: dict[str, Any]) -> None:
     """CircleCI's four documented sample payloads parse, job events without reading workflow.status."""
     sample = _documented_samples(fixtures)[anchor]
@@ -157,10 +228,12 @@ def _repair(text: str) -> str:
 
 @pytest.mark.parametrize(
     ("name", "raw_status", "status"),
-    [("codeshipdocs_notifications_webhook_payload.json", "initiated", "running"),
-     ("codeshipdocs_webhooks_payload_2017.json", "testing", "running")],
+    [
+        ("codeshipdocs_notifications_webhook_payload.json", "initiated", "running"),
+        ("codeshipdocs_webhooks_payload_2017.json", "testing", "running"),
+    ],
     ids=["current-docs-initiated", "2017-docs-testing"],
-)  # fmt: skip
+)
 def test_documented_codeship_payloads(fixtures: Path, name: str, raw_status: str, status: str) -> None:
     """Codeship's documented payload is invalid JSON as printed (400), and parses once minimally repaired."""
     text = (fixtures / name).read_text(encoding="utf-8")
@@ -170,13 +243,27 @@ def test_documented_codeship_payloads(fixtures: Path, name: str, raw_status: str
     assert isinstance(event, BuildEvent)
     key = f"codeship:973711:{raw_status}"
     assert _fields(event) == {
-        "provider": "codeship", "kind": "build", "event_id": make_event_id("codeship", key),
-        "project": "codeship/docs", "status": status, "raw_status": raw_status, "project_id": 10213,
-        "project_slug": None, "branch": "master", "tag": None, "commit": "96943dc5269634c211b6fbb18896ecdcbd40a047",
-        "build_id": 973711, "build_url": "https://www.codeship.com/projects/10213/builds/973711", "workflow": None,
-        "workflow_id": None, "job": None, "pipeline_number": None, "occurred_at": None, "chain": [],
+        "provider": "codeship",
+        "kind": "build",
+        "event_id": make_event_id("codeship", key),
+        "project": "codeship/docs",
+        "status": status,
+        "raw_status": raw_status,
+        "project_id": 10213,
+        "project_slug": None,
+        "branch": "master",
+        "tag": None,
+        "commit": "96943dc5269634c211b6fbb18896ecdcbd40a047",
+        "build_id": 973711,
+        "build_url": "https://www.codeship.com/projects/10213/builds/973711",
+        "workflow": None,
+        "workflow_id": None,
+        "job": None,
+        "pipeline_number": None,
+        "occurred_at": None,
+        "chain": [],
         "dedupe_keys": (key,),
-    }  # fmt: skip
+    }
     assert event.raw["build"]["commit_url"] == (
         "https://github.com/codeship/docs/commit/96943dc5269634c211b6fbb18896ecdcbd40a047"
     )

@@ -169,8 +169,10 @@ def test_codeship_v1_restart_half_a_target_is_a_lint_error(then: str, problem: s
     with pytest.raises(RulesError) as info:
         parse_rules(text)
     problems = info.value.problems
-    assert any(p.startswith("rules.yaml:6: rule 'r' (rules[0]) then[0].codeship.v1_restart_build") and problem in p
-               for p in problems), problems  # fmt: skip
+    assert any(
+        p.startswith("rules.yaml:6: rule 'r' (rules[0]) then[0].codeship.v1_restart_build") and problem in p
+        for p in problems
+    ), problems
 
 
 V2_RULES = rules(
@@ -247,12 +249,18 @@ async def test_tag_event_triggers_default_to_the_events_tag(store: Store) -> Non
     assert outcome.body["matched"] == ["deploy-on-tag"] and outcome.states == ["done", "done", "done"]
     sent = [(r.method, str(r.url), json.loads(r.content)) for r in rec.requests]
     assert sent == [
-        ("POST", f"{CIRCLECI}/api/v2/project/gh/northwind/deploy/pipeline",
-         {"tag": "v3.4.0", "parameters": {"release": True, "attempt": 2}}),
-        ("POST", f"{CIRCLECI}/api/v1.1/project/github/northwind/packaging",
-         {"tag": "v3.4.0", "build_parameters": {"WHY": "tag"}}),
+        (
+            "POST",
+            f"{CIRCLECI}/api/v2/project/gh/northwind/deploy/pipeline",
+            {"tag": "v3.4.0", "parameters": {"release": True, "attempt": 2}},
+        ),
+        (
+            "POST",
+            f"{CIRCLECI}/api/v1.1/project/github/northwind/packaging",
+            {"tag": "v3.4.0", "build_parameters": {"WHY": "tag"}},
+        ),
         ("POST", f"{CIRCLECI}/api/v2/project/gh/northwind/docs/pipeline", {"branch": "main"}),
-    ]  # fmt: skip
+    ]
     assert all(r.headers["circle-token"] == CIRCLE_TOKEN for r in rec.requests)
 
 
@@ -285,8 +293,10 @@ async def test_no_branch_and_no_tag_skips_the_trigger_with_the_reason(store: Sto
     assert outcome.states == ["skipped", "skipped", "skipped"] and rec.requests == []
     skipped = [r for r in outcome.audit if r["type"] == "action.skipped"]
     assert [r["action"] for r in skipped] == [
-        "circleci.trigger_pipeline", "circleci.v1_trigger_build", "circleci.trigger_pipeline"
-    ]  # fmt: skip
+        "circleci.trigger_pipeline",
+        "circleci.v1_trigger_build",
+        "circleci.trigger_pipeline",
+    ]
     assert all(NO_REF in r["reason"] and "default branch" in r["reason"] for r in skipped), skipped
     assert all(NO_REF in ledger["last_error"] for ledger in outcome.ledgers)
 
@@ -295,8 +305,10 @@ def test_explain_shows_the_skip_reason() -> None:
     """Explain renders the same actions with the reason they would not be sent."""
     result = explained(NO_REF_RULES, "circleci", _without_branch_or_tag())
     assert [a["action"] for a in result["actions"]] == [
-        "circleci.trigger_pipeline", "circleci.v1_trigger_build", "circleci.trigger_pipeline"
-    ]  # fmt: skip
+        "circleci.trigger_pipeline",
+        "circleci.v1_trigger_build",
+        "circleci.trigger_pipeline",
+    ]
     assert all(NO_REF in a["error"] for a in result["actions"]), result["actions"]
     assert result["actions"][0]["params"] == {"project": "gh/acme/api"}
 

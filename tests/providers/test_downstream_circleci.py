@@ -120,9 +120,22 @@ async def test_trigger_pipeline_slug_keeps_slashes(slug: str, raw_path: str) -> 
         ({"project": "gh/acme/../api"}, "not a project slug"),
         ({"project": ""}, "'project' is missing"),
     ],
-    ids=["branch-and-tag", "too-many", "long-key", "long-value", "nested-value", "float-value", "null-value",
-         "no-branch-or-tag", "blank-tag", "not-mapping", "short-slug", "dot-segment", "no-project"],
-)  # fmt: skip
+    ids=[
+        "branch-and-tag",
+        "too-many",
+        "long-key",
+        "long-value",
+        "nested-value",
+        "float-value",
+        "null-value",
+        "no-branch-or-tag",
+        "blank-tag",
+        "not-mapping",
+        "short-slug",
+        "dot-segment",
+        "no-project",
+    ],
+)
 async def test_trigger_pipeline_arguments_checked_before_sending(params: dict[str, Any], match: str) -> None:
     """Invalid trigger arguments are permanent errors and nothing is sent."""
     rec = Recorder()

@@ -313,9 +313,21 @@ def test_signature_vectors_verify(body: bytes, header: str) -> None:
         (f"v1={HELLO}", [], "not configured (CHAINER_CIRCLECI_WEBHOOK_SECRETS)"),
         (f"v1={HELLO}", [""], "not configured (CHAINER_CIRCLECI_WEBHOOK_SECRETS)"),
     ],
-    ids=["wrong-secret", "missing-header", "only-v2", "other-scheme", "no-equals", "empty-header", "empty-v1",
-         "non-hex", "short-hex", "long-hex", "no-secrets", "blank-secret"],
-)  # fmt: skip
+    ids=[
+        "wrong-secret",
+        "missing-header",
+        "only-v2",
+        "other-scheme",
+        "no-equals",
+        "empty-header",
+        "empty-v1",
+        "non-hex",
+        "short-hex",
+        "long-hex",
+        "no-secrets",
+        "blank-secret",
+    ],
+)
 def test_signature_rejections_name_the_problem(header: str | None, secrets: list[str], fragment: str) -> None:
     """Wrong, missing, downgraded and malformed signatures fail with a message that never shows a secret."""
     with pytest.raises(AuthenticationError) as caught:
@@ -375,12 +387,24 @@ LEGACY = json.dumps(load("circleci_legacy_build")).encode()
         ({}, b"{}", [SECRET], False, "wrong token"),
         ({}, b"{}", [SECRET], True, "PayloadError"),
     ],
-    ids=["signed-mixed-case-header", "signed-starlette-headers", "signed-wrong-secret", "signed-no-secrets",
-         "bad-signature-checked-before-json", "signed-invalid-json", "unsigned-outbound",
-         "unsigned-outbound-with-token", "unsigned-event-type-header", "legacy-wrong-token", "legacy-with-token",
-         "unsigned-junk-no-token", "unsigned-junk-with-token", "unsigned-empty-object-no-token",
-         "unsigned-empty-object-with-token"],
-)  # fmt: skip
+    ids=[
+        "signed-mixed-case-header",
+        "signed-starlette-headers",
+        "signed-wrong-secret",
+        "signed-no-secrets",
+        "bad-signature-checked-before-json",
+        "signed-invalid-json",
+        "unsigned-outbound",
+        "unsigned-outbound-with-token",
+        "unsigned-event-type-header",
+        "legacy-wrong-token",
+        "legacy-with-token",
+        "unsigned-junk-no-token",
+        "unsigned-junk-with-token",
+        "unsigned-empty-object-no-token",
+        "unsigned-empty-object-with-token",
+    ],
+)
 def test_parse_circleci_authenticates_before_parsing(
     headers: Any, body: bytes, secrets: list[str], token_valid: bool, outcome: str
 ) -> None:
@@ -447,9 +471,16 @@ def test_event_type_header_stands_in_for_a_missing_body_type(header_type: str | 
         ({"organization.name": "", "project.name": "", "project.slug": "circleci/ORGID/PROJID"}, None),
         ({"organization.name": "", "project.slug": "opaque"}, None),
     ],
-    ids=["org-and-name", "empty-org-name", "empty-project-name", "no-organization", "opaque-slug",
-         "opaque-slug-no-names", "one-segment-slug"],
-)  # fmt: skip
+    ids=[
+        "org-and-name",
+        "empty-org-name",
+        "empty-project-name",
+        "no-organization",
+        "opaque-slug",
+        "opaque-slug-no-names",
+        "one-segment-slug",
+    ],
+)
 def test_outbound_project_is_never_built_from_the_slug(changes: dict[str, Any], project: str | None) -> None:
     """``project`` is ``org/name``; when CircleCI sends empty names (GitHub App, GitLab) it is absent, never the
     slug's last two segments (opaque ids, providers.md pitfall 11), while ``project_slug`` keeps the slug."""
@@ -497,10 +528,16 @@ def test_outbound_optional_fields(changes: dict[str, Any], field: str, value: An
 @pytest.mark.parametrize(
     ("changes", "field", "value"),
     [
-        ({"payload.vcs_type": DELETE, "payload.vcs_url": "https://bitbucket.org/northwind/billing"}, "project_slug",
-         "bitbucket/northwind/billing"),
-        ({"payload.vcs_type": DELETE, "payload.vcs_url": "https://[broken"}, "project_slug",
-         "github/northwind/billing"),
+        (
+            {"payload.vcs_type": DELETE, "payload.vcs_url": "https://bitbucket.org/northwind/billing"},
+            "project_slug",
+            "bitbucket/northwind/billing",
+        ),
+        (
+            {"payload.vcs_type": DELETE, "payload.vcs_url": "https://[broken"},
+            "project_slug",
+            "github/northwind/billing",
+        ),
         ({"payload.vcs_type": DELETE, "payload.vcs_url": DELETE}, "project_slug", "github/northwind/billing"),
         ({"payload.build_url": DELETE}, "dedupe_keys", ("circleci:legacy:github/northwind/billing/5521:fixed",)),
         ({"payload.status": DELETE}, "raw_status", "success"),
@@ -514,10 +551,23 @@ def test_outbound_optional_fields(changes: dict[str, Any], field: str, value: An
         ({"payload.project_id": 77}, "project_id", 77),
         ({"payload.project_id": "p-77"}, "project_id", "p-77"),
     ],
-    ids=["vcs-from-bitbucket-url", "unparsable-vcs-url", "vcs-default-github", "key-without-build-url",
-         "status-falls-back-to-outcome", "null-status", "job-from-build-parameters", "job-from-job-name", "no-job",
-         "occurred-at-start-time", "occurred-at-queued-at", "tag", "numeric-project-id", "string-project-id"],
-)  # fmt: skip
+    ids=[
+        "vcs-from-bitbucket-url",
+        "unparsable-vcs-url",
+        "vcs-default-github",
+        "key-without-build-url",
+        "status-falls-back-to-outcome",
+        "null-status",
+        "job-from-build-parameters",
+        "job-from-job-name",
+        "no-job",
+        "occurred-at-start-time",
+        "occurred-at-queued-at",
+        "tag",
+        "numeric-project-id",
+        "string-project-id",
+    ],
+)
 def test_legacy_fallbacks(changes: dict[str, Any], field: str, value: Any) -> None:
     """Legacy build payloads fill each canonical field from the documented fallbacks."""
     assert getattr(event_of("circleci_legacy_build", changes), field) == value
@@ -545,8 +595,11 @@ PAYLOAD_ERRORS = [
     ("codeship_success", {"build.status": DELETE}, "missing field build.status"),
     ("codeship_success", {"build.status": 123}, "build.status: expected a string, got 123"),
     ("codeship_success", {"build.status": ""}, "build.status: must not be empty"),
-    ("codeship_success", {"build.project_name": DELETE, "build.project_full_name": DELETE},
-     "missing field build.project_name"),
+    (
+        "codeship_success",
+        {"build.project_name": DELETE, "build.project_full_name": DELETE},
+        "missing field build.project_name",
+    ),
     ("codeship_success", {"build.project_name": 7}, "build.project_name: expected a string, got 7"),
     ("codeship_success", {"build.build_id": "118204551"}, 'build.build_id: expected an integer, got "118204551"'),
     ("codeship_success", {"build.build_id": True}, "build.build_id: expected an integer, got true"),
@@ -561,35 +614,49 @@ PAYLOAD_ERRORS = [
     ("circleci_workflow_completed_github", {"project": "x"}, 'project: expected an object, got "x"'),
     ("circleci_workflow_completed_github", {"workflow.id": DELETE}, "missing field workflow.id"),
     ("circleci_workflow_completed_github", {"workflow.status": DELETE}, "missing field workflow.status"),
-    ("circleci_workflow_completed_github", {"pipeline.number": "1874"},
-     'pipeline.number: expected an integer, got "1874"'),
+    (
+        "circleci_workflow_completed_github",
+        {"pipeline.number": "1874"},
+        'pipeline.number: expected an integer, got "1874"',
+    ),
     ("circleci_workflow_completed_github", {"pipeline.vcs.branch": 5}, "pipeline.vcs.branch: expected a string, got 5"),
     ("circleci_workflow_completed_github", {"pipeline.vcs": []}, "pipeline.vcs: expected an object, got an array"),
     ("circleci_workflow_completed_github", {"happened_at": 0}, "happened_at: expected a string, got 0"),
-    ("circleci_workflow_completed_github_app", {"pipeline.trigger_parameters.git.tag": False},
-     "pipeline.trigger_parameters.git.tag: expected a string, got false"),
+    (
+        "circleci_workflow_completed_github_app",
+        {"pipeline.trigger_parameters.git.tag": False},
+        "pipeline.trigger_parameters.git.tag: expected a string, got false",
+    ),
     ("circleci_job_completed", {"job.status": DELETE}, "missing field job.status"),
     ("circleci_job_completed", {"job.name": DELETE}, "missing field job.name"),
     ("circleci_job_completed", {"job": None}, "missing field job.status"),
     ("circleci_job_completed", {"job.number": "90231"}, 'job.number: expected an integer, got "90231"'),
     ("circleci_legacy_build", {"payload": "x"}, 'payload: expected an object, got "x"'),
     ("circleci_legacy_build", {"payload.username": DELETE}, "missing field payload.username"),
-    ("circleci_legacy_build", {"payload.status": DELETE, "payload.outcome": DELETE},
-     "missing field payload.status (or payload.outcome)"),
+    (
+        "circleci_legacy_build",
+        {"payload.status": DELETE, "payload.outcome": DELETE},
+        "missing field payload.status (or payload.outcome)",
+    ),
     ("circleci_legacy_build", {"payload.build_num": "5521"}, 'payload.build_num: expected an integer, got "5521"'),
     ("circleci_legacy_build", {"payload.vcs_tag": 1}, "payload.vcs_tag: expected a string, got 1"),
-    ("circleci_legacy_build", {"payload.build_parameters.CIRCLE_JOB": 3},
-     "payload.build_parameters.CIRCLE_JOB: expected a string, got 3"),
+    (
+        "circleci_legacy_build",
+        {"payload.build_parameters.CIRCLE_JOB": 3},
+        "payload.build_parameters.CIRCLE_JOB: expected a string, got 3",
+    ),
     ("circleci_legacy_build", {"payload.workflows": []}, "payload.workflows: expected an object, got an array"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
     ("name", "changes", "message"),
     PAYLOAD_ERRORS,
-    ids=[f"{name.split('_')[1]}-{'+'.join(changes)}-{type(next(iter(changes.values()))).__name__}"
-         for name, changes, _ in PAYLOAD_ERRORS],
-)  # fmt: skip
+    ids=[
+        f"{name.split('_')[1]}-{'+'.join(changes)}-{type(next(iter(changes.values()))).__name__}"
+        for name, changes, _ in PAYLOAD_ERRORS
+    ],
+)
 def test_payload_errors_name_the_field(name: str, changes: dict[str, Any], message: str) -> None:
     """A missing routed field, or any read field of the wrong JSON type, is a PayloadError naming its path."""
     with pytest.raises(PayloadError) as caught:
@@ -619,10 +686,27 @@ def test_payload_errors_name_the_field(name: str, changes: dict[str, Any], messa
         (b'{"a":' * 100_000, f"nested deeper than {MAX_JSON_DEPTH} levels"),
         (b'{"a": ' + b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH + b"}", "nested deeper"),
     ],
-    ids=["bad-utf8-start", "bad-utf8-inside", "invalid-json", "trailing-comma", "two-documents", "bom", "empty",
-         "whitespace", "array", "string", "number", "null", "nan", "infinity", "huge-integer", "deep-arrays",
-         "deep-objects", "one-level-too-deep"],
-)  # fmt: skip
+    ids=[
+        "bad-utf8-start",
+        "bad-utf8-inside",
+        "invalid-json",
+        "trailing-comma",
+        "two-documents",
+        "bom",
+        "empty",
+        "whitespace",
+        "array",
+        "string",
+        "number",
+        "null",
+        "nan",
+        "infinity",
+        "huge-integer",
+        "deep-arrays",
+        "deep-objects",
+        "one-level-too-deep",
+    ],
+)
 def test_decode_json_object_names_the_problem(body: bytes, message: str) -> None:
     """Bodies that are not one JSON object give a PayloadError saying what is wrong, never another exception."""
     with pytest.raises(PayloadError) as caught:
@@ -689,17 +773,53 @@ def test_random_bytes_never_raise_anything_else() -> None:
             _outcome(call)
 
 
-FIELD_NAMES = ["build", "payload", "type", "status", "project_name", "project_full_name", "build_id", "project_id",
-               "id", "project", "slug", "name", "workflow", "job", "pipeline", "vcs", "branch", "tag", "revision",
-               "trigger_parameters", "git", "number", "username", "reponame", "build_num", "outcome", "workflows",
-               "build_parameters", "CIRCLE_JOB", "vcs_url", "organization", "happened_at"]  # fmt: skip
+FIELD_NAMES = [
+    "build",
+    "payload",
+    "type",
+    "status",
+    "project_name",
+    "project_full_name",
+    "build_id",
+    "project_id",
+    "id",
+    "project",
+    "slug",
+    "name",
+    "workflow",
+    "job",
+    "pipeline",
+    "vcs",
+    "branch",
+    "tag",
+    "revision",
+    "trigger_parameters",
+    "git",
+    "number",
+    "username",
+    "reponame",
+    "build_num",
+    "outcome",
+    "workflows",
+    "build_parameters",
+    "CIRCLE_JOB",
+    "vcs_url",
+    "organization",
+    "happened_at",
+]
 EVENT_TYPES = ["workflow-completed", "job-completed", "ping", "other"]
 
 
 def _random_json(rng: random.Random, depth: int) -> Any:
     kind = rng.randrange(8 if depth > 0 else 6)
-    scalars: list[Any] = [rng.randrange(-3, 3), rng.choice(["success", "", "a/b", "\ud800", "x" * 3]), None,
-                          rng.random() > 0.5, 1.5, rng.choice(EVENT_TYPES)]  # fmt: skip
+    scalars: list[Any] = [
+        rng.randrange(-3, 3),
+        rng.choice(["success", "", "a/b", "\ud800", "x" * 3]),
+        None,
+        rng.random() > 0.5,
+        1.5,
+        rng.choice(EVENT_TYPES),
+    ]
     if kind < 6:
         return scalars[kind]
     if kind == 6:
@@ -713,8 +833,13 @@ def test_random_json_shapes_never_raise_anything_else() -> None:
     for _ in range(1500):
         shape = rng.randrange(3)
         inner = _random_json(rng, 4)
-        data = {"build": inner} if shape == 0 else {"payload": inner} if shape == 1 else {"type": rng.choice(
-            EVENT_TYPES), **(inner if isinstance(inner, dict) else {"id": inner})}  # fmt: skip
+        data = (
+            {"build": inner}
+            if shape == 0
+            else {"payload": inner}
+            if shape == 1
+            else {"type": rng.choice(EVENT_TYPES), **(inner if isinstance(inner, dict) else {"id": inner})}
+        )
         for call in _entry_points(json.dumps(data).encode()):
             _outcome(call)
 

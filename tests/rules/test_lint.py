@@ -94,7 +94,7 @@ def _every_path_cycles(rules: Sequence[Rule], depth_of: Callable[[str], int], li
     for rule in rules:
         matchers = [clause.patterns.get("project") for clause in rule.clauses]
         sources[rule.name] = None if None in matchers else [p for m in matchers if m for p in m.include]
-    targets = {rule.name: {graph._target(a.args) for a in rule.actions} for rule in rules}
+    targets = {rule.name: {graph._target(a) for a in rule.actions} for rule in rules}
     nodes = {t for ts in targets.values() for t in ts if t}
     nodes |= {graph._repo(p.text) for ps in sources.values() if ps for p in ps if p.literal}
     edges: dict[str, set[tuple[str, str]]] = {}

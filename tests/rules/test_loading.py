@@ -13,9 +13,9 @@ import yaml
 
 from bench import payloads
 from chainer import rules
+from chainer.catalogue import ActionSpec, Param
 from chainer.errors import RulesError
 from chainer.providers import catalogue
-from chainer.providers.base import ActionSpec, Param
 from chainer.rules import _yaml
 from tests.helpers import (
     R,

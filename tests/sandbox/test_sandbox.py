@@ -624,8 +624,17 @@ async def test_chainer_builds_a_tag_through_the_v1_project_trigger(clock: Clock)
         "version: 1\nrules:\n  - name: package\n    when: {project: acme/lib}\n    then:\n"
         "      - circleci.v1_trigger_build: {project: github/acme/packaging}\n"
     )
-    legacy = {"payload": {"username": "acme", "reponame": "lib", "vcs_type": "github", "build_num": 7,
-                          "status": "success", "vcs_tag": "v1.2.0", "vcs_revision": "a" * 40}}  # fmt: skip
+    legacy = {
+        "payload": {
+            "username": "acme",
+            "reponame": "lib",
+            "vcs_type": "github",
+            "build_num": 7,
+            "status": "success",
+            "vcs_tag": "v1.2.0",
+            "vcs_revision": "a" * 40,
+        }
+    }
     event = parse_any("circleci", {}, json.dumps(legacy).encode())
     assert isinstance(event, BuildEvent) and event.tag == "v1.2.0"
     [action] = [a for d in ruleset.evaluate(event) for a in d.actions]
@@ -700,12 +709,22 @@ async def test_seeding_keeps_the_payload_ids_and_makes_them_actionable(client: h
     v1 restarts the build by its webhook id, v1.1 retries the job by its number, v2 reruns the workflow."""
     state = SandboxState(clock=Clock())
     codeship = _event("codeship", payloads.codeship("error", project="acme/lib", project_id=2345, build_id=4712))
-    legacy = {"payload": {"build_num": 318, "username": "acme", "reponame": "e2e", "vcs_type": "github",
-                          "branch": "main", "vcs_revision": SHA, "status": "failed",
-                          "workflows": {"workflow_id": "0c9c8b2e-8f0a-4d2f-9e57-6b3a3f1f2d10"}}}  # fmt: skip
+    legacy = {
+        "payload": {
+            "build_num": 318,
+            "username": "acme",
+            "reponame": "e2e",
+            "vcs_type": "github",
+            "branch": "main",
+            "vcs_revision": SHA,
+            "status": "failed",
+            "workflows": {"workflow_id": "0c9c8b2e-8f0a-4d2f-9e57-6b3a3f1f2d10"},
+        }
+    }
     outbound = payloads.circleci_workflow("failed", workflow_id="fda08377-fe7e-46b1-8992-3a7aaecac9c3")
-    problems = seed_sandbox(state, parse_rules(SEED_RULES), [codeship, _event("circleci", legacy),
-                                                              _event("circleci", outbound)])  # fmt: skip
+    problems = seed_sandbox(
+        state, parse_rules(SEED_RULES), [codeship, _event("circleci", legacy), _event("circleci", outbound)]
+    )
     assert problems == []
     assert [(p.name, p.id) for p in state.projects] == [("acme/lib", 2345), ("acme/api", 2346), ("acme/release", 2347)]
     [build] = state.projects[0].builds
@@ -744,8 +763,10 @@ def test_seeding_reports_a_clash_and_seeds_the_rest() -> None:
     problems = seed_sandbox(state, parse_rules(SEED_RULES), [web, lib, job, web])
     assert len(problems) == 1 and "acme/lib" in problems[0] and "1234" in problems[0]
     assert [(p.name, p.id, [b.id for b in p.builds]) for p in state.projects] == [
-        ("acme/web", 1234, [4711]), ("acme/api", 1235, []), ("acme/release", 1236, []),
-    ]  # fmt: skip
+        ("acme/web", 1234, [4711]),
+        ("acme/api", 1235, []),
+        ("acme/release", 1236, []),
+    ]
     assert [(j.repo, j.build_num, j.branch) for j in state.jobs] == [("e2e", 7, "main")]
 
 
@@ -765,8 +786,10 @@ def test_example_events_reads_every_json_body_and_names_the_bad_ones(tmp_path: P
         (tmp_path / name).write_text(body if isinstance(body, str) else json.dumps(body))
     events, problems = example_events(tmp_path)
     assert [(e.provider, e.kind, e.project) for e in events] == [
-        ("codeship", "build", "acme/lib"), ("circleci", "job", "acme/e2e"), ("circleci", "workflow", "acme/lib"),
-    ]  # fmt: skip
+        ("codeship", "build", "acme/lib"),
+        ("circleci", "job", "acme/e2e"),
+        ("circleci", "workflow", "acme/lib"),
+    ]
     assert [p.split(": ", 1)[0] for p in problems] == [
         str(tmp_path / "e-broken.json"),
         str(tmp_path / "f-no-status.json"),
@@ -800,7 +823,7 @@ async def test_scripted_429_with_retry_after_matches_path(client: httpx.AsyncCli
 
 async def test_scripted_fault_over_http_and_validation(client: httpx.AsyncClient) -> None:
     """``POST /_sandbox/script`` takes the same arguments as ``script``; bad arguments are 400 and script nothing."""
-    for bad in ({"api": "github", "status": 500}, {"api": "codeship.v1", "status": 99}, {"status": 500}, [1]):
+    for bad in ({"api": "gitlab", "status": 500}, {"api": "codeship.v1", "status": 99}, {"status": 500}, [1]):
         answer = await client.post("/_sandbox/script", json=bad)
         assert answer.status_code == 400 and "error" in answer.json()
     extra = await client.post("/_sandbox/script", json={"api": "codeship.v1", "status": 500, "color": "red"})
@@ -1034,6 +1057,8 @@ def sandbox_settings(**overrides: Any) -> Settings:
         "codeship_org": "ACME",  # chainer matches the organization name case-insensitively
         "codeship_api_key": Secret("sandbox-key"),
         "circleci_token": Secret("sandbox-token"),
+        "buildkite_url": SANDBOX_URL,
+        "buildkite_token": Secret("sandbox-buildkite-token"),
     }
     return Settings(**(values | overrides))
 
@@ -1041,17 +1066,31 @@ def sandbox_settings(**overrides: Any) -> Settings:
 def failed_codeship_event() -> BuildEvent:
     """A Codeship webhook event for the failed build of acme/web at ``SHA`` on main."""
     return BuildEvent(
-        provider="codeship", kind="build", event_id="evt_sandbox", project="acme/web", project_id=11,
-        status="failed", raw_status="error", branch="main", commit=SHA, build_id=1001,
-    )  # fmt: skip
+        provider="codeship",
+        kind="build",
+        event_id="evt_sandbox",
+        project="acme/web",
+        project_id=11,
+        status="failed",
+        raw_status="error",
+        branch="main",
+        commit=SHA,
+        build_id=1001,
+    )
 
 
-async def test_chainer_downstream_runs_all_seven_actions_against_the_sandbox(clock: Clock) -> None:
+async def test_chainer_downstream_runs_every_action_against_the_sandbox(clock: Clock) -> None:
     """chainer's real Downstream, pointed at the sandbox, executes every action successfully and the sandbox sees it."""
     secrets_ = {"codeship_password": "pw-Kd93q", "codeship_api_key": "key-Lm27v", "circleci_token": "cci-Rt55z"}
+    secrets_["buildkite_token"] = "bk-Xy31p"
     state = SandboxState(
-        clock=clock, codeship_password="pw-Kd93q", codeship_api_key="key-Lm27v", circleci_token="cci-Rt55z"
+        clock=clock,
+        codeship_password="pw-Kd93q",
+        codeship_api_key="key-Lm27v",
+        circleci_token="cci-Rt55z",
+        buildkite_token="bk-Xy31p",
     )
+    rebuilt = state.add_buildkite_build("acme/deploy", 7, branch="main", commit=SHA, state="failed")
     state.add_codeship_project("acme/web", id=11)
     state.add_codeship_project("acme/pro", type="pro", id=12)
     seeded = state.add_codeship_build("acme/web", branch="main", commit_sha=SHA, status="failed")
@@ -1065,13 +1104,16 @@ async def test_chainer_downstream_runs_all_seven_actions_against_the_sandbox(clo
         ("circleci.rerun_workflow", {"workflow": workflow}),
         ("circleci.v1_trigger_build", {"project": "github/acme/api", "branch": "feature/x", "revision": SHA}),
         ("circleci.v1_retry_build", {"project": "github/acme/api", "build": 1}),
+        ("buildkite.create_build", {"pipeline": "acme/deploy", "branch": "main", "commit": "HEAD", "env": {"N": 3}}),
+        ("buildkite.rebuild", {"pipeline": "acme/deploy", "build": 7}),
     ]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_sandbox_app(state))) as http:
         settings = sandbox_settings(**{name: Secret(value) for name, value in secrets_.items()})
         downstream = Downstream(settings, http, clock=clock)
         assert await downstream.clients["codeship"].check() == []
         results = {name: await downstream.execute(name, params, failed_codeship_event()) for name, params in actions}
-    assert set(results) == downstream.actions
+    # GitHub's three actions run against the sandbox in tests/providers/github/test_github_sandbox.py.
+    assert set(results) == {a for a in downstream.actions if not a.startswith("github.")}
     assert {name: (r.status, r.downstream_id is not None) for name, r in results.items()} == {
         "codeship.trigger_build": (202, False),
         "codeship.restart_build": (202, False),
@@ -1080,6 +1122,8 @@ async def test_chainer_downstream_runs_all_seven_actions_against_the_sandbox(clo
         "circleci.rerun_workflow": (202, True),
         "circleci.v1_trigger_build": (200, True),
         "circleci.v1_retry_build": (200, True),
+        "buildkite.create_build": (201, True),
+        "buildkite.rebuild": (200, True),
     }
     web = state.projects[0]
     assert results["codeship.trigger_build"].detail["project_uuid"] == web.uuid
@@ -1099,8 +1143,10 @@ async def test_chainer_downstream_runs_all_seven_actions_against_the_sandbox(clo
     assert (pipeline.number, pipeline.branch, pipeline.parameters) == (2, "feature/x", {"n": 3})
     assert results["circleci.rerun_workflow"].downstream_id == state.pipelines[0].workflow_ids[1]
     assert results["circleci.v1_trigger_build"].detail == {
-        "build_num": 2, "build_url": "https://circleci.com/gh/acme/api/2", "status": "not_running"
-    }  # fmt: skip
+        "build_num": 2,
+        "build_url": "https://circleci.com/gh/acme/api/2",
+        "status": "not_running",
+    }
     assert (results["circleci.v1_retry_build"].downstream_id, state.jobs[-1].retry_of) == ("3", 1)
     assert [(r.action, r.status) for r in state.requests] == [
         ("codeship.auth", 200),
@@ -1114,10 +1160,24 @@ async def test_chainer_downstream_runs_all_seven_actions_against_the_sandbox(clo
         ("circleci.rerun_workflow", 202),
         ("circleci.v1_trigger_build", 200),
         ("circleci.v1_retry_build", 200),
+        ("buildkite.create_build", 201),
+        ("buildkite.rebuild", 200),
     ]
     assert state.requests[2].body == {"ref": "heads/release/1.2", "commit_sha": "a" * 40}
     assert state.requests[8].body == {"from_failed": True}
     assert state.requests[9].path == "/api/v1.1/project/github/acme/api/tree/feature%2Fx"
+    deploy = state.buildkite_pipelines["acme/deploy"]
+    created, again = deploy.builds[1:]
+    assert state.requests[11].body == {
+        "commit": "HEAD",
+        "branch": "main",
+        "env": {"N": "3"},
+        "meta_data": {"chainer:cause": "evt_sandbox"},
+    }
+    assert (created.number, created.state, created.meta_data) == (8, "scheduled", {"chainer:cause": "evt_sandbox"})
+    assert results["buildkite.create_build"].downstream_id == created.id
+    assert results["buildkite.rebuild"].downstream_id == again.id and again.rebuilt_from is rebuilt
+    assert results["buildkite.rebuild"].detail["number"] == 9 and results["buildkite.rebuild"].detail["rebuild_of"] == 7
     recorded = json.dumps([dataclasses.asdict(r) for r in state.requests])
     for secret in secrets_.values():
         assert secret not in recorded
@@ -1132,12 +1192,14 @@ async def test_chainer_downstream_sees_the_sandbox_faults_as_the_real_ones(clock
         warnings = await downstream.clients["codeship"].check()
         assert len(warnings) == 1 and "build.write" in warnings[0]
         with pytest.raises(PermanentDownstreamError) as refused:  # 403 without build.write: not a rate limit
-            await downstream.execute("codeship.trigger_build", {"project": "acme/web", "ref": "heads/main"},
-                                     failed_codeship_event())  # fmt: skip
+            await downstream.execute(
+                "codeship.trigger_build", {"project": "acme/web", "ref": "heads/main"}, failed_codeship_event()
+            )
         assert refused.value.status == 403
         with pytest.raises(TransientDownstreamError) as limited:  # auth, list, create: the 4th call is one too many
-            await downstream.execute("codeship.trigger_build", {"project": "acme/web", "ref": "heads/main"},
-                                     failed_codeship_event())  # fmt: skip
+            await downstream.execute(
+                "codeship.trigger_build", {"project": "acme/web", "ref": "heads/main"}, failed_codeship_event()
+            )
         assert (limited.value.status, limited.value.retry_after) == (403, 40.0)
         state.script("circleci.v2", status=429, headers={"Retry-After": "7"}, body={"message": "slow down"})
         with pytest.raises(TransientDownstreamError) as throttled:

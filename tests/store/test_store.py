@@ -12,7 +12,7 @@ from arq.worker import func
 from redis.asyncio import Redis
 
 from chainer.errors import StoreUnavailableError
-from chainer.jobs import RUN_ACTION, job_bytes, job_deserializer, job_id, job_serializer
+from chainer.jobs import RUN_ACTION, job_bytes, job_id
 from chainer.store import (
     AUDIT_KEY,
     QUEUE_KEY,
@@ -24,6 +24,7 @@ from chainer.store import (
     event_key,
     now_ms,
 )
+from chainer.store.codec import job_deserializer, job_serializer
 from tests.redis_server import free_port
 
 pytestmark = pytest.mark.integration

@@ -28,10 +28,10 @@ from redis.asyncio import Redis
 from chainer.app import create_app
 from chainer.errors import ConfigError
 from chainer.heartbeat import WORKERS_KEY
-from chainer.jobs import job_deserializer, job_serializer
 from chainer.providers import Downstream
 from chainer.settings import Secret, Settings
 from chainer.store import Store, action_key
+from chainer.store.codec import job_deserializer, job_serializer
 from chainer.store.connections import connect, connect_arq
 from chainer.worker import create_worker
 from tests import payloads

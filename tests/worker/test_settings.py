@@ -10,6 +10,7 @@ import pytest
 from arq.worker import create_worker as arq_create_worker
 from arq.worker import get_kwargs
 
+from chainer.errors import ConfigError
 from chainer.jobs import SERVICES, RetryPolicy, services
 from chainer.providers import Downstream
 from chainer.settings import Settings
@@ -91,3 +92,52 @@ async def test_arq_own_create_worker_builds_the_services_from_the_environment(
         await worker.pool.aclose()
     assert shared.http.is_closed
     assert shared.rules_task is not None and shared.rules_task.done()
+
+
+async def test_job_timings_follow_the_settings(redis_url: str) -> None:
+    """CHAINER_JOB_TIMEOUT_SECONDS, _JOB_LEASE_SECONDS, _RETRY_*, _WORKER_POLL_SECONDS and _SWEEP_* reach the
+    worker: every function's timeout, arq's in-progress lease, the in-flight lease, the poll, the sweeper's
+    schedule and grace, and the retry policy the jobs use."""
+    settings = Settings.from_env(
+        {
+            "CHAINER_JOB_TIMEOUT_SECONDS": "2",
+            "CHAINER_JOB_LEASE_SECONDS": "3.5",
+            "CHAINER_RETRY_BASE_SECONDS": "0.2",
+            "CHAINER_RETRY_CAP_SECONDS": "1",
+            "CHAINER_RETRY_MAX_TRIES": "3",
+            "CHAINER_WORKER_POLL_SECONDS": "0.05",
+            "CHAINER_SWEEP_INTERVAL_SECONDS": "15",
+            "CHAINER_SWEEP_GRACE_SECONDS": "1.5",
+            "CHAINER_RULES_POLL_SECONDS": "3600",
+        }
+    )
+    worker = create_worker(
+        settings, handle_signals=False, redis_pool=connect_arq(redis_url, retries=0), ruleset=parse_rules(RULES)
+    )
+    assert {name: f.timeout_s for name, f in worker.functions.items()} == {"run_action": 2, "fire_join": 2, "sweep": 2}
+    assert (worker.job_timeout_s, worker.in_progress_timeout_s, worker.poll_delay_s) == (2, 3.5, 0.05)
+    assert worker.cron_jobs[0].second == {0, 15, 30, 45}
+    worker.ctx["redis"] = worker.pool
+    assert worker.on_startup is not None
+    await worker.on_startup(worker.ctx)
+    shared = services(worker.ctx)
+    assert shared.retry_policy == RetryPolicy(max_tries=3, base_s=0.2, cap_s=1.0)
+    assert shared.sweep_grace_ms == 1500 and shared.locks is not None and shared.locks.lease_ms == 3500
+    await worker.close()
+    default = Settings()
+    assert (default.lease_seconds, default.sweep_interval_seconds) == (70.0, 60)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"CHAINER_JOB_TIMEOUT_SECONDS": "5", "CHAINER_JOB_LEASE_SECONDS": "5"}, "CHAINER_JOB_LEASE_SECONDS"),
+        ({"CHAINER_SWEEP_INTERVAL_SECONDS": "61"}, "CHAINER_SWEEP_INTERVAL_SECONDS"),
+        ({"CHAINER_SWEEP_INTERVAL_SECONDS": "0.5"}, "CHAINER_SWEEP_INTERVAL_SECONDS"),
+        ({"CHAINER_RETRY_MAX_TRIES": "0"}, "CHAINER_RETRY_MAX_TRIES"),
+        ({"CHAINER_RETRY_BASE_SECONDS": "nan"}, "CHAINER_RETRY_BASE_SECONDS"),
+    ],
+)
+def test_bad_job_timings_are_refused_naming_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env(env)
