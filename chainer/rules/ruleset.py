@@ -14,6 +14,7 @@ from typing import Any
 
 from chainer.catalogue import Catalogue
 from chainer.events import BuildEvent
+from chainer.rules._gc import collector_paused
 from chainer.rules._yaml import plain
 from chainer.rules.graph import Cycle, find_cycles
 from chainer.rules.model import (
@@ -215,7 +216,8 @@ class RuleSet:
         depths: dict[str, int] = {}
         for rule in self.rules:  # by name, as `rule(name)` finds them (the first of a name), without a scan per cycle
             depths.setdefault(rule.name, rule.max_depth or self.max_depth)
-        return find_cycles(self.rules, lambda name: depths.get(name) or self.max_depth, limit)
+        with collector_paused():
+            return find_cycles(self.rules, lambda name: depths.get(name) or self.max_depth, limit)
 
 
 def _literal_prefix(glob: str) -> str:

@@ -7,9 +7,7 @@ the caller passes in; this module knows no provider by name.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import gc
 import hashlib
 import os
 import re
@@ -20,6 +18,7 @@ from typing import Any
 from chainer.catalogue import Catalogue, Param
 from chainer.errors import RulesError
 from chainer.events import KINDS, STATUSES
+from chainer.rules._gc import collector_paused
 from chainer.rules._yaml import Flaw, LinedList, LinedMap, compose, line_of, plain
 from chainer.rules.model import (
     CLAUSE_ORDER,
@@ -344,26 +343,8 @@ def _rule_of(doc: Any, path: str) -> tuple[str, str]:
 
 def parse_rules(text: str | bytes, source: str = "rules.yaml", *, catalogue: Catalogue) -> RuleSet:
     """Validate a rules document against ``catalogue``; raise RulesError listing every problem."""
-    with _collector_paused():
+    with collector_paused():
         return _parse_rules(text, source, catalogue)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while a file is read, back on after (unless it was off already).
-
-    Reading a big file makes millions of objects that all stay alive, and the collector would walk them again
-    and again as they pile up: three quarters of the time for 10 000 rules (3.8 of 4.9 s, with PyYAML's own
-    C loader as much as ours). Nothing read here needs it: the only cycles, self-containing aliases, are left
-    to the next collection.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _parse_rules(text: str | bytes, source: str, catalogue: Catalogue) -> RuleSet:
