@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from chainer.rules.model import ActionTemplate, Pattern, Rule
+from chainer.rules.model import ActionTemplate, Pattern, Rule, glob_prefix
 from chainer.rules.templates import is_template
 
 ANY_PROJECT = "(any project)"
@@ -189,7 +189,7 @@ def _project_edges(rules: Sequence[Rule]) -> dict[str, set[tuple[str, str]]]:
                 got = {n for n in (named, p.text) if n in nodes}
             else:
                 got = {named} & nodes
-                prefix = _regex_prefix(p.text[3:]) if p.text.startswith("re:") else _literal_prefix(p.text)
+                prefix = _regex_prefix(p.text[3:]) if p.text.startswith("re:") else glob_prefix(p.text)
                 i = bisect.bisect_left(ordered, prefix)
                 while i < len(ordered) and ordered[i].startswith(prefix):
                     if p.matches(ordered[i]):
@@ -210,11 +210,6 @@ def _project_edges(rules: Sequence[Rule]) -> dict[str, set[tuple[str, str]]]:
             for source in matched:
                 edges.setdefault(source, set()).add((target or source, rule.name))
     return edges
-
-
-def _literal_prefix(glob: str) -> str:
-    cut = min((glob.index(c) for c in "*?[" if c in glob), default=len(glob))
-    return glob[:cut]
 
 
 # In a regex: a character that stands for itself, or an escape of a character that is not a letter or digit.

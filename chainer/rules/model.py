@@ -84,6 +84,12 @@ def pattern(text: str) -> Pattern:
     return Pattern(text, re.compile(fnmatch.translate(text)))
 
 
+def glob_prefix(glob: str) -> str:
+    """The text before a glob's first ``*``, ``?`` or ``[``: every name it matches starts with it."""
+    cut = min((glob.index(c) for c in "*?[" if c in glob), default=len(glob))
+    return glob[:cut]
+
+
 @dataclass(frozen=True, slots=True)
 class FieldMatcher:
     """Include patterns (any may match; none given means everything) minus exclude patterns."""

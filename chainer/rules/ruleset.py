@@ -26,6 +26,7 @@ from chainer.rules.model import (
     Mismatch,
     PlannedAction,
     Rule,
+    glob_prefix,
 )
 from chainer.rules.templates import context_for, render_actions
 
@@ -63,7 +64,7 @@ class RuleSet:
                 if p.literal:
                     by_project.setdefault(p.text, set()).add(i)
                 else:
-                    by_prefix.setdefault(_literal_prefix(p.text), set()).add(i)
+                    by_prefix.setdefault(glob_prefix(p.text), set()).add(i)
         return cls(
             version,
             path,
@@ -218,11 +219,6 @@ class RuleSet:
             depths.setdefault(rule.name, rule.max_depth or self.max_depth)
         with collector_paused():
             return find_cycles(self.rules, lambda name: depths.get(name) or self.max_depth, limit)
-
-
-def _literal_prefix(glob: str) -> str:
-    cut = min((glob.index(c) for c in "*?[" if c in glob), default=len(glob))
-    return glob[:cut]
 
 
 def _status_text(written: Any) -> str:
