@@ -4,13 +4,16 @@ Every mapping and list of a rules document is a ``LinedMap`` or ``LinedList`` ca
 starts on and the line of each key or item, so that the checker can name the line of every problem.
 Key-level trouble (duplicate or non-string keys, a merge key without a mapping, self-containing
 aliases, tags the safe loader cannot build) is collected as a ``Flaw`` instead of raised, so that
-validation goes on and each one is reported in its rule.
+validation goes on and each one is reported in its rule. ``collector_paused`` keeps Python's cyclic
+garbage collector out of the way while a big file is read and while its project graph is drawn.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import yaml
@@ -275,3 +278,21 @@ def plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     return value
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off inside, back on after (unless it was off already).
+
+    Reading a big rules file, or drawing its project graph, makes millions of objects that stay alive, and
+    the collector would walk them again and again as they pile up: three quarters of the time of a load of
+    10 000 rules (3.8 of 4.9 s, PyYAML's own C loader as much as ours), two thirds of drawing its graph.
+    Nothing made there needs it: the only cycles, self-containing YAML aliases, wait for the next collection.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

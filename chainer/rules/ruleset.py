@@ -14,8 +14,7 @@ from typing import Any
 
 from chainer.catalogue import Catalogue
 from chainer.events import BuildEvent
-from chainer.rules._gc import collector_paused
-from chainer.rules._yaml import plain
+from chainer.rules._yaml import collector_paused, plain
 from chainer.rules.graph import Cycle, find_cycles
 from chainer.rules.model import (
     DEFAULT_MAX_DEPTH,

@@ -18,8 +18,7 @@ from typing import Any
 from chainer.catalogue import Catalogue, Param
 from chainer.errors import RulesError
 from chainer.events import KINDS, STATUSES
-from chainer.rules._gc import collector_paused
-from chainer.rules._yaml import Flaw, LinedList, LinedMap, compose, line_of, plain
+from chainer.rules._yaml import Flaw, LinedList, LinedMap, collector_paused, compose, line_of, plain
 from chainer.rules.model import (
     CLAUSE_ORDER,
     DEFAULT_MAX_DEPTH,
