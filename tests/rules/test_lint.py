@@ -28,19 +28,18 @@ def _ring_file(path: Path) -> None:
     lines = ["version: 1", "rules:"]
     for i in range(RING):
         one, two = f"org/p{(i + 1) % RING:04d}", f"org/p{(i + 2) % RING:04d}"
-        lines.append(f"  - {{name: ring-{i}, when: {{project: org/p{i:04d}}}, then: [{{codeship.trigger_build: "
-                     f"{{project: {one}}}}}]}}")  # fmt: skip
-        lines.append(f"  - {{name: chord-{i}, when: {{project: org/p{i:04d}}}, then: [{{circleci.trigger_pipeline: "
-                     f"{{project: gh/{two}, branch: main}}}}]}}")  # fmt: skip
-    lines.append(f"  - {{name: back, when: {{project: org/p{BACK + 3}}}, max_depth: 3, then: "
-                 f"[{{codeship.trigger_build: {{project: org/p{BACK}}}}}]}}")  # fmt: skip
+        step = f"codeship.trigger_build: {{project: {one}}}"
+        chord = f"circleci.trigger_pipeline: {{project: gh/{two}, branch: main}}"
+        lines.append(f"  - {{name: ring-{i}, when: {{project: org/p{i:04d}}}, then: [{{{step}}}]}}")
+        lines.append(f"  - {{name: chord-{i}, when: {{project: org/p{i:04d}}}, then: [{{{chord}}}]}}")
+    back = f"codeship.trigger_build: {{project: org/p{BACK}}}"
+    lines.append(f"  - {{name: back, when: {{project: org/p{BACK + 3}}}, max_depth: 3, then: [{{{back}}}]}}")
     lines.append("  - {name: self, when: {project: org/q}, then: [{codeship.trigger_build: {project: org/q}}]}")
-    lines.append(
-        "  - {name: restart-any, when: {provider: codeship, status: error}, then: [{codeship.restart_build: {}}]}"
-    )
+    restart = "[{codeship.restart_build: {}}]"
+    lines.append(f"  - {{name: restart-any, when: {{provider: codeship, status: error}}, then: {restart}}}")
     for i in range(997):
-        lines.append(f"  - {{name: glob-{i}, when: {{project: 'org/p19*'}}, then: [{{codeship.trigger_build: "
-                     f"{{project: org/sink-{i % 10}}}}}]}}")  # fmt: skip
+        sink = f"codeship.trigger_build: {{project: org/sink-{i % 10}}}"
+        lines.append(f"  - {{name: glob-{i}, when: {{project: 'org/p19*'}}, then: [{{{sink}}}]}}")
     path.write_text("\n".join(lines) + "\n")
 
 
