@@ -5,8 +5,8 @@ as JSON and answers 202: the ceiling of any route on this stack. ``--mode naive 
 and then one ``ArqRedis.enqueue_job`` per request, awaited before the 202: durable, but one job and several
 Redis round trips per event, nothing shared between concurrent requests.
 
-Both run under uvicorn with the settings of ``chainer web`` (``chainer/cli.py``): the loop and the HTTP parser
-are uvicorn's ``auto`` choice, so uvloop and httptools are used here exactly when they are installed for chainer.
+Both run under uvicorn with the settings of ``chainer web`` (``chainer/cli.py``), its loop (uvloop) and HTTP
+parser (httptools) included.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ UVICORN_SETTINGS: dict[str, Any] = {
     "timeout_graceful_shutdown": 10,
     "log_config": None,
     "access_log": False,
+    "loop": "uvloop",
+    "http": "httptools",
 }
 
 

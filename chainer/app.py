@@ -27,8 +27,9 @@ from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
 from chainer.store import Store
 from chainer.store.connections import connect
-from chainer.web import hooks, operator, probes
+from chainer.web import hooks, openapi, operator, probes, ui
 from chainer.web.common import WebState, error
+from chainer.web.stream import stop_on_exit_signals, stop_streams
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -63,12 +64,15 @@ def create_app(
             owned = connect(settings.redis_url)
             serving = Store(owned, retention_ms=settings.audit_retention_ms)
             state.use_store(serving)
+        restore_signals = stop_on_exit_signals(app)  # open /audit/stream followers must not hold a shutdown
         watcher = RulesWatcher(settings.rules_path, state.rules, state.activate, serving, load=load)
         app.state.rules_watcher = watcher
         task = asyncio.create_task(watcher.watch(settings.rules_poll_seconds)) if watch else None
         try:
             yield
         finally:
+            restore_signals()
+            stop_streams(app)
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -76,7 +80,7 @@ def create_app(
             if owned is not None:
                 await owned.aclose()
 
-    routes = [*hooks.routes(), *operator.routes(), *probes.routes()]
+    routes = [*hooks.routes(), *operator.routes(), *probes.routes(), *openapi.routes(), *ui.routes()]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.add_middleware(AccessLog, secrets=secret_values(settings))  # uvicorn's access log is off: it shows tokens
     app.state.chainer = state

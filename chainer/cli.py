@@ -84,14 +84,30 @@ def web(host: str, port: int) -> None:
     settings = _settings()
     app = _load_app(settings)
     # access_log=False: uvicorn's access log prints hook tokens; chainer.accesslog logs requests redacted.
+    # uvloop and httptools: the libuv event loop and the C HTTP parser (dependencies of chainer, issue 11).
     uvicorn.run(
-        app, host=host, port=port, proxy_headers=True, timeout_graceful_shutdown=10, log_config=None, access_log=False
+        app,
+        host=host,
+        port=port,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
+        log_config=None,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
     )
 
 
 @main.command()
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
-def worker(burst: bool) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve this worker's Prometheus metrics at http://<metrics-host>:<port>/metrics.",
+)
+@click.option("--metrics-host", default="0.0.0.0", show_default=True, help="Address the metrics port binds.")  # noqa: S104
+def worker(burst: bool, metrics_port: int | None, metrics_host: str) -> None:
     """Run the arq worker that calls the downstream CI APIs."""
     from chainer.providers import catalogue
     from chainer.rules import load_rules
@@ -103,7 +119,17 @@ def worker(burst: bool) -> None:
         ruleset = load_rules(settings.rules_path, catalogue=catalogue())
     except RulesError as exc:
         _fail(f"{settings.rules_path} has {len(exc.problems)} problem(s):\n" + "\n".join(exc.problems))
-    create_worker(settings, burst=burst, ruleset=ruleset).run()
+    running = create_worker(settings, burst=burst, ruleset=ruleset)
+    if metrics_port is not None:
+        from chainer import metrics
+        from chainer.store.connections import connect
+
+        try:  # on the worker's own loop, so it answers while the worker runs
+            running.loop.run_until_complete(metrics.serve(connect(settings.redis_url), metrics_host, metrics_port))
+        except OSError as exc:
+            _fail(f"cannot serve metrics on {metrics_host}:{metrics_port}: {exc}")
+        _say(f"worker metrics at http://{metrics_host}:{metrics_port}/metrics")
+    running.run()
 
 
 def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path) -> tuple[Settings, Any]:
@@ -131,6 +157,10 @@ def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path)
     )
     base = f"http://{host}:{sandbox_port}"
     changes: dict[str, Any] = {
+        "github_url": base,  # with the sandbox's token: App credentials are set aside for the run
+        "github_token": Secret(state.github.token),
+        "github_app_id": None,
+        "github_app_private_key": None,
         "circleci_url": base,
         "circleci_token": Secret(state.circleci_token),
         "codeship_url": base,
@@ -139,6 +169,8 @@ def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path)
         "codeship_password": Secret(state.codeship_password),
         "codeship_org": None,
         "codeship_api_key": Secret(state.codeship_api_key),
+        "buildkite_url": base,
+        "buildkite_token": Secret(state.buildkite_token),
     }
     for name in ("hook_token", "admin_token"):
         if getattr(settings, name) is None:
@@ -185,7 +217,7 @@ def run(host: str, port: int, sandbox: bool, sandbox_port: int, sandbox_examples
 @main.command(name="sandbox")
 @_server_options
 def sandbox_command(host: str, port: int) -> None:
-    """Serve the provider sandbox alone: Codeship v1/v2 and CircleCI v1.1/v2 on one port."""
+    """Serve the provider sandbox alone: Codeship v1/v2, CircleCI v1.1/v2, Buildkite and GitHub on one port."""
     from chainer.sandbox import serve_sandbox
 
     _configure_logging()

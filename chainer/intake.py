@@ -8,14 +8,13 @@ content type, routing) and maps each outcome to its HTTP status, once.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from chainer import audit, lineage, providers
+from chainer import audit, fastjson, lineage, providers
 from chainer.errors import StoreUnavailableError, WebhookError
 from chainer.events import BuildEvent, ChainLink
 from chainer.plan import plan_accept
@@ -28,6 +27,9 @@ log = logging.getLogger(__name__)
 
 OutcomeKind = Literal["accepted", "duplicate", "ignored", "rejected", "unavailable"]
 UNAVAILABLE = "Redis cannot durably take the event; retry later"
+# Plans made per delivery at most: one without a chain, one with the chain found; more only when the lineage
+# keys change between the two (a build registered at that very moment).
+_LINEAGE_ROUNDS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,32 +115,47 @@ class Intake:
         ruleset = self.rules()
         if isinstance(parsed, Ignored):
             return await self._ignore(provider, parsed.reason, ruleset.version, None)
-        try:
-            parsed = await self._with_lineage(parsed)
-        except StoreUnavailableError:
-            return Outcome("unavailable", event_id=parsed.event_id)
+        # Which rules match does not depend on the chain (no clause reads it), so an event no rule asks for is
+        # ignored without a lineage look-up; what the matching rules do (rendering, the loop guard) does.
         decisions = ruleset.evaluate(parsed)
         matched = [d.rule for d in decisions if d.matched]
         if not parsed.terminal and not matched:
             reason = f"status `{parsed.status}` (raw `{parsed.raw_status}`) is not final and no rule asks for it"
             return await self._ignore(provider, reason, ruleset.version, parsed)
-        plan = plan_accept(parsed, decisions, ruleset.version, now_ms(), ruleset.limits)
+        # Group commit: the lineage check rides in the accept script (one round trip, shared with every accept
+        # waiting meanwhile). The plan assumes no chain; when a lineage key exists, the script writes nothing
+        # and answers with the chain, and the event is planned again with it (rules see the chain first).
+        lineage_keys = lineage.event_keys(parsed)
+        event, found = parsed, ""
         try:
-            accepted = await self.store.accept(plan)
+            for _ in range(_LINEAGE_ROUNDS):
+                at = now_ms()
+                plan = plan_accept(
+                    event, decisions, ruleset.version, at, ruleset.limits, lineage_keys=lineage_keys, lineage=found
+                )
+                accepted = await self.store.accept(plan)
+                if accepted.lineage is None:
+                    break
+                found = accepted.lineage
+                event = self._with_lineage(parsed, found)
+                decisions = ruleset.evaluate(event)
+            else:
+                raise StoreUnavailableError(f"the lineage of the event changed {_LINEAGE_ROUNDS} times; retry")
         except StoreUnavailableError as exc:
             log.error("accept_failed", extra={"event_id": parsed.event_id, "error": str(exc)})
             return Outcome("unavailable", event_id=parsed.event_id)
         if accepted.duplicate:
             return Outcome("duplicate", event_id=accepted.event_id)
+        matched = [d.rule for d in decisions if d.matched]
         return Outcome("accepted", event_id=parsed.event_id, matched=tuple(matched), queued=accepted.queued)
 
-    async def _with_lineage(self, event: BuildEvent) -> BuildEvent:
-        """The event with the chain of the action that started its build, when chainer started it."""
-        found = await self.store.first_value(lineage.event_keys(event))
+    def _with_lineage(self, event: BuildEvent, found: str) -> BuildEvent:
+        """The event with the chain ``found`` under its lineage keys (the chain of the action that started its
+        build); the event as it is when nothing was found or the chain cannot be read."""
         if not found:
             return event
         try:
-            links = tuple(ChainLink(**link) for link in json.loads(found))
+            links = tuple(ChainLink(**link) for link in fastjson.loads(found))
         except (ValueError, TypeError):
             log.warning("lineage_unreadable", extra={"event_id": event.event_id})
             return event

@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,7 +28,7 @@ import httpx
 from arq import Retry
 from arq.jobs import serialize_job
 
-from chainer import audit, lineage
+from chainer import audit, lineage, metrics
 from chainer.errors import (
     AmbiguousDownstreamError,
     ChainerError,
@@ -83,15 +84,6 @@ class RetryPolicy:
     cap_s: float = 3600.0
 
     busy_s: float = 1.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
-        """The policy of CHAINER_RETRY_BACKOFF_BASE_SECONDS, _CAP_SECONDS and CHAINER_WORKER_BUSY_RECHECK_SECONDS."""
-        return cls(
-            base_s=settings.retry_backoff_base_seconds,
-            cap_s=settings.retry_backoff_cap_seconds,
-            busy_s=settings.worker_busy_recheck_seconds,
-        )
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt ``attempt`` (1-based), at least ``retry_after``."""
@@ -192,6 +184,7 @@ async def run_action(ctx: dict[str, Any], action: str) -> str:
                 audit=[audit.action_skipped(context, "dry run (CHAINER_DRY_RUN=1): nothing was sent", params=params)],
             )
         )
+        metrics.ACTIONS.labels(ledger["action"], "skipped").inc()
         return "skipped"
     locks = shared.locks
     if locks is None:
@@ -286,6 +279,7 @@ async def _attempt(
 
     event_json = await store.get_event_field(event_id, "event")
     event = BuildEvent.from_dict(json.loads(event_json or "{}"))
+    started_at = time.perf_counter()
     try:
         result = await _call(shared.downstream, ledger["action"], params, event, before_effect, call_ended)
     except ClaimLostError as exc:
@@ -293,6 +287,7 @@ async def _attempt(
         return exc.state or "missing"
     except ThrottledError as exc:
         # Nothing was sent: give the attempt back and wait for the limit, without counting a try.
+        metrics.attempt_done(ledger["action"], "throttled", started_at)
         defer = policy.throttle_delay(exc.retry_after)
         await store.transition(
             Transition(
@@ -306,6 +301,7 @@ async def _attempt(
         )
         raise Retry(defer=defer) from exc
     except TransientDownstreamError as exc:
+        metrics.attempt_done(ledger["action"], "transient", started_at)
         if attempt >= policy.max_tries:
             await _die(store, context, "exhausted", exc.message, exc.status, attempt=attempt, from_state=state, exc=exc)
             return "dead"
@@ -322,11 +318,14 @@ async def _attempt(
                 ],
             )
         )
+        metrics.RETRIES.labels(metrics.provider_of(ledger["action"])).inc()
         raise Retry(defer=defer) from exc
     except AmbiguousDownstreamError as exc:
+        metrics.attempt_done(ledger["action"], "ambiguous", started_at)
         await _die(store, context, "ambiguous", exc.message, exc.status, attempt=attempt, from_state=state, exc=exc)
         return "dead"
     except PermanentDownstreamError as exc:
+        metrics.attempt_done(ledger["action"], "permanent", started_at)
         await _die(store, context, "permanent", exc.message, exc.status, attempt=attempt, from_state=state, exc=exc)
         return "dead"
     await store.transition(
@@ -344,6 +343,7 @@ async def _attempt(
             audit=[audit.attempt_succeeded(context, attempt, result.status, result.downstream_id, result.detail)],
         )
     )
+    metrics.attempt_done(ledger["action"], "succeeded", started_at, finished=True)
     await _register_lineage(store, ledger, params, result.downstream_id, event)
     return "done"
 
@@ -412,6 +412,8 @@ async def _die(
             "action_state_conflict",
             extra={"action_id": context["action_id"], "state": result.previous_state, "wanted": "dead"},
         )
+    else:
+        metrics.action_dead(str(context["action"]), reason)
 
 
 async def sweep(ctx: dict[str, Any]) -> int:

@@ -10,14 +10,13 @@ passes the time.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from arq.jobs import serialize_job
 
-from chainer import audit
+from chainer import audit, fastjson
 from chainer.events import BuildEvent
 from chainer.jobs import FIRE_JOIN, action_id, job_bytes, job_id
 from chainer.rules import Decision, JoinStep, PlannedAction
@@ -26,7 +25,7 @@ from chainer.store.codec import job_serializer
 
 
 def _compact(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return fastjson.dumps_str(value)
 
 
 def queue_actions(
@@ -90,11 +89,16 @@ def plan_accept(
     rules_version: str,
     at_ms: int,
     limits: Mapping[str, Mapping[str, int]] | None = None,
+    *,
+    lineage_keys: Sequence[str] = (),
+    lineage: str = "",
 ) -> AcceptPlan:
     """Everything an accepted event writes: the event, one ledger and job per action, the audit trail.
 
     ``limits`` maps rule names to their ``limit`` budgets (per_commit, per_day), spent atomically at
-    acceptance; an action whose budget is spent is recorded as skipped with the reason.
+    acceptance; an action whose budget is spent is recorded as skipped with the reason. ``lineage_keys``
+    and ``lineage``: the keys the event's build may be registered under and the value of the first that
+    exists ("" for none), from which ``event.chain`` came; the store writes the plan only while it holds.
     """
     delivery = event.dedupe_keys[0] if event.dedupe_keys else event.event_id
     records: list[dict[str, Any] | ActionSlot] = [audit.webhook_received(event, rules_version, delivery)]
@@ -127,7 +131,7 @@ def plan_accept(
         "rules_version": rules_version,
         "delivery": delivery,
         "decisions": _compact([decision_summary(d) for d in decisions]),
-        "actions": json.dumps([a.action_id for a in actions]),
+        "actions": fastjson.dumps_str([a.action_id for a in actions]),
     }
     return AcceptPlan(
         event_id=event.event_id,
@@ -138,6 +142,8 @@ def plan_accept(
         actions=actions,
         parent=event.chain[-1].event_id if event.chain else "",
         joins=joins,
+        lineage_keys=tuple(lineage_keys),
+        lineage=lineage,
     )
 
 

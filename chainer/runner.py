@@ -14,6 +14,8 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
+import uvloop
+
 from chainer import localredis
 from chainer.settings import Settings
 
@@ -50,7 +52,9 @@ def run_all(
                 f"no Redis answered at {settings.redis_url}; started a private redis-server "
                 f"(AOF on, data under {localredis.PRIVATE_REDIS_DIR}/), pid {private.pid}"
             )
-        stopped_by = asyncio.run(_serve_all(app, settings, host, port, sandbox))
+        # uvloop, as `chainer web` runs (uvicorn's loop="uvloop"); the signals stay ours (see _serve_all).
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            stopped_by = runner.run(_serve_all(app, settings, host, port, sandbox))
     except KeyboardInterrupt as exc:  # SIGINT or SIGTERM before or after the event loop ran
         stopped_by = getattr(exc, "signum", signal.SIGINT)
     finally:
@@ -73,9 +77,12 @@ async def _serve_all(app: Any, settings: Settings, host: str, port: int, sandbox
     import uvicorn
 
     from chainer.sandbox import SignalFreeServer, serve_sandbox
+    from chainer.web.stream import stop_streams
     from chainer.worker import create_worker
 
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10, http="httptools"
+    )
     server = SignalFreeServer(config)
     worker = create_worker(settings, handle_signals=False)
     serving = asyncio.create_task(server.serve())
@@ -96,6 +103,7 @@ async def _serve_all(app: Any, settings: Settings, host: str, port: int, sandbox
     stopping = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait(tasks | {stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stop_streams(app)  # open /audit/stream followers end now, not after the graceful timeout
         server.should_exit = True
         await worker.close()
         for task in tasks:

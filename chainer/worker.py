@@ -63,7 +63,7 @@ from chainer.wake import FINISH_RETRY, Waker
 log = logging.getLogger(__name__)
 arq_log = logging.getLogger("arq.worker")  # the lines arq's own main loop writes
 
-JOB_TIMEOUT_S = 60  # CHAINER_WORKER_JOB_TIMEOUT_SECONDS' default
+JOB_TIMEOUT_S = 60
 # chainer decides when an action is exhausted (from its ledger's real attempts); arq's own try
 # counter also counts waits for outbound limits, so its bound is only a guard against endless loops.
 ARQ_MAX_TRIES = 1000
@@ -125,7 +125,7 @@ class ServicesBuilder:
         http = None
         downstream = self.downstream
         if downstream is None:
-            http = default_http_client()
+            http = default_http_client(settings.job_timeout_seconds)
             try:
                 downstream = await _provider_clients(settings, http, redis)
             except BaseException:  # no Services to shut down: release what was started here
@@ -138,13 +138,46 @@ class ServicesBuilder:
             rules=rules,
             downstream=downstream,
             locks=InflightLocks(
-                redis, lease_s=settings.worker_lease_seconds, renew_s=settings.worker_lease_renew_seconds
+                redis, lease_s=settings.target_lease_seconds, renew_s=settings.target_lease_renew_seconds
             ),
-            retry_policy=self.retry_policy or RetryPolicy.from_settings(settings),
+            retry_policy=self.retry_policy or retry_policy(settings),
             sweep_grace_ms=int(settings.sweep_grace_seconds * 1000),
             http=http,
             rules_task=rules_task,
         )
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    """The backoff, number of tries and busy-target recheck ``settings`` ask for."""
+    return RetryPolicy(
+        max_tries=settings.retry_max_tries,
+        base_s=settings.retry_base_seconds,
+        cap_s=settings.retry_cap_seconds,
+        busy_s=settings.worker_busy_recheck_seconds,
+    )
+
+
+def _timed(settings: Settings) -> dict[str, Any]:
+    """The arq options that follow the settings' job timings: timeouts, the sweeper's schedule, the poll."""
+    timeout = settings.job_timeout_seconds
+    every = settings.sweep_interval_seconds
+    return {
+        "functions": (
+            func(run_action, name=RUN_ACTION, max_tries=ARQ_MAX_TRIES, timeout=timeout),
+            func(fire_join, name=FIRE_JOIN, max_tries=5, timeout=timeout),
+        ),
+        "cron_jobs": (
+            cron(
+                sweep,
+                name="sweep",
+                second={s for s in range(60) if (s - 30) % every == 0},
+                run_at_startup=True,
+                timeout=timeout,
+            ),
+        ),
+        "job_timeout": timeout,
+        "poll_delay": settings.worker_poll_seconds,
+    }
 
 
 async def _provider_clients(settings: Settings, http: httpx.AsyncClient, redis: Any) -> Downstream:
@@ -173,32 +206,16 @@ async def shutdown(ctx: dict[str, Any]) -> None:
         await shared.http.aclose()
 
 
-def job_functions(timeout_s: float) -> tuple[Function, ...]:
-    """chainer's arq jobs with the time limit ``timeout_s`` (CHAINER_WORKER_JOB_TIMEOUT_SECONDS)."""
-    return (
-        func(run_action, name=RUN_ACTION, max_tries=ARQ_MAX_TRIES, timeout=timeout_s),
-        func(fire_join, name=FIRE_JOIN, max_tries=5, timeout=timeout_s),
-    )
-
-
-def sweep_cron(interval_s: int, timeout_s: float) -> CronJob:
-    """The sweep every ``interval_s`` seconds (CHAINER_SWEEP_INTERVAL_SECONDS: a divisor of a minute or of an
-    hour), at second 30 of the minute when it runs once a minute or less often, and at worker start."""
-    if interval_s <= 60:
-        minute, second = None, set(range(30 % interval_s, 60, interval_s))
-    else:
-        minute, second = set(range(0, 60, interval_s // 60)), {30}
-    return cron(sweep, name="sweep", minute=minute, second=second, run_at_startup=True, timeout=timeout_s)
-
-
 class WorkerSettings:
-    """arq settings; every attribute is set on this class itself (arq ignores inherited ones).
+    """arq settings; every attribute is set on this class itself (arq ignores inherited ones)."""
 
-    These are the defaults; ``create_worker`` replaces the timings with the process's CHAINER_* settings.
-    """
-
-    functions: Sequence[WorkerCoroutine | Function] = job_functions(JOB_TIMEOUT_S)
-    cron_jobs: Sequence[CronJob] | None = (sweep_cron(60, JOB_TIMEOUT_S),)
+    functions: Sequence[WorkerCoroutine | Function] = (
+        func(run_action, name=RUN_ACTION, max_tries=ARQ_MAX_TRIES, timeout=JOB_TIMEOUT_S),
+        func(fire_join, name=FIRE_JOIN, max_tries=5, timeout=JOB_TIMEOUT_S),
+    )
+    cron_jobs: Sequence[CronJob] | None = (
+        cron(sweep, name="sweep", second=30, run_at_startup=True, timeout=JOB_TIMEOUT_S),
+    )
     on_startup: StartupShutdown | None = ServicesBuilder().startup
     on_shutdown: StartupShutdown | None = shutdown
     job_serializer = job_serializer
@@ -209,7 +226,6 @@ class WorkerSettings:
     retry_jobs = True
     health_check_interval = 15
     job_completion_wait = 25
-    poll_delay = 0.5
 
 
 class ChainerWorker(Worker):
@@ -239,6 +255,7 @@ class ChainerWorker(Worker):
         self.reconnect_max_s = settings.worker_reconnect_max_seconds
         self.heartbeat_s = settings.worker_heartbeat_seconds
         self.wake_timeout_s = settings.worker_wake_timeout_seconds
+        self.in_progress_timeout_s = settings.lease_seconds  # arq's own rule is the longest timeout + 10 s
         # Three periods (and never less than three polls), so one late beat does not look like a death.
         self.heartbeat_ttl_ms = int(3000 * max(self.heartbeat_s, self.poll_delay_s))
         self.redis_down = False
@@ -510,18 +527,14 @@ def create_worker(
     """A ready ChainerWorker on ``settings.redis_url`` with chainer's jobs and hooks.
 
     Like arq's ``create_worker(settings_cls, **kwargs)``: the options are ``WorkerSettings``' attributes
-    (read by arq's ``get_kwargs``) with the timings of ``settings`` (job timeout, poll delay, sweep interval),
-    overridden by ``kwargs`` (any arq Worker option: ``burst``,
+    (read by arq's ``get_kwargs``), overridden by ``kwargs`` (any arq Worker option: ``burst``,
     ``handle_signals``, ``poll_delay``, ``redis_pool`` ...). ``ruleset``, ``downstream`` and
-    ``retry_policy`` go into the jobs' Services instead of what startup would build.
+    ``retry_policy`` go into the jobs' Services instead of what startup would build. Job timeouts, the
+    lease, the sweeper's schedule, the poll and the backoff follow ``settings`` unless ``kwargs`` say otherwise.
     """
-    timeout = settings.worker_job_timeout_seconds
     options: dict[str, Any] = {
         **get_kwargs(WorkerSettings),
-        "functions": job_functions(timeout),
-        "cron_jobs": (sweep_cron(settings.sweep_interval_seconds, timeout),),
-        "job_timeout": timeout,
-        "poll_delay": settings.worker_poll_delay_seconds,
+        **_timed(settings),
         "on_startup": ServicesBuilder(settings, ruleset, downstream, retry_policy).startup,
         **kwargs,
     }

@@ -290,3 +290,27 @@ def assert_secret_free(*things: object) -> None:
 
 def assert_error_secret_free(exc: DownstreamError) -> None:
     assert_secret_free(exc, exc.message, exc.body, exc.args)
+
+
+async def wait_until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> None:
+    """Poll ``check`` (sync or async) every 50 ms until it holds; fail naming ``what`` after ``timeout`` s."""
+    import asyncio
+    import inspect
+
+    for _ in range(int(timeout / 0.05)):
+        outcome = check()
+        if await outcome if inspect.isawaitable(outcome) else outcome:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"{what}: not seen within {timeout:g} s")
+
+
+def scrape(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """A Prometheus exposition parsed with prometheus-client's parser: (sample name, labels) → value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }

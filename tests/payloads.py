@@ -103,3 +103,68 @@ def signed(body: dict[str, Any] | bytes, secret: str, event_type: str | None = N
     if event_type or isinstance(body, dict):
         headers["circleci-event-type"] = event_type or str(body.get("type") if isinstance(body, dict) else "")
     return raw, headers
+
+
+def buildkite_build(
+    event: str = "build.finished",
+    state: str = "passed",
+    *,
+    build_id: str = "0190a9c4-5b7e-4d8a-9f3e-2c1b0a987654",
+    number: int = 12,
+    org: str = "acme",
+    pipeline: str = "lib",
+    branch: str = "main",
+    commit: str = COMMIT,
+    blocked: bool | None = False,
+    meta_data: dict[str, str] | None = None,
+    finished_at: str | None = "2026-11-20 10:15:40 UTC",
+) -> dict[str, Any]:
+    """A Buildkite ``build.*`` webhook body in the current shape (``event`` in the body, ``blocked`` set)."""
+    api = f"https://api.buildkite.com/v2/organizations/{org}/pipelines/{pipeline}"
+    build: dict[str, Any] = {
+        "id": build_id,
+        "url": f"{api}/builds/{number}",
+        "web_url": f"https://buildkite.com/{org}/{pipeline}/builds/{number}",
+        "number": number,
+        "state": state,
+        "message": "Fix the thing",
+        "commit": commit,
+        "branch": branch,
+        "tag": None,
+        "source": "webhook",
+        "created_at": "2026-11-20 10:12:00 UTC",
+        "scheduled_at": "2026-11-20 10:12:01 UTC",
+        "started_at": "2026-11-20 10:12:05 UTC",
+        "finished_at": finished_at,
+        "meta_data": dict(meta_data or {}),
+    }
+    if blocked is not None:
+        build["blocked"] = blocked
+    return {
+        "event": event,
+        "build": build,
+        "pipeline": {
+            "id": "4a1e7c2d-8b3f-4e6a-9d0c-5f2b1a3e7c90",
+            "url": api,
+            "web_url": f"https://buildkite.com/{org}/{pipeline}",
+            "name": pipeline.title(),
+            "slug": pipeline,
+        },
+        "sender": {"id": "8c2f1e4d-3b5a-4f6e-9a7d-0b1c2d3e4f50", "name": "Octo Cat"},
+    }
+
+
+def buildkite_signed(
+    body: dict[str, Any] | bytes, token: str, timestamp: int, event: str | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """Body bytes and the headers Buildkite sends in signature mode: HMAC-SHA256 over ``<timestamp>.`` + body."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    digest = hmac.new(token.encode(), f"{timestamp}.".encode() + raw, hashlib.sha256).hexdigest()
+    name = event or str(json.loads(raw)["event"])
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "Buildkite-Request",
+        "x-buildkite-event": name,
+        "x-buildkite-signature": f"timestamp={timestamp},signature={digest}",
+    }
+    return raw, headers

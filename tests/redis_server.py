@@ -21,13 +21,14 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process under the test's control (start, kill -9, restart on the same port and data)."""
 
-    def __init__(self, directory: Path, *, appendonly: bool = True) -> None:
+    def __init__(self, directory: Path, *, appendonly: bool = True, appendfsync: str = "always") -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH; install it (apt-get install redis-server)")
         self.binary = binary
         self.directory = directory
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.port = free_port()
         while self.port == 6379:
             self.port = free_port()
@@ -50,7 +51,7 @@ class RedisServer:
             "--appendonly",
             "yes" if self.appendonly else "no",
             "--appendfsync",
-            "always",
+            self.appendfsync,
             "--save",
             "",
             "--maxmemory-policy",

@@ -26,8 +26,10 @@ def test_lint_accepts_the_example_rules() -> None:
     """`chainer lint rules.yaml` exits 0 and prints a summary naming every rule."""
     result = CliRunner().invoke(main, ["lint", str(REPO / "rules.yaml")])
     assert result.exit_code == 0, result.output
-    assert "8 rule(s)" in result.output and "fan-in of 2 clauses" in result.output
+    assert "10 rule(s)" in result.output and "fan-in of 2 clauses" in result.output
     assert "retry-flaky-e2e" in result.output
+    assert "deploy-docs-on-github: status success → github.dispatch_workflow" in result.output
+    assert "rerun-github-e2e: status failed → github.rerun_workflow_run" in result.output
 
 
 def test_lint_lists_every_problem_and_exits_1(tmp_path: Path) -> None:

@@ -403,6 +403,8 @@ def test_compose_web_starts_with_its_environment_and_answers_its_healthchecks(tm
     secrets_dir = tmp_path / "run-secrets"
     secrets_dir.mkdir()
     values = {"hook_token": "hook-for-the-test", "admin_token": "admin-for-the-test", "circleci_webhook_secrets": ""}
+    values["buildkite_webhook_token"] = ""
+    values["github_webhook_secrets"] = ""
     env = chainer_env()
     for variable, value in web["environment"].items():
         value = _interpolate(str(value))

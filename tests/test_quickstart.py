@@ -51,7 +51,7 @@ def test_the_quick_start_posts_every_shipped_example_and_names_its_rule() -> Non
     commands, rules = quick_start()
     posted = [m.group(1) for c in commands if (m := EXAMPLE.search(c))]
     shipped = sorted(f"examples/{p.name}" for p in (REPO / "examples").glob("*.json"))
-    assert sorted(posted) == shipped and len(shipped) == 3
+    assert sorted(posted) == shipped and len(shipped) == 4
     assert sorted(rules) == shipped
     names = {rule.name for rule in load_rules(REPO / "rules.yaml").rules}
     assert set(rules.values()) <= names
@@ -64,9 +64,9 @@ async def test_every_action_the_rules_take_on_the_examples_succeeds_against_the_
     ruleset = load_rules(REPO / "rules.yaml")
     state = SandboxState()
     assert problems + seed_sandbox(state, ruleset, events) == []
-    assert len(events) == 3
+    assert len(events) == 4
     codeship_ids = [e.project_id for e in events if e.provider == "codeship"]
-    assert len(set(codeship_ids)) == len(codeship_ids) == 2  # distinct numeric project ids
+    assert len(set(codeship_ids)) == len(codeship_ids) == 3  # distinct numeric project ids
     settings = Settings(
         codeship_url="http://sandbox",
         codeship_v1_url="http://sandbox",
@@ -75,6 +75,8 @@ async def test_every_action_the_rules_take_on_the_examples_succeeds_against_the_
         codeship_password=Secret(state.codeship_password),
         codeship_api_key=Secret(state.codeship_api_key),
         circleci_token=Secret(state.circleci_token),
+        github_url="http://sandbox",
+        github_token=Secret(state.github.token),
     )
     done: dict[str, list[tuple[str, int]]] = {}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_sandbox_app(state))) as http:
@@ -88,6 +90,7 @@ async def test_every_action_the_rules_take_on_the_examples_succeeds_against_the_
         "acme/web": [("codeship.trigger_build", 202)],
         "acme/lib": [("codeship.restart_build", 202)],
         "acme/e2e": [("circleci.v1_retry_build", 200)],
+        "acme/docs": [("github.dispatch_workflow", 200)],  # 200 with the run's id (return_run_details)
     }
 
 
@@ -149,10 +152,22 @@ def test_the_quick_start_as_written_ends_every_example_in_attempt_succeeded(redi
     assert again["status"] == "duplicate"
     assert all(200 <= r["status"] < 300 for r in recorded), recorded
     calls = [r["action"] for r in recorded]
-    for action in ("codeship.trigger_build", "codeship.restart_build", "circleci.v1_retry_build"):
+    for action in (
+        "codeship.trigger_build",
+        "codeship.restart_build",
+        "circleci.v1_retry_build",
+        "github.dispatch_workflow",
+    ):
         assert calls.count(action) == 1, calls
     [retry] = [r for r in recorded if r["action"] == "circleci.v1_retry_build"]
     assert retry["path"] == "/api/v1.1/project/github/acme/e2e/318/retry"
     assert [(a["state"], a["downstream_id"]) for a in view["actions"]] == [("done", "319")]
-    assert "not seeded" not in running.stderr and "3 example payload(s)" in running.stderr
+    [dispatch] = [r for r in recorded if r["action"] == "github.dispatch_workflow"]
+    assert dispatch["path"] == "/repos/acme/docs-site/actions/workflows/deploy.yml/dispatches"
+    assert dispatch["body"] == {
+        "ref": "main",
+        "inputs": {"upstream_sha": "4b8e2f0c1d9a7e6b5c3f2a1908d7e6c5b4a39281"},
+        "return_run_details": True,
+    }
+    assert "not seeded" not in running.stderr and "4 example payload(s)" in running.stderr
     assert running.returncode == 0, running.stderr[-3000:]

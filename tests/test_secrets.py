@@ -301,3 +301,92 @@ def test_run_sandbox_logs_no_token_or_api_key(tmp_path: Path) -> None:
     assert leaks == [], "\n".join(leaks)
     assert "path=/hooks/codeship/*** status=202" in output and "path=/hooks/codeship?token=*** status=202" in output
     assert "api_key=***" in output  # chainer's own DEBUG line for the v1 call
+
+
+BUILDKITE_HOOK = "bkhooK+2vQ8mR4t"
+BUILDKITE_TOKEN = "bkapI-9cW3nF6j"
+BUILDKITE_RULES = """
+version: 1
+rules:
+  - name: deploy-after-lib
+    when: {provider: buildkite, project: acme/lib, status: success}
+    then:
+      - buildkite.create_build: {pipeline: acme/deploy}
+  - name: rebuild-flaky
+    when: {provider: buildkite, project: acme/flaky, status: failed}
+    then:
+      - buildkite.rebuild: {}
+"""
+
+
+@pytest.mark.timeout(150)
+def test_no_buildkite_token_appears_in_logs_audit_answers_or_the_sandbox_log(tmp_path: Path, redis_url: str) -> None:
+    """A signed Buildkite delivery, a plain-token one (refused: not allowed), one with a wrong token; a build created
+    with the API token and a rebuild refused with a body that quotes both tokens. Neither token shows in the web's
+    or the worker's DEBUG output, the audit log, any answer, or the sandbox's request log."""
+    state = SandboxState(buildkite_token=BUILDKITE_TOKEN)
+    state.add_buildkite_pipeline("acme/deploy")
+    state.add_buildkite_build("acme/flaky", 7, branch="main", commit=payloads.COMMIT, state="failed")
+    echo = {"message": f"token {BUILDKITE_TOKEN} (hook {BUILDKITE_HOOK}) is not allowed here"}
+    state.script("buildkite", status=401, body=echo, path_contains="/rebuild")
+    (tmp_path / "rules.yaml").write_text(BUILDKITE_RULES)
+    port = free_port()
+    base, admin = f"http://127.0.0.1:{port}", {"authorization": f"Bearer {ADMIN}"}
+    forbidden = {
+        f"{name} ({form})": form
+        for name, secret in (
+            ("webhook token", BUILDKITE_HOOK),
+            ("API token", BUILDKITE_TOKEN),
+            ("wrong token", WRONG_TOKEN),
+        )
+        for form in _forms(secret)
+    }
+    answers: list[str] = []
+    with _sandbox(state) as sandbox:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHAINER_")} | {
+            "CHAINER_REDIS_URL": redis_url,
+            "CHAINER_RULES": str(tmp_path / "rules.yaml"),
+            "CHAINER_LOG_LEVEL": "DEBUG",
+            "CHAINER_ADMIN_TOKEN": ADMIN,
+            "CHAINER_BUILDKITE_WEBHOOK_TOKEN": BUILDKITE_HOOK,
+            "CHAINER_BUILDKITE_TOKEN": BUILDKITE_TOKEN,
+            "CHAINER_BUILDKITE_URL": sandbox,
+        }
+        web_log, worker_log = tmp_path / "web.log", tmp_path / "worker.log"
+        with (
+            _chainer(["web", "--port", str(port)], tmp_path, env, web_log),
+            _chainer(["worker"], tmp_path, env, worker_log),
+        ):
+            _wait_ready(f"{base}/readyz")
+
+            def post(raw: bytes, headers: dict[str, str]) -> httpx.Response:
+                response = httpx.post(f"{base}/hooks/buildkite", content=raw, headers=headers, timeout=10)
+                answers.append(response.text)
+                return response
+
+            now = int(time.time())
+            green = payloads.buildkite_build(org="acme", pipeline="lib")
+            red = payloads.buildkite_build(state="failed", org="acme", pipeline="flaky", number=7)
+            accepted = [post(*payloads.buildkite_signed(body, BUILDKITE_HOOK, now)) for body in (green, red)]
+            assert [a.status_code for a in accepted] == [202, 202], [a.text for a in accepted]
+            raw = json.dumps(green).encode()
+            for token in (BUILDKITE_HOOK, WRONG_TOKEN):
+                plain = {"content-type": "application/json", "x-buildkite-event": "build.finished"}
+                assert post(raw, plain | {"x-buildkite-token": token}).status_code == 401
+            events = [_settled(base, a.json()["event_id"], admin) for a in accepted]
+            assert [[a["state"] for a in e["actions"]] for e in events] == [["done"], ["dead"]]
+            assert "401" in events[1]["actions"][0]["last_error"] and "***" in events[1]["actions"][0]["last_error"]
+            for path in ("/audit?limit=500", "/dlq", *(f"/events/{a.json()['event_id']}" for a in accepted)):
+                response = httpx.get(f"{base}{path}", headers=admin, timeout=5)
+                assert response.status_code == 200, response.text
+                answers.append(response.text)
+            recorded = httpx.get(f"{sandbox}/_sandbox/requests", timeout=5)
+    calls = [(r["method"], r["status"]) for r in recorded.json() if r["api"] == "buildkite"]
+    assert ("GET", 200) in calls and ("POST", 201) in calls and ("PUT", 401) in calls  # check, create, rebuild
+    texts = {"the web's output": web_log.read_text(), "the worker's output": worker_log.read_text()}
+    texts |= {"the sandbox's request log": recorded.text} | {f"answer {i}": a for i, a in enumerate(answers)}
+    leaks = [f"{name} in {where}" for where, text in texts.items() for name, form in forbidden.items() if form in text]
+    assert leaks == [], "\n".join(leaks)
+    worker = texts["the worker's output"]
+    assert "downstream_request api=Buildkite method=POST" in worker and "/builds/7/rebuild status=401" in worker
+    assert "path=/hooks/buildkite status=202" in texts["the web's output"]

@@ -91,22 +91,16 @@ def test_dry_run_and_sentinel_url_are_accepted() -> None:
 
 
 WORKER_TIMINGS = {
-    "CHAINER_WORKER_POLL_DELAY_SECONDS": ("worker_poll_delay_seconds", 0.5, "0.05"),
     "CHAINER_WORKER_WAKE_TIMEOUT_SECONDS": ("worker_wake_timeout_seconds", 5.0, "1.5"),
-    "CHAINER_WORKER_JOB_TIMEOUT_SECONDS": ("worker_job_timeout_seconds", 60.0, "2"),
-    "CHAINER_WORKER_LEASE_SECONDS": ("worker_lease_seconds", 10.0, "1"),
-    "CHAINER_WORKER_LEASE_RENEW_SECONDS": ("worker_lease_renew_seconds", 3.0, "0.25"),
+    "CHAINER_TARGET_LEASE_SECONDS": ("target_lease_seconds", 10.0, "1"),
+    "CHAINER_TARGET_LEASE_RENEW_SECONDS": ("target_lease_renew_seconds", 3.0, "0.25"),
     "CHAINER_WORKER_BUSY_RECHECK_SECONDS": ("worker_busy_recheck_seconds", 1.0, "0.1"),
-    "CHAINER_RETRY_BACKOFF_BASE_SECONDS": ("retry_backoff_base_seconds", 15.0, "0.2"),
-    "CHAINER_RETRY_BACKOFF_CAP_SECONDS": ("retry_backoff_cap_seconds", 3600.0, "1"),
-    "CHAINER_SWEEP_INTERVAL_SECONDS": ("sweep_interval_seconds", 60, "1"),
-    "CHAINER_SWEEP_GRACE_SECONDS": ("sweep_grace_seconds", 300.0, "0"),
 }
 
 
-def test_worker_timings_have_their_defaults_and_are_read_from_the_environment() -> None:
-    """Every worker timing is a CHAINER_* variable (so tests and fault injection can compress them), with the
-    defaults the worker had before they were settings."""
+def test_wake_and_target_lease_timings_have_their_defaults_and_are_read_from_the_environment() -> None:
+    """The wake-list wait, the target lease and its renewal, and the busy recheck are CHAINER_* variables (so
+    tests and fault injection can compress them)."""
     defaults = Settings.from_env({})
     compressed = Settings.from_env({name: value for name, (_, _, value) in WORKER_TIMINGS.items()})
     for name, (attribute, default, value) in WORKER_TIMINGS.items():
@@ -117,33 +111,19 @@ def test_worker_timings_have_their_defaults_and_are_read_from_the_environment() 
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
-        ({"CHAINER_WORKER_POLL_DELAY_SECONDS": "0"}, "CHAINER_WORKER_POLL_DELAY_SECONDS"),
         ({"CHAINER_WORKER_WAKE_TIMEOUT_SECONDS": "soon"}, "CHAINER_WORKER_WAKE_TIMEOUT_SECONDS"),
-        ({"CHAINER_WORKER_JOB_TIMEOUT_SECONDS": "-5"}, "CHAINER_WORKER_JOB_TIMEOUT_SECONDS"),
-        ({"CHAINER_WORKER_LEASE_SECONDS": "inf"}, "CHAINER_WORKER_LEASE_SECONDS"),
-        ({"CHAINER_WORKER_LEASE_RENEW_SECONDS": "10"}, "CHAINER_WORKER_LEASE_RENEW_SECONDS"),
+        ({"CHAINER_WORKER_WAKE_TIMEOUT_SECONDS": "0"}, "CHAINER_WORKER_WAKE_TIMEOUT_SECONDS"),
+        ({"CHAINER_TARGET_LEASE_SECONDS": "inf"}, "CHAINER_TARGET_LEASE_SECONDS"),
+        ({"CHAINER_TARGET_LEASE_RENEW_SECONDS": "10"}, "CHAINER_TARGET_LEASE_RENEW_SECONDS"),
+        (
+            {"CHAINER_TARGET_LEASE_SECONDS": "2", "CHAINER_TARGET_LEASE_RENEW_SECONDS": "2"},
+            "CHAINER_TARGET_LEASE_RENEW",
+        ),
         ({"CHAINER_WORKER_BUSY_RECHECK_SECONDS": "nan"}, "CHAINER_WORKER_BUSY_RECHECK_SECONDS"),
-        ({"CHAINER_RETRY_BACKOFF_BASE_SECONDS": "0"}, "CHAINER_RETRY_BACKOFF_BASE_SECONDS"),
-        ({"CHAINER_RETRY_BACKOFF_CAP_SECONDS": "5"}, "CHAINER_RETRY_BACKOFF_CAP_SECONDS"),
-        ({"CHAINER_SWEEP_INTERVAL_SECONDS": "7"}, "CHAINER_SWEEP_INTERVAL_SECONDS"),
-        ({"CHAINER_SWEEP_INTERVAL_SECONDS": "1.5"}, "CHAINER_SWEEP_INTERVAL_SECONDS"),
-        ({"CHAINER_SWEEP_GRACE_SECONDS": "-1"}, "CHAINER_SWEEP_GRACE_SECONDS"),
     ],
-    ids=[
-        "poll-zero",
-        "wake-word",
-        "timeout-negative",
-        "lease-infinite",
-        "renew-not-shorter-than-lease",
-        "recheck-nan",
-        "backoff-zero",
-        "cap-below-base",
-        "sweep-not-a-divisor",
-        "sweep-fraction",
-        "grace-negative",
-    ],
+    ids=["wake-word", "wake-zero", "lease-infinite", "renew-not-shorter", "renew-equal", "recheck-nan"],
 )
-def test_malformed_worker_timing_names_the_variable(env: dict[str, str], variable: str) -> None:
+def test_malformed_wake_or_lease_timing_names_the_variable(env: dict[str, str], variable: str) -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env(env)
     assert str(info.value).startswith(variable)

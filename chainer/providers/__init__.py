@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from chainer.catalogue import Catalogue
 from chainer.errors import PermanentDownstreamError, UnknownProviderError
 from chainer.events import BuildEvent
-from chainer.providers import circleci, codeship
-from chainer.providers.base import Catalogue, Client, Provider
+from chainer.providers import buildkite, circleci, codeship, github
+from chainer.providers.base import Client, Provider
 from chainer.providers.http import BeforeEffect, CallResult, Scrubber, Throttle
 from chainer.settings import Secret, Settings
 
@@ -151,3 +152,5 @@ class Downstream:
 
 register(codeship.PROVIDER)
 register(circleci.PROVIDER)
+register(github.PROVIDER)
+register(buildkite.PROVIDER)

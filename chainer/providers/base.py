@@ -3,8 +3,8 @@
 The model is httpx's ``_transports/base.py``: each provider (``chainer.providers.codeship``,
 ``chainer.providers.circleci``) imports this module and subclasses ``Provider``; the registry in
 ``chainer.providers`` lists them; the rest of chainer asks the registry and never imports a
-provider. ``chainer.rules`` receives a ``Catalogue`` as data and imports only the plain types here
-(``Param``, ``ActionSpec``, ``EventFacts``, ``Catalogue``). A provider supplies:
+provider. ``chainer.rules`` receives a ``Catalogue`` as data; its plain types (``Param``,
+``ActionSpec``, ``EventFacts``, ``Catalogue``) live in ``chainer.catalogue``. A provider supplies:
 
 - ``name`` (the ``/hooks/<name>`` path, the action prefix, ``event.provider``), ``title``, its
   ``statuses`` (raw → canonical, DESIGN §4), the ``kinds`` of event it emits and what rules need to
@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import abc
 import hmac
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import httpx
 
+from chainer.catalogue import ActionSpec, EventFacts
 from chainer.errors import DownstreamError, PermanentDownstreamError
 from chainer.events import STATUSES, BuildEvent
 from chainer.providers.http import BeforeEffect, CallResult, Scrubber, Throttle, before_effects
@@ -38,119 +39,6 @@ from chainer.settings import Secret, Settings
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
-
-
-# -- the catalogue: what rules, lint and the schema know about providers ---------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Param:
-    """One argument of an action.
-
-    ``types`` are the Python types a rendered value may have; ``default`` computes the value from
-    the triggering event when the rule leaves the argument out (returning None means "no value").
-    ``unless`` names arguments that switch the default off when the rule gives any of them: the event's
-    build is no default for ``codeship.v1_restart_build`` once the rule names a project, and the event's
-    tag none for a trigger whose rule names a branch. ``required`` arguments must end up with a value,
-    from the rule or from the default.
-
-    The provider's own limits travel with the argument: ``check`` returns the problems of a value beyond
-    its type (each a sentence starting with the argument's name, such as ``parameters: 101 entries, …``),
-    for values written in a rule and values rendered for an event alike; ``entries`` says why one entry
-    of a mapping argument is refused (None when it is fine); ``schema`` holds the JSON Schema keywords
-    that express the same limits for editors.
-    """
-
-    name: str
-    types: tuple[type, ...]
-    required: bool = False
-    default: Callable[[BuildEvent], Any] | None = None
-    doc: str = ""
-    unless: tuple[str, ...] = ()
-    check: Callable[[Any], list[str]] | None = None
-    entries: Callable[[Any], str | None] | None = None
-    schema: Mapping[str, Any] | None = None
-
-    def default_for(self, event: BuildEvent, written: Collection[str]) -> Any:
-        """The event's value for this argument when a rule that gives ``written`` leaves it out, else None."""
-        if self.default is None or self.name in written or any(name in written for name in self.unless):
-            return None
-        return self.default(event)
-
-
-@dataclass(frozen=True, slots=True)
-class ActionSpec:
-    """An action a rule can name in ``then``: its provider, arguments and mutually exclusive pairs."""
-
-    name: str
-    provider: str
-    params: tuple[Param, ...]
-    doc: str
-    exclusive: tuple[tuple[str, str], ...] = ()
-    # When set, the rendered arguments must fill at least one of these groups completely; otherwise
-    # the action is not sent and ``one_of_reason`` says why (in the audit log and in explain).
-    one_of: tuple[tuple[str, ...], ...] = ()
-    one_of_reason: str = ""
-    # How the action carries its lineage when a rule sets ``pass_chain: true``: given the rendered
-    # arguments and the lineage (``<event id>:<rule>`` links separated by spaces, deepest last), the
-    # arguments to send. None: the action cannot carry it.
-    carry_chain: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
-
-    def param(self, name: str) -> Param | None:
-        for p in self.params:
-            if p.name == name:
-                return p
-        return None
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.params)
-
-
-@dataclass(frozen=True, slots=True)
-class EventFacts:
-    """What rules, lint and the schema need to know about one provider's events.
-
-    ``probe`` is a fully populated event of the provider, to learn whether an argument's default can
-    apply to its events. ``fields`` names the event fields only some providers' events carry (with a
-    sentence describing each, for the schema): a rule clause on such a field matches this provider's
-    events and no others'. ``no_project`` says why its events may come without a ``project``.
-    """
-
-    title: str
-    probe: BuildEvent
-    fields: Mapping[str, str]
-    no_project: str = ""
-
-
-@dataclass(frozen=True)
-class Catalogue:
-    """Everything the rules know about providers, handed to them as data.
-
-    ``providers`` in registration order, the ``kinds`` of event each emits, every ``actions`` a rule may
-    name, per-provider ``events`` facts, and ``example_action``: one ``then`` item shown in messages.
-    """
-
-    providers: tuple[str, ...]
-    kinds: Mapping[str, tuple[str, ...]]
-    actions: Mapping[str, ActionSpec]
-    events: Mapping[str, EventFacts]
-    example_action: str
-
-    def __post_init__(self) -> None:
-        missing = [p for p in self.providers if p not in self.events or p not in self.kinds]
-        if missing:
-            raise ValueError(f"catalogue: no event facts or kinds for {', '.join(missing)}")
-
-    def carriers(self, field: str) -> frozenset[str] | None:
-        """The providers whose events carry ``field`` when only some do; None when any provider's may."""
-        owners = frozenset(p for p in self.providers if field in self.events[p].fields)
-        return owners or None
-
-    def title(self, provider: str) -> str:
-        """How messages name ``provider`` (its own name when the catalogue does not know it)."""
-        facts = self.events.get(provider)
-        return facts.title if facts is not None else provider
 
 
 # -- deliveries, lineage and clients ---------------------------------------------------------------
@@ -170,9 +58,13 @@ class Hook:
 
     ``token``: deliveries may carry chainer's hook token (``CHAINER_HOOK_TOKEN``) in the URL, as
     ``/hooks/<name>/<token>`` or ``?token=``, for providers that cannot sign (or legacy payloads).
+    ``content_types``: media types the endpoint accepts besides JSON (``application/json`` and
+    ``application/*+json`` always pass), for providers that can deliver other bodies, such as GitHub's
+    form-encoded hooks (``application/x-www-form-urlencoded``); the provider's ``parse`` reads them.
     """
 
     token: bool = True
+    content_types: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +225,33 @@ async def dispatch(
     except DownstreamError as exc:
         exc.about(provider, action)
         raise
+
+
+class HandlerClient:
+    """A ``Client`` that keeps one handler per action: subclasses set ``provider`` and fill ``handlers``.
+
+    ``execute`` dispatches by action name; ``check`` (the start-up check) finds nothing by default.
+    """
+
+    provider: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, ActionHandler] = {}
+
+    async def execute(
+        self,
+        action: str,
+        params: Mapping[str, Any],
+        event: BuildEvent,
+        *,
+        before_effect: BeforeEffect | None = None,
+    ) -> CallResult:
+        """Run one of this provider's actions (``Client.execute``)."""
+        return await dispatch(self.provider, self.handlers, action, params, event, before_effect)
+
+    async def check(self) -> list[str]:
+        """Nothing to check at start-up unless the provider says otherwise."""
+        return []
 
 
 class Provider(abc.ABC):

@@ -312,10 +312,15 @@ def _provider_text(raw: str) -> str:
     return text or "(empty body)"
 
 
-def default_http_client() -> httpx.AsyncClient:
-    """The process's shared client: explicit timeouts and pool limits, chainer's User-Agent, no redirects."""
+def default_http_client(job_timeout_s: float = 60.0) -> httpx.AsyncClient:
+    """The process's shared client: explicit timeouts and pool limits, chainer's User-Agent, no redirects.
+
+    Each timeout is at most a third of ``job_timeout_s``, so an action's requests (look-ups, then the call)
+    end by the client's timeout, classified, before arq cancels the job and its outcome is lost.
+    """
+    part = job_timeout_s / 3
     return httpx.AsyncClient(
-        timeout=httpx.Timeout(connect=5.0, read=20.0, write=10.0, pool=5.0),
+        timeout=httpx.Timeout(connect=min(5.0, part), read=min(20.0, part), write=min(10.0, part), pool=min(5.0, part)),
         limits=httpx.Limits(max_connections=50, max_keepalive_connections=20, keepalive_expiry=30.0),
         headers={"User-Agent": f"chainer/{__version__}"},
         follow_redirects=False,

@@ -11,13 +11,17 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from chainer.errors import PayloadError
+from chainer.fastjson import has_long_integer
 
 # Real payloads nest about 7 levels; the cap keeps json.loads far from the interpreter's recursion limit.
 MAX_JSON_DEPTH = 64
 _SHOWN_CHARS = 100
 # A JSON string (closing quote optional, so an unterminated one never makes the scan quadratic) or a bracket.
 _JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+_JSON_TOKEN_BYTES = re.compile(_JSON_TOKEN.pattern.encode(), re.DOTALL)
 
 
 def decode_json_object(body: bytes) -> dict[str, Any]:
@@ -25,7 +29,24 @@ def decode_json_object(body: bytes) -> dict[str, Any]:
 
     Raises PayloadError naming the problem for invalid UTF-8, invalid JSON (including NaN/Infinity),
     nesting deeper than MAX_JSON_DEPTH, or a top level that is not an object.
+
+    orjson reads the body when it would read it as ``json`` does (a well-formed object, nested at most
+    MAX_JSON_DEPTH levels, without lone surrogate escapes or integers beyond 64 bits); everything else,
+    and every refusal, goes through ``json``, so results and messages are the standard library's.
     """
+    if not has_long_integer(body) and not _too_deep(body):
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass  # json says what is wrong, or reads what orjson refuses (lone surrogate escapes, 1e400)
+        else:
+            if isinstance(data, dict):
+                return data
+    return _decode_with_json(body)
+
+
+def _decode_with_json(body: bytes) -> dict[str, Any]:
+    """``decode_json_object`` by the standard library alone: the reference for every result and message."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -55,17 +76,26 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def _too_deep(text: str) -> bool:
+def _too_deep(text: str | bytes) -> bool:
+    """Whether brackets outside strings nest deeper than MAX_JSON_DEPTH (text, or UTF-8 bytes: the same tokens)."""
+    if isinstance(text, bytes):
+        if text.count(b"{") + text.count(b"[") <= MAX_JSON_DEPTH:
+            return False
+        return _deeper(text, _JSON_TOKEN_BYTES, (b"[", b"{"), (b"]", b"}"))
     if text.count("{") + text.count("[") <= MAX_JSON_DEPTH:
         return False
+    return _deeper(text, _JSON_TOKEN, ("[", "{"), ("]", "}"))
+
+
+def _deeper(text: Any, tokens: re.Pattern[Any], opening: tuple[Any, ...], closing: tuple[Any, ...]) -> bool:
     depth = 0
-    for match in _JSON_TOKEN.finditer(text):
+    for match in tokens.finditer(text):
         token = match.group()
-        if token in ("[", "{"):
+        if token in opening:
             depth += 1
             if depth > MAX_JSON_DEPTH:
                 return True
-        elif token in ("]", "}"):
+        elif token in closing:
             depth -= 1
     return False
 

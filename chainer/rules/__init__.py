@@ -2,7 +2,7 @@
 
 The public face of the package. Loading reports every problem at once, one line each: ``<file>:<line>:
 rule '<name>' (rules[i]) <field path>: <message>``. The actions a rule may name, their arguments and
-what each provider's events carry arrive as a ``Catalogue`` (``chainer.providers.base``): this
+what each provider's events carry arrive as a ``Catalogue`` (``chainer.catalogue``): this
 package never imports a provider, and callers pass the registry's catalogue to ``parse_rules``,
 ``load_rules`` and ``rules_schema``.
 

@@ -10,13 +10,14 @@ matches the project slug as the event carries it, for the providers whose events
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from chainer.catalogue import ActionSpec, Catalogue
 from chainer.events import STATUSES, BuildEvent
-from chainer.providers.base import ActionSpec, Catalogue
 
 STATUS_SETS: Mapping[str, frozenset[str]] = {
     "finished": frozenset({"success", "failed", "error", "canceled"}),
@@ -58,24 +59,35 @@ def duration_ms(value: Any) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Pattern:
-    """One glob or ``re:`` regex."""
+    """One glob or ``re:`` regex; a glob without ``*``, ``?`` or ``[`` is a plain name (``regex`` None)."""
 
     text: str
-    regex: re.Pattern[str]
+    regex: re.Pattern[str] | None
 
     @property
     def literal(self) -> bool:
-        return not self.text.startswith("re:") and not (_GLOB_CHARS & set(self.text))
+        return self.regex is None
 
     def matches(self, value: str) -> bool:
-        return self.regex.fullmatch(value) is not None
+        # A glob without wildcards matches its own text only: a comparison instead of a regex.
+        return value == self.text if self.regex is None else self.regex.fullmatch(value) is not None
 
 
+@functools.lru_cache(maxsize=4096)
 def pattern(text: str) -> Pattern:
-    """Compile a glob or ``re:`` regex; raises ``re.error`` for a bad regex."""
+    """Compile a glob or ``re:`` regex; raises ``re.error`` for a bad regex. Patterns are immutable: a file
+    naming the same one many times (`main`, `release/*`) compiles it once."""
     if text.startswith("re:"):
         return Pattern(text, re.compile(text[3:]))
+    if not _GLOB_CHARS.intersection(text):
+        return Pattern(text, None)
     return Pattern(text, re.compile(fnmatch.translate(text)))
+
+
+def glob_prefix(glob: str) -> str:
+    """The text before a glob's first ``*``, ``?`` or ``[``: every name it matches starts with it."""
+    cut = min((glob.index(c) for c in "*?[" if c in glob), default=len(glob))
+    return glob[:cut]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chainer.catalogue import Catalogue
 from chainer.events import BuildEvent
-from chainer.providers.base import Catalogue
-from chainer.rules._yaml import plain
+from chainer.rules._yaml import collector_paused, plain
 from chainer.rules.graph import Cycle, find_cycles
 from chainer.rules.model import (
     DEFAULT_MAX_DEPTH,
@@ -25,6 +25,7 @@ from chainer.rules.model import (
     Mismatch,
     PlannedAction,
     Rule,
+    glob_prefix,
 )
 from chainer.rules.templates import context_for, render_actions
 
@@ -62,7 +63,7 @@ class RuleSet:
                 if p.literal:
                     by_project.setdefault(p.text, set()).add(i)
                 else:
-                    by_prefix.setdefault(_literal_prefix(p.text), set()).add(i)
+                    by_prefix.setdefault(glob_prefix(p.text), set()).add(i)
         return cls(
             version,
             path,
@@ -112,11 +113,15 @@ class RuleSet:
         return tuple(
             dataclasses.replace(
                 a,
-                error=f"loop guard: {' → '.join([*hops, str(a.params.get('project') or a.action)])}, "
-                f"depth {depth} > {limit}",
+                error=f"loop guard: {' → '.join([*hops, str(self._target(a) or a.action)])}, depth {depth} > {limit}",
             )
             for a in actions
         )
+
+    def _target(self, action: PlannedAction) -> Any:
+        """What the action's target argument (``ActionSpec.target``, usually ``project``) names, if anything."""
+        spec = self.catalogue.actions.get(action.action)
+        return action.params.get(spec.target if spec is not None else "project")
 
     def _join_step(self, rule: Rule, join: Join, event: BuildEvent) -> Decision:
         contributes, resets, misses = [], [], []
@@ -208,16 +213,11 @@ class RuleSet:
 
     def cycles(self, limit: int = 50) -> list[Cycle]:
         """Cycles in the graph project → project that the rules' actions draw, with their depth bound."""
-        return find_cycles(self.rules, self._rule_depth, limit)
-
-    def _rule_depth(self, name: str) -> int:
-        rule = self.rule(name)
-        return (rule.max_depth if rule else None) or self.max_depth
-
-
-def _literal_prefix(glob: str) -> str:
-    cut = min((glob.index(c) for c in "*?[" if c in glob), default=len(glob))
-    return glob[:cut]
+        depths: dict[str, int] = {}
+        for rule in self.rules:  # by name, as `rule(name)` finds them (the first of a name), without a scan per cycle
+            depths.setdefault(rule.name, rule.max_depth or self.max_depth)
+        with collector_paused():
+            return find_cycles(self.rules, lambda name: depths.get(name) or self.max_depth, limit)
 
 
 def _status_text(written: Any) -> str:

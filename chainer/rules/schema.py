@@ -19,8 +19,8 @@ import copy
 from typing import Any
 
 from chainer import __version__
+from chainer.catalogue import ActionSpec, Catalogue, Param
 from chainer.events import KINDS, STATUSES
-from chainer.providers.base import ActionSpec, Catalogue, Param
 from chainer.rules.model import (
     CLAUSE_ORDER,
     DURATION,

@@ -10,6 +10,7 @@ which must be filled, and each argument's own limits as its provider declares th
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,9 +20,9 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
+from chainer.catalogue import ActionSpec
 from chainer.errors import RenderError
 from chainer.events import EVENT_FIELDS, BuildEvent
-from chainer.providers.base import ActionSpec
 from chainer.rules.model import PlannedAction, Rule
 
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
@@ -42,10 +43,22 @@ class Template:
 
 def template_problems(text: str, fan_in: int = 0) -> list[str]:
     """Syntax errors and names a template may not use: ``event.<field>``, and ``events[i].<field>`` in fan-in."""
+    return list(_template_problems(text, fan_in))
+
+
+# A big rules file repeats a few templates (`{{ event.branch }}`) many times: each text is parsed, checked and
+# compiled once. Both caches are bounded; the compiled templates are immutable and shared by every rule using them.
+@functools.lru_cache(maxsize=1024)
+def _compiled(text: str) -> Any:
+    return _ENV.from_string(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _template_problems(text: str, fan_in: int) -> tuple[str, ...]:
     try:
         tree = _ENV.parse(text)
     except TemplateSyntaxError as exc:
-        return [f"template syntax error: {exc.message}"]
+        return (f"template syntax error: {exc.message}",)
     problems = []
     allowed = ("event", "events") if fan_in else ("event",)
     for node in tree.find_all(nodes.Name):
@@ -72,7 +85,12 @@ def template_problems(text: str, fan_in: int = 0) -> list[str]:
             close = difflib.get_close_matches(str(attr), sorted(EVENT_FIELDS), n=1)
             hint = f" (did you mean `{shown}.{close[0]}`?)" if close else ""
             problems.append(f"template names `{shown}.{attr}`, which events do not have{hint}")
-    return problems
+    if not problems:
+        try:  # what only compiling finds, such as a filter Jinja does not have: a problem, not a crash at load
+            _compiled(text)
+        except TemplateSyntaxError as exc:
+            problems.append(f"template syntax error: {exc.message}")
+    return tuple(problems)
 
 
 def is_template(text: str) -> bool:
@@ -85,11 +103,15 @@ def compile_value(value: Any, *, parse: bool = True) -> Any:
     ``parse=False`` marks templates without parsing them: lint checks arguments before it knows they parse.
     """
     if isinstance(value, str):
-        return Template(value, _ENV.from_string(value) if parse else None) if is_template(value) else value
-    if isinstance(value, Mapping):
+        return Template(value, _compiled(value) if parse else None) if is_template(value) else value
+    if isinstance(value, dict):
         return {k: compile_value(v, parse=parse) for k, v in value.items()}
     if isinstance(value, list):
         return [compile_value(v, parse=parse) for v in value]
+    if value is None or isinstance(value, (int, float)):
+        return value
+    if isinstance(value, Mapping):
+        return {k: compile_value(v, parse=parse) for k, v in value.items()}
     return value
 
 

@@ -11,14 +11,14 @@ import difflib
 import hashlib
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from chainer.catalogue import Catalogue, Param
 from chainer.errors import RulesError
 from chainer.events import KINDS, STATUSES
-from chainer.providers.base import Catalogue, Param
-from chainer.rules._yaml import Flaw, LinedList, LinedMap, compose, line_of, plain
+from chainer.rules._yaml import Flaw, LinedList, LinedMap, collector_paused, compose, line_of, plain
 from chainer.rules.model import (
     CLAUSE_ORDER,
     DEFAULT_MAX_DEPTH,
@@ -226,7 +226,8 @@ class _Checker:
                     self.add(line_of(args, key), f"{path}.{name}.{key}", problem)
         # Templates marked (not parsed: a syntax error is reported above, not raised), so that templated
         # values count for exclusivity and limits but skip the type check.
-        for problem in argument_problems(spec, compile_value(plain(args), parse=False), final=False):
+        written = plain(args)
+        for problem in argument_problems(spec, compile_value(written, parse=False), final=False):
             self.add(here, f"{path}.{name}", problem)
         for param in spec.params:
             self.entries(param, args.get(param.name), f"{path}.{name}.{param.name}")
@@ -252,7 +253,7 @@ class _Checker:
                     self.add(here, f"{path}.{name}", f"{no_default}; set it or restrict when.provider")
         if len(self.problems) > count:
             return None
-        return ActionTemplate(index, spec, plain(args), compile_value(plain(args)))
+        return ActionTemplate(index, spec, written, compile_value(written))
 
     def entries(self, param: Param, value: Any, path: str) -> None:
         """Each entry of a mapping argument that its provider refuses, at the entry's own line."""
@@ -317,7 +318,7 @@ class _Checker:
 def _strings(value: Any) -> Iterator[str]:
     if isinstance(value, str):
         yield value
-    elif isinstance(value, Mapping):
+    elif isinstance(value, dict):  # a YAML mapping
         for v in value.values():
             yield from _strings(v)
     elif isinstance(value, list):
@@ -341,6 +342,11 @@ def _rule_of(doc: Any, path: str) -> tuple[str, str]:
 
 def parse_rules(text: str | bytes, source: str = "rules.yaml", *, catalogue: Catalogue) -> RuleSet:
     """Validate a rules document against ``catalogue``; raise RulesError listing every problem."""
+    with collector_paused():
+        return _parse_rules(text, source, catalogue)
+
+
+def _parse_rules(text: str | bytes, source: str, catalogue: Catalogue) -> RuleSet:
     raw = text.encode() if isinstance(text, str) else text
     problems: list[str] = []
     try:

@@ -1,9 +1,9 @@
 """The provider sandbox: a local emulation of the provider APIs chainer calls, out of the production namespace.
 
 ``chainer sandbox`` serves it alone; ``chainer run --sandbox`` serves it next to chainer and points the
-provider settings at it. ``app`` is the Starlette app and its server, ``codeship`` and ``circleci`` the
-emulated APIs, ``state`` and ``models`` what the sandbox knows, ``seed`` how it learns it from rules and
-example payloads.
+provider settings at it. ``app`` is the Starlette app and its server, ``codeship``, ``circleci`` and ``github``
+the emulated APIs, ``state``, ``github_state`` and ``models`` what the sandbox knows, ``seed`` how it learns it
+from rules and example payloads.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
-"""A local emulation of the Codeship (v2, v1) and CircleCI (v2, v1.1) APIs that chainer calls, as one Starlette app.
+"""A local emulation of the Codeship (v2, v1), CircleCI (v2, v1.1) and Buildkite (v2) APIs chainer calls, as one app.
 
 Paths, credentials, status codes and bodies follow shared/reference/providers.md, including the awkward parts:
 Codeship answers 202 with no body, rate-limits with 403, and reports 2FA accounts with a 200; CircleCI v1.1
 answers EDN when no ``Accept`` header is sent. Every request is recorded with its credentials redacted, and
 faults (an error status, a ``Retry-After``, a hang) can be scripted from Python or over HTTP under ``/_sandbox/``.
-Point ``CHAINER_CODESHIP_URL``, ``CHAINER_CODESHIP_V1_URL`` and ``CHAINER_CIRCLECI_URL`` at the sandbox's root.
-The handlers of each emulated provider are in ``chainer.sandbox.codeship`` and ``chainer.sandbox.circleci``.
+Point ``CHAINER_CODESHIP_URL``, ``CHAINER_CODESHIP_V1_URL``, ``CHAINER_CIRCLECI_URL``, ``CHAINER_BUILDKITE_URL`` and
+``CHAINER_GITHUB_URL`` at the sandbox's root. The handlers of each emulated provider are in
+``chainer.sandbox.codeship``, ``chainer.sandbox.circleci``, ``chainer.sandbox.buildkite`` (whose paths share
+Codeship's ``/v2/`` prefix and are told apart by ``buildkite.PATHS``) and ``chainer.sandbox.github`` (GitHub's REST
+API, more-providers.md §1.6-§1.7).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from chainer.sandbox import circleci, codeship
+from chainer.sandbox import buildkite, circleci, codeship, github
 from chainer.sandbox import state as st
 from chainer.sandbox.calls import DIGITS, NOT_JSON, Call, Handler, decode, refuse, same
 from chainer.sandbox.models import ScriptedFault
@@ -33,12 +36,21 @@ from chainer.sandbox.state import SandboxState
 log = logging.getLogger(__name__)
 
 SANDBOX, UNKNOWN = "sandbox", "unknown"
-_PREFIXES = dict(zip(("/v2/", "/api/v1/", "/api/v2/", "/api/v1.1/"), st.APIS, strict=True)) | {"/_sandbox": SANDBOX}
+_PREFIXES = {"/v2/": st.CODESHIP_V2, "/api/v1/": st.CODESHIP_V1, "/api/v2/": st.CIRCLECI_V2}
+_PREFIXES |= {"/api/v1.1/": st.CIRCLECI_V11, "/_sandbox": SANDBOX}  # Buildkite's /v2/ paths: see _api_of
+_PREFIXES |= dict.fromkeys(github.PREFIXES, st.GITHUB)
 _SECRET_HEADERS = {"authorization", "circle-token", "cookie", "proxy-authorization"}
 _SECRET_QUERY = {"api_key", "circle-token"}
 _METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]  # the endpoint answers 405 itself, and records it
 # method, path (Starlette syntax), action recorded for it, handler; the API follows from the path prefix.
-ROUTES: tuple[tuple[str, str, str, Handler], ...] = codeship.ROUTES + circleci.ROUTES
+ROUTES: tuple[tuple[str, str, str, Handler], ...] = codeship.ROUTES + circleci.ROUTES + buildkite.ROUTES + github.ROUTES
+
+
+def _api_of(path: str) -> str:
+    """The emulated API a request path belongs to (Buildkite's paths first: they share Codeship's ``/v2/``)."""
+    if buildkite.PATHS.fullmatch(path):
+        return st.BUILDKITE
+    return next((api for prefix, api in _PREFIXES.items() if path.startswith(prefix)), UNKNOWN)
 
 
 def _error(api: str, request: Request, status: int, message: str) -> Response:
@@ -46,6 +58,10 @@ def _error(api: str, request: Request, status: int, message: str) -> Response:
         return JSONResponse({"errors": [message]}, status)
     if api in (st.CIRCLECI_V2, st.CIRCLECI_V11):
         return circleci.circle_answer(request, status, {"message": message}, v11=api == st.CIRCLECI_V11)
+    if api == st.GITHUB:
+        return github.github_error(status, message)
+    if api == st.BUILDKITE:
+        return JSONResponse({"message": message}, status)
     return JSONResponse({"error": message}, status)
 
 
@@ -73,11 +89,13 @@ async def _hold(request: Request, delay: float) -> None:
 
 
 async def _answer(call: Call, api: str, handler: Handler | None, known_path: bool) -> Response:
-    """Rate limit (Codeship v2) and credentials (Codeship v1, CircleCI) first, then the handler; errors in style."""
+    """Rate limit (Codeship v2) and credentials (Codeship v1, CircleCI, Buildkite) first, then the handler."""
     try:
         refuse(api == st.CODESHIP_V2 and call.state.over_codeship_rate_limit(), 403, "Rate Limit Exceeded")
         if api in (st.CIRCLECI_V2, st.CIRCLECI_V11):
             circleci.circle_auth(call, query=api == st.CIRCLECI_V11)  # ?circle-token= is v1.1 only
+        if api == st.BUILDKITE:
+            buildkite.buildkite_auth(call)
         key = call.request.query_params.get("api_key")
         refuse(api == st.CODESHIP_V1 and not same(key, call.state.codeship_api_key), 401, "Unauthorized")
         if handler is None:
@@ -96,7 +114,7 @@ def _endpoint(methods: dict[str, tuple[str, Handler]]) -> Callable[[Request], Aw
         state: SandboxState = request.app.state.sandbox
         raw_path = request.scope.get("raw_path")  # as sent, percent-escapes kept (httpx's ASGI transport adds "?…")
         path = raw_path.decode("latin-1").partition("?")[0] if raw_path else request.url.path
-        api = next((api for prefix, api in _PREFIXES.items() if request.url.path.startswith(prefix)), UNKNOWN)
+        api = _api_of(request.url.path)
         action, handler = methods.get(request.method, (None, None))
         raw = await request.body()
         fault = state.take_fault(api, path) if api in st.APIS else None
@@ -164,7 +182,9 @@ async def control_page(request: Request) -> Response:
     base = html.escape(str(request.base_url).rstrip("/"))
     page = (
         "<!doctype html><meta charset=utf-8><title>chainer sandbox</title><h1>chainer provider sandbox</h1>"
-        f"<p>Point CHAINER_CODESHIP_URL, CHAINER_CODESHIP_V1_URL and CHAINER_CIRCLECI_URL at <code>{base}</code>. "
+        f"<p>Point CHAINER_CODESHIP_URL, CHAINER_CODESHIP_V1_URL, CHAINER_CIRCLECI_URL, CHAINER_BUILDKITE_URL and "
+        f"CHAINER_GITHUB_URL at "
+        f"<code>{base}</code>. "
         f"JSON log: <a href='{base}/_sandbox/requests'>/_sandbox/requests</a>. Inject a fault: <code>curl -X POST "
         f'{base}/_sandbox/script -d \'{{"api": "circleci.v2", "status": 500, "times": 2}}\'</code></p>'
         "<table border=1><tr><th>id<th>api<th>method<th>path<th>status<th>action</tr>" + rows + "</table>"

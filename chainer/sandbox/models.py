@@ -239,3 +239,79 @@ class CircleJob:
             "queued_at": iso(self.queued_at, zulu=True),
             "vcs_tag": self.tag,
         }
+
+
+@dataclass(eq=False, slots=True)
+class BuildkitePipeline:
+    """A Buildkite pipeline ``<org>/<slug>``; ``builds`` are kept oldest first, numbered per pipeline."""
+
+    org: str
+    slug: str
+    id: str
+    created_at: float
+    builds: list[BuildkiteBuild] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"{self.org}/{self.slug}"
+
+    def v2(self, base: str) -> dict[str, Any]:
+        """The pipeline object as builds embed it; ``base`` is the API root its ``url`` points at."""
+        return {
+            "id": self.id,
+            "url": f"{base}/v2/organizations/{self.org}/pipelines/{self.slug}",
+            "web_url": f"https://buildkite.com/{self.org}/{self.slug}",
+            "name": self.slug,
+            "slug": self.slug,
+            "repository": f"git@github.com:{self.org}/{self.slug}.git",
+            "created_at": iso(self.created_at, zulu=True),
+        }
+
+
+@dataclass(eq=False, slots=True)
+class BuildkiteBuild:
+    """A Buildkite build: what a create or rebuild call made, or what was seeded (``source`` says which)."""
+
+    pipeline: BuildkitePipeline
+    id: str
+    number: int
+    branch: str
+    commit: str
+    message: str
+    env: dict[str, Any]
+    meta_data: dict[str, Any]
+    state: str
+    source: str
+    created_at: float
+    rebuilt_from: BuildkiteBuild | None = None
+
+    def v2(self, base: str) -> dict[str, Any]:
+        """The REST build object (more-providers.md §2.3, §2.5): ids, number, URLs, state, meta-data."""
+        pipeline = self.pipeline.v2(base)
+        created = iso(self.created_at, zulu=True)
+        finished = self.state in ("passed", "failed", "canceled", "skipped", "not_run")
+        rebuilt = self.rebuilt_from
+        return {
+            "id": self.id,
+            "url": f"{pipeline['url']}/builds/{self.number}",
+            "web_url": f"{pipeline['web_url']}/builds/{self.number}",
+            "number": self.number,
+            "state": self.state,
+            "blocked": False,
+            "message": self.message,
+            "commit": self.commit,
+            "branch": self.branch,
+            "env": dict(self.env),
+            "source": self.source,
+            "creator": {"id": "sandbox-user", "name": "Sandbox User", "email": "sandbox@example.org"},
+            "created_at": created,
+            "scheduled_at": created,
+            "started_at": None,
+            "finished_at": created if finished else None,
+            "meta_data": dict(self.meta_data),
+            "pull_request": None,
+            "rebuilt_from": None
+            if rebuilt is None
+            else {"id": rebuilt.id, "number": rebuilt.number, "url": f"{pipeline['url']}/builds/{rebuilt.number}"},
+            "pipeline": pipeline,
+        }

@@ -17,7 +17,10 @@ from typing import Any
 
 from chainer.providers.circleci.facts import MAX_PARAMETER_KEY, MAX_PARAMETER_VALUE, MAX_PARAMETERS, normalize_vcs
 from chainer.providers.codeship import REQUESTS_PER_MINUTE
+from chainer.sandbox.github_state import GitHubState
 from chainer.sandbox.models import (
+    BuildkiteBuild,
+    BuildkitePipeline,
     CircleJob,
     CirclePipeline,
     CodeshipBuild,
@@ -31,7 +34,10 @@ CODESHIP_V2 = "codeship.v2"
 CODESHIP_V1 = "codeship.v1"
 CIRCLECI_V2 = "circleci.v2"
 CIRCLECI_V11 = "circleci.v1.1"
-APIS = (CODESHIP_V2, CODESHIP_V1, CIRCLECI_V2, CIRCLECI_V11)
+BUILDKITE = "buildkite"
+GITHUB = "github"
+APIS = (CODESHIP_V2, CODESHIP_V1, CIRCLECI_V2, CIRCLECI_V11, BUILDKITE, GITHUB)
+BUILDKITE_SCOPES = ("read_builds", "write_builds")
 CODESHIP_SCOPES = ("project.read", "project.write", "build.read", "build.write")
 TOKEN_LIFETIME_S = 3600
 RATE_WINDOW_S = 60
@@ -59,7 +65,8 @@ class SandboxState:
     """Everything the sandbox knows: one Codeship account and organization, one CircleCI token, data and log.
 
     The Codeship account belongs to one organization, ``codeship_org`` (its UUID is ``codeship_org_uuid``),
-    where it holds ``codeship_scopes``. ``clock`` drives timestamps, token expiry and the rate-limit window.
+    where it holds ``codeship_scopes``; the Buildkite API token ``buildkite_token`` has ``buildkite_scopes``.
+    ``clock`` drives timestamps, token expiry and the rate-limit window.
     Attributes may be changed between requests (say, ``two_factor`` or ``codeship_scopes``).
     """
 
@@ -75,7 +82,12 @@ class SandboxState:
         two_factor: bool = False,
         codeship_rate_limit: int = REQUESTS_PER_MINUTE,
         clock: Callable[[], float] = time.time,
+        buildkite_token: str = "sandbox-buildkite-token",  # noqa: S107 - as above
+        buildkite_scopes: Sequence[str] = BUILDKITE_SCOPES,
+        github: GitHubState | None = None,
     ) -> None:
+        # GitHub's repositories, runs and App live in their own state (chainer.sandbox.github_state).
+        self.github = github if github is not None else GitHubState(clock=clock)
         self.codeship_user = codeship_user
         self.codeship_password = codeship_password
         self.codeship_org = codeship_org
@@ -92,6 +104,9 @@ class SandboxState:
         self.pipelines: list[CirclePipeline] = []
         self.workflows: dict[str, CirclePipeline] = {}  # workflow id -> its pipeline
         self.jobs: list[CircleJob] = []
+        self.buildkite_token = buildkite_token
+        self.buildkite_scopes = tuple(buildkite_scopes)
+        self.buildkite_pipelines: dict[str, BuildkitePipeline] = {}  # "<org>/<slug>" -> pipeline
         self._tokens: dict[str, float] = {}
         self._window = (-1, 0)  # (window number, Codeship v2 requests seen in it)
         self._counter = 0
@@ -391,3 +406,84 @@ class SandboxState:
         job = replace(job, build_num=number, previous=previous, queued_at=self.clock())
         self.jobs.append(job)
         return job
+
+    # -- Buildkite -------------------------------------------------------------------------------
+
+    def add_buildkite_pipeline(self, name: str) -> BuildkitePipeline:
+        """The pipeline ``<org>/<slug>``, created on first use; ``ValueError`` for a name of another form."""
+        org, _, slug = name.partition("/")
+        if not org or not slug or "/" in slug or any(c.isspace() for c in name):
+            raise ValueError(f"pipeline {name!r} is not <org>/<pipeline-slug>")
+        known = self.buildkite_pipelines.get(name)
+        if known is None:
+            known = BuildkitePipeline(org, slug, self.new_uuid("buildkite-pipeline"), self.clock())
+            self.buildkite_pipelines[name] = known
+        return known
+
+    def add_buildkite_build(
+        self, pipeline: str, number: int, *, branch: str, commit: str | None = None, state: str = "passed"
+    ) -> BuildkiteBuild:
+        """Make build ``number`` of ``pipeline`` known (so it can be rebuilt); a known number stays as it is."""
+        if not _is_int(number) or number < 1:
+            raise ValueError(f"build number {number!r} is not a positive integer")
+        owner = self.add_buildkite_pipeline(pipeline)
+        known = self.buildkite_build(owner, number)
+        if known is not None:
+            return known
+        sha = commit or fake_sha("buildkite", pipeline, branch, number)
+        message = f"sandbox build {number}"
+        return self._new_buildkite_build(owner, branch, sha, message, {}, {}, state, "webhook", number)
+
+    def buildkite_build(self, pipeline: BuildkitePipeline, number: int) -> BuildkiteBuild | None:
+        """Build ``number`` of ``pipeline``."""
+        return next((b for b in pipeline.builds if b.number == number), None)
+
+    def create_buildkite_build(
+        self,
+        pipeline: BuildkitePipeline,
+        branch: str,
+        commit: str,
+        message: str | None,
+        env: dict[str, Any],
+        meta_data: dict[str, Any],
+    ) -> BuildkiteBuild:
+        """What ``POST …/builds`` does: a new ``scheduled`` build (``HEAD`` stays ``HEAD`` until an agent runs)."""
+        text = message or f"sandbox build of {branch}"
+        return self._new_buildkite_build(pipeline, branch, commit, text, env, meta_data, "scheduled", "api")
+
+    def rebuild_buildkite_build(self, build: BuildkiteBuild) -> BuildkiteBuild:
+        """What ``PUT …/builds/{number}/rebuild`` does: a new build of the same branch, commit, env and meta-data."""
+        new = self._new_buildkite_build(
+            build.pipeline, build.branch, build.commit, build.message, build.env, build.meta_data, "scheduled", "api"
+        )
+        new.rebuilt_from = build
+        return new
+
+    def _new_buildkite_build(
+        self,
+        pipeline: BuildkitePipeline,
+        branch: str,
+        commit: str,
+        message: str,
+        env: dict[str, Any],
+        meta_data: dict[str, Any],
+        state: str,
+        source: str,
+        number: int | None = None,
+    ) -> BuildkiteBuild:
+        number = number or 1 + max((b.number for b in pipeline.builds), default=0)
+        build = BuildkiteBuild(
+            pipeline,
+            self.new_uuid("buildkite-build"),
+            number,
+            branch,
+            commit,
+            message,
+            dict(env),
+            dict(meta_data),
+            state,
+            source,
+            self.clock(),
+        )
+        pipeline.builds.append(build)
+        return build

@@ -1,21 +1,35 @@
 """``Store``: chainer's Redis data layer (key names in ``keys``, scripts in ``scripts/``).
 
-Acceptance is one Lua script per event: dedupe, event, ledgers, audit records and arq jobs are written
-together or not at all, and concurrent accepts share round trips (``lua.ScriptBatcher``).
+Acceptance is one Lua script per event: dedupe, the lineage check, event, ledgers, audit records and arq
+jobs are written together or not at all, and concurrent accepts share round trips (``lua.ScriptBatcher``).
+
+The audit log is one stream (``keys.AUDIT``); each event's trail (``keys.event_audit``) is the list of its
+records' ids in it, so a record is stored once. Records and the event's stored fields are compressed
+(``codec.pack_record``, ``codec.pack_fields``) and read back as they were written.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from chainer import fastjson
 from chainer.errors import StoreUnavailableError
 from chainer.store import keys
-from chainer.store.codec import decode_hash, encode_record, matches, now_ms, stream_item, text
+from chainer.store.codec import (
+    decode_hash,
+    encode_record,
+    matches,
+    now_ms,
+    pack_fields,
+    pack_record,
+    stream_item,
+    text,
+    unpack_fields,
+)
 from chainer.store.ledger import OPEN_STATES, Ledger
 from chainer.store.lua import ScriptBatcher
 from chainer.store.plans import (
@@ -29,6 +43,9 @@ from chainer.store.plans import (
 )
 
 _DUPLICATE_ROUNDS = 3
+# Event fields kept apart from the compressed ones: the fan-in script appends to ``actions``.
+_PLAIN_EVENT_FIELDS = frozenset({"actions"})
+_PACKED = "z"  # the event hash's field holding the other fields, compressed (codec.pack_fields)
 
 
 class Store:
@@ -45,6 +62,7 @@ class Store:
         self._transition = ScriptBatcher(redis, "transition")
         self._first = ScriptBatcher(redis, "first_value")
         self._fire = ScriptBatcher(redis, "fire_join")
+        self._trail = ScriptBatcher(redis, "audit_trail")
 
     def _minid(self) -> str:
         return f"{max(now_ms() - self.retention_ms, 0)}-0"
@@ -56,10 +74,13 @@ class Store:
             return False
 
     async def accept(self, plan: AcceptPlan) -> AcceptOutcome:
-        """Write the event, its ledgers, audit records and jobs atomically, unless a dedupe key exists.
+        """Write the event, its ledgers, audit records and jobs atomically, unless a dedupe key exists or the
+        event's lineage is not what the plan assumed.
 
-        A duplicate writes only its ``webhook.duplicate`` record, to the log and to the stream of the
-        event it duplicates (the one accepted first), whose id the outcome carries.
+        A duplicate writes only its ``webhook.duplicate`` record, to the log and to the trail of the event it
+        duplicates (the one accepted first), whose id the outcome carries. When the first of the plan's
+        ``lineage_keys`` that exists holds another value than ``plan.lineage`` (``""``: none exists), nothing
+        is written and the outcome's ``lineage`` is the value found (``""`` when none): plan again with it.
         """
         names = [
             keys.event(plan.event_id),
@@ -69,8 +90,10 @@ class Store:
             keys.OPEN,
             keys.children(plan.parent or "-"),
             *(keys.seen(k) for k in plan.dedupe_keys),
+            *plan.lineage_keys,
         ]
-        action_keys, actions = _encode_actions(plan.actions)
+        records: list[bytes] = []
+        action_keys, actions = _encode_actions(plan.actions, records, 2)  # ARGV: plan, event fields, records
         names += action_keys
         joins = []
         for jn in plan.joins:
@@ -90,14 +113,18 @@ class Store:
                 }
             )
         names.append(keys.WAKE)  # wakes an idle worker when a job was queued (scripts/_wake.lua)
+        plain = [x for name, value in plan.event_fields.items() if name in _PLAIN_EVENT_FIELDS for x in (name, value)]
+        packed = pack_fields({k: v for k, v in plan.event_fields.items() if k not in _PLAIN_EVENT_FIELDS})
         args = {
             "joins": joins,
             "now": now_ms(),
             "nd": len(plan.dedupe_keys),
+            "nl": len(plan.lineage_keys),
+            "lineage": plan.lineage,
             "parent": plan.parent,
             "event_id": plan.event_id,
-            "event": [x for kv in plan.event_fields.items() for x in kv],
-            "audit": _encode_audit(plan.audit),
+            "event": plain,
+            "audit": _encode_audit(plan.audit, records, 2),
             "dup": encode_record(plan.duplicate_record),
             "actions": actions,
             "minid": self._minid(),
@@ -108,18 +135,20 @@ class Store:
             "wake_max": keys.WAKE_MAX,
         }
         # A duplicate of another event (a new delivery id, but an event key already seen) is audited on
-        # that event's stream; the script names the event, and the call is repeated with its stream key.
+        # that event's trail; the script names the event, and the call is repeated with its trail key.
         # Seen keys are only ever set once, so the second call finds the same event.
         target = ""
         for _ in range(_DUPLICATE_ROUNDS):
             args["dup_event"] = target
             args["dup_key"] = len(names) + 1 if target else 0
             call_keys = [*names, keys.event_audit(target)] if target else names
-            result = await self._accept(call_keys, [json.dumps(args, separators=(",", ":"))])
-            status, event_id, queued = (text(x) for x in result)
+            result = await self._accept(call_keys, [fastjson.dumps(args), packed, *records])
+            status, found, queued = (text(x) for x in result)
+            if status == "lineage":
+                return AcceptOutcome(duplicate=False, event_id=plan.event_id, lineage=found)
             if status != "elsewhere":
-                return AcceptOutcome(duplicate=status == "duplicate", event_id=event_id, queued=int(queued))
-            target = event_id
+                return AcceptOutcome(duplicate=status == "duplicate", event_id=found, queued=int(queued))
+            target = found
         raise StoreUnavailableError(f"the event a duplicate belongs to changed {_DUPLICATE_ROUNDS} times; retry")
 
     async def fire_join(
@@ -130,7 +159,8 @@ class Store:
         records: Sequence[Mapping[str, Any] | ActionSlot],
     ) -> int | None:
         """Write a completed fan-in's actions once; None when the join had already been fired and written."""
-        action_keys, encoded = _encode_actions(actions)
+        packed: list[bytes] = []
+        action_keys, encoded = _encode_actions(actions, packed, 1)  # ARGV: plan, records
         names = [
             key,
             keys.AUDIT,
@@ -144,14 +174,14 @@ class Store:
         args = {
             "event_id": event_id,
             "actions": encoded,
-            "audit": _encode_audit(records),
+            "audit": _encode_audit(records, packed, 1),
             "minid": self._minid(),
             "ttl": self.retention_ms,
             "job_ttl": self.job_ttl_ms,
             "wake": len(names),
             "wake_max": keys.WAKE_MAX,
         }
-        status, _, queued = (text(x) for x in await self._fire(names, [json.dumps(args, separators=(",", ":"))]))
+        status, _, queued = (text(x) for x in await self._fire(names, [fastjson.dumps(args), *packed]))
         return int(queued) if status == "fired" else None
 
     async def get_join(self, key: str) -> dict[str, str]:
@@ -160,8 +190,8 @@ class Store:
     async def append_audit(self, records: Iterable[Mapping[str, Any]], *, event_id: str | None = None) -> list[str]:
         """Append records to the audit log (and to the event's own stream when ``event_id`` is given)."""
         names = [keys.AUDIT] + ([keys.event_audit(event_id)] if event_id else [])
-        args = {"audit": [encode_record(r) for r in records], "minid": self._minid(), "ttl": self.retention_ms}
-        ids = await self._append(names, [json.dumps(args)])
+        args = {"minid": self._minid(), "ttl": self.retention_ms}
+        ids = await self._append(names, [fastjson.dumps(args), *[pack_record(r) for r in records]])
         return [text(i) for i in ids]
 
     async def transition(self, change: Transition) -> TransitionResult:
@@ -182,7 +212,6 @@ class Store:
             "from": list(change.from_states),
             "set": [x for kv in change.set.items() for x in kv],
             "incr": [x for kv in change.incr.items() for x in kv],
-            "audit": [encode_record(r) for r in change.audit],
             "minid": self._minid(),
             "dlq": change.dlq,
             "open": open_change,
@@ -195,7 +224,8 @@ class Store:
             "wake": len(names),
             "wake_max": keys.WAKE_MAX,
         }
-        status, state = (text(x) for x in await self._transition(names, [json.dumps(args)]))
+        packed = [pack_record(r) for r in change.audit]
+        status, state = (text(x) for x in await self._transition(names, [fastjson.dumps(args), *packed]))
         return TransitionResult(ok=status == "ok", previous_state=state)
 
     async def get_action(self, action_id: str) -> dict[str, str]:
@@ -207,15 +237,25 @@ class Store:
         return Ledger.from_hash(raw) if raw else None
 
     async def get_event(self, event_id: str) -> dict[str, str]:
-        return decode_hash(await self._guard(self.redis.hgetall(keys.event(event_id))))
+        """The event's stored fields (``event``, ``raw``, ``decisions``, ``actions`` …) as text; {} when not stored."""
+        raw = await self._guard(self.redis.hgetall(keys.event(event_id)))
+        packed = raw.pop(_PACKED.encode(), None)
+        fields = unpack_fields(packed) if packed is not None else {}
+        return fields | decode_hash(raw)
 
     async def get_event_field(self, event_id: str, name: str) -> str | None:
-        value = await self._guard(self.redis.hget(keys.event(event_id), name))
-        return None if value is None else text(value)
+        value, packed = await self._guard(self.redis.hmget(keys.event(event_id), [name, _PACKED]))
+        if value is not None:
+            return text(value)
+        return None if packed is None else unpack_fields(packed).get(name)
 
     async def event_audit(self, event_id: str) -> list[dict[str, Any]]:
-        entries = await self._guard(self.redis.xrange(keys.event_audit(event_id), "-", "+"))
-        return [stream_item(sid, fields) for sid, fields in entries]
+        """Every audit record of the event, oldest first (one round trip)."""
+        return [stream_item(sid, fields) for sid, fields in await self._event_trail(event_id)]
+
+    async def _event_trail(self, event_id: str) -> list[tuple[Any, dict[Any, Any]]]:
+        entries = await self._trail([keys.event_audit(event_id), keys.AUDIT], [])
+        return [(sid, dict(zip(fields[::2], fields[1::2], strict=True))) for sid, fields in entries]
 
     async def read_audit(
         self,
@@ -235,12 +275,14 @@ class Store:
         writers append. Filters are applied server-side over at most ``scan_cap`` records per request;
         ``next`` is then the position reached, so the client keeps walking from there.
         """
-        key = keys.event_audit(event_id) if event_id else keys.AUDIT
         reverse = before is not None
         low = f"({after}" if after else (str(since_ms) if since_ms is not None else "-")
         high = f"({before}" if before and before != "+" else (str(until_ms) if until_ms is not None else "+")
         if reverse and after:
             low = f"({after}"
+        if event_id:
+            return await self._read_trail(event_id, low, high, reverse, limit, match, scan_cap)
+        key = keys.AUDIT
         items: list[dict[str, Any]] = []
         scanned = 0
         cursor: str | None = None
@@ -270,6 +312,46 @@ class Store:
                 exhausted = True
                 break
         return AuditPage(items=items, next=None if exhausted else cursor)
+
+    async def _read_trail(
+        self,
+        event_id: str,
+        low: str,
+        high: str,
+        reverse: bool,
+        limit: int,
+        match: Mapping[str, set[str]] | None,
+        scan_cap: int,
+    ) -> AuditPage:
+        """``read_audit`` of one event: its trail read whole (one round trip), then the same range and walk."""
+        start, end = _bound(low, 0), _bound(high, _MAX_SEQ)
+        entries = [(sid, fields) for sid, fields in await self._event_trail(event_id) if _within(sid, start, end)]
+        if reverse:
+            entries.reverse()
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        scanned = 0
+        for sid, fields in entries[:scan_cap]:
+            scanned += 1
+            cursor = text(sid)
+            item = stream_item(sid, fields)
+            if matches(item, match):
+                items.append(item)
+                if len(items) == limit:
+                    break
+        exhausted = scanned == len(entries) and len(items) < limit
+        return AuditPage(items=items, next=None if exhausted else cursor)
+
+    async def last_audit_id(self) -> str:
+        """The id of the newest audit record, ``0-0`` when there is none (where a live follow starts)."""
+        newest = await self._guard(self.redis.xrevrange(keys.AUDIT, "+", "-", count=1))
+        return text(newest[0][0]) if newest else "0-0"
+
+    async def follow_audit(self, after: str, *, block_ms: int, count: int = 100) -> list[dict[str, Any]]:
+        """Up to ``count`` audit records after the id ``after``, oldest first, waiting up to ``block_ms`` for
+        the first one (XREAD BLOCK; it holds one pooled connection while it waits). Empty when none came."""
+        found = await self._guard(self.redis.xread({keys.AUDIT: after}, count=count, block=block_ms))
+        return [stream_item(sid, fields) for _, entries in found or [] for sid, fields in entries]
 
     async def first_value(self, keys: Sequence[str]) -> str | None:
         """The value of the first of ``keys`` that exists (one batched round trip), or None."""
@@ -318,7 +400,38 @@ class Store:
             raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
 
 
-def _encode_actions(actions: Sequence[QueuedAction]) -> tuple[list[str], list[dict[str, Any]]]:
+_MAX_SEQ = 2**64 - 1
+_Bound = tuple[tuple[int, int], bool] | None  # (ms, seq), exclusive; None: open
+
+
+def _bound(text_: str, seq: int) -> _Bound:
+    """A range end as XRANGE takes it (``-``, ``+``, ``<ms>``, ``<ms>-<seq>``, ``(`` for exclusive) as a key;
+    ``seq`` completes a bare time (0 at the start, the largest at the end, as XRANGE does)."""
+    if text_ in ("-", "+"):
+        return None
+    exclusive = text_.startswith("(")
+    ms, _, rest = text_.lstrip("(").partition("-")
+    return (int(ms), int(rest) if rest else seq), exclusive
+
+
+def _within(sid: Any, start: _Bound, end: _Bound) -> bool:
+    ms, _, seq = text(sid).partition("-")
+    at = (int(ms), int(seq or 0))
+    if start is not None and (at < start[0] or (start[1] and at == start[0])):
+        return False
+    return end is None or not (at > end[0] or (end[1] and at == end[0]))
+
+
+def _argv(records: list[bytes], offset: int, record: Mapping[str, Any]) -> int:
+    """Add a compressed record to a script's arguments, which hold ``offset`` others before ``records``; the
+    record's index in ARGV (counted from 1, as Lua does), by which the plan names it."""
+    records.append(pack_record(record))
+    return offset + len(records)
+
+
+def _encode_actions(
+    actions: Sequence[QueuedAction], records: list[bytes], offset: int
+) -> tuple[list[str], list[dict[str, Any]]]:
     names: list[str] = []
     encoded = []
     for action in actions:
@@ -331,7 +444,7 @@ def _encode_actions(actions: Sequence[QueuedAction]) -> tuple[list[str], list[di
                 "job_id": action.job_id,
                 "job": action.job.decode(),
                 "score": action.score_ms,
-                "record": encode_record(action.record),
+                "record": _argv(records, offset, action.record),
                 "skip": encode_record(action.skip_record),
                 "budget": [[b.limit, b.ttl_ms, b.reason] for b in action.budgets],
             }
@@ -339,5 +452,5 @@ def _encode_actions(actions: Sequence[QueuedAction]) -> tuple[list[str], list[di
     return names, encoded
 
 
-def _encode_audit(records: Sequence[Mapping[str, Any] | ActionSlot]) -> list[Any]:
-    return [{"a": r.index + 1} if isinstance(r, ActionSlot) else encode_record(r) for r in records]
+def _encode_audit(audit: Sequence[Mapping[str, Any] | ActionSlot], records: list[bytes], offset: int) -> list[Any]:
+    return [{"a": r.index + 1} if isinstance(r, ActionSlot) else _argv(records, offset, r) for r in audit]

@@ -4,11 +4,13 @@ Like arq's ``constants.py``: modules build key names here and never write a ``ch
 literal of their own. The layout:
 
     chainer:seen:<dedupe key>                   STRING event id; a delivery whose key exists is a duplicate
-    chainer:event:<event id>                    HASH   event JSON, raw payload, decisions, action ids, rules version
+    chainer:event:<event id>                    HASH   ``actions`` (action ids) and ``z``: event JSON, raw payload,
+                                                       decisions, rules version… compressed (codec.pack_fields)
     chainer:children:<event id>                 SET    events caused by this event's actions (lineage tree)
     chainer:action:<action id>                  HASH   the action's ledger (see ``chainer.store.ledger``)
-    chainer:audit                               STREAM every audit record, trimmed by time (MINID)
-    chainer:audit:event:<event id>              STREAM the same records of one event, under the same ids
+    chainer:audit                               STREAM every audit record (compressed), trimmed by time (MINID)
+    chainer:audit:event:<event id>              LIST   the ids of the event's records in chainer:audit (a STREAM
+                                                       of the records themselves for events stored before 0.2)
     chainer:dlq                                 ZSET   dead action ids → time they died
     chainer:open                                ZSET   actions not yet finished → when they were queued
     chainer:join:<rule>:<on>:<value>            HASH   a fan-in join's clauses and whether it fired

@@ -12,14 +12,14 @@ import re
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, RedisError
 
 from chainer.errors import StoreUnavailableError
 
-SCRIPTS = ("accept", "append_audit", "fire_join", "first_value", "transition")
+SCRIPTS = ("accept", "append_audit", "audit_trail", "fire_join", "first_value", "transition")
 _INCLUDE = re.compile(r"^--#include (\S+)$", re.MULTILINE)
 
 
@@ -41,58 +41,84 @@ def source(name: str) -> str:
 
 
 class ScriptBatcher:
-    """Runs one Lua script for many concurrent callers, pipelining every call queued meanwhile.
+    """Runs one Lua script for many concurrent callers, pipelining the calls that are waiting together.
 
-    While one batch is on the wire, new calls wait in ``_pending``; they go out together in the next
-    pipeline, so N concurrent webhooks cost about one round trip instead of N. Each script call stays
-    atomic on its own. A NOSCRIPT answer (script cache lost on restart or failover) means that call
-    did not run, so it is loaded and sent again.
+    A call joins the calls waiting to go out; they leave together, in one pipeline, once the event loop has
+    run what was ready (a burst of webhooks parsed in one go shares a round trip), so N concurrent webhooks
+    cost about one round trip instead of N. Up to ``_MAX_IN_FLIGHT`` pipelines are on the wire at once:
+    with durable Redis (AOF ``appendfsync always``) every answer waits for an fsync, and a batch that had to
+    wait for the one before it to come back would wait for two. Past that, calls wait and go out together
+    in the next pipeline. Each script call stays atomic on its own, and fails on its own. A NOSCRIPT answer
+    (script cache lost on restart or failover) means that call did not run, so it is loaded and sent again.
     """
 
     _MAX_BATCH = 256
+    _MAX_IN_FLIGHT = 4
 
     def __init__(self, redis: Redis, name: str) -> None:
         self._redis = redis
         self.name = name
         self._source = source(name)
         self._sha = hashlib.sha1(self._source.encode(), usedforsecurity=False).hexdigest()
-        self._pending: list[tuple[Sequence[str], Sequence[str], asyncio.Future[Any]]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._pending: list[tuple[Sequence[str], Sequence[str | bytes], asyncio.Future[Any]]] = []
+        self._scheduled = False
+        self._in_flight: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, keys: Sequence[str], args: Sequence[str]) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    async def __call__(self, keys: Sequence[str], args: Sequence[str | bytes]) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((keys, args, future))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._drain())
+        self._schedule(loop)
         return await future
 
-    async def _drain(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending[: self._MAX_BATCH], self._pending[self._MAX_BATCH :]
-            try:
-                results = await self._send([(keys, args) for keys, args, _ in batch])
-            except (RedisError, OSError) as exc:
-                error = StoreUnavailableError(f"Redis is unavailable: {exc}")
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(error)
-                continue
-            for (_, _, future), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if isinstance(result, Exception):
-                    future.set_exception(StoreUnavailableError(f"Redis refused the write: {result}"))
-                else:
-                    future.set_result(result)
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._scheduled and self._pending and len(self._in_flight) < self._MAX_IN_FLIGHT:
+            self._scheduled = True
+            loop.call_soon(self._flush)
 
-    async def _send(self, calls: list[tuple[Sequence[str], Sequence[str]]]) -> list[Any]:
+    def _flush(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending[: self._MAX_BATCH], self._pending[self._MAX_BATCH :]
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._in_flight.add(task)
+        task.add_done_callback(self._landed)
+        self._schedule(task.get_loop())  # more than a full batch was waiting
+
+    def _landed(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._schedule(task.get_loop())
+
+    async def _run(self, batch: list[tuple[Sequence[str], Sequence[str | bytes], asyncio.Future[Any]]]) -> None:
+        try:
+            results = await self._send([(keys, args) for keys, args, _ in batch])
+        except (RedisError, OSError) as exc:
+            error = StoreUnavailableError(f"Redis is unavailable: {exc}")
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        except BaseException as exc:  # cancelled (shutdown) or a bug: no caller may wait forever
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(StoreUnavailableError(f"the write was interrupted: {exc!r}"))
+            raise
+        for (_, _, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, Exception):
+                future.set_exception(StoreUnavailableError(f"Redis refused the write: {result}"))
+            else:
+                future.set_result(result)
+
+    async def _send(self, calls: list[tuple[Sequence[str], Sequence[str | bytes]]]) -> list[Any]:
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         for _ in range(2):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for i in todo:
                     keys, args = calls[i]
-                    pipe.evalsha(self._sha, len(keys), *keys, *args)
+                    # Arguments may be bytes (compressed records): redis-py sends them as they are.
+                    pipe.evalsha(self._sha, len(keys), *keys, *cast(Sequence[str], args))
                 answers = await pipe.execute(raise_on_error=False)
             missing = []
             for i, answer in zip(todo, answers, strict=True):

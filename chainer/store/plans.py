@@ -78,13 +78,21 @@ class AcceptPlan:
     actions: Sequence[QueuedAction] = field(default_factory=tuple)
     parent: str = ""  # the event whose action caused this one (lineage), if any
     joins: Sequence[JoinPlan] = ()
+    # The keys the event's build may have been registered under (most specific first), and the value of the
+    # first that exists, as the plan assumed it ("" for none): the script checks it before writing anything.
+    lineage_keys: Sequence[str] = ()
+    lineage: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class AcceptOutcome:
+    """What ``Store.accept`` did. ``lineage`` is None when it wrote (or found a duplicate); otherwise nothing
+    was written, because the event's lineage is ``lineage`` ("" for none), not what the plan assumed."""
+
     duplicate: bool
     event_id: str
     queued: int = 0
+    lineage: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

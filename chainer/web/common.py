@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -50,9 +51,16 @@ def state(request: Request) -> WebState:
 
 class _JSONResponse(JSONResponse):
     """JSON that always encodes: text holding a lone surrogate (a payload may escape one, ``"\\ud800"``, and
-    JSON decoding keeps it) is written with ``\\uXXXX`` escapes instead of failing as strict UTF-8."""
+    JSON decoding keeps it) is written with ``\\uXXXX`` escapes instead of failing as strict UTF-8.
+
+    orjson writes what starlette's ``json.dumps`` would (compact, UTF-8); what it refuses (lone surrogates,
+    keys that are not strings, integers beyond 64 bits) goes the standard library's way."""
 
     def render(self, content: Any) -> bytes:
+        try:
+            return orjson.dumps(content)
+        except TypeError:
+            pass
         try:
             return super().render(content)
         except UnicodeEncodeError:
@@ -84,10 +92,14 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def check_content_type(request: Request) -> None:
-    """UnsupportedMediaError unless the request says it carries JSON (``application/json`` or ``…+json``)."""
+def check_content_type(request: Request, also: tuple[str, ...] = ()) -> None:
+    """UnsupportedMediaError unless the request says it carries JSON (``application/json`` or ``…+json``)
+    or one of the media types ``also`` names (a provider's ``Hook.content_types``)."""
     value = request.headers.get("content-type", "")
     media = value.split(";", 1)[0].strip().lower()
+    if media in also:
+        return
     if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
         shown = media or "none"
-        raise UnsupportedMediaError(f"content type {shown!r} is not supported; send application/json")
+        accepted = " or ".join(("application/json", *also))
+        raise UnsupportedMediaError(f"content type {shown!r} is not supported; send {accepted}")

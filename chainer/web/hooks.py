@@ -1,19 +1,20 @@
 """The webhook endpoints (DESIGN §3): ``POST /hooks/<provider>`` and ``POST /hooks/<provider>/<token>``.
 
-Transport only: the content type and the size cap are checked here, everything else is
-``chainer.intake``'s, and its ``Outcome`` becomes the HTTP answer in ``status_of``, the one place
-that maps outcomes to status codes.
+Transport only: the content type (JSON, or another type the provider's ``Hook`` names) and the size
+cap are checked here, everything else is ``chainer.intake``'s, and its ``Outcome`` becomes the HTTP
+answer in ``status_of``, the one place that maps outcomes to status codes.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from chainer import providers
+from chainer import metrics, providers
 from chainer.errors import WebhookError
 from chainer.intake import Outcome
 from chainer.providers.base import Provider
@@ -43,16 +44,29 @@ async def receive_webhook(request: Request) -> Response:
     provider = request.url.path.split("/")[2]
     intake = web.intake
     if intake is None:
+        metrics.WEBHOOKS.labels(provider, "unavailable").inc()
         return error(503, "the store is not ready")
     remote = request.client.host if request.client else None
+    hook = providers.get(provider).hook
+    started = time.perf_counter()
     try:
-        check_content_type(request)
+        check_content_type(request, hook.content_types)
         body = await read_body(request, web.settings.max_body_bytes)
     except WebhookError as exc:
-        return reply(await intake.reject(provider, exc, remote))
-    hook = providers.get(provider).hook
-    token = (request.path_params.get("token") or request.query_params.get("token")) if hook.token else None
-    return reply(await intake.receive(provider, request.headers, body, token, remote))
+        outcome = await intake.reject(provider, exc, remote)
+    else:
+        token = (request.path_params.get("token") or request.query_params.get("token")) if hook.token else None
+        outcome = await intake.receive(provider, request.headers, body, token, remote)
+    _count(provider, outcome, time.perf_counter() - started)
+    return reply(outcome)
+
+
+def _count(provider: str, outcome: Outcome, seconds: float) -> None:
+    """The delivery's metrics: its outcome, its latency, and the rules it matched (names from rules.yaml)."""
+    metrics.WEBHOOKS.labels(provider, outcome.kind).inc()
+    metrics.ACCEPT_SECONDS.labels(provider).observe(seconds)
+    for rule in outcome.matched if outcome.kind == "accepted" else ():
+        metrics.RULE_MATCHES.labels(rule).inc()
 
 
 def routes(registered: Mapping[str, Provider] | None = None) -> list[Route]:

@@ -24,8 +24,19 @@ from chainer.explain import explain
 from chainer.providers.payload import decode_json_object
 from chainer.store import Store
 from chainer.web.common import answer, check_content_type, error, read_body, state
-from chainer.web.params import AUDIT_FILTERS, AUDIT_PARAMS, DLQ_PARAMS, NO_PARAMS, ParamError, Spec, parse_query
-from chainer.web.views import chain_view, event_view
+from chainer.web.params import (
+    AUDIT_FILTERS,
+    AUDIT_PARAMS,
+    DLQ_PARAMS,
+    EVENTS_PARAMS,
+    NO_PARAMS,
+    ParamError,
+    Spec,
+    parse_query,
+)
+from chainer.web.session import session_valid
+from chainer.web.stream import STREAM_PARAMS, get_audit_stream
+from chainer.web.views import chain_view, event_view, events_page
 
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="chainer"'}
 
@@ -39,6 +50,8 @@ def _refused(request: Request) -> JSONResponse | None:
     expected = state(request).settings.admin_token
     if expected is None:
         return error(401, "the operator API is disabled: CHAINER_ADMIN_TOKEN is not set", CHALLENGE)
+    if request.method == "GET" and session_valid(request):  # the operator page's reads (its live stream)
+        return None
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not given:
         return error(401, "missing bearer token (Authorization: Bearer <CHAINER_ADMIN_TOKEN>)", CHALLENGE)
@@ -109,6 +122,17 @@ async def get_audit(request: Request, store: Store, q: dict[str, Any]) -> Respon
         event_id=q["event_id"],
     )
     return answer(200, {"items": page.items, "next": page.next})
+
+
+@_operator(EVENTS_PARAMS)
+async def get_events(request: Request, store: Store, q: dict[str, Any]) -> Response:
+    """GET /events: recent deliveries (newest first; ``after`` pages forwards) with their outcome, matched rules
+    and actions' states; the filters of /audit, ``outcome`` (accepted, duplicate, ignored, rejected) for type."""
+    if q["after"] is not None and q["before"] is not None:
+        return error(400, "after and before cannot be combined; page forwards or backwards")
+    if q["since"] is not None and q["until"] is not None and q["since"] > q["until"]:
+        return error(400, f"since: {q['since']} ms is after until ({q['until']} ms)")
+    return answer(200, await events_page(store, q))
 
 
 @_operator()
@@ -198,6 +222,8 @@ def routes() -> list[Route]:
     """The operator API's routes."""
     return [
         Route("/audit", get_audit),
+        Route("/audit/stream", _operator(STREAM_PARAMS)(get_audit_stream)),
+        Route("/events", get_events),
         Route("/events/{event_id}", get_event),
         Route("/chains/{event_id}", get_chain),
         Route("/dlq", get_dlq),

@@ -138,6 +138,27 @@ AUDIT_PARAMS: Spec = {
     "commit": Values(),
 }
 AUDIT_FILTERS = ("type", "rule", "project", "branch", "commit")
+# GET /events: deliveries (newest first unless ``after``), with /audit's filters; ``outcome`` instead of ``type``.
+EVENTS_PARAMS: Spec = {
+    "after": Cursor("start"),
+    "before": Cursor("end", latest=True),
+    "limit": Count(1, 100, default=50),
+    "since": Time(),
+    "until": Time(),
+    "event_id": Text(),
+    "outcome": Values(),
+    "provider": Values(),
+    "rule": Values(),
+    "project": Values(),
+    "branch": Values(),
+    "commit": Values(),
+}
+OUTCOMES = {
+    "webhook.received": "accepted",
+    "webhook.duplicate": "duplicate",
+    "webhook.ignored": "ignored",
+    "webhook.rejected": "rejected",
+}
 DLQ_PARAMS: Spec = {
     "limit": Count(1, MAX_LIMIT, default=100),
     "offset": Count(0, MAX_OFFSET, default=0),

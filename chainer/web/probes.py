@@ -1,4 +1,6 @@
-"""Health probes (DESIGN §8): ``/healthz`` (the process is up) and ``/readyz`` (it can take events)."""
+"""What machines poll (DESIGN §8): ``/healthz`` (the process is up), ``/readyz`` (it can take events) and
+``/metrics`` (this process's Prometheus metrics, ``chainer.metrics``). All unauthenticated, and none
+reveals a secret, a payload or a project."""
 
 from __future__ import annotations
 
@@ -9,10 +11,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from chainer import heartbeat
+from chainer import heartbeat, metrics
 from chainer.web.common import answer, error, state
+from chainer.web.openapi import produces
+from chainer.web.params import Count, ParamError, Spec
 
 MAX_READY_WORKERS = 10_000
+READY_PARAMS: Spec = {"workers": Count(0, MAX_READY_WORKERS, default=0)}
 
 
 async def healthz(request: Request) -> Response:
@@ -20,8 +25,9 @@ async def healthz(request: Request) -> Response:
     return answer(200, {"status": "ok"})
 
 
+@produces("application/json", public=READY_PARAMS)
 async def readyz(request: Request) -> Response:
-    """GET /readyz: Redis answers and rules are loaded; ``workers`` counts the live workers.
+    """GET /readyz: Redis answers and rules are loaded (at least one); ``workers`` counts the live workers.
 
     ``?workers=N`` also requires at least N live workers (a probe for "jobs will run": ``?workers=1``);
     without it the answer does not depend on workers (DESIGN §8). ``workers`` is null when Redis is
@@ -31,9 +37,10 @@ async def readyz(request: Request) -> Response:
     wanted_raw = request.query_params.get("workers")
     wanted = 0
     if wanted_raw is not None:
-        if not (wanted_raw.isascii() and wanted_raw.isdigit()) or int(wanted_raw) > MAX_READY_WORKERS:
-            return error(400, f"workers: must be a whole number from 0 to {MAX_READY_WORKERS}, got {wanted_raw!r}")
-        wanted = int(wanted_raw)
+        try:
+            wanted = READY_PARAMS["workers"].parse("workers", wanted_raw)  # type: ignore[assignment]
+        except ParamError as exc:
+            return error(400, str(exc))
     problems = []
     workers: int | None = None
     if web.store is None or not await web.store.ping():
@@ -43,11 +50,14 @@ async def readyz(request: Request) -> Response:
             workers = await heartbeat.live_workers(web.store.redis)
         except (RedisError, OSError):
             problems.append("redis is not reachable")
+    if not web.ruleset.rules:
+        problems.append("no rules are loaded: the active rules file has none, so no delivery can start anything")
     if workers is not None and workers < wanted:
         problems.append(f"{workers} live worker(s), {wanted} required")
     body: dict[str, Any] = {
         "status": "ready" if not problems else "not ready",
         "rules_version": web.ruleset.version,
+        "rules": len(web.ruleset.rules),
         "workers": workers,
     }
     if problems:
@@ -55,6 +65,14 @@ async def readyz(request: Request) -> Response:
     return answer(200 if not problems else 503, body)
 
 
+@produces("text/plain")
+async def get_metrics(request: Request) -> Response:
+    """GET /metrics: this process's metrics in the Prometheus text format (queue gauges read from Redis now)."""
+    store = state(request).store
+    body = await metrics.exposition(None if store is None else store.redis)
+    return Response(body, media_type=metrics.CONTENT_TYPE)
+
+
 def routes() -> list[Route]:
     """The probes' routes."""
-    return [Route("/healthz", healthz), Route("/readyz", readyz)]
+    return [Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", get_metrics)]

@@ -1,6 +1,7 @@
 """The operator's views of stored events (DESIGN §8): an event with its actions, and its chain's tree.
 
-Read-only answers built from the store: ``event_view`` for ``GET /events/{id}`` (the ledgers
+Read-only answers built from the store: ``events_page`` for ``GET /events`` (recent deliveries, each
+summarised), ``event_view`` for ``GET /events/{id}`` (the ledgers
 decoded, each action's attempt history from the event's audit records), ``chain_view`` for
 ``GET /chains/{id}`` (the lineage tree from the first build of the chain, at most
 ``MAX_CHAIN_NODES`` events). Both return None for an event that is not stored.
@@ -8,10 +9,12 @@ decoded, each action's attempt history from the event's audit records), ``chain_
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from typing import Any
 
+from chainer.fastjson import loads
 from chainer.store import Store, current_error
+from chainer.web.params import OUTCOMES
 
 MAX_CHAIN_NODES = 500
 _ATTEMPT_ENDS = ("attempt.succeeded", "attempt.failed")
@@ -24,16 +27,16 @@ async def event_view(store: Store, event_id: str) -> dict[str, Any] | None:
     stored = await store.get_event(event_id)
     if not stored:
         return None
-    action_ids: list[str] = json.loads(stored.get("actions") or "[]")
+    action_ids: list[str] = loads(stored.get("actions") or "[]")
     actions = [await store.get_action(a) for a in action_ids]
     records = await store.event_audit(event_id)
-    event = json.loads(stored["event"])
-    event["raw"] = json.loads(stored.get("raw") or "{}")
+    event = loads(stored["event"])
+    event["raw"] = loads(stored.get("raw") or "{}")
     return {
         "event": event,
         "received_ms": int(stored.get("received_ms") or 0),
         "rules_version": stored.get("rules_version"),
-        "decisions": json.loads(stored.get("decisions") or "[]"),
+        "decisions": loads(stored.get("decisions") or "[]"),
         "actions": [action_view(a, records) for a in actions if a],
         "audit": records,
     }
@@ -43,7 +46,7 @@ def action_view(ledger: dict[str, str], records: list[dict[str, Any]]) -> dict[s
     """The ledger decoded, ``last_error`` only while it explains the state, and ``history``: every
     finished attempt with its outcome, status and error (from the event's audit records)."""
     view: dict[str, Any] = dict(ledger)
-    view["params"] = json.loads(ledger.get("params") or "{}")
+    view["params"] = loads(ledger.get("params") or "{}")
     for name in ("attempts", "replays", "depth", "index"):
         if name in view and str(view[name]).isdigit():
             view[name] = int(view[name])
@@ -64,7 +67,7 @@ async def chain_view(store: Store, event_id: str) -> dict[str, Any] | None:
     stored = await store.get_event(event_id)
     if not stored:
         return None
-    chain = json.loads(stored["event"]).get("chain") or []
+    chain = loads(stored["event"]).get("chain") or []
     root = chain[0]["event_id"] if chain else event_id
     budget = [MAX_CHAIN_NODES]
     tree = await _chain_node(store, root, budget)
@@ -76,11 +79,11 @@ async def _chain_node(store: Store, event_id: str, budget: list[int]) -> dict[st
     stored = await store.get_event(event_id)
     if not stored:
         return {"event_id": event_id, "missing": "expired or never stored"}
-    event = json.loads(stored["event"])
+    event = loads(stored["event"])
     chain = event.get("chain") or []
     children = [await _chain_node(store, c, budget) for c in await store.children(event_id) if budget[0] > 0]
     actions = []
-    for action in json.loads(stored.get("actions") or "[]"):
+    for action in loads(stored.get("actions") or "[]"):
         ledger = await store.get_action(action)
         actions.append(
             {
@@ -100,3 +103,56 @@ async def _chain_node(store: Store, event_id: str, budget: list[int]) -> dict[st
         "caused_by": chain[-1].get("action_id") if chain else None,
         "actions": actions,
     }
+
+
+async def events_page(store: Store, q: Mapping[str, Any]) -> dict[str, Any]:
+    """``GET /events``: one page of deliveries from the audit log (newest first unless ``after``), each with its
+    outcome, its event's matched rules and its actions' states. ``next`` continues in the same direction; a
+    page may hold fewer than ``limit`` items when the ``rule`` filter drops some (keep following ``next``)."""
+    wanted = set(OUTCOMES) if q["outcome"] is None else {t for t, o in OUTCOMES.items() if o in q["outcome"]}
+    match: dict[str, set[str]] = {"type": wanted}
+    match |= {name: set(q[name]) for name in ("provider", "project", "branch", "commit") if q[name] is not None}
+    before = q["before"] if q["before"] is not None or q["after"] is not None else "+"
+    page = await store.read_audit(
+        after=q["after"],
+        before=before,
+        since_ms=q["since"],
+        until_ms=q["until"],
+        limit=q["limit"],
+        match=match,
+        event_id=q["event_id"],
+    )
+    items = []
+    for record in page.items:
+        item = await delivery_summary(store, record)
+        if q["rule"] is None or set(q["rule"]) & set(item["matched"]):
+            items.append(item)
+    return {"items": items, "next": page.next}
+
+
+async def delivery_summary(store: Store, record: Mapping[str, Any]) -> dict[str, Any]:
+    """A delivery's audit record with its outcome, and for a stored event its matched rules and actions."""
+    item: dict[str, Any] = {"id": record["id"], "time": record["time"], "outcome": OUTCOMES.get(record["type"])}
+    item |= {name: record.get(name) for name in _SUMMARY_FIELDS}
+    item |= {"matched": [], "actions": [], "state": None}
+    event_id = record.get("delivery_event_id") or record.get("event_id")
+    stored = await store.get_event(event_id) if event_id and record["type"] != "webhook.ignored" else {}
+    if stored:
+        event = loads(stored["event"])
+        item["status"] = item["status"] or event.get("status")
+        item["received_ms"] = int(stored.get("received_ms") or 0)
+        decisions = loads(stored.get("decisions") or "[]")
+        item["matched"] = [d.get("rule") for d in decisions if d.get("matched")]
+        for action in loads(stored.get("actions") or "[]"):
+            ledger = await store.get_action(action)
+            item["actions"].append(
+                {name: ledger.get(name) for name in ("action_id", "rule", "action", "state")}
+                | {"attempts": int(ledger.get("attempts") or 0)}
+            )
+        states = {a["state"] for a in item["actions"]}
+        item["state"] = next((s for s in _STATE_ORDER if s in states), "no actions" if not states else None)
+    return item
+
+
+_SUMMARY_FIELDS = ("event_id", "provider", "project", "branch", "commit", "status", "reason", "http_status")
+_STATE_ORDER = ("dead", "calling", "pending", "skipped", "discarded", "done")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -108,7 +111,8 @@ def test_every_webhook_url_in_the_provider_guide_is_accepted_by_chainer_web(tmp_
     """Each `https://chainer.example.org/hooks/...` form of docs/providers.md, posted to a real `chainer web`, is 202.
 
     Codeship and legacy CircleCI URLs carry the hook token (and get 401 with a wrong one); the signed
-    CircleCI URL gets a ping signed with the webhook secret.
+    CircleCI and GitHub URLs get a ping signed with the webhook secret (GitHub's also refused when signed with
+    another), the Buildkite one a ping signed with its token.
     """
     guide = (DOCS / "providers.md").read_text()
     urls = sorted(set(re.findall(r"https://chainer\.example\.org(/hooks/[^\s`)]*)", guide)))
@@ -119,6 +123,8 @@ def test_every_webhook_url_in_the_provider_guide_is_accepted_by_chainer_web(tmp_
         "CHAINER_RULES": str(REPO / "rules.yaml"),
         "CHAINER_HOOK_TOKEN": hook,
         "CHAINER_CIRCLECI_WEBHOOK_SECRETS": secret,
+        "CHAINER_GITHUB_WEBHOOK_SECRETS": secret,
+        "CHAINER_BUILDKITE_WEBHOOK_TOKEN": secret,
     }
     bodies = {
         "codeship": (REPO / "examples" / "codeship-success.json").read_bytes(),
@@ -144,6 +150,29 @@ def test_every_webhook_url_in_the_provider_guide_is_accepted_by_chainer_web(tmp_
                     timeout=10,
                 )
                 assert (right.status_code, wrong.status_code) in {(202, 401), (200, 401)}, (path, right.text)
+            elif path == "/hooks/github":
+                ping = json.dumps(
+                    {
+                        "zen": "Keep it logically awesome.",
+                        "hook_id": 1,
+                        "hook": {"events": ["workflow_run"], "config": {"content_type": "json"}},
+                    }
+                ).encode()
+                for key, status in ((secret, 202), ("another-secret", 401)):
+                    signature = "sha256=" + hmac.new(key.encode(), ping, hashlib.sha256).hexdigest()
+                    headers = {
+                        "content-type": "application/json",
+                        "x-github-event": "ping",
+                        "x-hub-signature-256": signature,
+                    }
+                    answer = httpx.post(base + path, content=ping, headers=headers, timeout=10)
+                    assert answer.status_code == status, answer.text
+                    if status == 202:
+                        assert answer.json() == {"status": "ignored", "reason": "GitHub ping from hook 1"}
+            elif path == "/hooks/buildkite":
+                body, headers = payloads.buildkite_signed({"event": "ping"}, secret, int(time.time()))
+                answer = httpx.post(base + path, content=body, headers=headers, timeout=10)
+                assert answer.status_code == 202 and answer.json()["status"] == "ignored", answer.text
             else:
                 assert path == "/hooks/circleci", path
                 body, headers = payloads.signed(payloads.circleci_ping(), secret, "ping")

@@ -272,7 +272,8 @@ def test_redis_statefulset_persists_to_its_volume_with_a_config_redis_accepts(tm
 
 
 def test_network_policies_let_only_the_ingress_reach_web_and_only_chainer_reach_redis() -> None:
-    """Each pod has an ingress policy: web from the ingress controller, Redis from chainer pods, workers none."""
+    """Each pod has an ingress policy: web from the ingress controller, Redis from chainer pods, workers none
+    but Prometheus (which also scrapes the web pods' http port), only on the ports their scrape annotations name."""
     policies = [doc for _, doc in resources() if doc["kind"] == "NetworkPolicy"]
     pods = {w["metadata"]["name"]: w for w in _workloads()}
 
@@ -284,13 +285,26 @@ def test_network_policies_let_only_the_ingress_reach_web_and_only_chainer_reach_
         return selected
 
     web = policy_for("chainer-web")["spec"]["ingress"]
-    assert len(web) == 1 and len(web[0]["from"]) == 1
+    web_scrape = web[1]
+    assert len(web) == 2 and len(web[0]["from"]) == 1
     source = web[0]["from"][0]
     assert set(source) == {"namespaceSelector", "podSelector"}, "the ingress controller's pods, in its namespace"
     assert not any(_selects(source["podSelector"]["matchLabels"], _pod_labels(w)) for w in pods.values())
     assert [p["port"] for p in web[0]["ports"]] == [pod_spec(pods["chainer-web"])["containers"][0]["ports"][0]["name"]]
 
-    assert policy_for("chainer-worker")["spec"]["ingress"] == []
+    (worker_scrape,) = policy_for("chainer-worker")["spec"]["ingress"]
+    for workload, rule in (("chainer-web", web_scrape), ("chainer-worker", worker_scrape)):
+        (prometheus,) = rule["from"]
+        assert set(prometheus) == {"namespaceSelector", "podSelector"}
+        assert prometheus["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+        assert not any(_selects(prometheus["podSelector"]["matchLabels"], _pod_labels(w)) for w in pods.values())
+        annotations = pods[workload]["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+        (port,) = [
+            p for p in pod_spec(pods[workload])["containers"][0]["ports"] if p["name"] == rule["ports"][0]["port"]
+        ]
+        assert [p["port"] for p in rule["ports"]] == [port["name"]]
+        assert str(port["containerPort"]) == annotations["prometheus.io/port"]
 
     redis = policy_for("chainer-redis")["spec"]["ingress"]
     assert len(redis) == 1 and [set(s) for s in redis[0]["from"]] == [{"podSelector"}], "same namespace, by pod"

@@ -150,6 +150,8 @@ def test_sdist_and_wheel_build_install_into_a_clean_virtualenv_and_run(tmp_path:
         in_wheel = set(archive.namelist())
         entry_points = archive.read(f"chainer-{chainer.__version__}.dist-info/entry_points.txt").decode()
     assert package_files <= in_wheel, sorted(package_files - in_wheel)
+    page_files = {"chainer/web/templates/base.html", "chainer/web/static/ui.css", "chainer/web/static/live.js"}
+    assert page_files <= in_wheel, "the operator page's templates and static files ship in the wheel"
     assert not any(name.startswith(("tests/", "deploy/", "bench/")) for name in in_wheel)
     assert "chainer = chainer.cli:main" in entry_points
 

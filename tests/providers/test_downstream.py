@@ -713,3 +713,13 @@ async def test_secret_cut_at_the_excerpt_edge_leaves_no_prefix() -> None:
     with pytest.raises(PermanentDownstreamError) as caught:
         await _trigger_codeship(httpx.Response(400, text="x" * 490 + ACCESS_TOKEN + " tail"))
     assert ACCESS_TOKEN[:8] not in caught.value.body and "x***" in caught.value.body
+
+
+async def test_the_http_clients_timeouts_stay_inside_the_job_timeout() -> None:
+    """With a short job timeout every client timeout is at most a third of it, so a hanging provider ends the
+    attempt as a classified (ambiguous) timeout, not as arq cancelling the job (found by tests/faults)."""
+    client = default_http_client(6.0)
+    try:
+        assert client.timeout == httpx.Timeout(connect=2, read=2, write=2, pool=2)
+    finally:
+        await client.aclose()

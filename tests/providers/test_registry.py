@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import parse_qs, urlencode
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from redis.asyncio import Redis
 
 from chainer import lineage, providers
 from chainer.app import create_app
+from chainer.catalogue import ActionSpec, Param
 from chainer.cli import main
 from chainer.errors import AuthenticationError, PermanentDownstreamError, UnknownProviderError
 from chainer.events import BuildEvent, make_event_id
@@ -27,11 +29,10 @@ from chainer.explain import explain
 from chainer.jobs import run_action
 from chainer.providers import Downstream
 from chainer.providers.base import (
-    ActionSpec,
+    Hook,
     HookAuth,
     Ignored,
     LineageKey,
-    Param,
     Provider,
     build_and_ref_keys,
     repo_of,
@@ -168,24 +169,49 @@ def fakeci() -> Iterator[FakeCI]:
         assert "fakeci.rebuild" not in providers.catalogue().actions
 
 
+class FormCI(FakeCI):
+    """FakeCI whose hook may also send ``application/x-www-form-urlencoded`` bodies (``payload=<json>``)."""
+
+    name = "formci"
+    title = "FormCI"
+    hook = Hook(content_types=("application/x-www-form-urlencoded",))
+    actions = ()
+
+    def parse_unverified(self, headers: Mapping[str, str], body: bytes) -> BuildEvent | Ignored:
+        if headers.get("content-type") == "application/x-www-form-urlencoded":
+            body = parse_qs(body.decode())["payload"][0].encode()
+        return super().parse_unverified(headers, body)
+
+
+@pytest.fixture
+def formci(fakeci: FakeCI) -> Iterator[FormCI]:
+    """FormCI in the registry (beside FakeCI) for one test."""
+    provider = FormCI()
+    providers.register(provider)
+    try:
+        yield provider
+    finally:
+        providers.unregister(provider.name)
+
+
 def delivery(result: str, number: int, job: str = "acme/api") -> bytes:
     return json.dumps({"job": job, "number": number, "result": result, "branch": "main"}).encode()
 
 
 def test_the_builtin_providers_are_registered_once_in_order() -> None:
-    assert providers.names() == ("codeship", "circleci")
-    assert providers.catalogue().providers == ("codeship", "circleci")
+    assert providers.names() == ("codeship", "circleci", "github", "buildkite")
+    assert providers.catalogue().providers == ("codeship", "circleci", "github", "buildkite")
     with pytest.raises(ValueError, match="already registered"):
         providers.register(providers.get("codeship"))
     with pytest.raises(ValueError, match="lower-case identifier"):
         providers.register(type("Bad", (FakeCI,), {"name": "Fake/CI"})())
-    assert providers.names() == ("codeship", "circleci")
+    assert providers.names() == ("codeship", "circleci", "github", "buildkite")
 
 
 async def test_a_registered_provider_is_served_parsed_executed_and_chained(fakeci: FakeCI, redis: Redis) -> None:
     """POST /hooks/fakeci/<token> goes through FakeCI's own parse, its rule queues its action, its client runs the
     action through Downstream, and the build that action started inherits the chain when it reports back."""
-    assert providers.names() == ("codeship", "circleci", "fakeci")
+    assert providers.names() == ("codeship", "circleci", "github", "buildkite", "fakeci")
     store = Store(redis)
     app = create_app(SETTINGS, ruleset=parse_rules(RULES), store=store)  # the rules validate against the registry
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
@@ -227,7 +253,7 @@ async def test_a_registered_provider_is_served_parsed_executed_and_chained(fakec
 
 def test_a_registered_provider_is_in_the_catalogue_schema_lint_and_explain(fakeci: FakeCI) -> None:
     catalogue = providers.catalogue()
-    assert catalogue.providers == ("codeship", "circleci", "fakeci")
+    assert catalogue.providers == ("codeship", "circleci", "github", "buildkite", "fakeci")
     assert catalogue.kinds["fakeci"] == ("build",) and catalogue.title("fakeci") == "FakeCI"
     assert catalogue.actions["fakeci.rebuild"].provider == "fakeci"
     schema = json.dumps(rules_schema())
@@ -244,7 +270,7 @@ def test_rules_naming_an_unregistered_provider_or_its_actions_are_refused() -> N
     with pytest.raises(RulesError) as refused:
         parse_rules(RULES)
     text = "\n".join(refused.value.problems)
-    assert "'fakeci' is not one of codeship, circleci" in text
+    assert "'fakeci' is not one of codeship, circleci, github, buildkite" in text
     assert "fakeci.rebuild" in text and "unknown action" in text
 
 
@@ -264,10 +290,10 @@ async def test_an_unknown_provider_is_refused_never_read_as_circleci(redis: Redi
             json={"provider": "unknown", "body": body.decode()},
             headers={"Authorization": f"Bearer {ADMIN}"},
         )
-        assert (
-            explained.status_code == 400 and explained.json()["error"] == "provider: must be 'codeship' or 'circleci'"
-        )
-    with pytest.raises(UnknownProviderError, match=r"unknown provider 'unknown' \(known: codeship, circleci\)"):
+        assert explained.status_code == 400
+        assert explained.json()["error"] == "provider: must be 'codeship' or 'circleci' or 'github' or 'buildkite'"
+    known = r"\(known: codeship, circleci, github, buildkite\)"
+    with pytest.raises(UnknownProviderError, match=rf"unknown provider 'unknown' {known}"):
         explain(parse_rules("version: 1\nrules: []\n"), "unknown", {}, body)
     with pytest.raises(UnknownProviderError):
         providers.get("")
@@ -288,6 +314,35 @@ def test_the_cli_explain_offers_the_registered_providers_only(tmp_path: Path) ->
     rules = tmp_path / "rules.yaml"
     rules.write_text("version: 1\nrules: []\n")
     refused = CliRunner().invoke(main, ["explain", "--provider", "unknown", str(payload), "--rules", str(rules)])
-    assert refused.exit_code == 2 and "'unknown' is not one of 'codeship', 'circleci'" in refused.output
+    assert (
+        refused.exit_code == 2
+        and "'unknown' is not one of 'codeship', 'circleci', 'github', 'buildkite'" in refused.output
+    )
     accepted = CliRunner().invoke(main, ["explain", "--provider", "circleci", str(payload), "--rules", str(rules)])
     assert accepted.exit_code == 0, accepted.output
+
+
+async def test_a_provider_hook_accepts_the_content_types_it_declares_and_others_still_get_415(
+    formci: FormCI, redis: Redis
+) -> None:
+    """A provider whose Hook names the form content type gets form bodies; the JSON-only hooks still answer 415."""
+    app = create_app(SETTINGS, ruleset=parse_rules(RULES), store=Store(redis))
+    form = urlencode({"payload": delivery("FAILURE", 3).decode()}).encode()
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        accepted = await client.post(f"/hooks/formci/{HOOK}", content=form, headers=headers)
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["status"] == "accepted" and formci.parsed == 1
+        as_json = await client.post(f"/hooks/formci/{HOOK}", content=delivery("FAILURE", 4), headers=JSON)
+        assert as_json.status_code == 202 and formci.parsed == 2
+        for path in (f"/hooks/fakeci/{HOOK}", f"/hooks/codeship/{HOOK}"):
+            refused = await client.post(path, content=form, headers=headers)
+            assert refused.status_code == 415, refused.text
+            assert refused.json()["error"] == (
+                "content type 'application/x-www-form-urlencoded' is not supported; send application/json"
+            )
+        plain = await client.post(f"/hooks/formci/{HOOK}", content=form, headers={"content-type": "text/plain"})
+        assert plain.status_code == 415
+        assert plain.json()["error"] == (
+            "content type 'text/plain' is not supported; send application/json or application/x-www-form-urlencoded"
+        )

@@ -15,10 +15,10 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from chainer import rules
+from chainer.catalogue import ActionSpec, Catalogue, EventFacts, Param
 from chainer.errors import RulesError
 from chainer.events import BuildEvent, ChainLink
 from chainer.providers import catalogue
-from chainer.providers.base import ActionSpec, Catalogue, EventFacts, Param
 from tests.helpers import R, document, rule_event
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,6 +63,7 @@ DISPATCH = ActionSpec(
     ),
     "Dispatch a GitHub Actions workflow.",
     carry_chain=_note_chain,
+    target="repo",
 )
 
 
@@ -96,7 +97,7 @@ def test_a_provider_the_catalogue_adds_is_accepted_matched_and_rendered() -> Non
     ]
     assert ruleset.evaluate(rule_event()) == []  # a CircleCI event is no candidate of a `provider: gha` rule
     refused = problems(text, catalogue())
-    assert f"rules.yaml:4: {R}when.provider: 'gha' is not one of codeship, circleci" in refused
+    assert f"rules.yaml:4: {R}when.provider: 'gha' is not one of codeship, circleci, github, buildkite" in refused
     assert any("then[0].gha.dispatch: unknown action" in p for p in refused), refused
     # The probe event of each provider the rule can see comes from the catalogue too.
     other = document(when="{provider: codeship}", then="[{gha.dispatch: {}}]")
@@ -160,6 +161,23 @@ def test_an_action_carries_the_lineage_its_own_way() -> None:
     assert action.params == {"repo": "acme/lib"}
 
 
+def test_the_argument_an_action_names_its_target_by_feeds_the_project_graph_and_the_loop_guard() -> None:
+    """`gha.dispatch` names its downstream project `repo` (ActionSpec.target): lint sees the acme/a → acme/b cycle
+    through it, and the loop guard's path ends with the repository it would have dispatched, not the action."""
+    text = (
+        "version: 1\nmax_depth: 2\nrules:\n"
+        "  - {name: a-to-b, when: {project: acme/a}, then: [{gha.dispatch: {repo: acme/b}}]}\n"
+        "  - {name: b-to-a, when: {project: acme/b}, then: [{gha.dispatch: {repo: Acme/A}}]}\n"
+    )
+    ruleset = rules.parse_rules(text, catalogue=with_gha())
+    assert [c.text() for c in ruleset.cycles()] == [
+        "acme/a → acme/b → acme/a (rules a-to-b, b-to-a), stopped at depth 2"
+    ]
+    chain = (ChainLink("evt_1", "a-to-b", "acme/a"), ChainLink("evt_2", "b-to-a", "acme/b"))
+    (decision,) = ruleset.evaluate(dataclasses.replace(GHA_EVENT, project="acme/a", chain=chain))
+    assert [a.error for a in decision.actions] == ["loop guard: acme/a → acme/b → acme/a → acme/b, depth 3 > 2"]
+
+
 def test_a_catalogue_must_describe_every_provider_it_lists() -> None:
     """A provider without event facts or kinds is refused when the catalogue is built, not met later in lint."""
     base = catalogue()
@@ -167,12 +185,12 @@ def test_a_catalogue_must_describe_every_provider_it_lists() -> None:
         dataclasses.replace(base, providers=(*base.providers, "gha"))
 
 
-ALLOWED = ("chainer.rules", "chainer.events", "chainer.errors", "chainer.providers.base")
+ALLOWED = ("chainer.rules", "chainer.events", "chainer.errors", "chainer.catalogue")
 
 
 @pytest.mark.parametrize("module", sorted((REPO / "chainer" / "rules").glob("*.py")), ids=lambda p: p.name)
 def test_the_rules_package_imports_no_provider_and_names_none(module: Path) -> None:
-    """chainer/rules/ imports only itself, events, errors and the providers' base types, and names no provider."""
+    """chainer/rules/ imports only itself, events, errors and the catalogue types, and names no provider."""
     source = module.read_text()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("chainer"):
@@ -184,3 +202,26 @@ def test_the_rules_package_imports_no_provider_and_names_none(module: Path) -> N
         for name in names:
             assert name == "chainer.__version__" or name.startswith(ALLOWED), f"{module.name} imports {name}"
     assert "codeship" not in source.lower() and "circleci" not in source.lower()
+
+
+def test_the_project_graph_follows_the_argument_each_action_names_its_target_with() -> None:
+    """An action whose target argument is not called `project` (`gha.dispatch` names a `repo`) still draws its
+    edge: lint sees the loop acme/a → acme/b → acme/a, not one self-loop per rule."""
+    text = (
+        "version: 1\nmax_depth: 3\nrules:\n"
+        "  - name: a-to-b\n    when: {provider: gha, project: acme/a}\n    then: [{gha.dispatch: {repo: acme/b}}]\n"
+        "  - name: b-to-a\n    when: {provider: gha, project: acme/b}\n    then: [{gha.dispatch: {repo: acme/a}}]\n"
+    )
+    cycles = rules.parse_rules(text, catalogue=with_gha()).cycles()
+    assert [c.text() for c in cycles] == ["acme/a → acme/b → acme/a (rules a-to-b, b-to-a), stopped at depth 3"]
+
+
+def test_the_loop_guard_names_the_target_by_the_argument_the_action_declares() -> None:
+    """A chained event past max_depth: the skipped action's path ends with what its target argument (`repo`) names."""
+    text = (
+        "version: 1\nmax_depth: 1\nrules:\n"
+        "  - name: a-to-b\n    when: {provider: gha, project: acme/lib}\n    then: [{gha.dispatch: {repo: acme/b}}]\n"
+    )
+    chained = dataclasses.replace(GHA_EVENT, chain=(ChainLink("evt_0", "x-to-lib", "acme/x"),))
+    (decision,) = rules.parse_rules(text, catalogue=with_gha()).evaluate(chained)
+    assert [a.error for a in decision.actions] == ["loop guard: acme/x → acme/lib → acme/b, depth 2 > 1"]

@@ -4,14 +4,19 @@ default, YAML merge keys and aliases, files that cannot be read."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
+from bench import payloads
 from chainer import rules
+from chainer.catalogue import ActionSpec, Param
 from chainer.errors import RulesError
 from chainer.providers import catalogue
-from chainer.providers.base import ActionSpec, Param
+from chainer.rules import _yaml
 from tests.helpers import (
     R,
     document,
@@ -169,3 +174,161 @@ def test_load_rules_refuses_bytes_that_are_not_utf8(tmp_path: Path) -> None:
         load_rules(path)
     (problem,) = info.value.problems
     assert problem.startswith(f"{path}:1: not UTF-8 text (invalid continuation byte at byte ")
+
+
+# ----------------------------------------------------------------------------- the C parser and the pure-Python one
+
+# Documents the two YAML parsers could read differently: anchors, merge keys, aliases, duplicate and odd keys,
+# tags, and what libyaml accepts but the pure-Python parser refuses or reads otherwise (a tab between tokens, a `?`
+# inside a plain scalar in a flow collection, a tag on an empty scalar, a byte order mark past the start, `|#`).
+TRICKY = {
+    "merge-keys": MERGED,
+    "self-alias": "version: 1\nrules: &r\n  - *r\n",
+    "aliases": "version: 1\nx: &w {provider: codeship}\nrules:\n"
+    "  - {name: a, when: *w, then: [{codeship.restart_build: {}}]}\n"
+    "  - {name: b, when: *w, then: [{codeship.restart_build: {}}]}\n",
+    "merge-list-and-bad-merge": "version: 1\nrules:\n  - name: r\n    when: {<<: [{branch: main}, {status: error}]}\n"
+    "    then: [{codeship.restart_build: {<<: 5}}]\n",
+    "odd-keys": "version: 1\n? [a, b]\n: 1\n7: seven\nnull: x\nrules: []\nrules: {}\n",
+    "tags": "version: 1\nrules:\n  - name: r\n    description: !!binary aGVsbG8=\n    when: {branch: !!str 2024}\n"
+    "    then: [{codeship.restart_build: {build: !!int '12'}}]\n    max_depth: !custom 3\n",
+    "tab-between-tokens": "version: 1\nrules:\n  - name: r\n    when: {status:\terror}\n"
+    "    then: [{codeship.restart_build: {}}]\n",
+    "tab-in-quotes": 'version: 1\nrules:\n  - name: r\n    description: "a\tb"\n    when: {}\n'
+    "    then: [{codeship.restart_build: {}}]\n",
+    "question-mark-in-flow": "version: 1\nrules:\n  - name: r\n    when: {branch: re:^(?:main)$}\n"
+    "    then: [{codeship.restart_build: {}}]\n",
+    "question-mark-under-duplicate-key": "version: 1\nrules:\n  - name: r\n    when: {}\n    when: {branch: a?b}\n"
+    "    then: [{codeship.restart_build: {}}]\n",
+    "question-mark-quoted": "version: 1\nrules:\n  - name: r\n    when: {branch: 're:^(?:main)$'}\n"
+    "    then: [{codeship.restart_build: {}}]\n",
+    "empty-local-tag": "version: 1\nrules:\n  - name: r\n    description: !\n    when: {}\n"
+    "    then: [{codeship.restart_build: {}}]\n",
+    "empty-str-tag": "version: 1\nrules:\n  - name: r\n    description: !!str\n    when: {}\n"
+    "    then: [{codeship.restart_build: {}}]\n",
+    "tag-with-two-marks": "version: 1\nrules:\n  - name: r\n    description: !a&!b x\n    when: {}\n"
+    "    then: [{codeship.restart_build: {}}]\n",
+    "bom-inside": "version: 1\nrules:\n\ufeff  - {name: r, when: {}, then: [{codeship.restart_build: {}}]}\n",
+    "block-scalar-touching-a-comment": "version: 1\nrules:\n  - name: r\n    description: |#\n      x\n    when: {}\n"
+    "    then: [{codeship.restart_build: {}}]\n",
+    "bad-int": document(extra="    max_depth: !!int many\n"),
+    "syntax-error": "version: 1\nrules:\n  - name: r\n   when: {}\n",
+}
+
+
+def _outcome(text: str, source: str = "rules.yaml") -> Any:
+    """What parse_rules makes of ``text``: the rules, or the problems."""
+    try:
+        return parse_rules(text, source).rules
+    except RulesError as exc:
+        return exc.problems
+
+
+def _shape(value: Any) -> Any:
+    """A composed document with every line it remembers, comparable with ==."""
+    if isinstance(value, _yaml.LinedMap):
+        return ("map", value.line, value.key_lines, {k: _shape(v) for k, v in value.items()})
+    if isinstance(value, _yaml.LinedList):
+        return ("list", value.line, value.item_lines, [_shape(v) for v in value])
+    return (type(value).__name__, value)
+
+
+def _composed(text: str) -> Any:
+    problems: list[str] = []
+    flaws: list[_yaml.Flaw] = []
+    return _shape(_yaml.compose(text, "rules.yaml", problems, flaws)), problems, flaws
+
+
+@pytest.mark.parametrize("name", list(TRICKY))
+def test_the_c_parser_reads_every_document_as_the_pure_python_one_did(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libyaml composes the node tree; where it would read a text otherwise than the pure-Python parser did before
+    (a tab between tokens, a `?` in a flow scalar, a tag on an empty scalar), the pure-Python parser reads it, so
+    that values, lines, problems and their order stay what they were."""
+    text = TRICKY[name]
+    fast = _composed(text), _outcome(text)
+    monkeypatch.setattr(_yaml, "_C_LOADER", None)
+    assert fast == (_composed(text), _outcome(text))
+
+
+def test_a_tab_between_tokens_is_still_the_syntax_error_it_was() -> None:
+    """libyaml would take `{status:\terror}`; the file is refused with the pure-Python parser's words, as before."""
+    (problem,) = problems_of(TRICKY["tab-between-tokens"])
+    assert problem == "rules.yaml:4: YAML syntax error: found character '\\t' that cannot start any token"
+
+
+def test_a_question_mark_in_a_flow_scalar_is_still_refused() -> None:
+    """An unquoted `re:^(?:main)$` inside `{...}` was a syntax error and stays one; quoted, it is a pattern."""
+    (problem,) = problems_of(TRICKY["question-mark-in-flow"])
+    assert problem == "rules.yaml:4: YAML syntax error: expected ',' or '}', but got '?'"
+    (rule,) = parse_rules(TRICKY["question-mark-quoted"]).rules
+    assert rule.clause is not None and rule.clause.patterns["branch"].describe() == "re:^(?:main)$"
+
+
+def test_a_big_generated_file_reads_the_same_with_both_parsers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """400 rules of the benchmark's mix (literal, glob and regex projects, templated actions, limits): the
+    same rules, lines and summary whichever parser composes the file."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(payloads.big_rules(400))
+    fast = load_rules(path)
+    fast_shape = _composed(path.read_text())
+    monkeypatch.setattr(_yaml, "_C_LOADER", None)
+    slow = load_rules(path)
+    assert len(fast.rules) == 400
+    assert fast.rules == slow.rules and fast.summary() == slow.summary()
+    assert fast_shape == _composed(path.read_text())
+
+
+def test_a_valid_file_is_composed_by_libyaml_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Loading a valid file (startup, every reload) never runs the pure-Python YAML parser, about five times slower."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the pure-Python YAML parser ran")
+
+    path = tmp_path / "rules.yaml"
+    path.write_text(payloads.big_rules(200))
+    monkeypatch.setattr(yaml, "SafeLoader", refuse)
+    assert len(load_rules(path).rules) == 200
+    assert len(load_rules(REPO / "rules.yaml").rules) > 1
+    assert [r.name for r in parse_rules(MERGED).rules] == ["restart", "report"]
+
+
+def test_rules_with_the_same_template_share_one_compiled_template() -> None:
+    """A template text is compiled once however many rules use it (a big file repeats `{{ event.branch }}`)."""
+    then = "[{circleci.trigger_pipeline: {project: gh/acme/x, branch: '{{ event.branch }}'}}]"
+    text = "version: 1\nrules:\n" + "".join(
+        f"  - {{name: r{i}, when: {{project: acme/{i}}}, then: {then}}}\n" for i in range(3)
+    )
+    compiled = [rule.actions[0].compiled["branch"] for rule in parse_rules(text).rules]
+    assert compiled[0].template is not None
+    assert compiled[0].template is compiled[1].template is compiled[2].template
+
+
+def test_loading_pauses_the_cyclic_garbage_collector_and_restores_it(tmp_path: Path) -> None:
+    """Reading a file runs no collection of Python's cyclic garbage collector (it would walk the millions of
+    objects of a big file again and again: three quarters of the time for 10 000 rules), and leaves the
+    collector on, or off, as it found it."""
+    path = tmp_path / "rules.yaml"
+    path.write_text(payloads.big_rules(300))
+    known = catalogue()
+    runs: list[dict[str, Any]] = []
+
+    def record(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            runs.append(info)
+
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.callbacks.append(record)
+    gc.set_threshold(50)  # a collection every 50 new objects, were the collector on: thousands for this file
+    try:
+        assert len(rules.load_rules(path, catalogue=known).rules) == 300
+        assert len(runs) <= 1 and gc.isenabled()  # at most the one due when it is back on
+        gc.disable()
+        assert len(rules.load_rules(path, catalogue=known).rules) == 300
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(record)

@@ -170,7 +170,7 @@ INVALID = [
     ),
     ("bad-status", mutate("status: success", "status: sucess"), "is not a status"),
     ("empty-status-list", mutate("status: success", "status: []"), "matches nothing"),
-    ("bad-provider", mutate("provider: circleci", "provider: github"), "is not one of"),
+    ("bad-provider", mutate("provider: circleci", "provider: gitlab"), "is not one of"),
     ("bad-kind", mutate("kind: workflow", "kind: pipeline"), "is not one of"),
     ("empty-pattern-list", mutate("branch: main", "branch: []"), "matches nothing"),
     ("empty-include-exclude", mutate("branch: main", "branch: {include: [], exclude: []}"), "needs include"),
@@ -307,10 +307,11 @@ def test_base_document_is_valid() -> None:
 
 @pytest.mark.parametrize(("text", "problem"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID])
 def test_invalid_documents_are_rejected_by_schema_and_validator(text: str, problem: str) -> None:
-    """Each invalid document fails parse_rules for the intended reason and fails the schema at exactly one place."""
+    """Each invalid document fails parse_rules for the intended reason and fails the schema at exactly one place
+    (one error, or the same error from several providers' requirements: an argument no default fills)."""
     problems = validator_problems(text)
     assert any(problem in p for p in problems), problems
-    assert len(schema_errors(yaml.safe_load(text))) == 1, text
+    assert len(set(schema_errors(yaml.safe_load(text)))) == 1, text
 
 
 @pytest.mark.parametrize("text", [c[1] for c in VALID], ids=[c[0] for c in VALID])

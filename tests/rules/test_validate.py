@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from chainer.providers import catalogue
 from tests.helpers import (
     RESTART,
     R,
@@ -153,13 +154,6 @@ ONE_PROBLEM = [
         5,
         R + "then[0].codeship.restart_build",
         "arguments must be a mapping (use {} for none)",
-    ),
-    (
-        "no-default-for-codeship",
-        document(then="[{circleci.rerun_workflow: {}}]"),
-        5,
-        R + "then[0].circleci.rerun_workflow",
-        "argument 'workflow' has no default for codeship events; set it or restrict when.provider",
     ),
     (
         "no-default-when-provider-is-codeship",
@@ -444,6 +438,23 @@ ONE_PROBLEM = [
         R + "description",
         "YAML error: could not determine a constructor for the tag 'tag:yaml.org,2002:python/name:os.system'",
     ),
+    # A value its tag cannot take was a traceback out of the loader; it is a problem at its line.
+    ("bad-int-tag", document(extra="    description: !!int many\n"), 6, R + "description", "'many' is not a valid"),
+    ("bad-bool-tag", document(extra="    description: !!bool maybe\n"), 6, R + "description", "not a valid !!bool"),
+    (
+        "bad-timestamp-tag",
+        document(extra="    description: !!timestamp 2001-1214\n"),
+        6,
+        R + "description",
+        "YAML error: '2001-1214' is not a valid !!timestamp",
+    ),
+    (
+        "template-unknown-filter",
+        document(then="[{codeship.trigger_build: {project: acme/x, ref: '{{ event.branch | nosuch }}'}}]"),
+        5,
+        R + "then[0].codeship.trigger_build.ref",
+        "template syntax error: No filter named 'nosuch'",
+    ),
     (
         "merge-key-without-a-mapping",
         document(when="\n      <<: 5\n      status: error"),
@@ -465,3 +476,15 @@ def test_parse_rules_reports_the_problem_with_rule_path_and_line(
     prefix = f"rules.yaml:{line}: {subject}: " if subject else f"rules.yaml:{line}: "
     assert problem.startswith(prefix), problem
     assert fragment in problem[len(prefix) :], problem
+
+
+def test_an_argument_no_default_fills_is_reported_for_each_provider_whose_events_lack_it() -> None:
+    """A rule that can see every provider's events and leaves out an argument only CircleCI events fill gets one
+    problem per other registered provider (Codeship, Buildkite, ...), each at the action's line."""
+    found = problems_of(document(then="[{circleci.rerun_workflow: {}}]"))
+    others = sorted(p for p in catalogue().providers if p != "circleci")
+    assert "codeship" in others and found == [
+        f"rules.yaml:5: {R}then[0].circleci.rerun_workflow: argument 'workflow' has no default for {p} events; "
+        "set it or restrict when.provider"
+        for p in others
+    ]

@@ -823,7 +823,7 @@ async def test_scripted_429_with_retry_after_matches_path(client: httpx.AsyncCli
 
 async def test_scripted_fault_over_http_and_validation(client: httpx.AsyncClient) -> None:
     """``POST /_sandbox/script`` takes the same arguments as ``script``; bad arguments are 400 and script nothing."""
-    for bad in ({"api": "github", "status": 500}, {"api": "codeship.v1", "status": 99}, {"status": 500}, [1]):
+    for bad in ({"api": "gitlab", "status": 500}, {"api": "codeship.v1", "status": 99}, {"status": 500}, [1]):
         answer = await client.post("/_sandbox/script", json=bad)
         assert answer.status_code == 400 and "error" in answer.json()
     extra = await client.post("/_sandbox/script", json={"api": "codeship.v1", "status": 500, "color": "red"})
@@ -1057,6 +1057,8 @@ def sandbox_settings(**overrides: Any) -> Settings:
         "codeship_org": "ACME",  # chainer matches the organization name case-insensitively
         "codeship_api_key": Secret("sandbox-key"),
         "circleci_token": Secret("sandbox-token"),
+        "buildkite_url": SANDBOX_URL,
+        "buildkite_token": Secret("sandbox-buildkite-token"),
     }
     return Settings(**(values | overrides))
 
@@ -1077,12 +1079,18 @@ def failed_codeship_event() -> BuildEvent:
     )
 
 
-async def test_chainer_downstream_runs_all_seven_actions_against_the_sandbox(clock: Clock) -> None:
+async def test_chainer_downstream_runs_every_action_against_the_sandbox(clock: Clock) -> None:
     """chainer's real Downstream, pointed at the sandbox, executes every action successfully and the sandbox sees it."""
     secrets_ = {"codeship_password": "pw-Kd93q", "codeship_api_key": "key-Lm27v", "circleci_token": "cci-Rt55z"}
+    secrets_["buildkite_token"] = "bk-Xy31p"
     state = SandboxState(
-        clock=clock, codeship_password="pw-Kd93q", codeship_api_key="key-Lm27v", circleci_token="cci-Rt55z"
+        clock=clock,
+        codeship_password="pw-Kd93q",
+        codeship_api_key="key-Lm27v",
+        circleci_token="cci-Rt55z",
+        buildkite_token="bk-Xy31p",
     )
+    rebuilt = state.add_buildkite_build("acme/deploy", 7, branch="main", commit=SHA, state="failed")
     state.add_codeship_project("acme/web", id=11)
     state.add_codeship_project("acme/pro", type="pro", id=12)
     seeded = state.add_codeship_build("acme/web", branch="main", commit_sha=SHA, status="failed")
@@ -1096,13 +1104,16 @@ async def test_chainer_downstream_runs_all_seven_actions_against_the_sandbox(clo
         ("circleci.rerun_workflow", {"workflow": workflow}),
         ("circleci.v1_trigger_build", {"project": "github/acme/api", "branch": "feature/x", "revision": SHA}),
         ("circleci.v1_retry_build", {"project": "github/acme/api", "build": 1}),
+        ("buildkite.create_build", {"pipeline": "acme/deploy", "branch": "main", "commit": "HEAD", "env": {"N": 3}}),
+        ("buildkite.rebuild", {"pipeline": "acme/deploy", "build": 7}),
     ]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_sandbox_app(state))) as http:
         settings = sandbox_settings(**{name: Secret(value) for name, value in secrets_.items()})
         downstream = Downstream(settings, http, clock=clock)
         assert await downstream.clients["codeship"].check() == []
         results = {name: await downstream.execute(name, params, failed_codeship_event()) for name, params in actions}
-    assert set(results) == downstream.actions
+    # GitHub's three actions run against the sandbox in tests/providers/github/test_github_sandbox.py.
+    assert set(results) == {a for a in downstream.actions if not a.startswith("github.")}
     assert {name: (r.status, r.downstream_id is not None) for name, r in results.items()} == {
         "codeship.trigger_build": (202, False),
         "codeship.restart_build": (202, False),
@@ -1111,6 +1122,8 @@ async def test_chainer_downstream_runs_all_seven_actions_against_the_sandbox(clo
         "circleci.rerun_workflow": (202, True),
         "circleci.v1_trigger_build": (200, True),
         "circleci.v1_retry_build": (200, True),
+        "buildkite.create_build": (201, True),
+        "buildkite.rebuild": (200, True),
     }
     web = state.projects[0]
     assert results["codeship.trigger_build"].detail["project_uuid"] == web.uuid
@@ -1147,10 +1160,24 @@ async def test_chainer_downstream_runs_all_seven_actions_against_the_sandbox(clo
         ("circleci.rerun_workflow", 202),
         ("circleci.v1_trigger_build", 200),
         ("circleci.v1_retry_build", 200),
+        ("buildkite.create_build", 201),
+        ("buildkite.rebuild", 200),
     ]
     assert state.requests[2].body == {"ref": "heads/release/1.2", "commit_sha": "a" * 40}
     assert state.requests[8].body == {"from_failed": True}
     assert state.requests[9].path == "/api/v1.1/project/github/acme/api/tree/feature%2Fx"
+    deploy = state.buildkite_pipelines["acme/deploy"]
+    created, again = deploy.builds[1:]
+    assert state.requests[11].body == {
+        "commit": "HEAD",
+        "branch": "main",
+        "env": {"N": "3"},
+        "meta_data": {"chainer:cause": "evt_sandbox"},
+    }
+    assert (created.number, created.state, created.meta_data) == (8, "scheduled", {"chainer:cause": "evt_sandbox"})
+    assert results["buildkite.create_build"].downstream_id == created.id
+    assert results["buildkite.rebuild"].downstream_id == again.id and again.rebuilt_from is rebuilt
+    assert results["buildkite.rebuild"].detail["number"] == 9 and results["buildkite.rebuild"].detail["rebuild_of"] == 7
     recorded = json.dumps([dataclasses.asdict(r) for r in state.requests])
     for secret in secrets_.values():
         assert secret not in recorded

@@ -127,7 +127,8 @@ def test_most_in_any_window_counts_half_open_windows() -> None:
 
 @pytest.mark.timeout(90)
 async def test_codeship_budget_is_never_exceeded_in_any_window(redis: Redis, redis_url: str) -> None:
-    """100 queued Codeship actions never exceed the request budget in any window (1 s stands in for 60 s).
+    """100 queued Codeship actions never exceed the request budget in any window (20 a second stands in for
+    60 a minute: a budget small enough that the worker must wait for it even on a slow, busy machine).
 
     The windows are checked on the limiter's own timestamps (the Redis server clock it decides by), and every
     request that reached Codeship is one slot it granted, so client timing plays no part.
@@ -135,14 +136,14 @@ async def test_codeship_budget_is_never_exceeded_in_any_window(redis: Redis, red
     store = Store(redis)
     await _accept(store, 100, same_branch=False)
     fake = FakeCodeship()
-    limiter = RecordingLimiter(redis, "chainer:rate:codeship", limit=60, window_s=1.0, label="Codeship")
+    limiter = RecordingLimiter(redis, "chainer:rate:codeship", limit=20, window_s=1.0, label="Codeship")
     async with httpx.AsyncClient(transport=httpx.MockTransport(fake.handle)) as http:
         downstream = Downstream(SETTINGS, http, throttles={"codeship": limiter})
         await _drain(redis_url, store, downstream, RetryPolicy(busy_s=0.02))
     assert len(fake.builds) == 100
     assert len(limiter.granted) == len(fake.times)  # auth, project lookup, 100 builds: each took a slot
-    assert most_in_any_window(limiter.granted, limiter.window_ms) <= 60
-    assert max(limiter.granted) - min(limiter.granted) >= limiter.window_ms  # 102 slots cannot fit in one window
+    assert most_in_any_window(limiter.granted, limiter.window_ms) <= 20
+    assert max(limiter.granted) - min(limiter.granted) >= 5 * limiter.window_ms  # 102 slots need at least six windows
     waits = (await store.read_audit(match={"type": {"action.retry_scheduled"}}, limit=500)).items
     assert waits and all("outbound limit" in w["reason"] for w in waits)
     dead = (await store.read_audit(match={"type": {"action.dead"}}, limit=500)).items

@@ -15,6 +15,7 @@ from arq.worker import get_kwargs
 from redis.asyncio import Redis
 
 from chainer.app import create_app
+from chainer.errors import ConfigError
 from chainer.jobs import SERVICES, RetryPolicy, services
 from chainer.providers import Downstream
 from chainer.settings import Settings
@@ -100,52 +101,67 @@ async def test_arq_own_create_worker_builds_the_services_from_the_environment(
     assert shared.rules_task is not None and shared.rules_task.done()
 
 
-async def test_create_worker_takes_every_timing_from_the_settings(redis_url: str) -> None:
-    """Poll delay, wake timeout, job timeout (and so arq's in-progress timeout), lease and its renewal, the busy
-    recheck, the backoff and the sweep's period and grace all come from the settings (CHAINER_* variables)."""
-    settings = Settings(
-        rules_poll_seconds=3600,
-        worker_poll_delay_seconds=0.2,
-        worker_wake_timeout_seconds=0.7,
-        worker_job_timeout_seconds=7,
-        worker_lease_seconds=4,
-        worker_lease_renew_seconds=1,
-        worker_busy_recheck_seconds=0.3,
-        retry_backoff_base_seconds=2,
-        retry_backoff_cap_seconds=9,
-        sweep_interval_seconds=10,
-        sweep_grace_seconds=42,
+async def test_job_timings_follow_the_settings(redis_url: str) -> None:
+    """CHAINER_JOB_TIMEOUT_SECONDS, _JOB_LEASE_SECONDS, _TARGET_LEASE_*, _RETRY_*, _WORKER_POLL_SECONDS,
+    _WORKER_WAKE_TIMEOUT_SECONDS, _WORKER_BUSY_RECHECK_SECONDS and _SWEEP_* reach the worker: every function's
+    timeout, arq's in-progress lease, the in-flight lease on a target and its renewal, the poll, the wake-list
+    wait, the sweeper's schedule and grace, and the retry policy the jobs use."""
+    settings = Settings.from_env(
+        {
+            "CHAINER_JOB_TIMEOUT_SECONDS": "2",
+            "CHAINER_JOB_LEASE_SECONDS": "3.5",
+            "CHAINER_TARGET_LEASE_SECONDS": "1.5",
+            "CHAINER_TARGET_LEASE_RENEW_SECONDS": "0.4",
+            "CHAINER_WORKER_BUSY_RECHECK_SECONDS": "0.3",
+            "CHAINER_WORKER_WAKE_TIMEOUT_SECONDS": "0.7",
+            "CHAINER_RETRY_BASE_SECONDS": "0.2",
+            "CHAINER_RETRY_CAP_SECONDS": "1",
+            "CHAINER_RETRY_MAX_TRIES": "3",
+            "CHAINER_WORKER_POLL_SECONDS": "0.05",
+            "CHAINER_SWEEP_INTERVAL_SECONDS": "15",
+            "CHAINER_SWEEP_GRACE_SECONDS": "1.5",
+            "CHAINER_RULES_POLL_SECONDS": "3600",
+        }
     )
-    async with httpx.AsyncClient() as http:
-        worker = create_worker(
-            settings,
-            handle_signals=False,
-            redis_pool=connect_arq(redis_url, retries=0),
-            ruleset=parse_rules(RULES),
-            downstream=Downstream(settings, http),
-        )
-        assert (worker.poll_delay_s, worker.wake_timeout_s, worker.job_timeout_s) == (0.2, 0.7, 7)
-        assert {f.timeout_s for f in worker.functions.values()} == {7}
-        assert worker.in_progress_timeout_s == 17
-        (sweep,) = worker.cron_jobs
-        assert (sweep.name, sweep.second, sweep.minute) == ("sweep", {0, 10, 20, 30, 40, 50}, None)
-        worker.ctx["redis"] = worker.pool
-        assert worker.on_startup is not None
-        await worker.on_startup(worker.ctx)
-        shared = services(worker.ctx)
-        assert shared.locks is not None and (shared.locks.lease_s, shared.locks.renew_s) == (4, 1)
-        assert shared.retry_policy == RetryPolicy(base_s=2, cap_s=9, busy_s=0.3)
-        assert shared.sweep_grace_ms == 42_000
-        await worker.close()
-    default = create_worker(Settings(), handle_signals=False, redis_pool=connect_arq(redis_url, retries=0))
-    assert (default.poll_delay_s, default.job_timeout_s, default.in_progress_timeout_s) == (0.5, JOB_TIMEOUT_S, 70)
-    assert (default.cron_jobs[0].second, default.cron_jobs[0].minute) == ({30}, None)
-    hourly = create_worker(
-        Settings(sweep_interval_seconds=600), handle_signals=False, redis_pool=connect_arq(redis_url, retries=0)
+    worker = create_worker(
+        settings, handle_signals=False, redis_pool=connect_arq(redis_url, retries=0), ruleset=parse_rules(RULES)
     )
-    assert (hourly.cron_jobs[0].second, hourly.cron_jobs[0].minute) == ({30}, {0, 10, 20, 30, 40, 50})
-    await default.close()
-    await hourly.close()
+    assert {name: f.timeout_s for name, f in worker.functions.items()} == {"run_action": 2, "fire_join": 2, "sweep": 2}
+    assert (worker.job_timeout_s, worker.in_progress_timeout_s, worker.poll_delay_s) == (2, 3.5, 0.05)
+    assert worker.wake_timeout_s == 0.7
+    assert worker.cron_jobs[0].second == {0, 15, 30, 45}
+    worker.ctx["redis"] = worker.pool
+    assert worker.on_startup is not None
+    await worker.on_startup(worker.ctx)
+    shared = services(worker.ctx)
+    assert shared.retry_policy == RetryPolicy(max_tries=3, base_s=0.2, cap_s=1.0, busy_s=0.3)
+    # The lease on a target is short and renewed while the call runs (issue 11), no longer the job's lease.
+    assert shared.sweep_grace_ms == 1500 and shared.locks is not None and shared.locks.lease_ms == 1500
+    assert shared.locks.renew_s == 0.4
+    await worker.close()
+    default = Settings()
+    assert (default.lease_seconds, default.sweep_interval_seconds) == (70.0, 60)
+    assert (default.target_lease_seconds, default.target_lease_renew_seconds) == (10.0, 3.0)
+    assert (default.worker_busy_recheck_seconds, default.worker_wake_timeout_seconds) == (1.0, 5.0)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"CHAINER_JOB_TIMEOUT_SECONDS": "5", "CHAINER_JOB_LEASE_SECONDS": "5"}, "CHAINER_JOB_LEASE_SECONDS"),
+        ({"CHAINER_SWEEP_INTERVAL_SECONDS": "61"}, "CHAINER_SWEEP_INTERVAL_SECONDS"),
+        ({"CHAINER_SWEEP_INTERVAL_SECONDS": "0.5"}, "CHAINER_SWEEP_INTERVAL_SECONDS"),
+        ({"CHAINER_RETRY_MAX_TRIES": "0"}, "CHAINER_RETRY_MAX_TRIES"),
+        ({"CHAINER_RETRY_BASE_SECONDS": "nan"}, "CHAINER_RETRY_BASE_SECONDS"),
+        ({"CHAINER_TARGET_LEASE_RENEW_SECONDS": "10"}, "CHAINER_TARGET_LEASE_RENEW_SECONDS"),
+        ({"CHAINER_TARGET_LEASE_SECONDS": "0"}, "CHAINER_TARGET_LEASE_SECONDS"),
+        ({"CHAINER_WORKER_BUSY_RECHECK_SECONDS": "soon"}, "CHAINER_WORKER_BUSY_RECHECK_SECONDS"),
+        ({"CHAINER_WORKER_WAKE_TIMEOUT_SECONDS": "inf"}, "CHAINER_WORKER_WAKE_TIMEOUT_SECONDS"),
+    ],
+)
+def test_bad_job_timings_are_refused_naming_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env(env)
 
 
 @pytest.mark.timeout(60)

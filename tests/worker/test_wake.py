@@ -145,7 +145,7 @@ def circle() -> Iterator[Circle]:
 
 
 def make_settings(circle: Circle, **overrides: Any) -> Settings:
-    timings: dict[str, Any] = {"worker_poll_delay_seconds": POLL_S, "rules_poll_seconds": 3600}
+    timings: dict[str, Any] = {"worker_poll_seconds": POLL_S, "rules_poll_seconds": 3600}
     return Settings(
         hook_token=Secret(HOOK), circleci_token=Secret(CIRCLE_TOKEN), circleci_url=circle.url, **(timings | overrides)
     )
@@ -230,7 +230,7 @@ async def test_a_deferred_retry_runs_at_its_time_neither_early_nor_at_the_next_p
     """A 503 schedules a retry 0.5-1 s later (backoff base and cap 1 s); nothing wakes the worker for it, yet it
     runs then: not before the time the retry record announced, and long before the 30 s poll delay."""
     circle.fail_once.add("202")
-    settings = make_settings(circle, retry_backoff_base_seconds=1.0, retry_backoff_cap_seconds=1.0)
+    settings = make_settings(circle, retry_base_seconds=1.0, retry_cap_seconds=1.0)
     async with running_worker(settings, redis_url), web(settings, redis) as client:
         action = await deliver(client, 202)
         await eventually(lambda: _is(state_of(redis, action), "done"), "the retried action done")
@@ -343,8 +343,8 @@ async def test_a_killed_holder_frees_its_target_within_the_lease(
         "CHAINER_RULES": str(tmp_path / "rules.yaml"),
         "CHAINER_CIRCLECI_URL": circle.url,
         "CHAINER_CIRCLECI_TOKEN": CIRCLE_TOKEN,
-        "CHAINER_WORKER_LEASE_SECONDS": "2",
-        "CHAINER_WORKER_LEASE_RENEW_SECONDS": "0.5",
+        "CHAINER_TARGET_LEASE_SECONDS": "2",
+        "CHAINER_TARGET_LEASE_RENEW_SECONDS": "0.5",
         "CHAINER_WORKER_HEARTBEAT_SECONDS": "0.2",
     }
     for name in ("CHAINER_CODESHIP_USER", "CHAINER_CODESHIP_PASSWORD", "CHAINER_DRY_RUN"):

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from chainer.catalogue import ActionSpec, Param
 from chainer.events import BuildEvent
-from chainer.providers.base import ActionSpec, Param, same_provider
+from chainer.providers.base import same_provider
 from chainer.providers.circleci.facts import (
     CHAIN_PARAMETER,
     MAX_PARAMETER_KEY,

@@ -18,7 +18,7 @@ import httpx
 
 from chainer.errors import PermanentDownstreamError
 from chainer.events import BuildEvent
-from chainer.providers.base import ActionHandler, dispatch
+from chainer.providers.base import HandlerClient
 from chainer.providers.circleci.facts import (
     CREDENTIALS,
     MAX_PARAMETER_KEY,
@@ -29,7 +29,6 @@ from chainer.providers.circleci.facts import (
 )
 from chainer.providers.http import (
     Api,
-    BeforeEffect,
     CallResult,
     Scrubber,
     Throttle,
@@ -100,8 +99,10 @@ def _optional_text(params: Mapping[str, Any], name: str, action: str) -> str | N
     return value
 
 
-class CircleCIClient:
+class CircleCIClient(HandlerClient):
     """Executes the CircleCI actions."""
+
+    provider = NAME
 
     def __init__(
         self,
@@ -115,27 +116,13 @@ class CircleCIClient:
         self._settings = settings
         self._api = Api(http, label="CircleCI", credentials=CREDENTIALS, scrub=scrub, clock=clock, throttle=throttle)
         self._base = settings.circleci_url
-        self._handlers: dict[str, ActionHandler] = {
+        super().__init__()
+        self.handlers = {
             f"{NAME}.trigger_pipeline": self.trigger_pipeline,
             f"{NAME}.rerun_workflow": self.rerun_workflow,
             f"{NAME}.v1_trigger_build": self.v1_trigger_build,
             f"{NAME}.v1_retry_build": self.v1_retry_build,
         }
-
-    async def execute(
-        self,
-        action: str,
-        params: Mapping[str, Any],
-        event: BuildEvent,
-        *,
-        before_effect: BeforeEffect | None = None,
-    ) -> CallResult:
-        """Run one CircleCI action (``chainer.providers.base.Client``)."""
-        return await dispatch(NAME, self._handlers, action, params, event, before_effect)
-
-    async def check(self) -> list[str]:
-        """The start-up check: CircleCI's token is only tried by the first action, so nothing to check."""
-        return []
 
     def _headers(self, action: str) -> dict[str, str]:
         token = self._settings.circleci_token

@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
+from chainer.catalogue import ActionSpec, Param
 from chainer.events import BuildEvent
-from chainer.providers.base import ActionSpec, Param, same_provider
+from chainer.providers.base import same_provider
 from chainer.providers.codeship.parse import NAME
 
 _STR = (str,)

@@ -32,11 +32,10 @@ import httpx
 
 from chainer.errors import DownstreamError, PermanentDownstreamError
 from chainer.events import BuildEvent
-from chainer.providers.base import ActionHandler, dispatch
+from chainer.providers.base import HandlerClient
 from chainer.providers.codeship.parse import NAME
 from chainer.providers.http import (
     Api,
-    BeforeEffect,
     CallResult,
     Scrubber,
     Throttle,
@@ -88,8 +87,10 @@ def _queued_at(build: Mapping[str, Any]) -> float:
         return -math.inf
 
 
-class CodeshipClient:
+class CodeshipClient(HandlerClient):
     """Executes the Codeship actions; see the module docstring for the token and lookups."""
+
+    provider = NAME
 
     def __init__(
         self,
@@ -114,7 +115,8 @@ class CodeshipClient:
         self._projects_lock = asyncio.Lock()
         self._by_name: dict[str, str] = {}
         self._by_id: dict[str, str] = {}
-        self._handlers: dict[str, ActionHandler] = {
+        super().__init__()
+        self.handlers = {
             f"{NAME}.trigger_build": self.trigger_build,
             f"{NAME}.restart_build": self.restart_build,
             f"{NAME}.v1_restart_build": self.v1_restart_build,
@@ -131,17 +133,6 @@ class CodeshipClient:
             rate_limit_403=True,
             throttle=throttle,
         )
-
-    async def execute(
-        self,
-        action: str,
-        params: Mapping[str, Any],
-        event: BuildEvent,
-        *,
-        before_effect: BeforeEffect | None = None,
-    ) -> CallResult:
-        """Run one Codeship action (``chainer.providers.base.Client``)."""
-        return await dispatch(NAME, self._handlers, action, params, event, before_effect)
 
     async def check(self) -> list[str]:
         """The start-up check: ``check_auth`` when API v2 credentials are configured, else nothing to check."""

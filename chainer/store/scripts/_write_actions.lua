@@ -1,7 +1,7 @@
 -- Fragment (included by accept.lua and fire_join.lua): writes plan.actions, each a ledger, an arq job
 -- (queue KEYS[4], open set KEYS[5]) unless one of its budgets is spent, and its audit record into
--- `chosen` (queued, or skipped with the budget's reason). Expects `plan`, `chosen`, `queued` and `k`
--- (the index of the last key before the first action's keys) to be defined.
+-- `chosen` (queued: the record ARGV[act.record]; or skipped with the budget's reason). Expects `plan`,
+-- `chosen`, `queued` and `k` (the index of the last key before the first action's keys) to be defined.
 -- Each action's keys: its ledger, its arq job key, then one key per budget.
 for a, act in ipairs(plan.actions) do
   local lk, jk = KEYS[k + 1], KEYS[k + 2]
@@ -22,7 +22,7 @@ for a, act in ipairs(plan.actions) do
       redis.call('ZADD', KEYS[5], act.score, act.action_id)
       queued = queued + 1
     end
-    chosen[a] = act.record
+    chosen[a] = ARGV[act.record]
   else
     redis.call('HSET', lk, unpack(act.ledger))
     redis.call('HSET', lk, 'state', 'skipped', 'job_id', '', 'last_error', spent)

@@ -1,19 +1,23 @@
--- Accept one event atomically (Store.accept): dedupe, event hash, lineage child, ledgers, budgets,
--- arq jobs, fan-in join steps and audit records are written together, or nothing but a duplicate's
--- record is.
--- KEYS: 1 event hash, 2 audit log, 3 event audit stream, 4 arq queue, 5 open set, 6 the parent's
---       children set, 7..6+nd the dedupe (seen) keys, then each action's keys (_write_actions.lua),
---       then each join's hash and fire job key, the wake list (KEYS[plan.wake]), and last (when
---       plan.dup_key > 0) the audit stream of the event a duplicate belongs to.
--- ARGV[1]: the plan as JSON (Store.accept).
--- Returns {status, event id, jobs queued}; status is accepted, duplicate, or elsewhere (a duplicate of
--- another event than the one named: the caller repeats the call with that event's stream declared).
+-- Accept one event atomically (Store.accept): dedupe, lineage check, event hash, lineage child, ledgers,
+-- budgets, arq jobs, fan-in join steps and audit records are written together, or nothing but a
+-- duplicate's record is.
+-- KEYS: 1 event hash, 2 audit log, 3 event trail, 4 arq queue, 5 open set, 6 the parent's children set,
+--       7..6+nd the dedupe (seen) keys, then the nl lineage keys of the event (most specific first), then
+--       each action's keys (_write_actions.lua), then each join's hash and fire job key, the wake list
+--       (KEYS[plan.wake]), and last (when plan.dup_key > 0) the trail of the event a duplicate belongs to.
+-- ARGV[1]: the plan as JSON (Store.accept); ARGV[2]: the event's stored fields (compressed); ARGV[3..]:
+--          audit records, which the plan names by their index in ARGV.
+-- Returns {status, event id or lineage, jobs queued}; status is accepted, duplicate, elsewhere (a duplicate
+-- of another event than the one named: the caller repeats the call with that event's trail declared) or
+-- lineage (the first lineage key that exists holds another value than plan.lineage, the one the plan was
+-- made with: nothing is written, the caller plans again with the chain returned, '' when none).
 local plan = cjson.decode(ARGV[1])
 local nd = plan.nd
+--#include _trail.lua
 for i = 1, nd do
   local existing = redis.call('GET', KEYS[6 + i])
   if existing then
-    -- The duplicate is recorded on the accepted event's own stream, a declared key: this event's
+    -- The duplicate is recorded on the accepted event's own trail, a declared key: this event's
     -- (a redelivery) or the one the caller named in dup_key; any other event is reported back first.
     local target = KEYS[3]
     if existing ~= plan.event_id then
@@ -25,12 +29,21 @@ for i = 1, nd do
     dup.event_id = existing
     local rec = cjson.encode(dup)
     local id = redis.call('XADD', KEYS[2], 'MINID', '~', plan.minid, '*', 'r', rec)
-    if redis.call('EXISTS', target) == 1 then redis.call('XADD', target, id, 'r', rec) end
+    if redis.call('EXISTS', target) == 1 then trail(target, id, rec) end
     return {'duplicate', existing, 0}
   end
 end
+local found = ''
+for i = 1, plan.nl do
+  local value = redis.call('GET', KEYS[6 + nd + i])
+  if value then
+    found = value
+    break
+  end
+end
+if found ~= plan.lineage then return {'lineage', found, 0} end
 for i = 1, nd do redis.call('SET', KEYS[6 + i], plan.event_id, 'PX', plan.dedupe_ttl) end
-redis.call('HSET', KEYS[1], unpack(plan.event))
+redis.call('HSET', KEYS[1], 'z', ARGV[2], unpack(plan.event))
 redis.call('PEXPIRE', KEYS[1], plan.ttl)
 if plan.parent ~= '' then
   redis.call('SADD', KEYS[6], plan.event_id)
@@ -38,7 +51,7 @@ if plan.parent ~= '' then
 end
 local chosen = {}
 local queued = 0
-local k = 6 + nd
+local k = 6 + nd + plan.nl
 --#include _write_actions.lua
 local progress = {}
 for _, jn in ipairs(plan.joins) do
@@ -75,7 +88,7 @@ end
 --#include _write_audit.lua
 for _, rec in ipairs(progress) do
   local id = redis.call('XADD', KEYS[2], 'MINID', '~', plan.minid, '*', 'r', rec)
-  redis.call('XADD', KEYS[3], id, 'r', rec)
+  trail(KEYS[3], id, rec)
 end
 redis.call('PEXPIRE', KEYS[3], plan.ttl)
 local woke, wake, wake_max = queued > 0 or #plan.joins > 0, plan.wake or 0, plan.wake_max or 0

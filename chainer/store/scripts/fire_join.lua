@@ -1,9 +1,10 @@
 -- Write a completed fan-in's actions once (Store.fire_join): the join hash's `done` field marks it.
--- KEYS: 1 join hash, 2 audit log, 3 event audit stream, 4 arq queue, 5 open set, 6 event hash, then
---       each action's keys (_write_actions.lua), and last the wake list (KEYS[plan.wake]).
--- ARGV[1]: the plan as JSON (Store.fire_join).
+-- KEYS: 1 join hash, 2 audit log, 3 event trail, 4 arq queue, 5 open set, 6 event hash, then each
+--       action's keys (_write_actions.lua), and last the wake list (KEYS[plan.wake]).
+-- ARGV[1]: the plan as JSON (Store.fire_join); ARGV[2..]: audit records, named in the plan by index.
 -- Returns {'fired', event id, jobs queued}, or {'done', the event that fired it, 0} when already written.
 local plan = cjson.decode(ARGV[1])
+--#include _trail.lua
 if redis.call('HEXISTS', KEYS[1], 'done') == 1 then return {'done', redis.call('HGET', KEYS[1], 'done'), 0} end
 redis.call('HSET', KEYS[1], 'done', plan.event_id)
 local chosen = {}

@@ -1,10 +1,11 @@
 -- Compare-and-set on an action ledger's state (Store.transition), then the field writes, audit
 -- records, dead-letter and open-set bookkeeping and (for replays and retries) a new arq job.
--- KEYS: 1 ledger, 2 audit log, 3 event audit stream, 4 dlq, 5 arq job key, 6 arq queue, 7 open set,
---       8 the wake list.
--- ARGV[1]: the change as JSON (Store.transition).
+-- KEYS: 1 ledger, 2 audit log, 3 event trail, 4 dlq, 5 arq job key, 6 arq queue, 7 open set, 8 the wake
+--       list.
+-- ARGV[1]: the change as JSON (Store.transition); ARGV[2..]: its audit records.
 -- Returns {'ok', previous state}, {'conflict', actual state} or {'missing', ''}.
 local p = cjson.decode(ARGV[1])
+--#include _trail.lua
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'missing', ''} end
 if #p.from > 0 then
@@ -14,9 +15,9 @@ if #p.from > 0 then
 end
 if #p.set > 0 then redis.call('HSET', KEYS[1], unpack(p.set)) end
 for i = 1, #p.incr, 2 do redis.call('HINCRBY', KEYS[1], p.incr[i], p.incr[i + 1]) end
-for _, rec in ipairs(p.audit) do
-  local id = redis.call('XADD', KEYS[2], 'MINID', '~', p.minid, '*', 'r', rec)
-  redis.call('XADD', KEYS[3], id, 'r', rec)
+for i = 2, #ARGV do
+  local id = redis.call('XADD', KEYS[2], 'MINID', '~', p.minid, '*', 'r', ARGV[i])
+  trail(KEYS[3], id, ARGV[i])
 end
 if p.dlq == 'add' then redis.call('ZADD', KEYS[4], p.now, p.action_id)
 elseif p.dlq == 'remove' then redis.call('ZREM', KEYS[4], p.action_id) end

@@ -1,0 +1,181 @@
+"""Cross-provider chains end to end: webhooks through the ASGI app into a real Redis, a real arq worker (burst), the
+sandbox's APIs on a 127.0.0.1 socket. Codeship → GitHub dispatch (the run it started inherits the chain when it reports
+back, found by the run id GitHub answered), and a GitHub ↔ CircleCI loop stopped by max_depth with its path audited."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from redis.asyncio import Redis
+
+from chainer.app import create_app
+from chainer.jobs import RetryPolicy
+from chainer.providers import Downstream
+from chainer.sandbox import SandboxState, create_sandbox_app
+from chainer.settings import Secret, Settings
+from chainer.store import Store
+from chainer.store.connections import connect_arq
+from chainer.worker import create_worker
+from tests import helpers, payloads
+from tests.helpers import AUTH, HOOK, JSON, WHSEC, app_client, parse_rules
+from tests.providers.github.support import SECRET, delivery, workflow_run
+from tests.redis_server import free_port
+
+pytestmark = pytest.mark.integration
+
+RULES = """
+version: 1
+max_depth: 3
+rules:
+  - name: deploy-site-after-web
+    when: {provider: codeship, project: acme/web, branch: main, status: success}
+    then:
+      - github.dispatch_workflow:
+          repo: acme/site
+          workflow: deploy.yml
+          inputs: {upstream_sha: "{{ event.commit }}"}
+  - name: a-to-b
+    when: {provider: github, project: acme/a, status: success}
+    then:
+      - circleci.trigger_pipeline: {project: gh/acme/b, branch: "{{ event.branch }}"}
+  - name: b-to-a
+    when: {provider: circleci, project: acme/b, status: success}
+    then:
+      - github.dispatch_workflow: {repo: acme/a, workflow: ci.yml}
+"""
+
+
+@dataclass
+class Stack:
+    client: httpx.AsyncClient
+    sandbox: SandboxState
+    settings: Settings
+    redis_url: str
+
+    async def drain(self) -> None:
+        """Run a burst worker until the queue is empty."""
+        async with httpx.AsyncClient(timeout=5) as http:
+            worker = create_worker(
+                self.settings,
+                burst=True,
+                handle_signals=False,
+                poll_delay=0.01,
+                downstream=Downstream(self.settings, http),
+                retry_policy=RetryPolicy(max_tries=3, base_s=0.01, cap_s=0.05),
+                redis_pool=connect_arq(self.redis_url, retries=0),
+            )
+            await worker.main()
+            await worker.close()
+
+    async def view(self, event_id: str) -> dict[str, Any]:
+        answer: dict[str, Any] = (await self.client.get(f"/events/{event_id}", headers=AUTH)).json()
+        return answer
+
+    async def github_run(self, run_id: int, repo: str, branch: str = "main") -> dict[str, Any]:
+        payload = workflow_run("success", run_id=run_id, repo=repo, branch=branch, event="workflow_dispatch")
+        body, headers = delivery(payload, guid=f"delivery-{run_id}")
+        answer = await self.client.post("/hooks/github", content=body, headers=headers)
+        assert answer.status_code == 202, answer.text
+        return dict(answer.json())
+
+    async def circleci_pipeline(self, pipeline_id: str, delivery_id: str) -> dict[str, Any]:
+        payload = payloads.circleci_workflow("success", repo="b", delivery=delivery_id, workflow_id=delivery_id + "-wf")
+        payload["pipeline"]["id"] = pipeline_id
+        body, headers = payloads.signed(payload, WHSEC)
+        answer = await self.client.post("/hooks/circleci", content=body, headers=headers)
+        assert answer.status_code == 202, answer.text
+        return dict(answer.json())
+
+
+@pytest.fixture
+async def stack(redis: Redis, redis_url: str) -> AsyncIterator[Stack]:
+    state = SandboxState()
+    state.github.add_workflow("acme/site", "deploy.yml")
+    state.github.add_workflow("acme/a", "ci.yml")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_sandbox_app(state), host="127.0.0.1", port=port, log_config=None))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    base = f"http://127.0.0.1:{port}"
+    settings = helpers.settings(
+        redis_url=redis_url,
+        github_webhook_secrets=(Secret(SECRET),),
+        github_url=base,
+        github_token=Secret(state.github.token),
+        circleci_url=base,
+        circleci_token=Secret(state.circleci_token),
+    )
+    app = create_app(settings, ruleset=parse_rules(RULES), store=Store(redis))
+    async with app_client(app) as client:
+        yield Stack(client, state, settings, redis_url)
+    server.should_exit = True
+    await task
+
+
+async def test_codeship_to_github_dispatch_and_the_run_reports_back_with_the_chain(stack: Stack) -> None:
+    body = json.dumps(payloads.codeship("success", project="acme/web")).encode()
+    accepted = await stack.client.post(f"/hooks/codeship/{HOOK}", content=body, headers=JSON)
+    assert accepted.status_code == 202 and accepted.json()["matched"] == ["deploy-site-after-web"]
+    await stack.drain()
+
+    [sent] = [r for r in stack.sandbox.requests if r.api == "github"]
+    assert (sent.method, sent.path, sent.status) == (
+        "POST",
+        "/repos/acme/site/actions/workflows/deploy.yml/dispatches",
+        200,
+    )
+    assert sent.body == {"ref": "main", "inputs": {"upstream_sha": payloads.COMMIT}, "return_run_details": True}
+    assert sent.headers["authorization"] == "***" and sent.headers["x-github-api-version"] == "2022-11-28"
+    assert sent.headers["accept"] == "application/vnd.github+json"
+    cause = accepted.json()["event_id"]
+    [action] = (await stack.view(cause))["actions"]
+    run_id = int(action["downstream_id"])
+    assert action["state"] == "done" and stack.sandbox.github.runs[run_id].event == "workflow_dispatch"
+
+    reported = await stack.github_run(run_id, "acme/site")
+    chain = (await stack.view(reported["event_id"]))["event"]["chain"]
+    assert [(link["event_id"], link["rule"], link["project"]) for link in chain] == [
+        (cause, "deploy-site-after-web", "acme/web")
+    ]
+    stranger = await stack.github_run(run_id + 1000, "acme/site")
+    assert (await stack.view(stranger["event_id"]))["event"]["chain"] == []
+
+
+async def test_a_github_circleci_loop_stops_at_max_depth_with_the_path_in_the_audit_log(stack: Stack) -> None:
+    """acme/a (GitHub) → acme/b (CircleCI) → acme/a → acme/b: the fourth build's action would be depth 4 > 3."""
+    first = await stack.github_run(1, "acme/a")  # a run nobody chained
+    await stack.drain()
+    pipeline_1 = stack.sandbox.pipelines[-1].id
+    second = await stack.circleci_pipeline(pipeline_1, "d-1")
+    await stack.drain()
+    run_2 = int((await stack.view(second["event_id"]))["actions"][0]["downstream_id"])
+    third = await stack.github_run(run_2, "acme/a")
+    assert third["queued"] == 1
+    await stack.drain()
+    pipeline_2 = stack.sandbox.pipelines[-1].id
+    assert pipeline_2 != pipeline_1
+    fourth = await stack.circleci_pipeline(pipeline_2, "d-2")
+    assert fourth["matched"] == ["b-to-a"] and fourth["queued"] == 0
+    await stack.drain()
+
+    view = await stack.view(fourth["event_id"])
+    assert [link["event_id"] for link in view["event"]["chain"]] == [
+        first["event_id"],
+        second["event_id"],
+        third["event_id"],
+    ]
+    [skipped] = [r for r in view["audit"] if r["type"] == "action.skipped"]
+    assert skipped["reason"] == "loop guard: acme/a → acme/b → acme/a → acme/b → acme/a, depth 4 > 3"
+    dispatches = [r for r in stack.sandbox.requests if r.action == "github.dispatch_workflow"]
+    assert len(dispatches) == 1 and dispatches[0].body == {"ref": "main", "return_run_details": True}
+    assert len([r for r in stack.sandbox.requests if r.action == "circleci.trigger_pipeline"]) == 2
+    # Lint sees the same loop through GitHub's `repo` argument.
+    assert "acme/a → acme/b → acme/a (rules a-to-b, b-to-a), stopped at depth 3" in parse_rules(RULES).summary()
