@@ -29,6 +29,8 @@ import httpx
 import pytest
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
+from redis.asyncio.sentinel import SentinelConnectionPool
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chainer.app import create_app
 from chainer.heartbeat import WORKERS_KEY
@@ -36,7 +38,7 @@ from chainer.limits import InflightLocks, inflight_key
 from chainer.settings import Secret, Settings
 from chainer.store import Store, keys
 from chainer.store.codec import job_deserializer, job_serializer
-from chainer.store.connections import connect, connect_arq
+from chainer.store.connections import connect, connect_arq, dedicated_client
 from chainer.worker import ChainerWorker, create_worker
 from tests import payloads
 from tests.helpers import parse_rules
@@ -201,6 +203,28 @@ async def deliver(client: httpx.AsyncClient, build_id: int, project: str = "acme
 
 async def state_of(redis: Redis, action: str) -> str:
     return (await redis.hget(keys.action(action), "state") or b"").decode()
+
+
+# -- the wake-up's own connection ---------------------------------------------------------------------
+
+
+async def test_the_blocking_read_has_a_connection_of_its_own_that_outwaits_the_pool_timeout(redis_url: str) -> None:
+    """The wake list is read on a client of its own (one connection, nothing retried) whose reads may block longer
+    than the socket timeout of the pool it was made from; the same BLPOP on that pool times out."""
+    pool = Redis.from_url(redis_url, socket_timeout=0.3)
+    own = dedicated_client(pool, socket_timeout=3)
+    try:
+        assert own.connection_pool is not pool.connection_pool and own.connection_pool.max_connections == 1
+        assert await own.blpop(["chainer:test:nothing"], timeout=1) is None
+        with pytest.raises(RedisTimeoutError):
+            await pool.blpop(["chainer:test:nothing"], timeout=1)
+    finally:
+        await own.aclose(close_connection_pool=True)
+        await pool.aclose()
+    sentinel = connect("redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster/3", retries=0)
+    made = dedicated_client(sentinel, socket_timeout=9).connection_pool
+    assert isinstance(made, SentinelConnectionPool) and made.service_name == "mymaster"
+    assert (made.connection_kwargs["db"], made.connection_kwargs["socket_timeout"], made.max_connections) == (3, 9, 1)
 
 
 # -- waking an idle worker --------------------------------------------------------------------------------
