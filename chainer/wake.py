@@ -41,6 +41,17 @@ end
 return redis.call('ZINCRBY', KEYS[1], ARGV[2], ARGV[1])
 """
 
+# arq's claim of a job (Worker.start_jobs: WATCH, EXISTS, ZSCORE, then MULTI/PSETEX/EXEC, four round trips) in
+# one: the job is claimed when it is still queued, due, and nobody holds its in-progress key.
+# KEYS: 1 arq queue, 2 the job's in-progress key. ARGV: 1 job id, 2 now (ms), 3 in-progress timeout (ms).
+# Returns the job's score when claimed, else false.
+CLAIM = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) > tonumber(ARGV[2]) or redis.call('EXISTS', KEYS[2]) == 1 then return false end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+return score
+"""
+
 RETRY_FIRST_S = 0.1
 
 

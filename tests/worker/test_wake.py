@@ -489,8 +489,8 @@ async def test_a_cron_run_cut_short_by_a_shutdown_is_not_held_back(
 
 
 class SlowClaims(ArqRedis):
-    """arq's client, whose first MULTI/EXEC answer after ``arm`` arrives 0.5 s late (a slow network): Redis has
-    done the writes, the worker does not know it yet. ``delayed`` is set while that answer is held back."""
+    """arq's client, whose first answer to a job claim after ``arm`` arrives 0.5 s late (a slow network): Redis
+    has written the job's in-progress key, the worker does not know it yet. ``delayed`` is set meanwhile."""
 
     armed = False
     delayed: asyncio.Event
@@ -498,21 +498,14 @@ class SlowClaims(ArqRedis):
     def arm(self) -> None:
         self.armed, self.delayed = True, asyncio.Event()
 
-    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
-        pipe = super().pipeline(transaction, shard_hint)
-        if transaction and self.armed:
-            real = pipe.execute
-
-            async def execute(raise_on_error: bool = True) -> Any:
-                answer = await real(raise_on_error)
-                if self.armed and pipe.command_stack == [] and answer and answer[-1] is True:  # the claim's EXEC
-                    self.armed = False
-                    self.delayed.set()
-                    await asyncio.sleep(0.5)
-                return answer
-
-            pipe.execute = execute  # type: ignore[method-assign]
-        return pipe
+    async def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:  # type: ignore[override]
+        answer = await super().evalsha(sha, numkeys, *keys_and_args)
+        claim = numkeys == 2 and str(keys_and_args[1]).startswith(keys.ARQ_IN_PROGRESS_PREFIX)
+        if self.armed and claim and answer:
+            self.armed = False
+            self.delayed.set()
+            await asyncio.sleep(0.5)
+        return answer
 
 
 @pytest.mark.timeout(60)
