@@ -22,18 +22,12 @@ import signal
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import httpx
-from arq import Worker
-from arq.connections import create_pool, log_redis_info
-from arq.constants import in_progress_key_prefix
 from arq.cron import CronJob, cron
 from arq.typing import StartupShutdown, WorkerCoroutine
-from arq.utils import timestamp_ms
 from arq.worker import Function, func, get_kwargs
-from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -56,13 +50,12 @@ from chainer.providers.http import default_http_client
 from chainer.reload import RulesWatcher
 from chainer.rules import RuleSet, load_rules
 from chainer.settings import Settings
-from chainer.store import Store, keys
+from chainer.store import Store
 from chainer.store.codec import job_deserializer, job_serializer
-from chainer.store.connections import connect_arq, dedicated_client
-from chainer.wake import CLAIM, FINISH_RETRY, Waker
+from chainer.store.connections import connect_arq
+from chainer.wake import WakingWorker
 
 log = logging.getLogger(__name__)
-arq_log = logging.getLogger("arq.worker")  # the lines arq's own main loop writes
 
 JOB_TIMEOUT_S = 60
 # chainer decides when an action is exhausted (from its ledger's real attempts); arq's own try
@@ -229,16 +222,9 @@ class WorkerSettings:
     job_completion_wait = 25
 
 
-class ChainerWorker(Worker):
-    """arq's Worker that starts a queued job at once, outlives Redis outages and tells the web it is alive.
-
-    Between two looks at arq's queue, arq sleeps its poll delay. Here the wait also ends when a job is queued
-    (a ``chainer.wake.Waker`` pops a token the accept script pushed), when the next deferred job in the queue
-    falls due (retries and waits start on time, never early: arq's own pick-up still compares scores with
-    the clock), and when a job of this worker ends while it had no room for more; it still ends after the
-    poll delay, so crash recovery (arq re-runs a job whose in-progress key expired) and everything else of
-    arq's queue behave as before. A deferred retry that a released target lease made due meanwhile is not
-    pushed back by arq's retry bookkeeping (``finish_job``).
+class ChainerWorker(WakingWorker):
+    """arq's Worker that starts a queued job at once (``chainer.wake.WakingWorker``), outlives Redis outages and
+    tells the web it is alive.
 
     arq lets a Redis error out of its poll loop end the process (shared/reference/arq-redis.md §1.7).
     Here a poll that finds Redis gone or refusing writes (``redis_unavailable``) logs ``redis_lost``
@@ -251,24 +237,20 @@ class ChainerWorker(Worker):
     """
 
     def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(
+            *args,
+            wake_timeout_s=settings.worker_wake_timeout_seconds,
+            retry_max_s=settings.worker_reconnect_max_seconds,
+            **kwargs,
+        )
         self.worker_id = heartbeat.worker_id()
         self.reconnect_max_s = settings.worker_reconnect_max_seconds
         self.heartbeat_s = settings.worker_heartbeat_seconds
-        self.wake_timeout_s = settings.worker_wake_timeout_seconds
         self.in_progress_timeout_s = settings.lease_seconds  # arq's own rule is the longest timeout + 10 s
         # Three periods (and never less than three polls), so one late beat does not look like a death.
         self.heartbeat_ttl_ms = int(3000 * max(self.heartbeat_s, self.poll_delay_s))
         self.redis_down = False
         self._next_beat = 0.0
-        self.woken = asyncio.Event()  # ends the wait between polls
-        self.room = asyncio.Event()  # a job ended: the waker may pop tokens again
-        self.waker: Waker | None = None
-        self._waker_task: asyncio.Task[None] | None = None
-        self._next_due_ms: int | None = None  # the earliest deferred job in the queue, after the last poll
-        self._waiting_until_ms: float | None = None  # the end of the current wait, while waiting
-        self._cut_short: set[str] = set()  # jobs whose run was cancelled before arq could requeue it
-        self._claim: AsyncScript | None = None
 
     async def main(self) -> None:
         if self._pool is not None:
@@ -279,40 +261,6 @@ class ChainerWorker(Worker):
                     raise
                 await self._ride_out(exc)
         await self._main()
-
-    async def _main(self) -> None:
-        """arq's ``Worker.main`` (0.28.0), with ``_wait`` in place of its fixed sleep between polls."""
-        if self._pool is None:
-            self._pool = await create_pool(
-                self.redis_settings,
-                job_deserializer=self.job_deserializer,
-                job_serializer=self.job_serializer,
-                default_queue_name=self.queue_name,
-                expires_extra_ms=self.expires_extra_ms,
-            )
-        arq_log.info("Starting worker for %d functions: %s", len(self.functions), ", ".join(self.functions))
-        await log_redis_info(self.pool, arq_log.info)
-        self.ctx["redis"] = self.pool
-        if self.on_startup:
-            await self.on_startup(self.ctx)
-        if not self.burst:
-            self._start_waker()
-        try:
-            loop = asyncio.get_running_loop()
-            while True:
-                started = loop.time()
-                self.woken.clear()
-                await self._poll_iteration()
-                if self.burst:
-                    if 0 <= self.max_burst_jobs <= self._jobs_started():
-                        await asyncio.gather(*self.tasks.values())
-                        return
-                    if await self.pool.zcard(self.queue_name) == 0:
-                        await asyncio.gather(*self.tasks.values())
-                        return
-                await self._wait(until=started + self.poll_delay_s)
-        finally:
-            await self._stop_waker()
 
     async def _poll_iteration(self) -> None:
         try:
@@ -325,164 +273,11 @@ class ChainerWorker(Worker):
             await self._ride_out(exc)
         self._stop_if_asked()
 
-    async def _poll_once(self) -> None:
-        """arq's ``Worker._poll_iteration`` (0.28.0), with two changes for a worker that polls on every wake-up:
-        the same round trip that reads the due jobs also notes when the earliest deferred one falls due (a
-        retry, a wait for a target, the sweep), and jobs this worker is running are not claimed again (arq
-        would spend a round trip on each to find its in-progress key)."""
-        count = self.queue_read_limit
-        if self.burst and self.max_burst_jobs >= 0:
-            remaining = self.max_burst_jobs - self._jobs_started()
-            if remaining < 1:
-                return
-            count = min(remaining, count)
-        now = timestamp_ms()
-        async with self.pool.pipeline(transaction=False) as pipe:
-            pipe.zrangebyscore(self.queue_name, "-inf", now, start=self._queue_read_offset, num=count)
-            pipe.zrangebyscore(self.queue_name, f"({now}", "+inf", start=0, num=1, withscores=True)
-            due, ahead = await pipe.execute()
-        self._next_due_ms = int(ahead[0][1]) if ahead else None
-        if self.allow_pick_jobs and self.job_counter < self.max_jobs:
-            running = {job for job, task in self.tasks.items() if not task.done()}
-            claim = asyncio.ensure_future(self.start_jobs([job for job in due if job.decode() not in running]))
-            try:
-                await asyncio.shield(claim)
-            except asyncio.CancelledError:
-                # Stopping: a claim cut short after Redis wrote its in-progress key (the answer still on its
-                # way) would hold the job back until that key expires (job timeout + 10 s). Let the claims
-                # finish; close() waits for the runs they start.
-                await asyncio.wait([claim])
-                raise
-        if self.allow_abort_jobs:
-            await self._cancel_aborted_jobs()
-        for job_id, task in list(self.tasks.items()):
-            if task.done():
-                del self.tasks[job_id]
-                if task.cancelled():  # stopping: close() gives the job back (_unclaim_cut_short)
-                    self._cut_short.add(job_id)
-                    continue
-                task.result()  # as arq does: an error of run_job itself ends the worker
-        await self.heart_beat()
-
-    async def _wait(self, *, until: float) -> None:
-        """Until a wake-up, the next deferred job's time or the loop time ``until``, whichever comes first."""
-        timeout = until - asyncio.get_running_loop().time()
-        if self._next_due_ms is not None:
-            # One ms late rather than early: a job is picked only once its score is not after the clock.
-            timeout = min(timeout, (self._next_due_ms - timestamp_ms() + 1) / 1000)
-        if timeout > 0 and not self.woken.is_set():
-            self._waiting_until_ms = timestamp_ms() + timeout * 1000
-            try:
-                async with asyncio.timeout(timeout):
-                    await self.woken.wait()
-            except TimeoutError:
-                pass
-            finally:
-                self._waiting_until_ms = None
-        self._stop_if_asked()
-
-    async def start_jobs(self, job_ids: list[bytes]) -> None:
-        """arq's ``Worker.start_jobs`` (0.28.0) with its claim in one round trip (``chainer.wake.CLAIM``)
-        instead of four: the same checks (still queued, due, no in-progress key) and the same in-progress key."""
-        if self._claim is None:
-            self._claim = self.pool.register_script(CLAIM)
-        for job_id_b in job_ids:
-            await self.sem.acquire()
-            if self.job_counter >= self.max_jobs:
-                self.sem.release()
-                return
-            self.job_counter += 1
-            job_id = job_id_b.decode()
-            names = [self.queue_name, in_progress_key_prefix + job_id]
-            score = await self._claim(keys=names, args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000)])
-            if not score:  # running elsewhere, finished, or deferred again meanwhile
-                self.job_counter -= 1
-                self.sem.release()
-                continue
-            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
-            task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
-            self.tasks[job_id] = task
-
-    async def run_cron(self, n: datetime, delay: float, num_windows: int = 2) -> None:
-        """arq's cron step; when it queued a job (the sweep), look at the queue again at once rather than
-        after the poll delay (it runs after the pick-up, and a job due now pushes no wake token)."""
-        before = [job.next_run for job in self.cron_jobs]
-        await super().run_cron(n, delay, num_windows)
-        if before != [job.next_run for job in self.cron_jobs]:
-            self.woken.set()
-
-    def _has_room(self) -> bool:
-        return self.allow_pick_jobs and self.job_counter < self.max_jobs
-
-    def _start_waker(self) -> None:
-        client = dedicated_client(self.pool, socket_timeout=self.wake_timeout_s + 5)
-        self.waker = Waker(
-            client,
-            timeout_s=self.wake_timeout_s,
-            woken=self.woken,
-            room=self.room,
-            ready=self._has_room,
-            retry_max_s=self.reconnect_max_s,
-        )
-        self._waker_task = asyncio.create_task(self.waker.run())
-
-    async def _stop_waker(self) -> None:
-        task, self._waker_task = self._waker_task, None
-        if task is not None and self.waker is not None:
-            await self.waker.stop(task)
-
-    def _release_sem_dec_counter_on_complete(self) -> None:
-        full = not self._has_room()
-        super()._release_sem_dec_counter_on_complete()
-        self.room.set()
-        if full:  # jobs may have been left in the queue for want of room: look again now
-            self.woken.set()
-
-    async def finish_job(
-        self,
-        job_id: str,
-        finish: bool,
-        result_data: bytes | None,
-        result_timeout_s: float | None,
-        keep_result_forever: bool,
-        incr_score: int | None,
-        keep_in_progress: float | None,
-    ) -> None:
-        """arq's end of a job; a deferred retry is recorded by ``chainer.wake.FINISH_RETRY`` instead of arq's
-        transaction (the same two writes), which keeps the job due now if a target's lease was handed to it
-        meanwhile, and ends this worker's wait early if the retry falls due before it would.
-
-        A cron job (the sweep) cancelled by a shutdown is queued again like any other job, without arq's 60 s
-        hold on its in-progress key (that hold guards a finished run of a unique cron job against a second
-        run; a cancelled one is meant to run again, and its job key still stops a duplicate)."""
-        if not finish and keep_in_progress is not None:
-            keep_in_progress = None
-        if finish or not incr_score:
-            await super().finish_job(
-                job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress
-            )
-            return
-        names = [self.queue_name, in_progress_key_prefix + job_id, keys.REWAKE, keys.WAKE]
-        due = await self.pool.eval(  # type: ignore[misc]
-            FINISH_RETRY, len(names), *names, job_id, str(incr_score), str(timestamp_ms()), str(keys.WAKE_MAX)
-        )
-        waiting_until = self._waiting_until_ms
-        if waiting_until is not None and float(due) < waiting_until:
-            self.woken.set()
-
     async def _beat(self) -> None:
         # A write, so it also fails while Redis loads its data or has turned replica, not only when
         # it is unreachable: a passing beat means jobs can be claimed again.
         await heartbeat.beat(self.pool, self.worker_id, self.heartbeat_ttl_ms)
         self._next_beat = time.monotonic() + self.heartbeat_s
-
-    def _stop_if_asked(self) -> None:
-        # arq stops the poll loop by cancelling its task, but Python 3.11's asyncio.wait_for (which
-        # redis-py awaits on every write) drops a cancellation that arrives as its inner future
-        # completes. The request is still counted on the task, so honour it here.
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError
 
     async def _ride_out(self, exc: BaseException) -> None:
         """Wait, probing with backoff, until Redis answers again; one log line when lost, one when back."""
@@ -504,16 +299,6 @@ class ChainerWorker(Worker):
         self.redis_down = False
         down_s = round(time.monotonic() - lost_at, 1)
         log.info("redis_restored", extra={"worker": self.worker_id, "down_s": down_s})
-
-    async def _unclaim_cut_short(self) -> None:
-        """Give back the jobs whose run was cancelled before arq could deal with it. arq cancels every run at
-        shutdown and handles that (the job is queued again at once) only while the job's function runs: a run
-        cancelled before, in its first reads, ends without clearing the job's in-progress key, which would hold
-        the job back until the key expires (job timeout + 10 s). Such a run's task ends cancelled."""
-        cut_short = self._cut_short | {job for job, task in self.tasks.items() if task.cancelled()}
-        self._cut_short = set()
-        if cut_short:
-            await self.pool.delete(*(in_progress_key_prefix + job for job in cut_short))
 
     async def close(self) -> None:
         """arq's close, except that it lets a stopping poll loop finish first, and that a Redis outage
