@@ -7,7 +7,8 @@ Codeship event, shared by the provider client tests.
 
 Web and worker: the tokens and ``settings()`` most web tests use; ``app_client`` / ``post_codeship``
 (the ASGI app under an httpx client, and a Codeship delivery to it); ``job_ctx``, the arq ``ctx`` a
-job gets from the worker (``ctx["services"]``), for tests that run one job by hand.
+job gets from the worker (``ctx["services"]``), for tests that run one job by hand; ``LoopbackApi``, a
+JSON API on 127.0.0.1 that a real worker process can call.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 from collections.abc import Awaitable, Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -314,3 +317,50 @@ def scrape(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+# ----------------------------------------------------------------------------- a loopback JSON API
+
+
+class LoopbackApi(ThreadingHTTPServer):
+    """A JSON API on 127.0.0.1 in a thread: every POST's body goes to ``answer``, which returns (status, JSON).
+
+    ``log`` keeps the request lines the standard handler would print to stderr, so a test can read them.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, answer: Callable[[BaseHTTPRequestHandler, bytes], tuple[int, Any]]) -> None:
+        self.answer = answer
+        self.log: list[str] = []
+        super().__init__(("127.0.0.1", 0), _LoopbackHandler)
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def __enter__(self) -> LoopbackApi:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+        self._thread.join(timeout=10)
+
+
+class _LoopbackHandler(BaseHTTPRequestHandler):
+    server: LoopbackApi
+
+    def do_POST(self) -> None:
+        status, answer = self.server.answer(self, self.rfile.read(int(self.headers.get("content-length") or 0)))
+        body = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        self.server.log.append(format % args)

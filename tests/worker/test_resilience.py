@@ -14,9 +14,8 @@ import logging
 import os
 import shutil
 import signal
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from chainer.store.codec import job_deserializer, job_serializer
 from chainer.store.connections import connect, connect_arq
 from chainer.worker import create_worker
 from tests import payloads
-from tests.helpers import parse_rules
+from tests.helpers import LoopbackApi, parse_rules
 from tests.processes import worker_process
 from tests.redis_server import RedisServer
 
@@ -169,27 +168,12 @@ def circleci() -> Iterator[tuple[str, Seen]]:
     """A loopback CircleCI v2 that creates a pipeline for every trigger and records (path, token)."""
     seen: Seen = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length") or 0))
-            seen.append((self.path, self.headers.get("circle-token", "")))
-            answer = json.dumps({"id": PIPELINE, "number": 1, "state": "created", "created_at": "x"}).encode()
-            self.send_response(201)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
+    def answer(request: BaseHTTPRequestHandler, body: bytes) -> tuple[int, dict[str, Any]]:
+        seen.append((request.path, request.headers.get("circle-token", "")))
+        return 201, {"id": PIPELINE, "number": 1, "state": "created", "created_at": "x"}
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
+    with LoopbackApi(answer) as api:
+        yield api.url, seen
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from chainer.store.codec import job_deserializer, job_serializer
 from chainer.store.connections import connect, connect_arq, dedicated_client
 from chainer.worker import ChainerWorker, create_worker
 from tests import payloads
-from tests.helpers import parse_rules
+from tests.helpers import LoopbackApi, parse_rules
 from tests.processes import worker_process
 
 pytestmark = pytest.mark.integration
@@ -120,30 +119,12 @@ class Circle:
 @pytest.fixture
 def circle() -> Iterator[Circle]:
     state = Circle()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            status, answer = state.answer(self.rfile.read(int(self.headers.get("content-length") or 0)))
-            body = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield state
-    state.release.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=10)
+    with LoopbackApi(lambda request, body: state.answer(body)) as api:
+        state.url = api.url
+        try:
+            yield state
+        finally:
+            state.release.set()  # let a held request answer, so the server can stop
 
 
 def make_settings(circle: Circle, **overrides: Any) -> Settings:
