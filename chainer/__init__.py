@@ -1,3 +1,3 @@
-"""chainer: chain CI builds across Codeship and CircleCI projects."""
+"""chainer: chain CI builds across projects, organisations and CI providers."""
 
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """chainer's access log: one line per request, with every credential in the path or query shown as ``***``.
 
 uvicorn's own access log is turned off (chainer.logs, chainer.cli) because it prints the request line as
-sent, and a webhook's request line carries the hook token (``/hooks/codeship/<token>``, ``?token=``).
+sent, and a webhook's request line carries the hook token (``/hooks/<provider>/<token>``, ``?token=``).
 This pure ASGI middleware logs instead, on the logger ``chainer.access``:
 
 - 1xx-3xx answers at DEBUG (nothing is formatted unless DEBUG is on: no per-request cost on success);

@@ -22,7 +22,7 @@ class Param:
     ``types`` are the Python types a rendered value may have; ``default`` computes the value from
     the triggering event when the rule leaves the argument out (returning None means "no value").
     ``unless`` names arguments that switch the default off when the rule gives any of them: the event's
-    build is no default for ``codeship.v1_restart_build`` once the rule names a project, and the event's
+    build is no default for an action that restarts a build once the rule names a project, and the event's
     tag none for a trigger whose rule names a branch. ``required`` arguments must end up with a value,
     from the rule or from the default.
 
@@ -68,7 +68,7 @@ class ActionSpec:
     # arguments to send. None: the action cannot carry it.
     carry_chain: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
     # The argument that names the project the action builds (``owner/repo``, or a provider's own two-part
-    # name such as a Buildkite ``<org>/<pipeline>``), for the project graph lint draws its cycles on. When a
+    # name such as ``<org>/<pipeline>``), for the project graph lint draws its cycles on. When a
     # rule leaves it out (or the action has no such argument), the action acts on the event's own project.
     target: str = "project"
 

@@ -43,7 +43,7 @@ class BuildEvent:
     provider: str
     kind: str
     event_id: str
-    project: str | None  # None when CircleCI names no organization or project (opaque slugs)
+    project: str | None  # None when the provider names no project (an opaque slug)
     status: str
     raw_status: str
     project_id: str | int | None = None

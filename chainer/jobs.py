@@ -263,7 +263,7 @@ async def _attempt(
 
     async def before_effect() -> None:
         nonlocal state
-        if state == "calling":  # a second effectful request of the same attempt (Codeship's 401 renewal)
+        if state == "calling":  # a second effectful request of the same attempt (a token renewed after a 401)
             return
         claimed = await store.transition(
             Transition(

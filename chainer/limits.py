@@ -1,6 +1,6 @@
 """Outbound limits shared by every worker through Redis (DESIGN §6).
 
-- ``RateLimiter``: a sliding-window request budget (Codeship: 60 requests a minute per account),
+- ``RateLimiter``: a sliding-window request budget (a provider's per-account requests a minute),
   timed by the Redis server's clock so that workers on several hosts agree.
 - ``InflightLocks``: at most one call in flight per downstream project and branch, in order of arrival.
 

@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from chainer.errors import ConfigError
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-# Loggers kept at WARNING whatever the level: httpx logs every request URL at INFO, and a Codeship API v1
-# URL carries ``?api_key=``. chainer logs its provider requests itself, secrets scrubbed (logger chainer.downstream).
+# Loggers kept at WARNING whatever the level: httpx logs every request URL at INFO, and some providers' API URLs
+# carry a key in the query (``?api_key=``). chainer logs its provider requests itself, secrets scrubbed (logger
+# chainer.downstream).
 QUIET = ("httpx", "httpcore")
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {

@@ -87,7 +87,7 @@ SCRAPE_REDIS_UP = Gauge(
 
 
 def provider_of(action: str) -> str:
-    """The provider of an action type (``circleci.trigger_pipeline`` → ``circleci``)."""
+    """The provider of an action type (``<provider>.<action>`` → ``<provider>``)."""
     return action.split(".", 1)[0]
 
 

@@ -5,7 +5,8 @@ dictionary of what they usually say, which takes a record of about 400 bytes to 
 the field names and common values, so what is left is mostly the ids. A compressed value starts with a marker
 byte naming its dictionary (``\x01`` audit records, ``\x02`` event fields), which JSON text never does; readers
 take both, so records written as JSON (by the Lua scripts, or before compression) read as before. The
-dictionaries are part of the stored format: never change one, add a new marker instead.
+dictionaries (``chainer/store/dictionaries/``) are part of the stored format: never change one, add a new file
+and a new marker instead.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import time
 import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from importlib import resources
 from typing import Any
 
 from chainer import fastjson
@@ -37,48 +39,16 @@ def encode_record(record: Mapping[str, Any]) -> str:
 # the dictionary and the value is the cheapest (a 32 KiB window costs several times a 4 KiB one); inflating with
 # the largest window reads what any smaller one wrote.
 _RECORD_WBITS = -12  # records are small: a 4 KiB window holds the dictionary and the record
-_EVENT_WBITS = -15  # payloads may be 20 KiB and more (GitHub's workflow_run)
+_EVENT_WBITS = -15  # payloads may be 20 KiB and more
 RECORD_MARK = b"\x01"
 EVENT_MARK = b"\x02"
-# What audit records usually say, rarest first (deflate reaches the end of the dictionary most cheaply).
-_RECORD_DICT = (
-    b'{"type":"rules.refused","type":"rules.reloaded","type":"action.discarded","type":"action.replayed",'
-    b'"type":"join.fired","type":"join.progress","type":"action.dead","outcome":"permanent","reason":"",'
-    b'"type":"webhook.rejected","http_status":401,"remote":"127.0.0.1","suppressed_before":'
-    b'"type":"webhook.duplicate","delivery_event_id":"evt_","type":"webhook.ignored","reason":"status `running`'
-    b' (raw `testing`) is not final and no rule asks for it","type":"rule.not_matched","field":"project",'
-    b'"expected":"","actual":"","reason":"project `` is not ","type":"action.retry_scheduled","next_attempt":2,'
-    b'"defer_s":,"type":"attempt.failed","outcome":"transient","http_status":503,"error":"","retry_after":'
-    b'"type":"action.skipped","reason":"loop guard: "provider":"circleci","provider":"github","provider":"buildkite",'
-    b'"action":"codeship.restart_build","action":"circleci.rerun_workflow","params":{"project_slug":"gh/",'
-    b'"kind":"workflow","kind":"job","status":"failed","raw_status":"failed","workflow":"","job":"",'
-    b'{"type":"attempt.succeeded","event_id":"evt_","rule":"","action_id":"evt_","action":"circleci.trigger_pipeline",'
-    b'"project":"","branch":"main","commit":"","rules_version":"","attempt":1,"outcome":"success","http_status":201,'
-    b'"downstream_id":"","detail":{"number":,"state":"created","created_at":"2026-12-03T15:41:54.828935Z"}}'
-    b'{"type":"attempt.started","event_id":"evt_","rule":"","action_id":"evt_","action":"circleci.trigger_pipeline",'
-    b'"project":"","branch":"","commit":"","rules_version":"","attempt":1}'
-    b'{"type":"action.queued","event_id":"evt_","provider":"codeship","project":"","branch":"","commit":"",'
-    b'"rules_version":"","rule":"","action_id":"evt_","action":"circleci.trigger_pipeline","job_id":"act:evt_",'
-    b'"params":{"project":"gh/","branch":"","parameters":{"upstream_build":""}}}'
-    b'{"type":"rule.matched","event_id":"evt_","provider":"codeship","project":"","branch":"","commit":"",'
-    b'"rules_version":"","rule":"","actions":1}'
-    b'{"type":"webhook.received","event_id":"evt_","provider":"codeship","project":"","branch":"","commit":"",'
-    b'"rules_version":"","kind":"build","status":"success","raw_status":"success","build_id":,"delivery":"codeship:'
-)
-# What stored events usually say: the event's JSON, then the payloads' common field names.
-_EVENT_DICT = (
-    b'"pipeline":{"id":"","number":,"trigger":{"type":"webhook"},"vcs":{"provider_name":"github","origin_repository_url'
-    b'":"https://github.com/","target_repository_url":"","revision":"","commit":{"subject":"","body":""},"branch":"'
-    b'"workflow":{"id":"","name":"","status":"success","url":"https://app.circleci.com/pipelines/github/",'
-    b'"created_at":"","stopped_at":"","project":{"id":"","name":"","slug":"gh/"},"organization":{"id":"","name":""'
-    b'"happened_at":"","webhook":{"id":"","name":""},"type":"workflow-completed","id":"'
-    b'{"build":{"build_url":"https://app.codeship.com/projects//builds/","commit_url":"https://github.com//commit/",'
-    b'"project_id":,"build_id":,"status":"success","project_name":"","project_full_name":"","commit_id":"",'
-    b'"short_commit_id":"","message":"","committer":"","branch":"main"}}'
-    b'{"provider":"codeship","kind":"build","event_id":"evt_","project":"","status":"success","raw_status":"success",'
-    b'"project_id":,"project_slug":null,"branch":"","tag":null,"commit":"","build_id":,"build_url":"https://",'
-    b'"workflow":null,"workflow_id":null,"job":null,"pipeline_number":null,"occurred_at":null,"chain":[]}'
-)
+# The preset dictionaries are samples of what records and stored events usually say (field names, common values,
+# the registered providers' usual payload fields), rarest first: deflate reaches the end of a dictionary most
+# cheaply. They are data files of the package, pinned by their digests in the tests: a stored value can only be
+# read with the dictionary it was written with.
+_DICTIONARIES = resources.files(__package__) / "dictionaries"
+_RECORD_DICT = (_DICTIONARIES / "records-1.dict").read_bytes()
+_EVENT_DICT = (_DICTIONARIES / "events-1.dict").read_bytes()
 # Level 1 for records: half the time of level 6 for 10 % more bytes (several records are written per event).
 _RECORD_COMPRESSOR = zlib.compressobj(1, zlib.DEFLATED, _RECORD_WBITS, 2, zlib.Z_DEFAULT_STRATEGY, _RECORD_DICT)
 # Event fields by size: (largest value, compressor) — the window grows with the value it has to reach back over.

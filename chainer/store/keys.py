@@ -41,7 +41,7 @@ JOB_TTL_MS = DAY_MS  # an arq job key written by chainer, as arq's own enqueue w
 BUDGET_COMMIT_TTL_MS = 30 * DAY_MS
 BUDGET_DAY_TTL_MS = 2 * DAY_MS
 LINEAGE_ID_TTL_MS = 7 * DAY_MS  # a build recognised by the id its provider returned
-# Codeship webhooks carry no id chainer could have been given, so a Codeship build is recognised by
+# Where a provider's webhooks carry no id chainer could have been given, its build is recognised by
 # project, branch and commit (or, when the action named no commit, by project and branch alone for
 # an hour: a build someone else starts there in that hour is taken as part of the chain too).
 LINEAGE_REF_TTL_MS = 3_600_000
@@ -63,7 +63,7 @@ ARQ_IN_PROGRESS_PREFIX: str = _arq.in_progress_key_prefix
 
 LINEAGE_PREFIX = f"{PREFIX}lineage:"
 LINEAGE_ANY_COMMIT = "*"  # a ref key for a build whose commit the action did not name
-LINEAGE_ANY_REPO = "-"  # a build key by an id that is unique without its repository (Codeship v1 builds)
+LINEAGE_ANY_REPO = "-"  # a build key by an id that is unique without its repository (a provider's numeric build ids)
 
 
 def seen(dedupe_key: str) -> str:
