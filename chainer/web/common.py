@@ -51,7 +51,7 @@ def state(request: Request) -> WebState:
 
 class _JSONResponse(JSONResponse):
     """JSON that always encodes: text holding a lone surrogate (a payload may escape one, ``"\\ud800"``, and
-    JSON decoding keeps it) is written with ``\\uXXXX`` escapes instead of failing as strict UTF-8.
+    JSON decoding keeps it) is written as that same JSON escape instead of failing as strict UTF-8.
 
     orjson writes what starlette's ``json.dumps`` would (compact, UTF-8); what it refuses (lone surrogates,
     keys that are not strings, integers beyond 64 bits) goes the standard library's way."""
