@@ -26,7 +26,6 @@ from typing import Any
 
 from arq import Worker
 from arq.connections import create_pool, log_redis_info
-from arq.constants import in_progress_key_prefix
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
@@ -269,8 +268,15 @@ class WakingWorker(Worker):
                 return
             self.job_counter += 1
             job_id = job_id_b.decode()
-            names = [self.queue_name, in_progress_key_prefix + job_id]
-            score = await self._claim(keys=names, args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000)])
+            names = [self.queue_name, keys.arq_in_progress(job_id)]
+            try:
+                score = await self._claim(
+                    keys=names, args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000)]
+                )
+            except BaseException:  # Redis failed (or we were cancelled): the slot was never used, give it back
+                self.job_counter -= 1
+                self.sem.release()
+                raise
             if not score:  # running elsewhere, finished, or deferred again meanwhile
                 self.job_counter -= 1
                 self.sem.release()
@@ -338,7 +344,7 @@ class WakingWorker(Worker):
                 job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress
             )
             return
-        names = [self.queue_name, in_progress_key_prefix + job_id, keys.REWAKE, keys.WAKE]
+        names = [self.queue_name, keys.arq_in_progress(job_id), keys.REWAKE, keys.WAKE]
         due = await self.pool.eval(  # type: ignore[misc]
             FINISH_RETRY, len(names), *names, job_id, str(incr_score), str(timestamp_ms()), str(keys.WAKE_MAX)
         )
@@ -362,4 +368,4 @@ class WakingWorker(Worker):
         cut_short = self._cut_short | {job for job, task in self.tasks.items() if task.cancelled()}
         self._cut_short = set()
         if cut_short:
-            await self.pool.delete(*(in_progress_key_prefix + job for job in cut_short))
+            await self.pool.delete(*(keys.arq_in_progress(job) for job in cut_short))

@@ -402,3 +402,107 @@ async def test_worker_rides_out_redis_refusing_writes_then_runs_the_job(
     assert len(calls) == 1
     assert [r.levelno for r in events("redis_lost")] == [logging.WARNING]
     assert [r.levelno for r in events("redis_restored")] == [logging.INFO]
+
+
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 in front of Redis that drops the client's connection, before forwarding, the
+    first ``cuts`` times a command naming ``marker`` passes through (Redis never sees those commands)."""
+
+    def __init__(self, upstream_port: int, marker: bytes, cuts: int) -> None:
+        self.upstream_port, self.marker, self.left = upstream_port, marker, cuts
+        self.cut = 0
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"redis://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aenter__(self) -> CuttingProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        async def up() -> None:
+            while data := await client_r.read(65536):
+                if self.left and self.marker in data:
+                    self.left -= 1
+                    self.cut += 1
+                    return
+                server_w.write(data)
+                await server_w.drain()
+
+        async def down() -> None:
+            while data := await server_r.read(65536):
+                client_w.write(data)
+                await client_w.drain()
+
+        tasks = [asyncio.create_task(up()), asyncio.create_task(down())]
+        with contextlib.suppress(Exception):
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            task.cancel()
+        client_w.close()
+        server_w.close()
+
+
+@pytest.mark.timeout(90)
+async def test_claims_cut_off_by_redis_outages_give_their_job_slots_back(
+    private_redis: RedisServer, private_client: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each outage that strikes during a claim (the connection drops before Redis sees it) must not cost the worker
+    a job slot: after more such outages than it has slots, the worker still claims and runs the job."""
+    caplog.set_level(logging.INFO, logger="chainer.worker")
+    calls: list[httpx.Request] = []
+
+    def circleci(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(201, json={"id": PIPELINE, "number": 1, "state": "created"})
+
+    settings = Settings(
+        hook_token=Secret(HOOK),
+        circleci_token=Secret(CIRCLE_TOKEN),
+        circleci_url="https://cci.test",
+        worker_reconnect_max_seconds=0.1,
+        worker_heartbeat_seconds=0.05,
+    )
+    async with asgi_client(settings, private_client) as client:
+        body = json.dumps(payloads.codeship("success")).encode()
+        accepted = await client.post(
+            f"/hooks/codeship/{HOOK}", content=body, headers={"content-type": "application/json"}
+        )
+        assert accepted.status_code == 202
+    action = f"{accepted.json()['event_id']}:api-after-lib:0"
+    slots = 2
+    async with CuttingProxy(private_redis.port, b"arq:in-progress:", cuts=slots + 1) as proxy:
+        worker = create_worker(
+            settings,
+            handle_signals=False,
+            poll_delay=0.01,
+            max_jobs=slots,
+            redis_pool=connect_arq(proxy.url, retries=0),
+            ruleset=parse_rules(RULES),
+            downstream=Downstream(settings, httpx.AsyncClient(transport=httpx.MockTransport(circleci))),
+        )
+        running = asyncio.create_task(worker.async_run())
+        try:
+
+            async def done_or_crashed() -> bool:
+                return running.done() or await _state_is(private_client, action, b"done")
+
+            await eventually(done_or_crashed, "the action done", timeout=40)
+            assert not running.done()
+        finally:
+            await worker.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+    assert proxy.cut == slots + 1
+    assert len([r for r in caplog.records if r.getMessage() == "redis_lost"]) == slots + 1
+    assert len(calls) == 1
