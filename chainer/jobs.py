@@ -328,24 +328,44 @@ async def _attempt(
         metrics.attempt_done(ledger["action"], "permanent", started_at)
         await _die(store, context, "permanent", exc.message, exc.status, attempt=attempt, from_state=state, exc=exc)
         return "dead"
-    await store.transition(
-        Transition(
-            action,
-            event_id,
-            from_states=(state,),
-            set={
-                "state": "done",
-                "last_status": str(result.status),
-                "downstream_id": result.downstream_id or "",
-                "result": json.dumps(result.detail, default=str),
-                "updated_ms": str(now_ms()),
-            },
-            audit=[audit.attempt_succeeded(context, attempt, result.status, result.downstream_id, result.detail)],
-        )
+    done = Transition(
+        action,
+        event_id,
+        from_states=(state,),
+        set={
+            "state": "done",
+            "last_status": str(result.status),
+            "downstream_id": result.downstream_id or "",
+            "result": json.dumps(result.detail, default=str),
+            "updated_ms": str(now_ms()),
+        },
+        audit=[audit.attempt_succeeded(context, attempt, result.status, result.downstream_id, result.detail)],
     )
+    await _record_through_outage(store, done, patience_s=shared.settings.job_timeout_seconds / 3)
     metrics.attempt_done(ledger["action"], "succeeded", started_at, finished=True)
     await _register_lineage(store, ledger, params, result.downstream_id, event)
     return "done"
+
+
+async def _record_through_outage(store: Store, transition: Transition, *, patience_s: float) -> None:
+    """Record the outcome of a call that took effect, trying again through a short Redis outage.
+
+    Only this process knows the call succeeded: if the record is given up, the action stays ``calling``
+    and the next run of its job (or the sweeper) dead-letters it as ``ambiguous``, never as replayable.
+    """
+    deadline = time.monotonic() + patience_s
+    delay = 0.05
+    while True:
+        try:
+            await store.transition(transition)
+            return
+        except StoreUnavailableError as exc:
+            if time.monotonic() + delay > deadline:
+                log.warning("outcome_not_recorded", extra={"action_id": transition.action_id, "error": str(exc)[:300]})
+                raise
+            log.info("outcome_record_retry", extra={"action_id": transition.action_id, "error": str(exc)[:300]})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
 
 
 async def _call(
@@ -435,8 +455,15 @@ async def sweep(ctx: dict[str, Any]) -> int:
             continue
         if await store.job_exists(ledger.get("job_id", "")):
             continue
-        message = "the queued job disappeared before the action finished (expired, unreadable or out of tries)"
-        await _die(store, ledger_context(ledger), "lost", message, None, from_state=state)
+        if state == "calling":
+            # Its request may have gone out (the run died, or Redis failed, after sending it): a replay could
+            # build twice, so a human looks at the provider first.
+            reason = "ambiguous"
+            message = "the job disappeared after its request was sent; it may have taken effect"
+        else:
+            reason = "lost"
+            message = "the queued job disappeared before the action finished (expired, unreadable or out of tries)"
+        await _die(store, ledger_context(ledger), reason, message, None, from_state=state)
         lost += 1
     if lost:
         log.warning("actions_lost", extra={"count": lost})

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
+import redis as syncredis
 from arq import Retry
 from redis.asyncio import Redis
 
 from chainer import dlq
+from chainer.errors import StoreUnavailableError
 from chainer.intake import Intake
 from chainer.jobs import RetryPolicy, run_action
 from chainer.providers import Downstream
@@ -270,6 +274,70 @@ async def test_sweeper_dead_letters_actions_whose_job_vanished(world: World) -> 
     assert await world.redis.zscore("chainer:open", world.action) is None
     assert await sweep(ctx) == 0
     assert [e["reason"] for e in await dlq.list_dead(world.store)] == ["lost"]
+
+
+async def test_sweeper_dead_letters_a_vanished_job_that_was_calling_as_ambiguous_not_lost(world: World) -> None:
+    """A job that vanished after its action said ``calling`` may have built: it is never offered as a plain replay."""
+    from chainer.jobs import sweep
+
+    job = (await world.ledger())[b"job_id"].decode()
+    await world.redis.hset(action_key(world.action), "state", "calling")
+    await world.redis.delete(f"arq:job:{job}")
+    await world.redis.zrem(QUEUE_KEY, job)
+    assert await sweep(world.ctx(sweep_grace_ms=0)) == 1
+    ledger = await world.ledger()
+    assert (ledger[b"state"], ledger[b"dead_reason"]) == (b"dead", b"ambiguous")
+    assert b"may have taken effect" in ledger[b"last_error"]
+
+
+def _refuse_writes_while_answering(redis_url: str, seconds: float) -> Callable[[httpx.Request], httpx.Response]:
+    """A provider that creates the pipeline, and Redis turning read-only for ``seconds`` as it answers."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        client = syncredis.Redis.from_url(redis_url)
+        client.config_set("min-replicas-to-write", 1)
+        client.close()
+
+        def restore() -> None:
+            with syncredis.Redis.from_url(redis_url) as again:
+                again.config_set("min-replicas-to-write", 0)
+
+        threading.Timer(seconds, restore).start()
+        return httpx.Response(201, json=CREATED)
+
+    return answer
+
+
+async def test_a_success_is_recorded_through_a_short_redis_outage(world: World, redis_url: str) -> None:
+    """The provider built; Redis refuses writes for a moment as the answer comes back: the worker keeps the
+    outcome and records it once Redis takes writes again, instead of leaving the action ``calling``."""
+    world.provider.script = [_refuse_writes_while_answering(redis_url, 0.4)]
+    try:
+        assert await run_action(world.ctx(), world.action) == "done"
+    finally:
+        await world.redis.config_set("min-replicas-to-write", 0)
+    ledger = await world.ledger()
+    assert (ledger[b"state"], ledger[b"downstream_id"]) == (b"done", CREATED["id"].encode())
+    assert len(world.provider.requests) == 1
+
+
+async def test_a_success_redis_cannot_record_in_time_ends_ambiguous_not_called_twice(
+    world: World, redis_url: str
+) -> None:
+    """When Redis stays down past the job's patience the job fails; its next run finds ``calling`` and dead-letters
+    the action as ambiguous without a second request."""
+    settings = dataclasses.replace(SETTINGS, job_timeout_seconds=0.3)
+    world.provider.script = [_refuse_writes_while_answering(redis_url, 1.0)]
+    try:
+        with pytest.raises(StoreUnavailableError):
+            await run_action(world.ctx(settings=settings), world.action)
+    finally:
+        await asyncio.sleep(1.1)
+        await world.redis.config_set("min-replicas-to-write", 0)
+    assert await run_action(world.ctx(job_try=2, settings=settings), world.action) == "dead"
+    ledger = await world.ledger()
+    assert (ledger[b"state"], ledger[b"dead_reason"]) == (b"dead", b"ambiguous")
+    assert len(world.provider.requests) == 1
 
 
 async def test_finished_actions_leave_the_open_set(world: World) -> None:
