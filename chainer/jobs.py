@@ -40,7 +40,7 @@ from chainer.errors import (
 )
 from chainer.events import BuildEvent
 from chainer.limits import Busy, InflightLocks, inflight_key
-from chainer.providers import Downstream
+from chainer.providers import Downstream, catalogue
 from chainer.providers.http import BeforeEffect, CallResult
 from chainer.rules import RuleSet
 from chainer.settings import Settings
@@ -189,7 +189,7 @@ async def run_action(ctx: dict[str, Any], action: str) -> str:
     locks = shared.locks
     if locks is None:
         return await _attempt(shared, ledger, params)
-    key, holder = inflight_key(ledger["action"], params), _holder(ctx, action)
+    key, holder = target_key(ledger["action"], params), _holder(ctx, action)
     busy = await locks.claim(key, holder, arrival_ms=_arrival_ms(ctx))
     if busy is not None:
         log.info(
@@ -199,6 +199,13 @@ async def run_action(ctx: dict[str, Any], action: str) -> str:
         raise Retry(defer=policy.busy_delay(busy, locks.lease_s))
     async with locks.renewing(key, holder) as lease:
         return await _attempt(shared, ledger, params, call_ended=lease.end)
+
+
+def target_key(action: str, params: Mapping[str, Any]) -> str:
+    """The lease key of the downstream target an action's rendered ``params`` name (its catalogue entry says
+    which argument holds the project)."""
+    spec = catalogue().actions.get(action)
+    return inflight_key(action, params, spec.target if spec is not None else "project")
 
 
 def _holder(ctx: Mapping[str, Any], action: str) -> str:
@@ -218,7 +225,7 @@ async def _let_go(shared: Services, ctx: Mapping[str, Any], ledger: Mapping[str,
     if shared.locks is None or not ledger.get("action"):
         return
     params = json.loads(ledger.get("params") or "{}")
-    await shared.locks.release(inflight_key(ledger["action"], params), _holder(ctx, ledger.get("action_id", "")))
+    await shared.locks.release(target_key(ledger["action"], params), _holder(ctx, ledger.get("action_id", "")))
 
 
 class ClaimLostError(ChainerError):

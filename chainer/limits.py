@@ -82,10 +82,15 @@ class RateLimiter:
             )
 
 
-def inflight_key(action: str, params: Mapping[str, Any]) -> str:
-    """The lock key of an action's downstream target: provider, project (or workflow) and branch (or ref)."""
+def inflight_key(action: str, params: Mapping[str, Any], target_param: str = "project") -> str:
+    """The lock key of an action's downstream target: provider, project and branch (or ref or tag).
+
+    ``target_param`` is the argument that names the project the action builds (the catalogue's
+    ``ActionSpec.target``: ``project``, or a provider's ``repo`` or ``pipeline``); without it, a workflow or
+    build id stands for the target.
+    """
     provider = action.split(".", 1)[0]
-    target = params.get("project") or params.get("workflow") or params.get("build") or "-"
+    target = params.get(target_param) or params.get("workflow") or params.get("build") or "-"
     ref = params.get("branch") or params.get("ref") or params.get("tag") or "-"
     return keys.inflight(provider, str(target), str(ref))
 

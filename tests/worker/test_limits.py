@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from chainer.intake import Intake
-from chainer.jobs import RetryPolicy
+from chainer.jobs import RetryPolicy, run_action, target_key
 from chainer.limits import InflightLocks, RateLimiter, inflight_key
 from chainer.providers import Downstream
 from chainer.settings import Secret, Settings
@@ -22,7 +22,7 @@ from chainer.store.connections import connect_arq
 from chainer.web.hooks import status_of
 from chainer.worker import create_worker
 from tests import payloads
-from tests.helpers import parse_rules
+from tests.helpers import job_ctx, parse_rules
 
 pytestmark = pytest.mark.integration
 
@@ -203,7 +203,7 @@ async def test_busy_and_throttled_waits_do_not_count_as_attempts(redis: Redis, r
     action = f"{answer.json()['event_id']}:web-after-lib:0"
     store = Store(redis)
     ledger = await store.get_action(action)
-    target = inflight_key(ledger["action"], json.loads(ledger["params"]))
+    target = target_key(ledger["action"], json.loads(ledger["params"]))
     other = InflightLocks(redis, lease_s=60)
     assert await other.acquire(target, "another-action") is None
 
@@ -260,3 +260,55 @@ async def test_busy_and_throttled_waits_do_not_count_as_attempts(redis: Redis, r
 
 async def _at_least(get: Any, n: int) -> bool:
     return bool(await get() >= n)
+
+
+GITHUB_RULES = """
+version: 1
+rules:
+  - name: dispatch-both
+    when: {provider: codeship, project: acme/lib, status: success}
+    then:
+      - github.repository_dispatch: {repo: acme/one, event_type: lib-built}
+      - github.repository_dispatch: {repo: acme/two, event_type: lib-built}
+      - buildkite.create_build: {pipeline: acme/one, branch: main, commit: HEAD}
+      - buildkite.create_build: {pipeline: acme/two, branch: main, commit: HEAD}
+"""
+
+
+async def test_targets_are_the_repository_or_pipeline_an_action_names(redis: Redis) -> None:
+    """Leases follow the catalogue's target argument: a call to one GitHub repository or Buildkite pipeline does
+    not hold up a call to another one on the same branch."""
+    settings = Settings(
+        hook_token=Secret("hook"),
+        github_token=Secret("ghp-token"),
+        github_url="https://github.example",
+        buildkite_token=Secret("bk-token"),
+        buildkite_url="https://buildkite.example",
+    )
+    store = Store(redis)
+    intake = Intake(settings, store, lambda: parse_rules(GITHUB_RULES))
+    body = json.dumps(payloads.codeship("success", build_id=91)).encode()
+    answer = await intake.receive("codeship", {"content-type": "application/json"}, body, "hook")
+    assert status_of(answer) == 202
+    actions = [f"{answer.body()['event_id']}:dispatch-both:{i}" for i in range(4)]
+    ledgers = [await store.get_action(a) for a in actions]
+    targets = [target_key(ledger["action"], json.loads(ledger["params"])) for ledger in ledgers]
+    assert targets == [
+        "chainer:inflight:github:acme/one:-",
+        "chainer:inflight:github:acme/two:-",
+        "chainer:inflight:buildkite:acme/one:main",
+        "chainer:inflight:buildkite:acme/two:main",
+    ]
+    locks = InflightLocks(redis, lease_s=60)
+    for held in (targets[0], targets[2]):  # another call is in flight at acme/one on each provider
+        assert await locks.acquire(held, "another-action") is None
+
+    def provider(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "github.example":
+            return httpx.Response(204)
+        return httpx.Response(201, json={"id": "b-1", "number": 1, "web_url": "https://buildkite.example/b/1"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(provider)) as http:
+        ctx = job_ctx(store, settings, Downstream(settings, http), locks=locks)
+        assert await run_action(ctx, actions[1]) == "done"
+        assert await run_action(ctx, actions[3]) == "done"
