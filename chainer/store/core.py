@@ -349,7 +349,13 @@ class Store:
 
     async def follow_audit(self, after: str, *, block_ms: int, count: int = 100) -> list[dict[str, Any]]:
         """Up to ``count`` audit records after the id ``after``, oldest first, waiting up to ``block_ms`` for
-        the first one (XREAD BLOCK; it holds one pooled connection while it waits). Empty when none came."""
+        the first one (XREAD BLOCK; it holds one pooled connection while it waits). Empty when none came.
+
+        The wait is cut to stay inside the client's read timeout (``socket_timeout``): a longer block would
+        end as a timeout, as if Redis were gone, whenever nothing is written meanwhile."""
+        read_timeout = self.redis.connection_pool.connection_kwargs.get("socket_timeout")
+        if read_timeout:
+            block_ms = max(1, min(block_ms, int(read_timeout * 800)))
         found = await self._guard(self.redis.xread({keys.AUDIT: after}, count=count, block=block_ms))
         return [stream_item(sid, fields) for _, entries in found or [] for sid, fields in entries]
 

@@ -220,3 +220,14 @@ async def test_script_written_job_runs_on_an_unmodified_arq_worker(redis_url: st
     await worker.main()
     await worker.close()
     assert calls == [("evt_1:rule-a:0", 1)]
+
+
+async def test_following_an_idle_audit_log_outwaits_the_client_read_timeout(redis_url: str) -> None:
+    """A follower asking to block longer than the client's read timeout (the web's is 5 s, a heartbeat 15 s) gets
+    an empty answer, not a timeout that reads as Redis being gone."""
+    client = Redis.from_url(redis_url, socket_timeout=0.5)
+    try:
+        store = Store(client)
+        assert await store.follow_audit("$", block_ms=3000) == []
+    finally:
+        await client.aclose()
