@@ -132,6 +132,17 @@ def worker(burst: bool, metrics_port: int | None, metrics_host: str) -> None:
     running.run()
 
 
+def api_credentials(settings: Settings) -> list[str]:
+    """The providers whose API credentials ``settings`` carry (read from NAME or NAME_FILE alike)."""
+    configured = {
+        "codeship": settings.codeship_user or settings.codeship_api_key,
+        "circleci": settings.circleci_token,
+        "github": settings.github_token or settings.github_app_id,
+        "buildkite": settings.buildkite_token,
+    }
+    return [name for name, value in configured.items() if value]
+
+
 def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path) -> tuple[Settings, Any]:
     """Settings that send every provider call to a local sandbox, and the sandbox's state.
 
@@ -192,7 +203,14 @@ def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path)
     type=click.Path(file_okay=False, path_type=Path),
     help="Webhook payloads (*.json) whose projects, builds, jobs and workflows the sandbox knows.",
 )
-def run(host: str, port: int, sandbox: bool, sandbox_port: int, sandbox_examples: Path) -> None:
+@click.option(
+    "--sandbox-unless-configured",
+    is_flag=True,
+    help="Use the sandbox only when no provider API credentials are configured (NAME_FILE variables count).",
+)
+def run(
+    host: str, port: int, sandbox: bool, sandbox_port: int, sandbox_examples: Path, sandbox_unless_configured: bool
+) -> None:
     """Web and worker in one process, with a private redis-server when none answers.
 
     SIGINT or SIGTERM shuts it down cleanly, the private redis-server last.
@@ -203,6 +221,8 @@ def run(host: str, port: int, sandbox: bool, sandbox_port: int, sandbox_examples
     settings = _settings()
     app = _load_app(settings)
     sandboxed = None
+    if sandbox_unless_configured and not api_credentials(settings):
+        sandbox = True
     if sandbox:
         settings, state = _sandboxed(settings, host, sandbox_port, sandbox_examples)
         app = create_app(settings)

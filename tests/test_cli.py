@@ -143,6 +143,42 @@ def test_run_with_sandbox_chains_to_the_emulated_provider(tmp_path: Path) -> Non
     assert running.returncode == 0, running.stderr[-3000:]
 
 
+CREDENTIAL_VARIABLES = (
+    "CHAINER_CIRCLECI_TOKEN",
+    "CHAINER_CODESHIP_USER",
+    "CHAINER_CODESHIP_PASSWORD",
+    "CHAINER_CODESHIP_API_KEY",
+    "CHAINER_GITHUB_TOKEN",
+    "CHAINER_GITHUB_APP_ID",
+    "CHAINER_GITHUB_APP_PRIVATE_KEY",
+    "CHAINER_BUILDKITE_TOKEN",
+)
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(90)
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+@pytest.mark.parametrize("credential", [None, "CHAINER_GITHUB_TOKEN_FILE", "CHAINER_BUILDKITE_TOKEN"])
+def test_run_uses_the_sandbox_only_without_api_credentials(tmp_path: Path, credential: str | None) -> None:
+    """What ./scripts/start runs: a credential given in a file counts like one in a variable, so a real install
+    configured with NAME_FILE secrets is never sent to the sandbox."""
+    (tmp_path / "rules.yaml").write_text((REPO / "rules.yaml").read_text())
+    port, sandbox_port, redis_port = free_port(), free_port(), free_port()
+    env = {**os.environ, "CHAINER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "CHAINER_HOOK_TOKEN": "tok"}
+    for name in CREDENTIAL_VARIABLES:
+        env.pop(name, None)
+        env.pop(f"{name}_FILE", None)
+    if credential is not None:
+        secret = tmp_path / "token"
+        secret.write_text("a-real-looking-token\n")
+        env[credential] = str(secret) if credential.endswith("_FILE") else "a-real-looking-token"
+    args = ["run", "--sandbox-unless-configured", "--port", str(port), "--sandbox-port", str(sandbox_port)]
+    with chainer_process(args, tmp_path, env, [f"http://127.0.0.1:{port}/readyz"]) as running:
+        pass
+    assert running.returncode == 0, running.stderr[-3000:]
+    assert ("sandbox mode" in running.stderr) is (credential is None)
+
+
 def _redis_pid(url: str) -> int:
     client = syncredis.Redis.from_url(url, socket_timeout=5)
     try:

@@ -34,7 +34,7 @@ PREFIX = "chainer:"
 
 # How long things live, in milliseconds.
 DAY_MS = 86_400_000
-RETENTION_MS = 30 * DAY_MS  # events, ledgers and audit records, unless CHAINER_AUDIT_RETENTION says otherwise
+RETENTION_MS = 30 * DAY_MS  # events, ledgers and audit records, unless CHAINER_AUDIT_RETENTION_DAYS says otherwise
 DEDUPE_DAYS = 30
 DEDUPE_TTL_MS = DEDUPE_DAYS * DAY_MS  # at least this long, longer when the retention is longer
 JOB_TTL_MS = DAY_MS  # an arq job key written by chainer, as arq's own enqueue would (expires_extra_ms)

@@ -4,7 +4,8 @@ chainer's web app on a real uvicorn server on 127.0.0.1, a worker running in the
 and the provider sandbox. In the browser: sign in, see a delivery arrive live (no reload), open it, read why a
 rule did not fire, replay the dead letter and see the new attempt succeed, sign out and be refused. A
 screenshot of each page goes to tests/artifacts/ (git-ignored). Skipped, with the reason, when Chromium or
-Playwright is missing (scripts/install installs both; Playwright's own browsers are never downloaded).
+Playwright is missing (scripts/install --browser, which scripts/test runs, installs both; Playwright's own
+browsers are never downloaded).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ playwright_api = pytest.importorskip("playwright.async_api", reason="playwright 
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.timeout(180),
-    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (scripts/install installs it)"),
+    pytest.mark.skipif(
+        CHROMIUM is None, reason="Debian's chromium is not installed (scripts/install --browser installs it)"
+    ),
 ]
 
 RULES = """
