@@ -15,7 +15,9 @@ from importlib import resources
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chainer.errors import StoreUnavailableError
 
@@ -124,8 +126,8 @@ class ScriptBatcher:
             for i, answer in zip(todo, answers, strict=True):
                 if isinstance(answer, NoScriptError):
                     missing.append(i)
-                elif isinstance(answer, (ConnectionError, OSError)):
-                    raise answer
+                elif isinstance(answer, RedisConnectionError | RedisTimeoutError | OSError):
+                    raise answer  # the connection is gone: the whole batch fails as unavailable
                 else:
                     results[i] = answer
             if not missing:
