@@ -247,6 +247,13 @@ class Settings:
         sweep_interval = _whole(environ, "CHAINER_SWEEP_INTERVAL_SECONDS", 60, 1)
         if sweep_interval > 60:
             raise ConfigError(f"CHAINER_SWEEP_INTERVAL_SECONDS: {sweep_interval} is above the maximum 60")
+        if 60 % sweep_interval:
+            # The sweep runs on fixed seconds of each minute: only a divisor of 60 gives even intervals.
+            divisors = ", ".join(str(d) for d in range(1, 61) if 60 % d == 0)
+            raise ConfigError(
+                f"CHAINER_SWEEP_INTERVAL_SECONDS: {sweep_interval} does not divide a minute evenly; "
+                f"use one of {divisors}"
+            )
         return cls(
             redis_url=_url(
                 environ,
