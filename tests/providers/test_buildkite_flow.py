@@ -4,7 +4,6 @@ build id, and an A → B → A loop stopped by the guard with its path in the au
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -14,23 +13,19 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from arq.worker import Retry
 from redis.asyncio import Redis
 
 from chainer.app import create_app
-from chainer.jobs import RetryPolicy, run_action
+from chainer.jobs import run_action
 from chainer.providers import Downstream, get
-from chainer.sandbox import SandboxState, create_sandbox_app
+from chainer.sandbox import SandboxState
 from chainer.sandbox.buildkite import rate_limited
 from chainer.sandbox.models import BuildkiteBuild
 from chainer.settings import Secret, Settings
 from chainer.store import Store
-from chainer.store.connections import connect_arq
-from chainer.worker import create_worker
-from tests.helpers import job_ctx, parse_rules
+from tests.helpers import drain, job_ctx, parse_rules, read_audit, serve_sandbox
 from tests.payloads import COMMIT, buildkite_build, buildkite_signed
-from tests.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -80,23 +75,10 @@ class Stack:
 
     async def drain(self) -> None:
         """A real arq worker (burst) runs every queued job against the sandbox."""
-        http = httpx.AsyncClient(timeout=5)
-        worker = create_worker(
-            self.settings,
-            burst=True,
-            handle_signals=False,
-            poll_delay=0.01,
-            downstream=Downstream(self.settings, http),
-            retry_policy=RetryPolicy(max_tries=3, base_s=0.01, cap_s=0.05),
-            redis_pool=connect_arq(self.redis_url, retries=0),
-        )
-        await worker.main()
-        await worker.close()
-        await http.aclose()
+        await drain(self.settings, self.redis_url)
 
     async def audit(self, event_id: str) -> list[dict[str, Any]]:
-        response = await self.client.get("/audit", params={"event_id": event_id}, headers=AUTH)
-        return list(response.json()["items"])
+        return await read_audit(self.client, event_id, AUTH)
 
     def api_calls(self, api: str, method: str) -> list[Any]:
         return [r for r in self.sandbox.requests if r.api == api and r.method == method]
@@ -107,14 +89,8 @@ async def sandbox() -> AsyncIterator[tuple[SandboxState, str]]:
     state = SandboxState()
     for name in ("acme/a", "acme/b", "acme/flaky"):
         state.add_buildkite_pipeline(name)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_sandbox_app(state), host="127.0.0.1", port=port, log_config=None))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    yield state, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serve_sandbox(state) as base:
+        yield state, base
 
 
 def stack_settings(base: str, redis_url: str, state: SandboxState, **changes: Any) -> Settings:

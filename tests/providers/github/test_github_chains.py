@@ -4,7 +4,6 @@ back, found by the run id GitHub answered), and a GitHub ↔ CircleCI loop stopp
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -12,21 +11,15 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from redis.asyncio import Redis
 
 from chainer.app import create_app
-from chainer.jobs import RetryPolicy
-from chainer.providers import Downstream
-from chainer.sandbox import SandboxState, create_sandbox_app
+from chainer.sandbox import SandboxState
 from chainer.settings import Secret, Settings
 from chainer.store import Store
-from chainer.store.connections import connect_arq
-from chainer.worker import create_worker
 from tests import helpers, payloads
-from tests.helpers import AUTH, HOOK, JSON, WHSEC, app_client, parse_rules
+from tests.helpers import HOOK, JSON, WHSEC, app_client, parse_rules
 from tests.providers.github.support import SECRET, delivery, workflow_run
-from tests.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -61,22 +54,10 @@ class Stack:
 
     async def drain(self) -> None:
         """Run a burst worker until the queue is empty."""
-        async with httpx.AsyncClient(timeout=5) as http:
-            worker = create_worker(
-                self.settings,
-                burst=True,
-                handle_signals=False,
-                poll_delay=0.01,
-                downstream=Downstream(self.settings, http),
-                retry_policy=RetryPolicy(max_tries=3, base_s=0.01, cap_s=0.05),
-                redis_pool=connect_arq(self.redis_url, retries=0),
-            )
-            await worker.main()
-            await worker.close()
+        await helpers.drain(self.settings, self.redis_url)
 
     async def view(self, event_id: str) -> dict[str, Any]:
-        answer: dict[str, Any] = (await self.client.get(f"/events/{event_id}", headers=AUTH)).json()
-        return answer
+        return await helpers.read_event(self.client, event_id)
 
     async def github_run(self, run_id: int, repo: str, branch: str = "main") -> dict[str, Any]:
         payload = workflow_run("success", run_id=run_id, repo=repo, branch=branch, event="workflow_dispatch")
@@ -99,25 +80,18 @@ async def stack(redis: Redis, redis_url: str) -> AsyncIterator[Stack]:
     state = SandboxState()
     state.github.add_workflow("acme/site", "deploy.yml")
     state.github.add_workflow("acme/a", "ci.yml")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_sandbox_app(state), host="127.0.0.1", port=port, log_config=None))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    base = f"http://127.0.0.1:{port}"
-    settings = helpers.settings(
-        redis_url=redis_url,
-        github_webhook_secrets=(Secret(SECRET),),
-        github_url=base,
-        github_token=Secret(state.github.token),
-        circleci_url=base,
-        circleci_token=Secret(state.circleci_token),
-    )
-    app = create_app(settings, ruleset=parse_rules(RULES), store=Store(redis))
-    async with app_client(app) as client:
-        yield Stack(client, state, settings, redis_url)
-    server.should_exit = True
-    await task
+    async with helpers.serve_sandbox(state) as base:
+        settings = helpers.settings(
+            redis_url=redis_url,
+            github_webhook_secrets=(Secret(SECRET),),
+            github_url=base,
+            github_token=Secret(state.github.token),
+            circleci_url=base,
+            circleci_token=Secret(state.circleci_token),
+        )
+        app = create_app(settings, ruleset=parse_rules(RULES), store=Store(redis))
+        async with app_client(app) as client:
+            yield Stack(client, state, settings, redis_url)
 
 
 async def test_codeship_to_github_dispatch_and_the_run_reports_back_with_the_chain(stack: Stack) -> None:
