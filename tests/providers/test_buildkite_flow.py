@@ -21,11 +21,11 @@ from chainer.jobs import run_action
 from chainer.providers import Downstream, get
 from chainer.sandbox import SandboxState
 from chainer.sandbox.buildkite import rate_limited
-from chainer.sandbox.models import BuildkiteBuild
 from chainer.settings import Secret, Settings
 from chainer.store import Store
 from tests.helpers import drain, job_ctx, parse_rules, read_audit, serve_sandbox
 from tests.payloads import COMMIT, buildkite_build, buildkite_signed
+from tests.payloads import buildkite_webhook_of as webhook_of
 
 pytestmark = pytest.mark.integration
 
@@ -113,22 +113,6 @@ async def stack(sandbox: tuple[SandboxState, str], redis: Redis, redis_url: str)
     app = create_app(settings, ruleset=parse_rules(RULES), store=Store(redis))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://chainer.test") as client:
         yield Stack(client, state, settings, redis, redis_url)
-
-
-def webhook_of(build: BuildkiteBuild, state: str = "passed") -> dict[str, Any]:
-    """The build.finished webhook Buildkite sends for a build the sandbox holds (its id, number and meta-data)."""
-    commit = build.commit if build.commit != "HEAD" else COMMIT
-    pipeline = build.pipeline
-    return buildkite_build(
-        state=state,
-        build_id=build.id,
-        number=build.number,
-        org=pipeline.org,
-        pipeline=pipeline.slug,
-        branch=build.branch,
-        commit=commit,
-        meta_data=build.meta_data,
-    )
 
 
 # -- the endpoint ---------------------------------------------------------------------------------------------
