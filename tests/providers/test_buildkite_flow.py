@@ -273,3 +273,47 @@ async def test_a_429_from_buildkite_schedules_the_retry_after_its_reset(stack: S
     scheduled = next(r for r in records if r["type"] == "action.retry_scheduled")
     assert (failed["http_status"], failed["retry_after"], scheduled["defer_s"]) == (429, 600, 600)
     assert "Please wait 600 seconds" in failed["error"] and stack.sandbox.buildkite_token not in json.dumps(records)
+
+
+# -- an ambiguous create, reconciled by its cause ---------------------------------------------------------------
+
+
+async def test_a_create_whose_answer_is_lost_is_found_by_its_cause_and_recorded_once(stack: Stack) -> None:
+    """Buildkite creates the build but its answer never arrives (the worker's read timeout): the worker finds the
+    build by its chainer:cause meta-data and records it as the success, with lineage; no second build."""
+    stack.sandbox.script("buildkite", status=201, delay=5, effect=True, path_contains="/pipelines/b/builds")
+    start = await stack.post(buildkite_build(org="acme", pipeline="a", build_id="0190aaaa-0000-4000-8000-000000000004"))
+    await drain(stack.settings, stack.redis_url, timeout=httpx.Timeout(5, read=0.5))
+
+    [build] = stack.sandbox.buildkite_pipelines["acme/b"].builds
+    assert build.meta_data == {"chainer:cause": start["event_id"]}
+    seen = [(r.method, r.action, r.status) for r in stack.sandbox.requests if r.api == "buildkite"]
+    assert seen == [("POST", "buildkite.create_build", 201), ("GET", "buildkite.list_builds", 200)]
+    [lookup] = stack.api_calls("buildkite", "GET")
+    assert lookup.path == "/v2/organizations/acme/pipelines/b/builds"
+    assert lookup.query == {"branch": "main", "commit": COMMIT, "meta_data[chainer:cause]": start["event_id"]}
+    view = (await stack.client.get(f"/events/{start['event_id']}", headers=AUTH)).json()
+    [action] = view["actions"]
+    assert (action["state"], action["downstream_id"]) == ("done", build.id)
+    trail = [r for r in view["audit"] if r["type"].startswith(("attempt.", "action.dead"))]
+    assert [r["type"] for r in trail] == ["attempt.started", "attempt.succeeded"]
+    assert trail[1]["detail"]["number"] == build.number and "found by GET" in trail[1]["detail"]["reconciled"]
+    reported = await stack.post(webhook_of(build))
+    event = (await stack.client.get(f"/events/{reported['event_id']}", headers=AUTH)).json()["event"]
+    assert [link["event_id"] for link in event["chain"]] == [start["event_id"]]
+
+
+async def test_a_lost_answer_without_a_build_to_find_stays_ambiguous_and_is_not_sent_again(stack: Stack) -> None:
+    """The request is lost before Buildkite acts on it (a canned hang): the look-up finds nothing, so the action
+    goes to the dead-letter list as ambiguous, naming the look-up; nothing is created, nothing is sent twice."""
+    stack.sandbox.script("buildkite", status=201, delay=5, path_contains="/pipelines/b/builds")
+    start = await stack.post(buildkite_build(org="acme", pipeline="a", build_id="0190aaaa-0000-4000-8000-000000000005"))
+    await drain(stack.settings, stack.redis_url, timeout=httpx.Timeout(5, read=0.5))
+
+    assert stack.sandbox.buildkite_pipelines["acme/b"].builds == []
+    assert [r.method for r in stack.sandbox.requests if r.api == "buildkite"] == ["POST", "GET"]
+    view = (await stack.client.get(f"/events/{start['event_id']}", headers=AUTH)).json()
+    assert view["actions"][0]["state"] == "dead"
+    [failed] = [r for r in view["audit"] if r["type"] == "attempt.failed"]
+    assert failed["outcome"] == "ambiguous" and "no build with chainer:cause=" in failed["error"]
+    assert stack.sandbox.buildkite_token not in json.dumps(view)
