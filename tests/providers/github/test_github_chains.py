@@ -153,3 +153,57 @@ async def test_a_github_circleci_loop_stops_at_max_depth_with_the_path_in_the_au
     assert len([r for r in stack.sandbox.requests if r.action == "circleci.trigger_pipeline"]) == 2
     # Lint sees the same loop through GitHub's `repo` argument.
     assert "acme/a → acme/b → acme/a (rules a-to-b, b-to-a), stopped at depth 3" in parse_rules(RULES).summary()
+
+
+# -- an ambiguous dispatch, reconciled by listing the workflow's runs ----------------------------------------------
+
+
+async def test_a_dispatch_whose_answer_is_lost_is_found_among_the_workflows_runs_and_recorded_once(
+    stack: Stack,
+) -> None:
+    """GitHub starts the run but the 200 never arrives (the worker's read timeout): the worker lists the workflow's
+    workflow_dispatch runs of the branch since the attempt began, takes the one it finds, and dispatches no more."""
+    stack.sandbox.script("github", status=200, delay=5, effect=True, path_contains="/dispatches")
+    body = json.dumps(payloads.codeship("success", project="acme/web")).encode()
+    accepted = await stack.client.post(f"/hooks/codeship/{HOOK}", content=body, headers=JSON)
+    await helpers.drain(stack.settings, stack.redis_url, timeout=httpx.Timeout(5, read=0.5))
+
+    [run] = stack.sandbox.github.runs.values()
+    seen = [(r.method, r.action, r.status) for r in stack.sandbox.requests if r.api == "github"]
+    assert seen == [("POST", "github.dispatch_workflow", 200), ("GET", "github.list_workflow_runs", 200)]
+    lookup = stack.sandbox.requests[-1]
+    assert lookup.path == "/repos/acme/site/actions/workflows/deploy.yml/runs"
+    assert (lookup.query["event"], lookup.query["branch"]) == ("workflow_dispatch", "main")
+    assert lookup.query["created"].startswith(">=") and lookup.headers["x-github-api-version"] == "2022-11-28"
+    cause = accepted.json()["event_id"]
+    view = await stack.view(cause)
+    [action] = view["actions"]
+    assert (action["state"], action["downstream_id"]) == ("done", str(run.id))
+    [succeeded] = [r for r in view["audit"] if r["type"] == "attempt.succeeded"]
+    assert succeeded["detail"]["workflow_run_id"] == run.id and "found by GET" in succeeded["detail"]["reconciled"]
+    assert not [r for r in view["audit"] if r["type"] in ("attempt.failed", "action.dead")]
+
+    reported = await stack.github_run(run.id, "acme/site")
+    chain = (await stack.view(reported["event_id"]))["event"]["chain"]
+    assert [link["event_id"] for link in chain] == [cause]
+
+
+async def test_a_lost_dispatch_with_two_candidate_runs_stays_ambiguous(stack: Stack) -> None:
+    """Someone dispatched the same workflow on the same branch meanwhile: two runs fit, GitHub marks neither as
+    chainer's, so the action is dead as ambiguous, naming both runs, and is not dispatched again."""
+    site = stack.sandbox.github.repo("acme", "site")
+    assert site is not None
+    workflow = stack.sandbox.github.workflow(site, "deploy.yml")
+    assert workflow is not None
+    by_hand = stack.sandbox.github.dispatch_workflow(site, workflow, "main", None)
+    stack.sandbox.script("github", status=200, delay=5, effect=True, path_contains="/dispatches")
+    body = json.dumps(payloads.codeship("success", project="acme/web")).encode()
+    accepted = await stack.client.post(f"/hooks/codeship/{HOOK}", content=body, headers=JSON)
+    await helpers.drain(stack.settings, stack.redis_url, timeout=httpx.Timeout(5, read=0.5))
+
+    assert len(stack.sandbox.github.runs) == 2
+    assert [r.method for r in stack.sandbox.requests if r.api == "github"] == ["POST", "GET"]
+    view = await stack.view(accepted.json()["event_id"])
+    assert view["actions"][0]["state"] == "dead"
+    [failed] = [r for r in view["audit"] if r["type"] == "attempt.failed"]
+    assert failed["outcome"] == "ambiguous" and "2 runs (" in failed["error"] and str(by_hand.id) in failed["error"]
