@@ -230,15 +230,33 @@ async def dispatch(
 
 
 class HandlerClient:
-    """A ``Client`` that keeps one handler per action: subclasses set ``provider`` and fill ``handlers``.
+    """A ``Client`` that keeps one handler per action: subclasses set ``provider``, and in ``setup`` build their
+    API objects over ``http`` and fill ``handlers``.
 
-    ``execute`` dispatches by action name; ``check`` (the start-up check) finds nothing by default.
+    The constructor is the ``ClientFactory`` ``Provider.client`` calls; it keeps ``settings``, ``clock`` and
+    ``scrub`` as ``_settings``, ``_clock`` and ``_scrub`` before ``setup`` runs. ``execute`` dispatches by
+    action name; ``check`` (the start-up check) finds nothing by default.
     """
 
     provider: ClassVar[str]
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        *,
+        clock: Callable[[], float],
+        scrub: Scrubber,
+        throttle: Throttle | None = None,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._scrub = scrub
         self.handlers: dict[str, ActionHandler] = {}
+        self.setup(http, throttle)
+
+    def setup(self, http: httpx.AsyncClient, throttle: Throttle | None) -> None:
+        """Build the provider's API objects over ``http`` (``throttle``: its outbound limit) and fill ``handlers``."""
 
     async def execute(
         self,

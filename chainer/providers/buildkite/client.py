@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -43,14 +43,12 @@ from chainer.providers.http import (
     BODY_EXCERPT,
     Api,
     CallResult,
-    Scrubber,
     Throttle,
     json_body,
     numeric_id,
     required_text,
     retry_after_seconds,
 )
-from chainer.settings import Settings
 
 WRITE_SCOPE = "write_builds"
 _SENT_BACK = ("id", "number", "web_url", "state", "branch", "commit")
@@ -137,20 +135,11 @@ class BuildkiteClient(HandlerClient):
 
     provider = NAME
 
-    def __init__(
-        self,
-        settings: Settings,
-        http: httpx.AsyncClient,
-        *,
-        clock: Callable[[], float],
-        scrub: Scrubber,
-        throttle: Throttle | None = None,
-    ) -> None:
-        super().__init__()
-        self._settings = settings
-        self._clock = clock
-        self._api = Api(http, label="Buildkite", credentials=CREDENTIALS, scrub=scrub, clock=clock, throttle=throttle)
-        self._base = f"{settings.buildkite_url}/v2"
+    def setup(self, http: httpx.AsyncClient, throttle: Throttle | None) -> None:
+        self._api = Api(
+            http, label="Buildkite", credentials=CREDENTIALS, scrub=self._scrub, clock=self._clock, throttle=throttle
+        )
+        self._base = f"{self._settings.buildkite_url}/v2"
         self.handlers.update({f"{NAME}.create_build": self.create_build, f"{NAME}.rebuild": self.rebuild})
 
     async def check(self) -> list[str]:

@@ -67,7 +67,6 @@ from chainer.providers.http import (
     required_text,
     retry_after_seconds,
 )
-from chainer.settings import Settings
 
 # A rate limit without a retry-after or reset to go by: GitHub's advice is to wait at least a minute.
 DEFAULT_RATE_WAIT_S = 60.0
@@ -207,18 +206,9 @@ class GitHubClient(HandlerClient):
 
     provider = NAME
 
-    def __init__(
-        self,
-        settings: Settings,
-        http: httpx.AsyncClient,
-        *,
-        clock: Callable[[], float],
-        scrub: Scrubber,
-        throttle: Throttle | None = None,
-    ) -> None:
-        self._settings = settings
+    def setup(self, http: httpx.AsyncClient, throttle: Throttle | None) -> None:
+        settings, scrub, clock = self._settings, self._scrub, self._clock
         self._base = settings.github_url
-        self._clock = clock
         hint = CREDENTIALS if not settings.github_app_id else APP_VARIABLES
         self._api = GitHubApi(http, label="GitHub", credentials=hint, scrub=scrub, clock=clock, throttle=throttle)
         self.app: AppTokens | None = None
@@ -227,7 +217,6 @@ class GitHubClient(HandlerClient):
                 http, label="GitHub App", credentials=APP_VARIABLES, scrub=scrub, clock=clock, throttle=throttle
             )
             self.app = AppTokens(settings, app_api, clock=clock)
-        super().__init__()
         self.handlers = {
             f"{NAME}.dispatch_workflow": self.dispatch_workflow,
             f"{NAME}.repository_dispatch": self.repository_dispatch,
