@@ -29,9 +29,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, overload
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -60,7 +60,6 @@ from chainer.providers.http import (
     BODY_EXCERPT,
     Api,
     CallResult,
-    Scrubber,
     Throttle,
     json_body,
     numeric_id,
@@ -116,40 +115,16 @@ def error_text(raw: str) -> str:
 class GitHubApi(Api):
     """``Api`` with GitHub's answers: rate limits are waits, other 4xx are permanent with GitHub's own words."""
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        label: str,
-        credentials: str,
-        scrub: Scrubber,
-        clock: Callable[[], float],
-        throttle: Throttle | None = None,
-    ) -> None:
-        super().__init__(http, label=label, credentials=credentials, scrub=scrub, clock=clock, throttle=throttle)
-        self._now = clock
-        self._hint = credentials
-
-    @overload
-    def _classify(self, method: str, url: httpx.URL, outcome: Exception, *, safe: bool) -> DownstreamError: ...
-    @overload
-    def _classify(
-        self, method: str, url: httpx.URL, outcome: httpx.Response, *, safe: bool
-    ) -> DownstreamError | None: ...
-    def _classify(
-        self, method: str, url: httpx.URL, outcome: httpx.Response | Exception, *, safe: bool
-    ) -> DownstreamError | None:
-        if isinstance(outcome, Exception) or not 400 <= outcome.status_code < 500:
-            return super()._classify(method, url, outcome, safe=safe)
-        status = outcome.status_code
-        clean = self.scrub(outcome.content.decode("utf-8", "replace"))
+    def _client_error(self, method: str, url: httpx.URL, response: httpx.Response) -> DownstreamError | None:
+        status = response.status_code
+        clean = self.scrub(response.content.decode("utf-8", "replace"))
         message = f"{self.label} {method} {self.scrub(url.path)} answered {status}: {self.scrub(error_text(clean))}"
-        wait = rate_limit_wait(outcome, self._now()) if status in (403, 429) else None
+        wait = rate_limit_wait(response, self._clock()) if status in (403, 429) else None
         if wait is not None:
             message += f" (rate limited: retry in {math.ceil(wait)} s)"
             return TransientDownstreamError(message, status=status, retry_after=wait, body=clean[:BODY_EXCERPT])
         if status in (401, 403):
-            message += f" (check {self._hint} and its permissions)"
+            message += f" (check {self._credentials} and its permissions)"
         elif status == 404:
             message += " (no such repository, workflow or run, or the credentials cannot see it)"
         return PermanentDownstreamError(message, status=status, body=clean[:BODY_EXCERPT])
