@@ -11,8 +11,9 @@ job gets from the worker (``ctx["services"]``), for tests that run one job by ha
 JSON API on 127.0.0.1 that a real worker process can call.
 
 End to end (the chain tests): ``serve_sandbox`` (the provider sandbox under uvicorn on a free 127.0.0.1 port),
-``drain`` (a real arq worker in burst mode until the queue is empty) and ``read_audit`` / ``read_event``
-(the operator API's view of an event).
+``drain`` (a real arq worker in burst mode until the queue is empty), ``read_audit`` / ``read_event``
+(the operator API's view of an event), and ``ChainStack`` / ``chain_stack``, all of them together: the app
+with the rules under an ASGI client, the sandbox on a socket and settings pointing at it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -33,6 +34,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from chainer import rules
+from chainer.app import create_app
 from chainer.errors import DownstreamError, RulesError
 from chainer.events import BuildEvent
 from chainer.jobs import SERVICES, SWEEP_GRACE_MS, RetryPolicy, Services
@@ -425,3 +427,41 @@ async def read_event(client: httpx.AsyncClient, event_id: str, headers: dict[str
     """``GET /events/{event_id}``: the event, its chain, its actions and its audit records."""
     answer: dict[str, Any] = (await client.get(f"/events/{event_id}", headers=headers)).json()
     return answer
+
+
+@dataclasses.dataclass
+class ChainStack:
+    """The app (``client``, through ASGI), the sandbox it calls (``sandbox``) and the ``settings`` both use."""
+
+    client: httpx.AsyncClient
+    sandbox: SandboxState
+    settings: Settings
+    redis_url: str
+
+    async def drain(self, **http_options: Any) -> None:
+        """Run a burst worker until the queue is empty (``http_options``: see ``drain``)."""
+        await drain(self.settings, self.redis_url, **http_options)
+
+    async def view(self, event_id: str) -> dict[str, Any]:
+        return await read_event(self.client, event_id)
+
+
+_Stack = TypeVar("_Stack", bound=ChainStack)
+
+
+@contextlib.asynccontextmanager
+async def chain_stack(
+    kind: type[_Stack],
+    state: SandboxState,
+    rules_text: str,
+    store: Store,
+    redis_url: str,
+    overrides: Callable[[str], dict[str, Any]],
+) -> AsyncIterator[_Stack]:
+    """``state`` served as the sandbox and the app with ``rules_text`` under an ASGI client, as a ``kind``: its
+    settings are ``settings()`` with ``redis_url`` and ``overrides(<the sandbox's base URL>)``."""
+    async with serve_sandbox(state) as base:
+        chosen = settings(redis_url=redis_url, **overrides(base))
+        app = create_app(chosen, ruleset=parse_rules(rules_text), store=store)
+        async with app_client(app) as client:
+            yield kind(client, state, chosen, redis_url)

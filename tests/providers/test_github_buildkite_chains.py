@@ -8,21 +8,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 from redis.asyncio import Redis
 
-from chainer.app import create_app
 from chainer.sandbox import SandboxState
-from chainer.settings import Secret, Settings
+from chainer.settings import Secret
 from chainer.store import Store
 from tests import helpers
-from tests.helpers import app_client, parse_rules
+from tests.helpers import parse_rules
 from tests.payloads import buildkite_signed, buildkite_webhook_of
-from tests.providers.github.support import SECRET, SHA, delivery, workflow_run
+from tests.providers.github.support import SECRET, SHA, GitHubChainStack
 
 pytestmark = pytest.mark.integration
 
@@ -49,26 +46,7 @@ rules:
 """
 
 
-@dataclass
-class Stack:
-    client: httpx.AsyncClient
-    sandbox: SandboxState
-    settings: Settings
-    redis_url: str
-
-    async def drain(self) -> None:
-        await helpers.drain(self.settings, self.redis_url)
-
-    async def view(self, event_id: str) -> dict[str, Any]:
-        return await helpers.read_event(self.client, event_id)
-
-    async def github_run(self, run_id: int, repo: str, event: str = "workflow_dispatch") -> dict[str, Any]:
-        """A completed, green ``workflow_run`` of ``repo`` on main, signed with the webhook secret."""
-        body, headers = delivery(workflow_run("success", run_id=run_id, repo=repo, event=event), guid=f"d-{run_id}")
-        answer = await self.client.post("/hooks/github", content=body, headers=headers)
-        assert answer.status_code == 202, answer.text
-        return dict(answer.json())
-
+class Stack(GitHubChainStack):
     async def buildkite_build(self, body: dict[str, Any]) -> dict[str, Any]:
         """A ``build.finished`` delivery, signed as Buildkite signs (HMAC over ``timestamp.`` + body)."""
         raw, headers = buildkite_signed(body, BK_WEBHOOK_TOKEN, int(time.time()))
@@ -83,19 +61,19 @@ async def stack(redis: Redis, redis_url: str) -> AsyncIterator[Stack]:
     state.github.add_workflow("acme/a", "ci.yml")
     for pipeline in ("acme/site", "acme/b"):
         state.add_buildkite_pipeline(pipeline)
-    async with helpers.serve_sandbox(state) as base:
-        settings = helpers.settings(
-            redis_url=redis_url,
-            github_webhook_secrets=(Secret(SECRET),),
-            github_url=base,
-            github_token=Secret(state.github.token),
-            buildkite_webhook_token=Secret(BK_WEBHOOK_TOKEN),
-            buildkite_token=Secret(state.buildkite_token),
-            buildkite_url=base,
-        )
-        app = create_app(settings, ruleset=parse_rules(RULES), store=Store(redis))
-        async with app_client(app) as client:
-            yield Stack(client, state, settings, redis_url)
+
+    def at(base: str) -> dict[str, Any]:
+        return {
+            "github_webhook_secrets": (Secret(SECRET),),
+            "github_url": base,
+            "github_token": Secret(state.github.token),
+            "buildkite_webhook_token": Secret(BK_WEBHOOK_TOKEN),
+            "buildkite_token": Secret(state.buildkite_token),
+            "buildkite_url": base,
+        }
+
+    async with helpers.chain_stack(Stack, state, RULES, Store(redis), redis_url, at) as stack:
+        yield stack
 
 
 async def test_a_github_run_creates_a_buildkite_build_with_the_exact_request_and_audit(stack: Stack) -> None:

@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
-from chainer.app import create_app
 from chainer.sandbox import SandboxState
-from chainer.settings import Secret, Settings
+from chainer.settings import Secret
 from chainer.store import Store
 from tests import helpers, payloads
-from tests.helpers import HOOK, JSON, WHSEC, app_client, parse_rules
-from tests.providers.github.support import SECRET, delivery, workflow_run
+from tests.helpers import HOOK, JSON, WHSEC, parse_rules
+from tests.providers.github.support import SECRET, GitHubChainStack
 
 pytestmark = pytest.mark.integration
 
@@ -45,27 +43,7 @@ rules:
 """
 
 
-@dataclass
-class Stack:
-    client: httpx.AsyncClient
-    sandbox: SandboxState
-    settings: Settings
-    redis_url: str
-
-    async def drain(self) -> None:
-        """Run a burst worker until the queue is empty."""
-        await helpers.drain(self.settings, self.redis_url)
-
-    async def view(self, event_id: str) -> dict[str, Any]:
-        return await helpers.read_event(self.client, event_id)
-
-    async def github_run(self, run_id: int, repo: str, branch: str = "main") -> dict[str, Any]:
-        payload = workflow_run("success", run_id=run_id, repo=repo, branch=branch, event="workflow_dispatch")
-        body, headers = delivery(payload, guid=f"delivery-{run_id}")
-        answer = await self.client.post("/hooks/github", content=body, headers=headers)
-        assert answer.status_code == 202, answer.text
-        return dict(answer.json())
-
+class Stack(GitHubChainStack):
     async def circleci_pipeline(self, pipeline_id: str, delivery_id: str) -> dict[str, Any]:
         payload = payloads.circleci_workflow("success", repo="b", delivery=delivery_id, workflow_id=delivery_id + "-wf")
         payload["pipeline"]["id"] = pipeline_id
@@ -80,18 +58,18 @@ async def stack(redis: Redis, redis_url: str) -> AsyncIterator[Stack]:
     state = SandboxState()
     state.github.add_workflow("acme/site", "deploy.yml")
     state.github.add_workflow("acme/a", "ci.yml")
-    async with helpers.serve_sandbox(state) as base:
-        settings = helpers.settings(
-            redis_url=redis_url,
-            github_webhook_secrets=(Secret(SECRET),),
-            github_url=base,
-            github_token=Secret(state.github.token),
-            circleci_url=base,
-            circleci_token=Secret(state.circleci_token),
-        )
-        app = create_app(settings, ruleset=parse_rules(RULES), store=Store(redis))
-        async with app_client(app) as client:
-            yield Stack(client, state, settings, redis_url)
+
+    def at(base: str) -> dict[str, Any]:
+        return {
+            "github_webhook_secrets": (Secret(SECRET),),
+            "github_url": base,
+            "github_token": Secret(state.github.token),
+            "circleci_url": base,
+            "circleci_token": Secret(state.circleci_token),
+        }
+
+    async with helpers.chain_stack(Stack, state, RULES, Store(redis), redis_url, at) as stack:
+        yield stack
 
 
 async def test_codeship_to_github_dispatch_and_the_run_reports_back_with_the_chain(stack: Stack) -> None:
@@ -166,7 +144,7 @@ async def test_a_dispatch_whose_answer_is_lost_is_found_among_the_workflows_runs
     stack.sandbox.script("github", status=200, delay=5, effect=True, path_contains="/dispatches")
     body = json.dumps(payloads.codeship("success", project="acme/web")).encode()
     accepted = await stack.client.post(f"/hooks/codeship/{HOOK}", content=body, headers=JSON)
-    await helpers.drain(stack.settings, stack.redis_url, timeout=httpx.Timeout(5, read=0.5))
+    await stack.drain(timeout=httpx.Timeout(5, read=0.5))
 
     [run] = stack.sandbox.github.runs.values()
     seen = [(r.method, r.action, r.status) for r in stack.sandbox.requests if r.api == "github"]
@@ -199,7 +177,7 @@ async def test_a_lost_dispatch_with_two_candidate_runs_stays_ambiguous(stack: St
     stack.sandbox.script("github", status=200, delay=5, effect=True, path_contains="/dispatches")
     body = json.dumps(payloads.codeship("success", project="acme/web")).encode()
     accepted = await stack.client.post(f"/hooks/codeship/{HOOK}", content=body, headers=JSON)
-    await helpers.drain(stack.settings, stack.redis_url, timeout=httpx.Timeout(5, read=0.5))
+    await stack.drain(timeout=httpx.Timeout(5, read=0.5))
 
     assert len(stack.sandbox.github.runs) == 2
     assert [r.method for r in stack.sandbox.requests if r.api == "github"] == ["POST", "GET"]
