@@ -9,30 +9,43 @@ Web and worker: the tokens and ``settings()`` most web tests use; ``app_client``
 (the ASGI app under an httpx client, and a Codeship delivery to it); ``job_ctx``, the arq ``ctx`` a
 job gets from the worker (``ctx["services"]``), for tests that run one job by hand; ``LoopbackApi``, a
 JSON API on 127.0.0.1 that a real worker process can call.
+
+End to end (the chain tests): ``serve_sandbox`` (the provider sandbox under uvicorn on a free 127.0.0.1 port),
+``drain`` (a real arq worker in burst mode until the queue is empty), ``read_audit`` / ``read_event``
+(the operator API's view of an event), and ``ChainStack`` / ``chain_stack``, all of them together: the app
+with the rules under an ASGI client, the sandbox on a socket and settings pointing at it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
+import uvicorn
 from starlette.types import ASGIApp
 
 from chainer import rules
+from chainer.app import create_app
 from chainer.errors import DownstreamError, RulesError
 from chainer.events import BuildEvent
 from chainer.jobs import SERVICES, SWEEP_GRACE_MS, RetryPolicy, Services
 from chainer.limits import InflightLocks
 from chainer.providers import Downstream, catalogue
+from chainer.sandbox import SandboxState, create_sandbox_app
 from chainer.settings import Secret, Settings
 from chainer.store import Store
+from chainer.store.connections import connect_arq
+from chainer.worker import create_worker
+from tests.redis_server import free_port
 
 # ----------------------------------------------------------------------------- rules, with the catalogue
 
@@ -364,3 +377,91 @@ class _LoopbackHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         self.server.log.append(format % args)
+
+
+# ----------------------------------------------------------------------------- end to end: sandbox, worker, audit
+
+
+@contextlib.asynccontextmanager
+async def serve_sandbox(state: SandboxState) -> AsyncIterator[str]:
+    """The provider sandbox holding ``state``, served by uvicorn on a free 127.0.0.1 port; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_sandbox_app(state), host="127.0.0.1", port=port, log_config=None))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def drain(settings: Settings, redis_url: str, **http_options: Any) -> None:
+    """A real arq worker (burst) runs every queued job against the providers ``settings`` point at, then stops.
+
+    Quick retries (three tries, 10-50 ms apart); ``http_options`` go to the worker's ``httpx.AsyncClient``
+    (``timeout`` 5 s unless given).
+    """
+    async with httpx.AsyncClient(**({"timeout": 5} | http_options)) as http:
+        worker = create_worker(
+            settings,
+            burst=True,
+            handle_signals=False,
+            poll_delay=0.01,
+            downstream=Downstream(settings, http),
+            retry_policy=RetryPolicy(max_tries=3, base_s=0.01, cap_s=0.05),
+            redis_pool=connect_arq(redis_url, retries=0),
+        )
+        await worker.main()
+        await worker.close()
+
+
+async def read_audit(client: httpx.AsyncClient, event_id: str, headers: dict[str, str] = AUTH) -> list[dict[str, Any]]:
+    """The audit records of ``event_id``, oldest first, through ``GET /audit`` (admin token ``ADMIN``)."""
+    response = await client.get("/audit", params={"event_id": event_id}, headers=headers)
+    return list(response.json()["items"])
+
+
+async def read_event(client: httpx.AsyncClient, event_id: str, headers: dict[str, str] = AUTH) -> dict[str, Any]:
+    """``GET /events/{event_id}``: the event, its chain, its actions and its audit records."""
+    answer: dict[str, Any] = (await client.get(f"/events/{event_id}", headers=headers)).json()
+    return answer
+
+
+@dataclasses.dataclass
+class ChainStack:
+    """The app (``client``, through ASGI), the sandbox it calls (``sandbox``) and the ``settings`` both use."""
+
+    client: httpx.AsyncClient
+    sandbox: SandboxState
+    settings: Settings
+    redis_url: str
+
+    async def drain(self, **http_options: Any) -> None:
+        """Run a burst worker until the queue is empty (``http_options``: see ``drain``)."""
+        await drain(self.settings, self.redis_url, **http_options)
+
+    async def view(self, event_id: str) -> dict[str, Any]:
+        return await read_event(self.client, event_id)
+
+
+_Stack = TypeVar("_Stack", bound=ChainStack)
+
+
+@contextlib.asynccontextmanager
+async def chain_stack(
+    kind: type[_Stack],
+    state: SandboxState,
+    rules_text: str,
+    store: Store,
+    redis_url: str,
+    overrides: Callable[[str], dict[str, Any]],
+) -> AsyncIterator[_Stack]:
+    """``state`` served as the sandbox and the app with ``rules_text`` under an ASGI client, as a ``kind``: its
+    settings are ``settings()`` with ``redis_url`` and ``overrides(<the sandbox's base URL>)``."""
+    async with serve_sandbox(state) as base:
+        chosen = settings(redis_url=redis_url, **overrides(base))
+        app = create_app(chosen, ruleset=parse_rules(rules_text), store=store)
+        async with app_client(app) as client:
+            yield kind(client, state, chosen, redis_url)

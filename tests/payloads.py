@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from chainer.sandbox.models import BuildkiteBuild
 
 COMMIT = "9f2c4e1b7a3d5c6e8f0a1b2c3d4e5f60718293a4"
 
@@ -152,6 +155,22 @@ def buildkite_build(
         },
         "sender": {"id": "8c2f1e4d-3b5a-4f6e-9a7d-0b1c2d3e4f50", "name": "Octo Cat"},
     }
+
+
+def buildkite_webhook_of(build: BuildkiteBuild, state: str = "passed") -> dict[str, Any]:
+    """The build.finished webhook Buildkite sends for a build the sandbox holds (its id, number and meta-data)."""
+    commit = build.commit if build.commit != "HEAD" else COMMIT
+    pipeline = build.pipeline
+    return buildkite_build(
+        state=state,
+        build_id=build.id,
+        number=build.number,
+        org=pipeline.org,
+        pipeline=pipeline.slug,
+        branch=build.branch,
+        commit=commit,
+        meta_data=build.meta_data,
+    )
 
 
 def buildkite_signed(

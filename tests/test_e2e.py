@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -10,20 +9,16 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from redis.asyncio import Redis
 
 from chainer.app import create_app
-from chainer.jobs import RetryPolicy
 from chainer.providers import Downstream
-from chainer.sandbox import SandboxState, create_sandbox_app
+from chainer.sandbox import SandboxState
 from chainer.settings import Secret, Settings
 from chainer.store import Store
-from chainer.store.connections import connect_arq
-from chainer.worker import create_worker
 from tests import helpers, payloads
 from tests.helpers import AUTH, HOOK, WHSEC, app_client, job_ctx, parse_rules
-from tests.redis_server import RedisServer, free_port
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 
@@ -56,38 +51,18 @@ class Stack:
 
     async def drain(self) -> None:
         """Run a burst worker until the queue is empty."""
-        http = httpx.AsyncClient(timeout=5)
-        worker = create_worker(
-            self.settings,
-            burst=True,
-            handle_signals=False,
-            poll_delay=0.01,
-            downstream=Downstream(self.settings, http),
-            retry_policy=RetryPolicy(max_tries=3, base_s=0.01, cap_s=0.05),
-            redis_pool=connect_arq(self.redis_url, retries=0),
-        )
-        await worker.main()
-        await worker.close()
-        await http.aclose()
+        await helpers.drain(self.settings, self.redis_url)
 
     async def audit(self, event_id: str) -> list[dict[str, Any]]:
-        response = await self.client.get("/audit", params={"event_id": event_id}, headers=AUTH)
-        items: list[dict[str, Any]] = response.json()["items"]
-        return items
+        return await helpers.read_audit(self.client, event_id)
 
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[tuple[SandboxState, str]]:
     state = SandboxState()
     state.add_codeship_project("acme/web")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_sandbox_app(state), host="127.0.0.1", port=port, log_config=None))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    yield state, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with helpers.serve_sandbox(state) as base:
+        yield state, base
 
 
 @pytest.fixture

@@ -34,8 +34,10 @@ import httpx
 from chainer.catalogue import ActionSpec, EventFacts
 from chainer.errors import DownstreamError, PermanentDownstreamError
 from chainer.events import STATUSES, BuildEvent
+from chainer.limits import RateLimiter
 from chainer.providers.http import BeforeEffect, CallResult, Scrubber, Throttle, before_effects
 from chainer.settings import Secret, Settings
+from chainer.store import keys
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -228,15 +230,33 @@ async def dispatch(
 
 
 class HandlerClient:
-    """A ``Client`` that keeps one handler per action: subclasses set ``provider`` and fill ``handlers``.
+    """A ``Client`` that keeps one handler per action: subclasses set ``provider``, and in ``setup`` build their
+    API objects over ``http`` and fill ``handlers``.
 
-    ``execute`` dispatches by action name; ``check`` (the start-up check) finds nothing by default.
+    The constructor is the ``ClientFactory`` ``Provider.client`` calls; it keeps ``settings``, ``clock`` and
+    ``scrub`` as ``_settings``, ``_clock`` and ``_scrub`` before ``setup`` runs. ``execute`` dispatches by
+    action name; ``check`` (the start-up check) finds nothing by default.
     """
 
     provider: ClassVar[str]
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        *,
+        clock: Callable[[], float],
+        scrub: Scrubber,
+        throttle: Throttle | None = None,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._scrub = scrub
         self.handlers: dict[str, ActionHandler] = {}
+        self.setup(http, throttle)
+
+    def setup(self, http: httpx.AsyncClient, throttle: Throttle | None) -> None:
+        """Build the provider's API objects over ``http`` (``throttle``: its outbound limit) and fill ``handlers``."""
 
     async def execute(
         self,
@@ -254,6 +274,20 @@ class HandlerClient:
         return []
 
 
+class ClientFactory(Protocol):
+    """How ``Provider.client`` builds a provider's client (the client class's constructor)."""
+
+    def __call__(
+        self,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        *,
+        clock: Callable[[], float],
+        scrub: Scrubber,
+        throttle: Throttle | None = None,
+    ) -> Client: ...
+
+
 class Provider(abc.ABC):
     """One CI provider (see the module docstring). Subclass it in ``chainer/providers/<name>``, register an instance.
 
@@ -261,7 +295,9 @@ class Provider(abc.ABC):
     ``kinds`` (of event it emits, the first one its usual), ``actions``, ``hook``; for the rules,
     ``event_fields`` (event fields only this provider's events carry, each with a sentence for the
     schema), ``no_project`` (why its events may name no project) and ``example_action`` (a ``then``
-    item for messages).
+    item for messages); for the API, ``client_class`` (built by ``client``) and ``requests_per_minute``
+    (the account's outbound budget, shared by every worker through Redis; None when the provider's own
+    rate-limit answers are the only waits).
     """
 
     name: ClassVar[str]
@@ -273,6 +309,8 @@ class Provider(abc.ABC):
     event_fields: ClassVar[Mapping[str, str]] = {}
     no_project: ClassVar[str] = ""
     example_action: ClassVar[str] = ""
+    client_class: ClassVar[ClientFactory]
+    requests_per_minute: ClassVar[int | None] = None
 
     def status(self, raw_status: str) -> str:
         """The canonical status (one of ``chainer.events.STATUSES``) of a raw one; unknown values are ``other``."""
@@ -293,7 +331,6 @@ class Provider(abc.ABC):
     def parse_unverified(self, headers: Mapping[str, str], body: bytes) -> BuildEvent | Ignored:
         """Parse a delivery as ``parse`` would, without authenticating it (explain's what-if). Raises PayloadError."""
 
-    @abc.abstractmethod
     def client(
         self,
         settings: Settings,
@@ -304,11 +341,15 @@ class Provider(abc.ABC):
         redis: Redis | None = None,
         throttle: Throttle | None = None,
     ) -> Client:
-        """The client of this provider's API over the shared ``http``.
+        """The client of this provider's API over the shared ``http``: a ``client_class``.
 
-        ``redis`` (when given) carries the provider's own outbound limits across workers; ``throttle``
-        replaces them (tests). ``scrub`` removes every secret from messages and records.
+        ``redis`` (when given) carries the provider's own outbound limit (``requests_per_minute``) across
+        workers; ``throttle`` replaces it (tests). ``scrub`` removes every secret from messages and records.
         """
+        if throttle is None and redis is not None and self.requests_per_minute:
+            limit = self.requests_per_minute
+            throttle = RateLimiter(redis, keys.rate(self.name), limit=limit, window_s=60, label=self.title)
+        return self.client_class(settings, http, clock=clock, scrub=scrub, throttle=throttle)
 
     @abc.abstractmethod
     def secrets(self, settings: Settings) -> list[Secret]:

@@ -275,6 +275,10 @@ class Api:
         status = outcome.status_code
         if 200 <= status < 300:
             return None
+        if 400 <= status < 500:
+            own = self._client_error(method, url, outcome)
+            if own is not None:
+                return own
         raw = outcome.content.decode("utf-8", "replace")
         clean = self.scrub(raw)  # before any cut, so no partial secret survives at an edge
         body = clean[:BODY_EXCERPT]
@@ -292,6 +296,10 @@ class Api:
             location = self.scrub(outcome.headers.get("location", ""))
             message = f"{where} answered {status}, a redirect to {location!r}: check the base URL setting"
         return PermanentDownstreamError(message, status=status, body=body)
+
+    def _client_error(self, method: str, url: httpx.URL, response: httpx.Response) -> DownstreamError | None:
+        """A 4xx answer as this API words it, or None for the common reading (a subclass's hook)."""
+        return None
 
 
 def _provider_text(raw: str) -> str:

@@ -3,7 +3,8 @@
 Paths, credentials, status codes and bodies follow shared/reference/providers.md, including the awkward parts:
 Codeship answers 202 with no body, rate-limits with 403, and reports 2FA accounts with a 200; CircleCI v1.1
 answers EDN when no ``Accept`` header is sent. Every request is recorded with its credentials redacted, and
-faults (an error status, a ``Retry-After``, a hang) can be scripted from Python or over HTTP under ``/_sandbox/``.
+faults (an error status, a ``Retry-After``, a hang, an answer lost after the call took effect) can be scripted
+from Python or over HTTP under ``/_sandbox/``.
 Point ``CHAINER_CODESHIP_URL``, ``CHAINER_CODESHIP_V1_URL``, ``CHAINER_CIRCLECI_URL``, ``CHAINER_BUILDKITE_URL`` and
 ``CHAINER_GITHUB_URL`` at the sandbox's root. The handlers of each emulated provider are in
 ``chainer.sandbox.codeship``, ``chainer.sandbox.circleci``, ``chainer.sandbox.buildkite`` (whose paths share
@@ -119,7 +120,8 @@ def _endpoint(methods: dict[str, tuple[str, Handler]]) -> Callable[[Request], Aw
         raw = await request.body()
         fault = state.take_fault(api, path) if api in st.APIS else None
         call = Call(request, state, raw, path)
-        response = _fault_response(fault) if fault else await _answer(call, api, handler, bool(methods))
+        canned = fault is not None and not fault.effect
+        response = _fault_response(fault) if fault and canned else await _answer(call, api, handler, bool(methods))
         if api != SANDBOX:
             query = {k: "***" if k in _SECRET_QUERY else v for k, v in request.query_params.items()}
             body = None if not raw else raw.decode("utf-8", "replace") if (data := decode(raw)) is NOT_JSON else data
@@ -164,7 +166,7 @@ async def control_script(request: Request) -> Response:
         state.faults.clear()
         return JSONResponse({"faults": 0})
     data = decode(await request.body())
-    allowed = {"api", "status", "body", "headers", "times", "delay", "path_contains"}
+    allowed = {"api", "status", "body", "headers", "times", "delay", "path_contains", "effect"}
     if not isinstance(data, dict) or not {"api", "status"} <= data.keys() <= allowed:
         return JSONResponse({"error": f"send a JSON object with api, status and optionally {sorted(allowed)}"}, 400)
     try:

@@ -1,4 +1,4 @@
-"""The sandbox's Buildkite: REST API v2 builds (create, get, rebuild) and the token check (more-providers.md §2.5).
+"""The sandbox's Buildkite: REST API v2 builds (create, list, get, rebuild) and the token check (more-providers §2.5).
 
 Bearer tokens only (Buildkite supports no other form), scopes enforced (``write_builds`` to create and
 rebuild, ``read_builds`` to read), errors as ``{"message": …}`` and validation failures as
@@ -9,6 +9,7 @@ rebuild, ``read_builds`` to read), errors as ``{"message": …}`` and validation
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
@@ -106,6 +107,38 @@ async def buildkite_create_build(call: Call) -> Response:
     return JSONResponse(build.v2(_base(call)), 201)
 
 
+_META_FILTER = re.compile(r"meta_data\[(.+)\]")
+
+
+def _instant(text: str) -> float:
+    """An ISO 8601 filter value as unix seconds; a 400 naming it when it is not one."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        refuse(True, 400, f"created_from: {text[:40]!r} is not an ISO 8601 time")
+        raise
+    refuse(moment.tzinfo is None, 400, "created_from needs a time zone (Z or +00:00)")
+    return moment.timestamp()
+
+
+async def buildkite_list_builds(call: Call) -> Response:
+    """``GET …/pipelines/{pipeline}/builds``: the pipeline's builds, newest first, with Buildkite's filters
+    ``branch``, ``commit``, ``state``, ``created_from`` and ``meta_data[key]=value`` (every one must hold)."""
+    _scope(call, "read_builds")
+    pipeline = _pipeline(call)
+    query = call.request.query_params
+    wanted_meta = {m.group(1): v for k, v in query.items() if (m := _META_FILTER.fullmatch(k))}
+    since = _instant(query["created_from"]) if "created_from" in query else None
+    found = [
+        build
+        for build in reversed(pipeline.builds)
+        if all(query.get(name) in (None, getattr(build, name)) for name in ("branch", "commit", "state"))
+        and all(build.meta_data.get(key) == value for key, value in wanted_meta.items())
+        and (since is None or build.created_at >= since)
+    ]
+    return JSONResponse([build.v2(_base(call)) for build in found])
+
+
 async def buildkite_get_build(call: Call) -> Response:
     """``GET …/builds/{number}``: the build."""
     _scope(call, "read_builds")
@@ -127,6 +160,7 @@ _BUILDS = "/v2/organizations/{org}/pipelines/{pipeline}/builds"
 ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
     ("GET", "/v2/access-token", "buildkite.access_token", buildkite_access_token),
     ("POST", _BUILDS, "buildkite.create_build", buildkite_create_build),
+    ("GET", _BUILDS, "buildkite.list_builds", buildkite_list_builds),
     ("GET", _BUILDS + "/{number}", "buildkite.get_build", buildkite_get_build),
     ("PUT", _BUILDS + "/{number}/rebuild", "buildkite.rebuild", buildkite_rebuild),
 )

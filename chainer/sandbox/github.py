@@ -1,5 +1,6 @@
 """The sandbox's GitHub REST API: workflow dispatch (200 with run details), repository_dispatch (204), re-runs (201),
-runs, and GitHub App auth (installation look-ups and token minting with the App's JWT verified).
+runs (one, or a workflow's runs with GitHub's filters), and GitHub App auth (installation look-ups and token minting
+with the App's JWT verified).
 
 Point ``CHAINER_GITHUB_URL`` at the sandbox's root. Calls carry ``Authorization: Bearer <token>`` (the sandbox's
 personal access token or an installation token it minted); ``/app/...`` and the installation look-ups take the
@@ -10,6 +11,7 @@ App's JWT instead. A pinned ``X-GitHub-Api-Version`` must be one GitHub knows. R
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
@@ -135,6 +137,37 @@ async def github_get_run(call: Call) -> Response:
     return JSONResponse(_run(call).v3(_base(call)))
 
 
+def _created_filter(text: str) -> float:
+    """The lower bound of ``created=>=<ISO 8601>`` (the one form of GitHub's date search the sandbox takes)."""
+    since = text.removeprefix(">=")
+    try:
+        moment = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    except ValueError:
+        moment = datetime.fromtimestamp(0)  # no time zone: refused below
+    refuse(moment.tzinfo is None or since == text, 422, f"Invalid created filter: {text[:40]}")
+    return moment.timestamp()
+
+
+async def github_list_workflow_runs(call: Call) -> Response:
+    """``GET …/actions/workflows/{workflow}/runs?branch=&event=&status=&head_sha=&created=>=<time>``: the
+    workflow's runs, newest first, as ``{total_count, workflow_runs}``."""
+    token_auth(call)
+    repo = _repo(call)
+    workflow = must_find(_github(call).workflow(repo, call.param("workflow")), "Not Found")
+    query = call.request.query_params
+    since = _created_filter(query["created"]) if "created" in query else None
+    fields = {"branch": "head_branch", "event": "event", "head_sha": "head_sha"}
+    runs = [
+        run
+        for run in sorted(_github(call).runs.values(), key=lambda r: r.id, reverse=True)
+        if run.workflow is workflow
+        and all(query.get(name) in (None, getattr(run, attr)) for name, attr in fields.items())
+        and query.get("status") in (None, run.status, run.conclusion)
+        and (since is None or run.created_at >= since)
+    ]
+    return JSONResponse({"total_count": len(runs), "workflow_runs": [run.v3(_base(call)) for run in runs]})
+
+
 def _app_id(state: GitHubState) -> int | str:
     return int(state.app_id) if state.app_id.isdigit() else state.app_id
 
@@ -184,6 +217,7 @@ ROUTES: tuple[tuple[str, str, str, Handler], ...] = (
     ("POST", _RUN + "/rerun", "github.rerun_workflow_run", github_rerun),
     ("POST", _RUN + "/rerun-failed-jobs", "github.rerun_workflow_run", github_rerun_failed_jobs),
     ("GET", _RUN, "github.get_run", github_get_run),
+    ("GET", _REPO + "/actions/workflows/{workflow}/runs", "github.list_workflow_runs", github_list_workflow_runs),
     ("GET", _REPO + "/installation", "github.installation", github_repo_installation),
     ("GET", "/orgs/{owner}/installation", "github.installation", github_owner_installation),
     ("GET", "/users/{owner}/installation", "github.installation", github_owner_installation),

@@ -65,7 +65,11 @@ class RecordedRequest:
 
 @dataclass(slots=True)
 class ScriptedFault:
-    """A canned answer for the next ``times`` requests to ``api`` whose path as sent contains ``path_contains``."""
+    """A canned answer for the next ``times`` requests to ``api`` whose path as sent contains ``path_contains``.
+
+    With ``effect`` the request is handled as usual (it takes effect) and only its answer is held ``delay``
+    seconds: the answer a client gives up on after sending (its read timeout) is lost, the build exists.
+    """
 
     api: str
     status: int
@@ -74,6 +78,7 @@ class ScriptedFault:
     times: int
     delay: float
     path_contains: str
+    effect: bool = False
 
 
 @dataclass(eq=False, slots=True)

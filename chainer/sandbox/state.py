@@ -138,12 +138,16 @@ class SandboxState:
         times: int = 1,
         delay: float = 0.0,
         path_contains: str = "",
+        effect: bool = False,
     ) -> None:
         """Answer the next ``times`` requests to ``api`` whose path contains ``path_contains`` with a canned reply.
 
         The reply (``status``; ``body`` as JSON, or as text when a string, or empty when None; ``headers``)
-        comes after ``delay`` seconds, before any normal handling. Raises ``ValueError`` for an unknown api,
-        a status outside 200-599, ``times`` < 1, a delay outside 0-3600 s or malformed headers.
+        comes after ``delay`` seconds, before any normal handling. With ``effect`` the request is handled as
+        usual (it takes effect; ``status``, ``body`` and ``headers`` are not used) and its real answer comes
+        after ``delay`` seconds: a client that stops waiting first loses the answer of a call that worked.
+        Raises ``ValueError`` for an unknown api, a status outside 200-599, ``times`` < 1, a delay outside
+        0-3600 s or malformed headers.
         """
         number = _is_int(delay) or isinstance(delay, float)
         pairs = headers.items() if isinstance(headers, dict) else [(0, 0)] if headers is not None else []
@@ -153,11 +157,13 @@ class SandboxState:
             (_is_int(times) and times >= 1, "times must be a positive integer"),
             (number and 0 <= delay <= MAX_FAULT_DELAY_S, f"delay must be 0 to {MAX_FAULT_DELAY_S:g} seconds"),
             (isinstance(path_contains, str), "path_contains must be a string"),
+            (isinstance(effect, bool), "effect must be true or false"),
             (all(isinstance(k, str) and isinstance(v, str) for k, v in pairs), "headers must map names to strings"),
         ):
             if not ok:
                 raise ValueError(problem)
-        self.faults.append(ScriptedFault(api, status, body, dict(headers or {}), times, float(delay), path_contains))
+        fault = ScriptedFault(api, status, body, dict(headers or {}), times, float(delay), path_contains, effect)
+        self.faults.append(fault)
 
     def take_fault(self, api: str, path: str) -> ScriptedFault | None:
         """The first scripted fault matching this request, counting one use of it."""

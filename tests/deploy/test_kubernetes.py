@@ -29,6 +29,7 @@ from chainer.worker import WorkerSettings
 from tests.deploy.processes import chainer as run_chainer
 from tests.deploy.processes import config, redis_with
 from tests.deploy.support import (
+    COMPOSE,
     DEPLOY,
     KUBERNETES,
     KUBERNETES_VERSION,
@@ -373,6 +374,24 @@ def _pod_environment(
 
 
 @pytest.mark.integration
+def test_each_workload_reads_every_credential_its_compose_service_reads() -> None:
+    """The web and worker Deployments read the same secret settings (and the GitHub App id) as compose's web and
+    worker: no provider's webhook secrets or API credentials exist in one deployment and not in the other."""
+    compose = yaml.safe_load(COMPOSE.read_text())["services"]
+
+    def credentials(names: set[str]) -> set[str]:
+        return {n.removesuffix("_FILE") for n in names if n.endswith("_FILE") or n == "CHAINER_GITHUB_APP_ID"}
+
+    for service, deployment in (("web", "chainer-web"), ("worker", "chainer-worker")):
+        (container,) = pod_spec(resource("Deployment", deployment))["containers"]
+        in_kubernetes = credentials({variable["name"] for variable in container["env"]})
+        in_compose = credentials(set(compose[service]["environment"]))
+        assert in_kubernetes == in_compose, (deployment, sorted(in_kubernetes ^ in_compose))
+    keys = _secret_keys_in_readme()
+    assert {"github-webhook-secrets", "buildkite-webhook-token"} <= keys["chainer-inbound"]
+    assert {"github-token", "github-app-id", "github-app-private-key", "buildkite-token"} <= keys["chainer-providers"]
+
+
 def test_web_and_worker_run_with_their_manifests_and_the_web_reloads_a_configmap_update(
     tmp_path: Path, redis_url: str
 ) -> None:
@@ -385,8 +404,10 @@ def test_web_and_worker_run_with_their_manifests_and_the_web_reloads_a_configmap
     keys = _secret_keys_in_readme()
     secrets = {
         "chainer-inbound": {key: f"{key}-for-the-test" for key in keys["chainer-inbound"]},
-        # Only CircleCI webhooks signed; no provider credentials (empty files, no codeship-user key).
-        "chainer-providers": {key: "" for key in keys["chainer-providers"] if key != "codeship-user"},
+        # Only CircleCI webhooks signed; no provider credentials (empty files, no codeship-user or github-app-id key).
+        "chainer-providers": {
+            key: "" for key in keys["chainer-providers"] if key not in ("codeship-user", "github-app-id")
+        },
     }
     web, worker = resource("Deployment", "chainer-web"), resource("Deployment", "chainer-worker")
     web_env = _pod_environment(web, tmp_path / "web", secrets, redis_url)

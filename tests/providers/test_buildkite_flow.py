@@ -4,7 +4,6 @@ build id, and an A → B → A loop stopped by the guard with its path in the au
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -14,23 +13,19 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from arq.worker import Retry
 from redis.asyncio import Redis
 
 from chainer.app import create_app
-from chainer.jobs import RetryPolicy, run_action
+from chainer.jobs import run_action
 from chainer.providers import Downstream, get
-from chainer.sandbox import SandboxState, create_sandbox_app
+from chainer.sandbox import SandboxState
 from chainer.sandbox.buildkite import rate_limited
-from chainer.sandbox.models import BuildkiteBuild
 from chainer.settings import Secret, Settings
 from chainer.store import Store
-from chainer.store.connections import connect_arq
-from chainer.worker import create_worker
-from tests.helpers import job_ctx, parse_rules
+from tests.helpers import drain, job_ctx, parse_rules, read_audit, serve_sandbox
 from tests.payloads import COMMIT, buildkite_build, buildkite_signed
-from tests.redis_server import free_port
+from tests.payloads import buildkite_webhook_of as webhook_of
 
 pytestmark = pytest.mark.integration
 
@@ -80,23 +75,10 @@ class Stack:
 
     async def drain(self) -> None:
         """A real arq worker (burst) runs every queued job against the sandbox."""
-        http = httpx.AsyncClient(timeout=5)
-        worker = create_worker(
-            self.settings,
-            burst=True,
-            handle_signals=False,
-            poll_delay=0.01,
-            downstream=Downstream(self.settings, http),
-            retry_policy=RetryPolicy(max_tries=3, base_s=0.01, cap_s=0.05),
-            redis_pool=connect_arq(self.redis_url, retries=0),
-        )
-        await worker.main()
-        await worker.close()
-        await http.aclose()
+        await drain(self.settings, self.redis_url)
 
     async def audit(self, event_id: str) -> list[dict[str, Any]]:
-        response = await self.client.get("/audit", params={"event_id": event_id}, headers=AUTH)
-        return list(response.json()["items"])
+        return await read_audit(self.client, event_id, AUTH)
 
     def api_calls(self, api: str, method: str) -> list[Any]:
         return [r for r in self.sandbox.requests if r.api == api and r.method == method]
@@ -107,14 +89,8 @@ async def sandbox() -> AsyncIterator[tuple[SandboxState, str]]:
     state = SandboxState()
     for name in ("acme/a", "acme/b", "acme/flaky"):
         state.add_buildkite_pipeline(name)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_sandbox_app(state), host="127.0.0.1", port=port, log_config=None))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    yield state, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serve_sandbox(state) as base:
+        yield state, base
 
 
 def stack_settings(base: str, redis_url: str, state: SandboxState, **changes: Any) -> Settings:
@@ -137,22 +113,6 @@ async def stack(sandbox: tuple[SandboxState, str], redis: Redis, redis_url: str)
     app = create_app(settings, ruleset=parse_rules(RULES), store=Store(redis))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://chainer.test") as client:
         yield Stack(client, state, settings, redis, redis_url)
-
-
-def webhook_of(build: BuildkiteBuild, state: str = "passed") -> dict[str, Any]:
-    """The build.finished webhook Buildkite sends for a build the sandbox holds (its id, number and meta-data)."""
-    commit = build.commit if build.commit != "HEAD" else COMMIT
-    pipeline = build.pipeline
-    return buildkite_build(
-        state=state,
-        build_id=build.id,
-        number=build.number,
-        org=pipeline.org,
-        pipeline=pipeline.slug,
-        branch=build.branch,
-        commit=commit,
-        meta_data=build.meta_data,
-    )
 
 
 # -- the endpoint ---------------------------------------------------------------------------------------------
@@ -313,3 +273,47 @@ async def test_a_429_from_buildkite_schedules_the_retry_after_its_reset(stack: S
     scheduled = next(r for r in records if r["type"] == "action.retry_scheduled")
     assert (failed["http_status"], failed["retry_after"], scheduled["defer_s"]) == (429, 600, 600)
     assert "Please wait 600 seconds" in failed["error"] and stack.sandbox.buildkite_token not in json.dumps(records)
+
+
+# -- an ambiguous create, reconciled by its cause ---------------------------------------------------------------
+
+
+async def test_a_create_whose_answer_is_lost_is_found_by_its_cause_and_recorded_once(stack: Stack) -> None:
+    """Buildkite creates the build but its answer never arrives (the worker's read timeout): the worker finds the
+    build by its chainer:cause meta-data and records it as the success, with lineage; no second build."""
+    stack.sandbox.script("buildkite", status=201, delay=5, effect=True, path_contains="/pipelines/b/builds")
+    start = await stack.post(buildkite_build(org="acme", pipeline="a", build_id="0190aaaa-0000-4000-8000-000000000004"))
+    await drain(stack.settings, stack.redis_url, timeout=httpx.Timeout(5, read=0.5))
+
+    [build] = stack.sandbox.buildkite_pipelines["acme/b"].builds
+    assert build.meta_data == {"chainer:cause": start["event_id"]}
+    seen = [(r.method, r.action, r.status) for r in stack.sandbox.requests if r.api == "buildkite"]
+    assert seen == [("POST", "buildkite.create_build", 201), ("GET", "buildkite.list_builds", 200)]
+    [lookup] = stack.api_calls("buildkite", "GET")
+    assert lookup.path == "/v2/organizations/acme/pipelines/b/builds"
+    assert lookup.query == {"branch": "main", "commit": COMMIT, "meta_data[chainer:cause]": start["event_id"]}
+    view = (await stack.client.get(f"/events/{start['event_id']}", headers=AUTH)).json()
+    [action] = view["actions"]
+    assert (action["state"], action["downstream_id"]) == ("done", build.id)
+    trail = [r for r in view["audit"] if r["type"].startswith(("attempt.", "action.dead"))]
+    assert [r["type"] for r in trail] == ["attempt.started", "attempt.succeeded"]
+    assert trail[1]["detail"]["number"] == build.number and "found by GET" in trail[1]["detail"]["reconciled"]
+    reported = await stack.post(webhook_of(build))
+    event = (await stack.client.get(f"/events/{reported['event_id']}", headers=AUTH)).json()["event"]
+    assert [link["event_id"] for link in event["chain"]] == [start["event_id"]]
+
+
+async def test_a_lost_answer_without_a_build_to_find_stays_ambiguous_and_is_not_sent_again(stack: Stack) -> None:
+    """The request is lost before Buildkite acts on it (a canned hang): the look-up finds nothing, so the action
+    goes to the dead-letter list as ambiguous, naming the look-up; nothing is created, nothing is sent twice."""
+    stack.sandbox.script("buildkite", status=201, delay=5, path_contains="/pipelines/b/builds")
+    start = await stack.post(buildkite_build(org="acme", pipeline="a", build_id="0190aaaa-0000-4000-8000-000000000005"))
+    await drain(stack.settings, stack.redis_url, timeout=httpx.Timeout(5, read=0.5))
+
+    assert stack.sandbox.buildkite_pipelines["acme/b"].builds == []
+    assert [r.method for r in stack.sandbox.requests if r.api == "buildkite"] == ["POST", "GET"]
+    view = (await stack.client.get(f"/events/{start['event_id']}", headers=AUTH)).json()
+    assert view["actions"][0]["state"] == "dead"
+    [failed] = [r for r in view["audit"] if r["type"] == "attempt.failed"]
+    assert failed["outcome"] == "ambiguous" and "no build with chainer:cause=" in failed["error"]
+    assert stack.sandbox.buildkite_token not in json.dumps(view)

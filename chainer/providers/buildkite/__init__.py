@@ -15,23 +15,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
-
-import httpx
+from typing import Any
 
 from chainer.events import BuildEvent
-from chainer.limits import RateLimiter
 from chainer.providers.base import Hook, HookAuth, Ignored, LineageKey, Provider, repo_of
 from chainer.providers.buildkite import parse
 from chainer.providers.buildkite.actions import ACTIONS
 from chainer.providers.buildkite.client import BuildkiteClient
 from chainer.providers.buildkite.facts import CAUSE_KEY, NAME, REQUESTS_PER_MINUTE, TITLE
-from chainer.providers.http import Scrubber, Throttle
 from chainer.settings import Secret, Settings
-from chainer.store import keys
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
 
 
 def cause_key(pipeline: str, cause: str) -> LineageKey:
@@ -47,6 +39,8 @@ class Buildkite(Provider):
     statuses = parse.STATUSES
     kinds = ("build", "job")
     actions = ACTIONS
+    client_class = BuildkiteClient
+    requests_per_minute = REQUESTS_PER_MINUTE
     hook = Hook(token=False)  # deliveries authenticate with their own headers, never chainer's hook token
     example_action = f"- {NAME}.create_build: {{pipeline: acme/deploy}}"
 
@@ -58,20 +52,6 @@ class Buildkite(Provider):
 
     def parse_unverified(self, headers: Mapping[str, str], body: bytes) -> BuildEvent | Ignored:
         return parse.parse_unverified(headers, body)
-
-    def client(
-        self,
-        settings: Settings,
-        http: httpx.AsyncClient,
-        *,
-        scrub: Scrubber,
-        clock: Callable[[], float],
-        redis: Redis | None = None,
-        throttle: Throttle | None = None,
-    ) -> BuildkiteClient:
-        if throttle is None and redis is not None:
-            throttle = RateLimiter(redis, keys.rate(NAME), limit=REQUESTS_PER_MINUTE, window_s=60, label=self.title)
-        return BuildkiteClient(settings, http, clock=clock, scrub=scrub, throttle=throttle)
 
     def secrets(self, settings: Settings) -> list[Secret]:
         return [s for s in (settings.buildkite_webhook_token, settings.buildkite_token) if s]

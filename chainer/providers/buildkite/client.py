@@ -10,19 +10,31 @@ Pipelines are ``<org>/<pipeline-slug>``; both go into the path percent-encoded. 
 
 A build chainer creates carries the id of the event that caused it in its meta-data (``chainer:cause``);
 Buildkite sends it back in every webhook of that build (lineage, and a way to recognise chainer's builds).
+
+Reconciliation: when a create-build's answer is lost after it was sent (a timeout or a dropped connection:
+the outcome is ambiguous), the client asks Buildkite before anything else happens: ``GET …/builds`` filtered
+by branch, commit (when a SHA) and ``meta_data[chainer:cause]``. Exactly one build carrying this event's
+cause is the success the lost answer would have been (its id recorded for lineage), so no second build is
+created; none, several, or a failed look-up leave the outcome ambiguous (the dead-letter list, DESIGN §6).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from chainer.errors import DownstreamError, PermanentDownstreamError, TransientDownstreamError
+from chainer.errors import (
+    AmbiguousDownstreamError,
+    DownstreamError,
+    PermanentDownstreamError,
+    TransientDownstreamError,
+)
 from chainer.events import BuildEvent
 from chainer.providers.base import HandlerClient
 from chainer.providers.buildkite.actions import PIPELINE, text_value
@@ -31,17 +43,16 @@ from chainer.providers.http import (
     BODY_EXCERPT,
     Api,
     CallResult,
-    Scrubber,
     Throttle,
     json_body,
     numeric_id,
     required_text,
     retry_after_seconds,
 )
-from chainer.settings import Settings
 
 WRITE_SCOPE = "write_builds"
 _SENT_BACK = ("id", "number", "web_url", "state", "branch", "commit")
+_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 def _pipeline_path(params: Mapping[str, Any], action: str) -> str:
@@ -124,20 +135,11 @@ class BuildkiteClient(HandlerClient):
 
     provider = NAME
 
-    def __init__(
-        self,
-        settings: Settings,
-        http: httpx.AsyncClient,
-        *,
-        clock: Callable[[], float],
-        scrub: Scrubber,
-        throttle: Throttle | None = None,
-    ) -> None:
-        super().__init__()
-        self._settings = settings
-        self._clock = clock
-        self._api = Api(http, label="Buildkite", credentials=CREDENTIALS, scrub=scrub, clock=clock, throttle=throttle)
-        self._base = f"{settings.buildkite_url}/v2"
+    def setup(self, http: httpx.AsyncClient, throttle: Throttle | None) -> None:
+        self._api = Api(
+            http, label="Buildkite", credentials=CREDENTIALS, scrub=self._scrub, clock=self._clock, throttle=throttle
+        )
+        self._base = f"{self._settings.buildkite_url}/v2"
         self.handlers.update({f"{NAME}.create_build": self.create_build, f"{NAME}.rebuild": self.rebuild})
 
     async def check(self) -> list[str]:
@@ -184,8 +186,45 @@ class BuildkiteClient(HandlerClient):
             raise PermanentDownstreamError(f"{action}: meta_data {CAUSE_KEY!r} is chainer's own key")
         body["meta_data"] = {**meta_data, CAUSE_KEY: event.event_id}
         headers = self._headers(action)
-        response = await self._send("POST", f"{self._base}/{path}/builds", headers, json=body)
+        url = f"{self._base}/{path}/builds"
+        try:
+            response = await self._send("POST", url, headers, json=body)
+        except AmbiguousDownstreamError as lost:
+            return await self._find_created(url, headers, body, event.event_id, lost)
         return self._build_result(response, body, "the build was created")
+
+    async def _find_created(
+        self, url: str, headers: dict[str, str], body: dict[str, Any], cause: str, lost: AmbiguousDownstreamError
+    ) -> CallResult:
+        """The build a create whose answer was lost made, found by its ``chainer:cause``; else ``lost`` stands."""
+        query = {"branch": body["branch"], f"meta_data[{CAUSE_KEY}]": cause}
+        if _SHA.fullmatch(body["commit"]):
+            query["commit"] = body["commit"]
+        lookup = httpx.URL(url, params=query)
+        try:
+            response = await self._send("GET", url, headers, params=query, safe=True)
+        except DownstreamError as exc:
+            raise AmbiguousDownstreamError(
+                f"{lost.message}; looking for the build failed: {exc.message}", status=lost.status
+            ) from exc
+        data = json_body(response)
+        found = [
+            build
+            for build in (data if isinstance(data, list) else [])
+            if isinstance(build, dict)
+            and isinstance(build.get("meta_data"), dict)
+            and build["meta_data"].get(CAUSE_KEY) == cause
+            and isinstance(build.get("id"), str)
+        ]
+        where = f"GET {self._api.redact(lookup)}"
+        if len(found) != 1:
+            count = "no build" if not found else f"{len(found)} builds"
+            raise AmbiguousDownstreamError(f"{lost.message}; {count} with {CAUSE_KEY}={cause} found by {where}")
+        build = found[0]
+        detail = {k: build[k] for k in _SENT_BACK if isinstance(build.get(k), int | str) and k != "id"}
+        detail["reconciled"] = f"the answer was lost; the build it created was found by {where}"
+        request = {"method": "POST", "url": self._api.redact(httpx.URL(url)), "body": body}
+        return CallResult(response.status_code, build["id"], detail, request)
 
     async def rebuild(self, params: Mapping[str, Any], event: BuildEvent) -> CallResult:
         """``buildkite.rebuild``: ``PUT …/builds/{number}/rebuild`` → 200 with the new build."""
@@ -199,10 +238,20 @@ class BuildkiteClient(HandlerClient):
         return result
 
     async def _send(
-        self, method: str, url: str, headers: dict[str, str], *, json: Any = None, safe: bool = False
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        *,
+        json: Any = None,
+        safe: bool = False,
+        params: Mapping[str, str] | None = None,
     ) -> httpx.Response:
         """``Api.send``, with Buildkite's 429 (wait for the reset) and 422 (message and errors) read here."""
-        response = await self._api.send(method, url, json=json, headers=headers, safe=safe, hand_back=(422, 429))
+        hand_back = (422, 429)
+        response = await self._api.send(
+            method, url, params=params, json=json, headers=headers, safe=safe, hand_back=hand_back
+        )
         if response.status_code not in (422, 429):
             return response
         where = f"{self._api.label} {method} {self._api.scrub(response.request.url.path)}"

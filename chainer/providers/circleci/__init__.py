@@ -8,11 +8,9 @@ never by branch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
-
-import httpx
+from typing import Any
 
 from chainer.events import BuildEvent
 from chainer.providers.base import HookAuth, Ignored, LineageKey, Provider, build_and_ref_keys, repo_of
@@ -20,11 +18,7 @@ from chainer.providers.circleci import parse
 from chainer.providers.circleci.actions import ACTIONS
 from chainer.providers.circleci.client import CircleCIClient
 from chainer.providers.circleci.facts import NAME, TITLE
-from chainer.providers.http import Scrubber, Throttle
 from chainer.settings import Secret, Settings
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
 
 
 class CircleCI(Provider):
@@ -35,6 +29,7 @@ class CircleCI(Provider):
     statuses = parse.STATUSES
     kinds = ("workflow", "job")
     actions = ACTIONS
+    client_class = CircleCIClient
     event_fields = MappingProxyType(
         {
             "project_slug": "the CircleCI project slug as sent (github/acme/api, or circleci/<org-id>/<project-id> "
@@ -49,18 +44,6 @@ class CircleCI(Provider):
 
     def parse_unverified(self, headers: Mapping[str, str], body: bytes) -> BuildEvent | Ignored:
         return parse.parse_unverified(headers, body)
-
-    def client(
-        self,
-        settings: Settings,
-        http: httpx.AsyncClient,
-        *,
-        scrub: Scrubber,
-        clock: Callable[[], float],
-        redis: Redis | None = None,
-        throttle: Throttle | None = None,
-    ) -> CircleCIClient:
-        return CircleCIClient(settings, http, clock=clock, scrub=scrub, throttle=throttle)
 
     def secrets(self, settings: Settings) -> list[Secret]:
         return [s for s in (*settings.circleci_webhook_secrets, settings.circleci_token) if s]

@@ -10,7 +10,7 @@ trigger body would silently build the default branch (providers.md §5.4).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -30,13 +30,11 @@ from chainer.providers.circleci.facts import (
 from chainer.providers.http import (
     Api,
     CallResult,
-    Scrubber,
     Throttle,
     json_body,
     numeric_id,
     required_text,
 )
-from chainer.settings import Settings
 
 
 def _slug_path(slug: str, action: str) -> str:
@@ -104,19 +102,11 @@ class CircleCIClient(HandlerClient):
 
     provider = NAME
 
-    def __init__(
-        self,
-        settings: Settings,
-        http: httpx.AsyncClient,
-        *,
-        clock: Callable[[], float],
-        scrub: Scrubber,
-        throttle: Throttle | None = None,
-    ) -> None:
-        self._settings = settings
-        self._api = Api(http, label="CircleCI", credentials=CREDENTIALS, scrub=scrub, clock=clock, throttle=throttle)
-        self._base = settings.circleci_url
-        super().__init__()
+    def setup(self, http: httpx.AsyncClient, throttle: Throttle | None) -> None:
+        self._api = Api(
+            http, label="CircleCI", credentials=CREDENTIALS, scrub=self._scrub, clock=self._clock, throttle=throttle
+        )
+        self._base = self._settings.circleci_url
         self.handlers = {
             f"{NAME}.trigger_pipeline": self.trigger_pipeline,
             f"{NAME}.rerun_workflow": self.rerun_workflow,

@@ -8,13 +8,10 @@ no id chainer could have been given), or by the build id a v1 restart answered w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
-
-import httpx
+from collections.abc import Mapping
+from typing import Any
 
 from chainer.events import BuildEvent
-from chainer.limits import RateLimiter
 from chainer.providers.base import (
     HookAuth,
     Ignored,
@@ -26,12 +23,7 @@ from chainer.providers.base import (
 from chainer.providers.codeship.actions import ACTIONS
 from chainer.providers.codeship.client import CodeshipClient
 from chainer.providers.codeship.parse import NAME, STATUSES, authenticate, parse_codeship
-from chainer.providers.http import Scrubber, Throttle
 from chainer.settings import Secret, Settings
-from chainer.store import keys
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
 
 # Codeship allows 60 API requests a minute per account, v1 and v2 together (providers.md §3.1).
 REQUESTS_PER_MINUTE = 60
@@ -53,6 +45,8 @@ class Codeship(Provider):
     statuses = STATUSES
     kinds = ("build",)
     actions = ACTIONS
+    client_class = CodeshipClient
+    requests_per_minute = REQUESTS_PER_MINUTE
 
     def parse(self, headers: Mapping[str, str], body: bytes, auth: HookAuth) -> BuildEvent | Ignored:
         authenticate(auth)
@@ -60,20 +54,6 @@ class Codeship(Provider):
 
     def parse_unverified(self, headers: Mapping[str, str], body: bytes) -> BuildEvent | Ignored:
         return parse_codeship(body)
-
-    def client(
-        self,
-        settings: Settings,
-        http: httpx.AsyncClient,
-        *,
-        scrub: Scrubber,
-        clock: Callable[[], float],
-        redis: Redis | None = None,
-        throttle: Throttle | None = None,
-    ) -> CodeshipClient:
-        if throttle is None and redis is not None:
-            throttle = RateLimiter(redis, keys.rate(NAME), limit=REQUESTS_PER_MINUTE, window_s=60, label=self.title)
-        return CodeshipClient(settings, http, clock=clock, scrub=scrub, throttle=throttle)
 
     def secrets(self, settings: Settings) -> list[Secret]:
         return [s for s in (settings.codeship_password, settings.codeship_api_key) if s]

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import math
 import re
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -37,13 +37,11 @@ from chainer.providers.codeship.parse import NAME
 from chainer.providers.http import (
     Api,
     CallResult,
-    Scrubber,
     Throttle,
     json_body,
     numeric_id,
     required_text,
 )
-from chainer.settings import Settings
 
 TOKEN_MARGIN_S = 60.0
 PER_PAGE = 50
@@ -92,22 +90,11 @@ class CodeshipClient(HandlerClient):
 
     provider = NAME
 
-    def __init__(
-        self,
-        settings: Settings,
-        http: httpx.AsyncClient,
-        *,
-        clock: Callable[[], float],
-        scrub: Scrubber,
-        throttle: Throttle | None = None,
-    ) -> None:
-        self._settings = settings
-        self._clock = clock
-        self._scrub = scrub
+    def setup(self, http: httpx.AsyncClient, throttle: Throttle | None) -> None:
         # v1 and v2 share the account's 60 requests a minute: one throttle for both.
         self._v2 = self._api(http, "Codeship", CREDENTIALS, throttle)
         self._v1 = self._api(http, "Codeship v1", V1_CREDENTIALS, throttle)
-        self._base = f"{settings.codeship_url}/v2"
+        self._base = f"{self._settings.codeship_url}/v2"
         self._session: _Session | None = None
         self._auth_lock = asyncio.Lock()
         self._auth_done = 0  # authentications finished, to tell waiters one ended while they queued
@@ -115,7 +102,6 @@ class CodeshipClient(HandlerClient):
         self._projects_lock = asyncio.Lock()
         self._by_name: dict[str, str] = {}
         self._by_id: dict[str, str] = {}
-        super().__init__()
         self.handlers = {
             f"{NAME}.trigger_build": self.trigger_build,
             f"{NAME}.restart_build": self.restart_build,

@@ -12,10 +12,8 @@ A ``repository_dispatch`` starts runs GitHub does not name, so they start chains
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
-
-import httpx
+from collections.abc import Mapping
+from typing import Any
 
 from chainer.events import BuildEvent
 from chainer.providers.base import Hook, HookAuth, Ignored, LineageKey, Provider, build_and_ref_keys, repo_of
@@ -23,11 +21,7 @@ from chainer.providers.github import parse
 from chainer.providers.github.actions import ACTIONS
 from chainer.providers.github.client import GitHubClient
 from chainer.providers.github.facts import FORM_TYPE, NAME, TITLE
-from chainer.providers.http import Scrubber, Throttle
 from chainer.settings import Secret, Settings
-
-if TYPE_CHECKING:
-    from redis.asyncio import Redis
 
 
 class GitHub(Provider):
@@ -38,6 +32,8 @@ class GitHub(Provider):
     statuses = parse.STATUSES
     kinds = ("workflow", "job")
     actions = ACTIONS
+    # No requests_per_minute: GitHub's own answers say when to wait (rate limits are deferred retries).
+    client_class = GitHubClient
     # GitHub signs every delivery (no hook token in the URL) and can send form-encoded bodies.
     hook = Hook(token=False, content_types=(FORM_TYPE,))
     example_action = f"- {NAME}.dispatch_workflow: {{repo: acme/api, workflow: deploy.yml}}"
@@ -47,19 +43,6 @@ class GitHub(Provider):
 
     def parse_unverified(self, headers: Mapping[str, str], body: bytes) -> BuildEvent | Ignored:
         return parse.parse_unverified(headers, body)
-
-    def client(
-        self,
-        settings: Settings,
-        http: httpx.AsyncClient,
-        *,
-        scrub: Scrubber,
-        clock: Callable[[], float],
-        redis: Redis | None = None,
-        throttle: Throttle | None = None,
-    ) -> GitHubClient:
-        # No shared request budget: GitHub's own answers say when to wait (rate limits are deferred retries).
-        return GitHubClient(settings, http, clock=clock, scrub=scrub, throttle=throttle)
 
     def secrets(self, settings: Settings) -> list[Secret]:
         return [

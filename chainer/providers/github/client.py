@@ -14,6 +14,14 @@ field errors of a 422.
 A workflow dispatch asks for ``return_run_details: true``: GitHub answers 200 with ``workflow_run_id``, the
 id lineage registers; a server without the flag (GitHub Enterprise Server) answers 204, and one that refuses
 it (400/422 naming it) gets the same dispatch once more without it: nothing was started by the refused one.
+
+Reconciliation: when a dispatch's answer is lost after it was sent (a timeout or a dropped connection: the
+outcome is ambiguous), the client lists the workflow's runs (``GET …/actions/workflows/{workflow}/runs`` with
+``event=workflow_dispatch``, the branch and ``created=>=`` the attempt's start less ``CLOCK_SKEW_S``). GitHub
+gives a run no marker chainer could set (``inputs`` are not echoed in runs, more-providers §4.6), so the match
+is by workflow, event, branch and time: exactly one such run is taken as the one this dispatch started (its
+id recorded for lineage); none or several leave the outcome ambiguous (the dead-letter list, DESIGN §6).
+A person dispatching the same workflow on the same branch within those seconds would be mistaken for it.
 """
 
 from __future__ import annotations
@@ -21,14 +29,20 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
-from typing import Any, overload
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from chainer import __version__
-from chainer.errors import DownstreamError, PermanentDownstreamError, TransientDownstreamError
+from chainer.errors import (
+    AmbiguousDownstreamError,
+    DownstreamError,
+    PermanentDownstreamError,
+    TransientDownstreamError,
+)
 from chainer.events import BuildEvent
 from chainer.providers.base import HandlerClient
 from chainer.providers.github.auth import AppTokens
@@ -46,17 +60,17 @@ from chainer.providers.http import (
     BODY_EXCERPT,
     Api,
     CallResult,
-    Scrubber,
     Throttle,
     json_body,
     numeric_id,
     required_text,
     retry_after_seconds,
 )
-from chainer.settings import Settings
 
 # A rate limit without a retry-after or reset to go by: GitHub's advice is to wait at least a minute.
 DEFAULT_RATE_WAIT_S = 60.0
+# How far GitHub's clock may be behind chainer's when a lost dispatch's run is looked for by its creation time.
+CLOCK_SKEW_S = 5.0
 _OWNER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})")
 _REPO = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _WORKFLOW_FILE = re.compile(r"[^/\\]+\.ya?ml")
@@ -101,40 +115,16 @@ def error_text(raw: str) -> str:
 class GitHubApi(Api):
     """``Api`` with GitHub's answers: rate limits are waits, other 4xx are permanent with GitHub's own words."""
 
-    def __init__(
-        self,
-        http: httpx.AsyncClient,
-        *,
-        label: str,
-        credentials: str,
-        scrub: Scrubber,
-        clock: Callable[[], float],
-        throttle: Throttle | None = None,
-    ) -> None:
-        super().__init__(http, label=label, credentials=credentials, scrub=scrub, clock=clock, throttle=throttle)
-        self._now = clock
-        self._hint = credentials
-
-    @overload
-    def _classify(self, method: str, url: httpx.URL, outcome: Exception, *, safe: bool) -> DownstreamError: ...
-    @overload
-    def _classify(
-        self, method: str, url: httpx.URL, outcome: httpx.Response, *, safe: bool
-    ) -> DownstreamError | None: ...
-    def _classify(
-        self, method: str, url: httpx.URL, outcome: httpx.Response | Exception, *, safe: bool
-    ) -> DownstreamError | None:
-        if isinstance(outcome, Exception) or not 400 <= outcome.status_code < 500:
-            return super()._classify(method, url, outcome, safe=safe)
-        status = outcome.status_code
-        clean = self.scrub(outcome.content.decode("utf-8", "replace"))
+    def _client_error(self, method: str, url: httpx.URL, response: httpx.Response) -> DownstreamError | None:
+        status = response.status_code
+        clean = self.scrub(response.content.decode("utf-8", "replace"))
         message = f"{self.label} {method} {self.scrub(url.path)} answered {status}: {self.scrub(error_text(clean))}"
-        wait = rate_limit_wait(outcome, self._now()) if status in (403, 429) else None
+        wait = rate_limit_wait(response, self._clock()) if status in (403, 429) else None
         if wait is not None:
             message += f" (rate limited: retry in {math.ceil(wait)} s)"
             return TransientDownstreamError(message, status=status, retry_after=wait, body=clean[:BODY_EXCERPT])
         if status in (401, 403):
-            message += f" (check {self._hint} and its permissions)"
+            message += f" (check {self._credentials} and its permissions)"
         elif status == 404:
             message += " (no such repository, workflow or run, or the credentials cannot see it)"
         return PermanentDownstreamError(message, status=status, body=clean[:BODY_EXCERPT])
@@ -143,6 +133,14 @@ class GitHubApi(Api):
         """The error a non-2xx ``response`` this API handed back stands for."""
         error = self._classify(response.request.method, response.request.url, response, safe=False)
         return error or PermanentDownstreamError(f"{self.label}: unexpected answer {response.status_code}")
+
+
+def _seconds(value: Any) -> float:
+    """Unix seconds of an ISO 8601 time GitHub sent (``2026-11-20T10:00:00Z``); minus infinity when it is none."""
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return -math.inf
 
 
 def split_repo(params: Mapping[str, Any], action: str) -> tuple[str, str]:
@@ -183,16 +181,8 @@ class GitHubClient(HandlerClient):
 
     provider = NAME
 
-    def __init__(
-        self,
-        settings: Settings,
-        http: httpx.AsyncClient,
-        *,
-        clock: Callable[[], float],
-        scrub: Scrubber,
-        throttle: Throttle | None = None,
-    ) -> None:
-        self._settings = settings
+    def setup(self, http: httpx.AsyncClient, throttle: Throttle | None) -> None:
+        settings, scrub, clock = self._settings, self._scrub, self._clock
         self._base = settings.github_url
         hint = CREDENTIALS if not settings.github_app_id else APP_VARIABLES
         self._api = GitHubApi(http, label="GitHub", credentials=hint, scrub=scrub, clock=clock, throttle=throttle)
@@ -202,7 +192,6 @@ class GitHubClient(HandlerClient):
                 http, label="GitHub App", credentials=APP_VARIABLES, scrub=scrub, clock=clock, throttle=throttle
             )
             self.app = AppTokens(settings, app_api, clock=clock)
-        super().__init__()
         self.handlers = {
             f"{NAME}.dispatch_workflow": self.dispatch_workflow,
             f"{NAME}.repository_dispatch": self.repository_dispatch,
@@ -241,11 +230,29 @@ class GitHubClient(HandlerClient):
             raise PermanentDownstreamError(f"{action} needs GitHub credentials: set {CREDENTIALS}")
         return token.reveal()
 
+    def _url(self, owner: str, repo: str, path: str) -> str:
+        return f"{self._base}/repos/{quote(owner, safe='')}/{quote(repo, safe='')}{path}"
+
     async def _post(
         self, action: str, owner: str, repo: str, path: str, body: dict[str, Any], *, hand_back: tuple[int, ...] = ()
     ) -> httpx.Response:
         """``POST {base}/repos/{owner}/{repo}{path}`` with ``body``; an App token GitHub refuses is renewed once."""
-        url = f"{self._base}/repos/{quote(owner, safe='')}/{quote(repo, safe='')}{path}"
+        return await self._request("POST", action, owner, repo, path, body=body, hand_back=hand_back)
+
+    async def _request(
+        self,
+        method: str,
+        action: str,
+        owner: str,
+        repo: str,
+        path: str,
+        *,
+        body: dict[str, Any] | None = None,
+        params: Mapping[str, str] | None = None,
+        hand_back: tuple[int, ...] = (),
+    ) -> httpx.Response:
+        """One REST call on a repository; a GET is a look-up (``safe``). An App token refused is renewed once."""
+        url = self._url(owner, repo, path)
         token = await self._token(action, owner, repo)
         for renewed in (False, True):
             headers = {
@@ -253,10 +260,19 @@ class GitHubClient(HandlerClient):
                 "Accept": ACCEPT,
                 "X-GitHub-Api-Version": API_VERSION,
                 "User-Agent": f"chainer/{__version__}",
-                "Content-Type": "application/json",
             }
+            if body is not None:
+                headers["Content-Type"] = "application/json"
             renewable = (401,) if self.app is not None and not renewed else ()
-            response = await self._api.send("POST", url, json=body, headers=headers, hand_back=hand_back + renewable)
+            response = await self._api.send(
+                method,
+                url,
+                params=params,
+                json=body,
+                headers=headers,
+                safe=method == "GET",
+                hand_back=hand_back + renewable,
+            )
             if response.status_code != 401 or not renewable:
                 break
             token = await self._token(action, owner, repo, stale=token)
@@ -273,15 +289,19 @@ class GitHubClient(HandlerClient):
         inputs = _mapping(params, "inputs", action, MAX_INPUTS)
         body: dict[str, Any] = {"ref": ref, **({"inputs": inputs} if inputs is not None else {})}
         path = f"/actions/workflows/{workflow}/dispatches"
-        response = await self._post(
-            action, owner, repo, path, {**body, "return_run_details": True}, hand_back=(400, 422)
-        )
-        if response.status_code in (400, 422):
-            if "return_run_details" not in response.text:
-                raise self._api.error_for(response)
-            response = await self._post(action, owner, repo, path, body)  # a server without the flag: as before
-        else:
-            body["return_run_details"] = True
+        started = self._clock()
+        try:
+            response = await self._post(
+                action, owner, repo, path, {**body, "return_run_details": True}, hand_back=(400, 422)
+            )
+            if response.status_code in (400, 422):
+                if "return_run_details" not in response.text:
+                    raise self._api.error_for(response)
+                response = await self._post(action, owner, repo, path, body)  # a server without the flag: as before
+            else:
+                body["return_run_details"] = True
+        except AmbiguousDownstreamError as lost:
+            return await self._find_dispatched(action, (owner, repo), workflow, ref, body, started, lost)
         data = json_body(response)
         answer: dict[str, Any] = data if isinstance(data, dict) else {}
         run_id = answer.get("workflow_run_id")
@@ -293,6 +313,53 @@ class GitHubClient(HandlerClient):
             return self._api.result(response, body, str(run_id), detail)
         detail["note"] = f"GitHub answered {response.status_code} without run details; the run was started"
         return self._api.result(response, body, None, detail)
+
+    async def _find_dispatched(
+        self,
+        action: str,
+        target: tuple[str, str],
+        workflow: str,
+        ref: str,
+        body: dict[str, Any],
+        started: float,
+        lost: AmbiguousDownstreamError,
+    ) -> CallResult:
+        """The run a dispatch whose answer was lost started (see the module docstring); else ``lost`` stands."""
+        owner, repo = target
+        branch = ref.removeprefix("refs/heads/").removeprefix("refs/tags/")
+        since = datetime.fromtimestamp(started - CLOCK_SKEW_S, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        query = {"event": "workflow_dispatch", "branch": branch, "created": f">={since}"}
+        path = f"/actions/workflows/{workflow}/runs"
+        where = f"GET {self._api.redact(httpx.URL(self._url(owner, repo, path), params=query))}"
+        try:
+            response = await self._request("GET", action, owner, repo, path, params=query)
+        except DownstreamError as exc:
+            message = f"{lost.message}; looking for the run failed: {exc.message}"
+            raise AmbiguousDownstreamError(message, status=lost.status) from exc
+        data = json_body(response)
+        listed = data.get("workflow_runs") if isinstance(data, dict) else None
+        runs = [
+            run
+            for run in (listed if isinstance(listed, list) else [])
+            if isinstance(run, dict)
+            and run.get("event") == "workflow_dispatch"
+            and run.get("head_branch") == branch
+            and isinstance(run.get("id"), int)
+            and _seconds(run.get("created_at")) >= started - CLOCK_SKEW_S
+        ]
+        if len(runs) != 1:
+            count = "no run" if not runs else f"{len(runs)} runs ({', '.join(str(r['id']) for r in runs[:5])})"
+            raise AmbiguousDownstreamError(f"{lost.message}; {count} of the dispatch found by {where}")
+        run = runs[0]
+        detail: dict[str, Any] = {"workflow_run_id": run["id"]}
+        detail.update({k: run[k] for k in ("html_url",) if isinstance(run.get(k), str)})
+        detail.update(repo=f"{owner}/{repo}", ref=ref, reconciled=f"the answer was lost; its run was found by {where}")
+        request = {
+            "method": "POST",
+            "url": self._api.redact(httpx.URL(self._url(owner, repo, f"/actions/workflows/{workflow}/dispatches"))),
+            "body": {**body, "return_run_details": True},
+        }
+        return CallResult(response.status_code, str(run["id"]), detail, request)
 
     async def repository_dispatch(self, params: Mapping[str, Any], event: BuildEvent) -> CallResult:
         """``github.repository_dispatch``: ``POST /repos/{owner}/{repo}/dispatches`` → 204 (no run id)."""

@@ -1,5 +1,6 @@
-"""What the GitHub tests share: delivery builders in GitHub's shapes, signing, an RSA key pair for App auth, and a
-scripted GitHub API served by uvicorn on a free 127.0.0.1 port that records every request as it arrived."""
+"""What the GitHub tests share: delivery builders in GitHub's shapes, signing, an RSA key pair for App auth, a
+scripted GitHub API served by uvicorn on a free 127.0.0.1 port that records every request as it arrived, and
+``GitHubChainStack`` for the chain tests (a ``tests.helpers.ChainStack`` that posts signed workflow runs)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.helpers import ChainStack
 from tests.redis_server import free_port
 
 SECRET = "gh-webhook-secret-7f3a"
@@ -234,3 +236,17 @@ async def serve(api: ScriptedGitHub) -> AsyncIterator[ScriptedGitHub]:
     finally:
         server.should_exit = True
         await task
+
+
+class GitHubChainStack(ChainStack):
+    """A chain test's stack that also posts GitHub deliveries."""
+
+    async def github_run(
+        self, run_id: int, repo: str, branch: str = "main", event: str = "workflow_dispatch"
+    ) -> dict[str, Any]:
+        """A completed, green ``workflow_run`` of ``repo``, signed with ``SECRET``; the app's answer (202)."""
+        payload = workflow_run("success", run_id=run_id, repo=repo, branch=branch, event=event)
+        body, headers = delivery(payload, guid=f"delivery-{run_id}")
+        answer = await self.client.post("/hooks/github", content=body, headers=headers)
+        assert answer.status_code == 202, answer.text
+        return dict(answer.json())

@@ -4,29 +4,20 @@ back, found by the run id GitHub answered), and a GitHub ↔ CircleCI loop stopp
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from redis.asyncio import Redis
 
-from chainer.app import create_app
-from chainer.jobs import RetryPolicy
-from chainer.providers import Downstream
-from chainer.sandbox import SandboxState, create_sandbox_app
-from chainer.settings import Secret, Settings
+from chainer.sandbox import SandboxState
+from chainer.settings import Secret
 from chainer.store import Store
-from chainer.store.connections import connect_arq
-from chainer.worker import create_worker
 from tests import helpers, payloads
-from tests.helpers import AUTH, HOOK, JSON, WHSEC, app_client, parse_rules
-from tests.providers.github.support import SECRET, delivery, workflow_run
-from tests.redis_server import free_port
+from tests.helpers import HOOK, JSON, WHSEC, parse_rules
+from tests.providers.github.support import SECRET, GitHubChainStack
 
 pytestmark = pytest.mark.integration
 
@@ -52,39 +43,7 @@ rules:
 """
 
 
-@dataclass
-class Stack:
-    client: httpx.AsyncClient
-    sandbox: SandboxState
-    settings: Settings
-    redis_url: str
-
-    async def drain(self) -> None:
-        """Run a burst worker until the queue is empty."""
-        async with httpx.AsyncClient(timeout=5) as http:
-            worker = create_worker(
-                self.settings,
-                burst=True,
-                handle_signals=False,
-                poll_delay=0.01,
-                downstream=Downstream(self.settings, http),
-                retry_policy=RetryPolicy(max_tries=3, base_s=0.01, cap_s=0.05),
-                redis_pool=connect_arq(self.redis_url, retries=0),
-            )
-            await worker.main()
-            await worker.close()
-
-    async def view(self, event_id: str) -> dict[str, Any]:
-        answer: dict[str, Any] = (await self.client.get(f"/events/{event_id}", headers=AUTH)).json()
-        return answer
-
-    async def github_run(self, run_id: int, repo: str, branch: str = "main") -> dict[str, Any]:
-        payload = workflow_run("success", run_id=run_id, repo=repo, branch=branch, event="workflow_dispatch")
-        body, headers = delivery(payload, guid=f"delivery-{run_id}")
-        answer = await self.client.post("/hooks/github", content=body, headers=headers)
-        assert answer.status_code == 202, answer.text
-        return dict(answer.json())
-
+class Stack(GitHubChainStack):
     async def circleci_pipeline(self, pipeline_id: str, delivery_id: str) -> dict[str, Any]:
         payload = payloads.circleci_workflow("success", repo="b", delivery=delivery_id, workflow_id=delivery_id + "-wf")
         payload["pipeline"]["id"] = pipeline_id
@@ -99,25 +58,18 @@ async def stack(redis: Redis, redis_url: str) -> AsyncIterator[Stack]:
     state = SandboxState()
     state.github.add_workflow("acme/site", "deploy.yml")
     state.github.add_workflow("acme/a", "ci.yml")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_sandbox_app(state), host="127.0.0.1", port=port, log_config=None))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    base = f"http://127.0.0.1:{port}"
-    settings = helpers.settings(
-        redis_url=redis_url,
-        github_webhook_secrets=(Secret(SECRET),),
-        github_url=base,
-        github_token=Secret(state.github.token),
-        circleci_url=base,
-        circleci_token=Secret(state.circleci_token),
-    )
-    app = create_app(settings, ruleset=parse_rules(RULES), store=Store(redis))
-    async with app_client(app) as client:
-        yield Stack(client, state, settings, redis_url)
-    server.should_exit = True
-    await task
+
+    def at(base: str) -> dict[str, Any]:
+        return {
+            "github_webhook_secrets": (Secret(SECRET),),
+            "github_url": base,
+            "github_token": Secret(state.github.token),
+            "circleci_url": base,
+            "circleci_token": Secret(state.circleci_token),
+        }
+
+    async with helpers.chain_stack(Stack, state, RULES, Store(redis), redis_url, at) as stack:
+        yield stack
 
 
 async def test_codeship_to_github_dispatch_and_the_run_reports_back_with_the_chain(stack: Stack) -> None:
@@ -179,3 +131,57 @@ async def test_a_github_circleci_loop_stops_at_max_depth_with_the_path_in_the_au
     assert len([r for r in stack.sandbox.requests if r.action == "circleci.trigger_pipeline"]) == 2
     # Lint sees the same loop through GitHub's `repo` argument.
     assert "acme/a → acme/b → acme/a (rules a-to-b, b-to-a), stopped at depth 3" in parse_rules(RULES).summary()
+
+
+# -- an ambiguous dispatch, reconciled by listing the workflow's runs ----------------------------------------------
+
+
+async def test_a_dispatch_whose_answer_is_lost_is_found_among_the_workflows_runs_and_recorded_once(
+    stack: Stack,
+) -> None:
+    """GitHub starts the run but the 200 never arrives (the worker's read timeout): the worker lists the workflow's
+    workflow_dispatch runs of the branch since the attempt began, takes the one it finds, and dispatches no more."""
+    stack.sandbox.script("github", status=200, delay=5, effect=True, path_contains="/dispatches")
+    body = json.dumps(payloads.codeship("success", project="acme/web")).encode()
+    accepted = await stack.client.post(f"/hooks/codeship/{HOOK}", content=body, headers=JSON)
+    await stack.drain(timeout=httpx.Timeout(5, read=0.5))
+
+    [run] = stack.sandbox.github.runs.values()
+    seen = [(r.method, r.action, r.status) for r in stack.sandbox.requests if r.api == "github"]
+    assert seen == [("POST", "github.dispatch_workflow", 200), ("GET", "github.list_workflow_runs", 200)]
+    lookup = stack.sandbox.requests[-1]
+    assert lookup.path == "/repos/acme/site/actions/workflows/deploy.yml/runs"
+    assert (lookup.query["event"], lookup.query["branch"]) == ("workflow_dispatch", "main")
+    assert lookup.query["created"].startswith(">=") and lookup.headers["x-github-api-version"] == "2022-11-28"
+    cause = accepted.json()["event_id"]
+    view = await stack.view(cause)
+    [action] = view["actions"]
+    assert (action["state"], action["downstream_id"]) == ("done", str(run.id))
+    [succeeded] = [r for r in view["audit"] if r["type"] == "attempt.succeeded"]
+    assert succeeded["detail"]["workflow_run_id"] == run.id and "found by GET" in succeeded["detail"]["reconciled"]
+    assert not [r for r in view["audit"] if r["type"] in ("attempt.failed", "action.dead")]
+
+    reported = await stack.github_run(run.id, "acme/site")
+    chain = (await stack.view(reported["event_id"]))["event"]["chain"]
+    assert [link["event_id"] for link in chain] == [cause]
+
+
+async def test_a_lost_dispatch_with_two_candidate_runs_stays_ambiguous(stack: Stack) -> None:
+    """Someone dispatched the same workflow on the same branch meanwhile: two runs fit, GitHub marks neither as
+    chainer's, so the action is dead as ambiguous, naming both runs, and is not dispatched again."""
+    site = stack.sandbox.github.repo("acme", "site")
+    assert site is not None
+    workflow = stack.sandbox.github.workflow(site, "deploy.yml")
+    assert workflow is not None
+    by_hand = stack.sandbox.github.dispatch_workflow(site, workflow, "main", None)
+    stack.sandbox.script("github", status=200, delay=5, effect=True, path_contains="/dispatches")
+    body = json.dumps(payloads.codeship("success", project="acme/web")).encode()
+    accepted = await stack.client.post(f"/hooks/codeship/{HOOK}", content=body, headers=JSON)
+    await stack.drain(timeout=httpx.Timeout(5, read=0.5))
+
+    assert len(stack.sandbox.github.runs) == 2
+    assert [r.method for r in stack.sandbox.requests if r.api == "github"] == ["POST", "GET"]
+    view = await stack.view(accepted.json()["event_id"])
+    assert view["actions"][0]["state"] == "dead"
+    [failed] = [r for r in view["audit"] if r["type"] == "attempt.failed"]
+    assert failed["outcome"] == "ambiguous" and "2 runs (" in failed["error"] and str(by_hand.id) in failed["error"]
