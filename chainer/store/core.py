@@ -67,6 +67,32 @@ class Store:
     def _minid(self) -> str:
         return f"{max(now_ms() - self.retention_ms, 0)}-0"
 
+    async def trim_audit(self, *, step: int = keys.TRIM_STEP, max_steps: int = keys.TRIM_MAX_STEPS) -> int:
+        """Drop audit records older than the retention window, and dead letters as old; how many records went.
+
+        Off the request path (the worker's ``trim_audit`` cron job; no write script trims), in commands that each
+        touch at most ``step`` records, so Redis serves everyone else between them: ``XTRIM … MINID ~ <cutoff>
+        LIMIT step`` drops whole stream nodes; once it drops nothing, the old records left (those sharing the
+        first node with newer ones) are read (``XRANGE … COUNT step``) and deleted by id. At most ``max_steps``
+        commands of each a run; a bigger backlog is left to the next run. Per-event keys (the event, its trail,
+        its ledgers) expire on their own: every write sets their time to live to the retention.
+        """
+        minid = self._minid()
+        removed = 0
+        for _ in range(max_steps):
+            dropped = int(await self._guard(self.redis.xtrim(keys.AUDIT, minid=minid, approximate=True, limit=step)))
+            if dropped == 0:
+                stale = await self._guard(self.redis.xrange(keys.AUDIT, "-", f"({minid}", count=step))
+                if not stale:
+                    break
+                dropped = int(await self._guard(self.redis.xdel(keys.AUDIT, *(sid for sid, _ in stale))))
+            removed += dropped
+        cutoff = now_ms() - self.retention_ms
+        dead = await self._guard(self.redis.zrangebyscore(keys.DLQ, "-inf", f"({cutoff}", start=0, num=step))
+        if dead:  # their ledgers expired with the retention too: nothing is left to replay
+            await self._guard(self.redis.zrem(keys.DLQ, *dead))
+        return removed
+
     async def ping(self) -> bool:
         try:
             return bool(await self.redis.ping())
@@ -127,7 +153,6 @@ class Store:
             "audit": _encode_audit(plan.audit, records, 2),
             "dup": encode_record(plan.duplicate_record),
             "actions": actions,
-            "minid": self._minid(),
             "ttl": self.retention_ms,
             "dedupe_ttl": max(self.retention_ms, keys.DEDUPE_TTL_MS),
             "job_ttl": self.job_ttl_ms,
@@ -175,7 +200,6 @@ class Store:
             "event_id": event_id,
             "actions": encoded,
             "audit": _encode_audit(records, packed, 1),
-            "minid": self._minid(),
             "ttl": self.retention_ms,
             "job_ttl": self.job_ttl_ms,
             "wake": len(names),
@@ -190,7 +214,7 @@ class Store:
     async def append_audit(self, records: Iterable[Mapping[str, Any]], *, event_id: str | None = None) -> list[str]:
         """Append records to the audit log (and to the event's own stream when ``event_id`` is given)."""
         names = [keys.AUDIT] + ([keys.event_audit(event_id)] if event_id else [])
-        args = {"minid": self._minid(), "ttl": self.retention_ms}
+        args = {"ttl": self.retention_ms}
         ids = await self._append(names, [fastjson.dumps(args), *[pack_record(r) for r in records]])
         return [text(i) for i in ids]
 
@@ -212,7 +236,6 @@ class Store:
             "from": list(change.from_states),
             "set": [x for kv in change.set.items() for x in kv],
             "incr": [x for kv in change.incr.items() for x in kv],
-            "minid": self._minid(),
             "dlq": change.dlq,
             "open": open_change,
             "now": now_ms(),
