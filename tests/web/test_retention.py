@@ -141,6 +141,7 @@ async def test_worker_trims_old_records_in_bounded_steps_and_keeps_recent_ones(r
         elif words[0].upper() == "XRANGE" and words[3].startswith("("):  # the trim's read of the first node
             assert words[4:] == ["COUNT", str(keys.TRIM_STEP)], words
 
+
 async def test_trim_is_bounded_per_run_and_resumes(redis: Redis) -> None:
     """One run takes at most step × max_steps records; the next run goes on from there, and recent records
     are never touched."""
