@@ -23,6 +23,7 @@ literal of their own. The layout:
     chainer:rewake                              ZSET   jobs handed a lease while their wait was still being recorded
     chainer:lineage:<kind>:…                    STRING the chain a started build inherits (see ``lineage_*``)
     chainer:workers                             ZSET   live workers → Redis time until which they count alive
+    chainer:session:<sha256 of the session id>  STRING a signed-in operator page session (chainer.web.session)
     arq:queue, arq:job:<job id>, arq:retry:<job id>, arq:in-progress:<job id>   arq's own keys (from ``arq.constants``)
 """
 
@@ -75,6 +76,11 @@ def seen(dedupe_key: str) -> str:
 
 def event(event_id: str) -> str:
     return f"{PREFIX}event:{event_id}"
+
+
+def session(digest: str) -> str:
+    """An operator page session, by the SHA-256 of its id (the cookie's id is never stored as it is)."""
+    return f"{PREFIX}session:{digest}"
 
 
 def event_audit(event_id: str) -> str:
