@@ -311,7 +311,8 @@ class Store:
         cursor: str | None = None
         exhausted = False
         while len(items) < limit and scanned < scan_cap:
-            count = min(max(limit * 2, 50), scan_cap - scanned)
+            wanted = limit - len(items)  # unfiltered, every record read is kept: read no more than the page
+            count = min(max(wanted * 2, 50) if match else wanted, scan_cap - scanned)
             if reverse:
                 chunk = await self._guard(self.redis.xrevrange(key, high, low, count=count))
             else:
@@ -334,7 +335,7 @@ class Store:
             if len(chunk) < count and len(items) < limit:
                 exhausted = True
                 break
-        return AuditPage(items=items, next=None if exhausted else cursor)
+        return AuditPage(items=items, next=None if exhausted else cursor, scanned=scanned)
 
     async def _read_trail(
         self,
@@ -363,7 +364,7 @@ class Store:
                 if len(items) == limit:
                     break
         exhausted = scanned == len(entries) and len(items) < limit
-        return AuditPage(items=items, next=None if exhausted else cursor)
+        return AuditPage(items=items, next=None if exhausted else cursor, scanned=scanned)
 
     async def last_audit_id(self) -> str:
         """The id of the newest audit record, ``0-0`` when there is none (where a live follow starts)."""
