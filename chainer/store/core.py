@@ -29,6 +29,7 @@ from chainer.store.codec import (
     stream_item,
     text,
     unpack_fields,
+    unpack_record,
 )
 from chainer.store.ledger import OPEN_STATES, Ledger
 from chainer.store.lua import ScriptBatcher
@@ -310,9 +311,11 @@ class Store:
         scanned = 0
         cursor: str | None = None
         exhausted = False
+        step = max(limit * 2, 50)  # filtered: read ahead, twice as far each round trip (up to _SCAN_STEP_MAX)
         while len(items) < limit and scanned < scan_cap:
-            wanted = limit - len(items)  # unfiltered, every record read is kept: read no more than the page
-            count = min(max(wanted * 2, 50) if match else wanted, scan_cap - scanned)
+            # Unfiltered, every record read is kept: read no more than the page.
+            count = min(step if match else limit - len(items), scan_cap - scanned)
+            step = min(step * 2, _SCAN_STEP_MAX)
             if reverse:
                 chunk = await self._guard(self.redis.xrevrange(key, high, low, count=count))
             else:
@@ -323,9 +326,9 @@ class Store:
             for sid, fields in chunk:
                 scanned += 1
                 cursor = text(sid)
-                item = stream_item(sid, fields)
-                if matches(item, match):
-                    items.append(item)
+                # A record the filters drop is only inflated and tested, never turned into an item.
+                if not match or matches(unpack_record(fields.get(b"r") or fields.get("r") or b"{}"), match):
+                    items.append(stream_item(sid, fields))
                     if len(items) == limit:
                         break
             if reverse:
@@ -425,6 +428,7 @@ class Store:
 
 
 _MAX_SEQ = 2**64 - 1
+_SCAN_STEP_MAX = 1000  # records a filtered read asks for in one round trip at most
 _Bound = tuple[tuple[int, int], bool] | None  # (ms, seq), exclusive; None: open
 
 
