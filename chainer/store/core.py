@@ -89,7 +89,7 @@ class Store:
                 dropped = int(await self._guard(self.redis.xdel(keys.AUDIT, *(sid for sid, _ in stale))))
             removed += dropped
         cutoff = now_ms() - self.retention_ms
-        dead = await self._guard(self.redis.zrange(keys.DLQ, "-inf", f"({cutoff}", byscore=True, offset=0, num=step))
+        dead = await self._guard(self.redis.zrange(keys.DLQ, 0, cutoff - 1, byscore=True, offset=0, num=step))
         if dead:  # their ledgers expired with the retention too: nothing is left to replay
             await self._guard(self.redis.zrem(keys.DLQ, *dead))
         return removed
