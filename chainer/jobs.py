@@ -443,6 +443,15 @@ async def _die(
         metrics.action_dead(str(context["action"]), reason)
 
 
+async def trim_audit(ctx: dict[str, Any]) -> int:
+    """Drop audit records older than ``CHAINER_AUDIT_RETENTION_DAYS`` in bounded steps (``Store.trim_audit``); a
+    cron job of every worker (arq runs each due run once), so no request ever waits on a trim."""
+    removed = await services(ctx).store.trim_audit()
+    if removed:
+        log.info("audit_trimmed", extra={"records": removed})
+    return removed
+
+
 async def sweep(ctx: dict[str, Any]) -> int:
     """Dead-letter actions whose arq job vanished before they finished; returns how many it found.
 

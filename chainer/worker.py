@@ -43,6 +43,7 @@ from chainer.jobs import (
     Services,
     run_action,
     sweep,
+    trim_audit,
 )
 from chainer.limits import InflightLocks
 from chainer.providers import Downstream, catalogue
@@ -168,6 +169,7 @@ def _timed(settings: Settings) -> dict[str, Any]:
                 run_at_startup=True,
                 timeout=timeout,
             ),
+            cron(trim_audit, name="trim_audit", second=45, run_at_startup=True, timeout=timeout),
         ),
         "job_timeout": timeout,
         "poll_delay": settings.worker_poll_seconds,
@@ -209,6 +211,7 @@ class WorkerSettings:
     )
     cron_jobs: Sequence[CronJob] | None = (
         cron(sweep, name="sweep", second=30, run_at_startup=True, timeout=JOB_TIMEOUT_S),
+        cron(trim_audit, name="trim_audit", second=45, run_at_startup=True, timeout=JOB_TIMEOUT_S),
     )
     on_startup: StartupShutdown | None = ServicesBuilder().startup
     on_shutdown: StartupShutdown | None = shutdown

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -18,7 +19,7 @@ from chainer.app import create_app
 from chainer.jobs import RetryPolicy
 from chainer.providers import Downstream
 from chainer.settings import Secret
-from chainer.store import Store
+from chainer.store import QUEUE_KEY, Store
 from chainer.store.connections import connect_arq
 from chainer.worker import create_worker
 from tests import payloads
@@ -195,3 +196,17 @@ async def test_worker_process_serves_its_own_metrics(tmp_path: Path, redis: Redi
         process.wait(timeout=30)
     assert "Traceback" not in log_path.read_text(), log_path.read_text()[-3000:]
     assert json.dumps(CIRCLE_TOKEN)[1:-1] not in log_path.read_text()
+
+
+async def test_queue_gauges_tell_the_oldest_due_jobs_wait_and_leave_deferred_ones_out(redis: Redis) -> None:
+    """A job due 90 s ago and still queued (no worker) shows as waiting at least 90 s; a job deferred to later adds to
+    the depth but not to the due count nor the age."""
+    app = create_app(settings(), ruleset=parse_rules(RULES), store=Store(redis))
+    async with app_client(app) as client:
+        assert (await post_codeship(client, payloads.codeship("success"))).status_code == 202
+        (job,) = [member.decode() for member in await redis.zrange(QUEUE_KEY, 0, -1)]
+        now_ms = int(time.time() * 1000)
+        await redis.zadd(QUEUE_KEY, {job: now_ms - 90_000, "deferred-job": now_ms + 600_000})
+        samples = await _scrape(client)
+    assert value(samples, "chainer_queue_depth") == 2 and value(samples, "chainer_queue_due") == 1
+    assert value(samples, "chainer_queue_oldest_age_seconds") >= 90

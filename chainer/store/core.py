@@ -29,6 +29,7 @@ from chainer.store.codec import (
     stream_item,
     text,
     unpack_fields,
+    unpack_record,
 )
 from chainer.store.ledger import OPEN_STATES, Ledger
 from chainer.store.lua import ScriptBatcher
@@ -66,6 +67,32 @@ class Store:
 
     def _minid(self) -> str:
         return f"{max(now_ms() - self.retention_ms, 0)}-0"
+
+    async def trim_audit(self, *, step: int = keys.TRIM_STEP, max_steps: int = keys.TRIM_MAX_STEPS) -> int:
+        """Drop audit records older than the retention window, and dead letters as old; how many records went.
+
+        Off the request path (the worker's ``trim_audit`` cron job; no write script trims), in commands that each
+        touch at most ``step`` records, so Redis serves everyone else between them: ``XTRIM … MINID ~ <cutoff>
+        LIMIT step`` drops whole stream nodes; once it drops nothing, the old records left (those sharing the
+        first node with newer ones) are read (``XRANGE … COUNT step``) and deleted by id. At most ``max_steps``
+        commands of each a run; a bigger backlog is left to the next run. Per-event keys (the event, its trail,
+        its ledgers) expire on their own: every write sets their time to live to the retention.
+        """
+        minid = self._minid()
+        removed = 0
+        for _ in range(max_steps):
+            dropped = int(await self._guard(self.redis.xtrim(keys.AUDIT, minid=minid, approximate=True, limit=step)))
+            if dropped == 0:
+                stale = await self._guard(self.redis.xrange(keys.AUDIT, "-", f"({minid}", count=step))
+                if not stale:
+                    break
+                dropped = int(await self._guard(self.redis.xdel(keys.AUDIT, *(sid for sid, _ in stale))))
+            removed += dropped
+        cutoff = now_ms() - self.retention_ms
+        dead = await self._guard(self.redis.zrange(keys.DLQ, 0, cutoff - 1, byscore=True, offset=0, num=step))
+        if dead:  # their ledgers expired with the retention too: nothing is left to replay
+            await self._guard(self.redis.zrem(keys.DLQ, *dead))
+        return removed
 
     async def ping(self) -> bool:
         try:
@@ -127,7 +154,6 @@ class Store:
             "audit": _encode_audit(plan.audit, records, 2),
             "dup": encode_record(plan.duplicate_record),
             "actions": actions,
-            "minid": self._minid(),
             "ttl": self.retention_ms,
             "dedupe_ttl": max(self.retention_ms, keys.DEDUPE_TTL_MS),
             "job_ttl": self.job_ttl_ms,
@@ -175,7 +201,6 @@ class Store:
             "event_id": event_id,
             "actions": encoded,
             "audit": _encode_audit(records, packed, 1),
-            "minid": self._minid(),
             "ttl": self.retention_ms,
             "job_ttl": self.job_ttl_ms,
             "wake": len(names),
@@ -190,7 +215,7 @@ class Store:
     async def append_audit(self, records: Iterable[Mapping[str, Any]], *, event_id: str | None = None) -> list[str]:
         """Append records to the audit log (and to the event's own stream when ``event_id`` is given)."""
         names = [keys.AUDIT] + ([keys.event_audit(event_id)] if event_id else [])
-        args = {"minid": self._minid(), "ttl": self.retention_ms}
+        args = {"ttl": self.retention_ms}
         ids = await self._append(names, [fastjson.dumps(args), *[pack_record(r) for r in records]])
         return [text(i) for i in ids]
 
@@ -212,7 +237,6 @@ class Store:
             "from": list(change.from_states),
             "set": [x for kv in change.set.items() for x in kv],
             "incr": [x for kv in change.incr.items() for x in kv],
-            "minid": self._minid(),
             "dlq": change.dlq,
             "open": open_change,
             "now": now_ms(),
@@ -287,8 +311,11 @@ class Store:
         scanned = 0
         cursor: str | None = None
         exhausted = False
+        step = max(limit * 2, 50)  # filtered: read ahead, twice as far each round trip (up to _SCAN_STEP_MAX)
         while len(items) < limit and scanned < scan_cap:
-            count = min(max(limit * 2, 50), scan_cap - scanned)
+            # Unfiltered, every record read is kept: read no more than the page.
+            count = min(step if match else limit - len(items), scan_cap - scanned)
+            step = min(step * 2, _SCAN_STEP_MAX)
             if reverse:
                 chunk = await self._guard(self.redis.xrevrange(key, high, low, count=count))
             else:
@@ -299,9 +326,9 @@ class Store:
             for sid, fields in chunk:
                 scanned += 1
                 cursor = text(sid)
-                item = stream_item(sid, fields)
-                if matches(item, match):
-                    items.append(item)
+                # A record the filters drop is only inflated and tested, never turned into an item.
+                if not match or matches(unpack_record(fields.get(b"r") or fields.get("r") or b"{}"), match):
+                    items.append(stream_item(sid, fields))
                     if len(items) == limit:
                         break
             if reverse:
@@ -311,7 +338,7 @@ class Store:
             if len(chunk) < count and len(items) < limit:
                 exhausted = True
                 break
-        return AuditPage(items=items, next=None if exhausted else cursor)
+        return AuditPage(items=items, next=None if exhausted else cursor, scanned=scanned)
 
     async def _read_trail(
         self,
@@ -340,7 +367,7 @@ class Store:
                 if len(items) == limit:
                     break
         exhausted = scanned == len(entries) and len(items) < limit
-        return AuditPage(items=items, next=None if exhausted else cursor)
+        return AuditPage(items=items, next=None if exhausted else cursor, scanned=scanned)
 
     async def last_audit_id(self) -> str:
         """The id of the newest audit record, ``0-0`` when there is none (where a live follow starts)."""
@@ -407,6 +434,7 @@ class Store:
 
 
 _MAX_SEQ = 2**64 - 1
+_SCAN_STEP_MAX = 1000  # records a filtered read asks for in one round trip at most
 _Bound = tuple[tuple[int, int], bool] | None  # (ms, seq), exclusive; None: open
 
 

@@ -8,7 +8,7 @@ literal of their own. The layout:
                                                        decisions, rules version… compressed (codec.pack_fields)
     chainer:children:<event id>                 SET    events caused by this event's actions (lineage tree)
     chainer:action:<action id>                  HASH   the action's ledger (see ``chainer.store.ledger``)
-    chainer:audit                               STREAM every audit record (compressed), trimmed by time (MINID)
+    chainer:audit                               STREAM every audit record (compressed), trimmed by time by the worker
     chainer:audit:event:<event id>              LIST   the ids of the event's records in chainer:audit (a STREAM
                                                        of the records themselves for events stored before 0.2)
     chainer:dlq                                 ZSET   dead action ids → time they died
@@ -23,6 +23,7 @@ literal of their own. The layout:
     chainer:rewake                              ZSET   jobs handed a lease while their wait was still being recorded
     chainer:lineage:<kind>:…                    STRING the chain a started build inherits (see ``lineage_*``)
     chainer:workers                             ZSET   live workers → Redis time until which they count alive
+    chainer:session:<sha256 of the session id>  STRING a signed-in operator page session (chainer.web.session)
     arq:queue, arq:job:<job id>, arq:retry:<job id>, arq:in-progress:<job id>   arq's own keys (from ``arq.constants``)
 """
 
@@ -37,6 +38,9 @@ DAY_MS = 86_400_000
 RETENTION_MS = 30 * DAY_MS  # events, ledgers and audit records, unless CHAINER_AUDIT_RETENTION_DAYS says otherwise
 DEDUPE_DAYS = 30
 DEDUPE_TTL_MS = DEDUPE_DAYS * DAY_MS  # at least this long, longer when the retention is longer
+# The worker's trim of the audit log (Store.trim_audit): records dropped per XTRIM call, calls per run.
+TRIM_STEP = 1000
+TRIM_MAX_STEPS = 100
 JOB_TTL_MS = DAY_MS  # an arq job key written by chainer, as arq's own enqueue would (expires_extra_ms)
 BUDGET_COMMIT_TTL_MS = 30 * DAY_MS
 BUDGET_DAY_TTL_MS = 2 * DAY_MS
@@ -72,6 +76,11 @@ def seen(dedupe_key: str) -> str:
 
 def event(event_id: str) -> str:
     return f"{PREFIX}event:{event_id}"
+
+
+def session(digest: str) -> str:
+    """An operator page session, by the SHA-256 of its id (the cookie's id is never stored as it is)."""
+    return f"{PREFIX}session:{digest}"
 
 
 def event_audit(event_id: str) -> str:

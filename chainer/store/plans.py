@@ -121,3 +121,4 @@ class TransitionResult:
 class AuditPage:
     items: list[dict[str, Any]]
     next: str | None
+    scanned: int = 0  # records read to find ``items`` (filters drop the others)

@@ -34,7 +34,7 @@ from chainer.web.params import (
     Spec,
     parse_query,
 )
-from chainer.web.session import session_valid
+from chainer.web.session import SESSION_COOKIE, session_valid
 from chainer.web.stream import STREAM_PARAMS, get_audit_stream
 from chainer.web.views import chain_view, event_view, events_page
 
@@ -45,13 +45,18 @@ AdminHandler = Callable[[Request, dict[str, Any]], Awaitable[Response]]
 OperatorHandler = Callable[[Request, Store, dict[str, Any]], Awaitable[Response]]
 
 
-def _refused(request: Request) -> JSONResponse | None:
-    """A 401 unless the request carries the admin bearer token (compared in constant time)."""
+async def _refused(request: Request) -> JSONResponse | None:
+    """A 401 unless the request carries the admin bearer token (compared in constant time), or for a read the
+    operator page's session cookie (503 when Redis cannot say whether that session is open)."""
     expected = state(request).settings.admin_token
     if expected is None:
         return error(401, "the operator API is disabled: CHAINER_ADMIN_TOKEN is not set", CHALLENGE)
-    if request.method == "GET" and session_valid(request):  # the operator page's reads (its live stream)
-        return None
+    if request.method == "GET" and SESSION_COOKIE in request.cookies and "authorization" not in request.headers:
+        try:
+            if await session_valid(request):  # the operator page's reads (its live stream)
+                return None
+        except StoreUnavailableError as exc:
+            return error(503, str(exc))
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not given:
         return error(401, "missing bearer token (Authorization: Bearer <CHAINER_ADMIN_TOKEN>)", CHALLENGE)
@@ -67,7 +72,7 @@ def _admin(spec: Spec = NO_PARAMS) -> Callable[[AdminHandler], Endpoint]:
     def wrap(handler: AdminHandler) -> Endpoint:
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
-            if (denied := _refused(request)) is not None:
+            if (denied := await _refused(request)) is not None:
                 return denied
             try:
                 query = parse_query(request.query_params.multi_items(), spec)

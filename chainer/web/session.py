@@ -1,9 +1,12 @@
-"""The operator page's sign-in: a session cookie derived from the admin token, and CSRF tokens for its forms.
+"""The operator page's sign-in: a server-side session behind an HttpOnly cookie, and CSRF tokens for its forms.
 
-Signing in with ``CHAINER_ADMIN_TOKEN`` sets ``chainer_session``: ``<issued ms>.<HMAC-SHA256 of it under
-the admin token>``, HttpOnly, SameSite=Strict, Secure over HTTPS, path ``/``, valid ``SESSION_S``. The
-token itself is never stored in the browser nor put in a URL; rotating it ends every session.
-Every state-changing form carries ``csrf``, an HMAC of the session under the token (the sign-in form,
+Signing in with ``CHAINER_ADMIN_TOKEN`` opens a session: a random id whose SHA-256 is a Redis key
+(``keys.session``) living ``SESSION_S``, and the cookie ``chainer_session`` = ``<id>.<HMAC-SHA256 of the id under
+the admin token>``, HttpOnly, SameSite=Strict, Secure over HTTPS, path ``/``. A request is signed in only while
+both hold: the HMAC matches under the current token (rotating the token ends every session) and the key exists
+(signing out deletes it, so a copy of the cookie stops working at once; it also ends after ``SESSION_S``). The
+token itself is never stored in the browser nor put in a URL, and Redis holds only the id's digest.
+Every state-changing form carries ``csrf``, an HMAC of the session cookie under the token (the sign-in form,
 before there is a session, a random value also set as the ``chainer_signin`` cookie: double submit).
 Requests with the bearer header need no CSRF token (a browser never adds that header by itself).
 """
@@ -13,18 +16,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
-from typing import Literal
+from collections.abc import Awaitable
+from typing import Any, Literal
 
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from chainer.errors import StoreUnavailableError
+from chainer.store import keys
 from chainer.web.common import state
 
 SESSION_COOKIE = "chainer_session"
 SIGNIN_COOKIE = "chainer_signin"
 SESSION_S = 12 * 3600
 Credential = Literal["cookie", "bearer"]
+_ID_CHARS = 43  # secrets.token_urlsafe(32)
 
 
 def _key(request: Request) -> bytes | None:
@@ -36,22 +44,54 @@ def _mac(key: bytes, message: str) -> str:
     return hmac.new(key, message.encode(), hashlib.sha256).hexdigest()
 
 
-def new_session(request: Request) -> str:
-    """A fresh session value for the signed-in operator (the admin token must be configured)."""
+def _session_key(session_id: str) -> str:
+    return keys.session(hashlib.sha256(session_id.encode()).hexdigest())
+
+
+def _signed_id(request: Request) -> str | None:
+    """The session id of the request's cookie when its HMAC holds under the current admin token."""
+    key, value = _key(request), request.cookies.get(SESSION_COOKIE, "")
+    session_id, _, mac = value.partition(".")
+    if key is None or len(session_id) != _ID_CHARS or not session_id.isascii():
+        return None
+    return session_id if hmac.compare_digest(mac, _mac(key, f"session:{session_id}")) else None
+
+
+def _redis(request: Request) -> Redis:
+    store = state(request).store
+    if store is None:
+        raise StoreUnavailableError("the store is not ready")
+    return store.redis
+
+
+async def _guard(call: Awaitable[Any]) -> Any:
+    try:
+        return await call
+    except (RedisError, OSError) as exc:
+        raise StoreUnavailableError(f"Redis is unavailable: {exc}") from exc
+
+
+async def new_session(request: Request) -> str:
+    """Open a session for the signed-in operator (the admin token must be configured); the cookie's value."""
     key = _key(request)
     assert key is not None  # noqa: S101 (callers check the token first)
-    issued = int(time.time() * 1000)
-    return f"{issued}.{_mac(key, f'session:{issued}')}"
+    session_id = secrets.token_urlsafe(32)
+    await _guard(_redis(request).set(_session_key(session_id), "1", px=SESSION_S * 1000))
+    return f"{session_id}.{_mac(key, f'session:{session_id}')}"
 
 
-def session_valid(request: Request) -> bool:
-    """Whether the request carries a session cookie signed under the current admin token and not expired."""
-    key, value = _key(request), request.cookies.get(SESSION_COOKIE, "")
-    issued, _, mac = value.partition(".")
-    if key is None or not issued.isascii() or not issued.isdigit() or len(issued) > 15:
-        return False
-    age_s = time.time() - int(issued) / 1000
-    return -60 <= age_s <= SESSION_S and hmac.compare_digest(mac, _mac(key, f"session:{issued}"))
+async def end_session(request: Request) -> None:
+    """Close the request's session in Redis: its cookie, and every copy of it, stops working."""
+    session_id = _signed_id(request)
+    if session_id is not None:
+        await _guard(_redis(request).delete(_session_key(session_id)))
+
+
+async def session_valid(request: Request) -> bool:
+    """Whether the request's session cookie is signed under the current admin token and still open in Redis
+    (StoreUnavailableError when Redis cannot say)."""
+    session_id = _signed_id(request)
+    return session_id is not None and bool(await _guard(_redis(request).exists(_session_key(session_id))))
 
 
 def bearer_valid(request: Request) -> bool:
@@ -63,11 +103,11 @@ def bearer_valid(request: Request) -> bool:
     return hmac.compare_digest(given.strip().encode(), key)
 
 
-def credential(request: Request) -> Credential | None:
+async def credential(request: Request) -> Credential | None:
     """How the request is signed in: the bearer header, the session cookie, or not at all."""
     if bearer_valid(request):
         return "bearer"
-    return "cookie" if session_valid(request) else None
+    return "cookie" if await session_valid(request) else None
 
 
 def csrf_token(request: Request) -> str:

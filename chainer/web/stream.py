@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import FrameType
 from typing import Any
 
@@ -32,6 +34,7 @@ from starlette.responses import Response, StreamingResponse
 
 from chainer.errors import StoreUnavailableError
 from chainer.store import Store
+from chainer.web import session
 from chainer.web.common import error, state
 from chainer.web.openapi import produces
 from chainer.web.params import AUDIT_FILTERS, AUDIT_PARAMS, Cursor, ParamError, Spec
@@ -120,14 +123,31 @@ def _event(record: Mapping[str, Any]) -> bytes:
 
 
 async def _follow(
-    store: Store, start: str, query: Mapping[str, Any], heartbeat_s: float, stop: asyncio.Event
+    store: Store,
+    start: str,
+    query: Mapping[str, Any],
+    heartbeat_s: float,
+    stop: asyncio.Event,
+    signed_in: Callable[[], Awaitable[bool]] | None = None,
 ) -> AsyncIterator[bytes]:
+    """The stream's lines. ``signed_in`` (a follower signed in with the page's session cookie) is asked again before
+    every read, at most once a heartbeat period: the stream ends once the session was closed (signed out)."""
     yield f"retry: 2000\n: following the audit log after {start}\n\n".encode()
     last = start
     stopped = asyncio.create_task(stop.wait())
     read: asyncio.Task[list[dict[str, Any]]] | None = None
+    checked = time.monotonic()
     try:
         while not stop.is_set():
+            if signed_in is not None and time.monotonic() - checked >= heartbeat_s:
+                checked = time.monotonic()
+                try:
+                    still = await signed_in()
+                except StoreUnavailableError:
+                    still = False
+                if not still:
+                    yield b": the session has ended; sign in again\n\n"
+                    return
             read = asyncio.create_task(store.follow_audit(last, block_ms=max(int(heartbeat_s * 1000), 1), count=BATCH))
             await asyncio.wait({read, stopped}, return_when=asyncio.FIRST_COMPLETED)
             if not read.done():
@@ -177,6 +197,9 @@ async def get_audit_stream(request: Request, store: Store, query: dict[str, Any]
     if resume is None:
         resume = await store.last_audit_id()
     web = state(request)
-    body = _follow(store, resume, query, web.settings.stream_heartbeat_seconds, stopping(request.app))
+    # A follower signed in with the page's session (not the bearer header) is followed only while it lasts.
+    signed_in = None if session.bearer_valid(request) else functools.partial(session.session_valid, request)
+    heartbeat = web.settings.stream_heartbeat_seconds
+    body = _follow(store, resume, query, heartbeat, stopping(request.app), signed_in)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(body, media_type=SSE, headers=headers)

@@ -76,7 +76,7 @@ ENV.filters.update(
 
 def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     """A page from ``templates/``, with what every page shows (signed in or not, the CSRF token, nav)."""
-    signed_in = session.credential(request) is not None
+    signed_in = getattr(request.state, "credential", None) is not None  # set by _page once it checked
     page = ENV.get_template(template).render(
         request_path=request.url.path,
         signed_in=signed_in,
@@ -106,9 +106,13 @@ def _page(
     def wrap(handler: Handler) -> Endpoint:
         @functools.wraps(handler)
         async def endpoint(request: Request) -> Response:
-            how = session.credential(request)
+            try:
+                how = await session.credential(request)
+            except StoreUnavailableError as exc:
+                return render(request, "error.html", 503, title="Redis is unavailable", message=str(exc))
             if how is None:
                 return _signin_page(request, 401, "Sign in with the admin token to see this page.")
+            request.state.credential = how
             try:
                 query = parse_query(request.query_params.multi_items(), spec)
             except ParamError as exc:
@@ -223,7 +227,8 @@ async def explain_form(request: Request, store: Store, q: dict[str, Any], form: 
 
 @_page(form=True)
 async def sign_out(request: Request, store: Store, q: dict[str, Any], form: dict[str, str]) -> Response:
-    """POST /ui/signout: end the session."""
+    """POST /ui/signout: end the session, in Redis (every copy of the cookie stops working) and in the browser."""
+    await session.end_session(request)
     response = RedirectResponse("/ui/signin", status_code=303)
     session.clear_cookie(request, response, session.SESSION_COOKIE)
     return response
@@ -231,8 +236,11 @@ async def sign_out(request: Request, store: Store, q: dict[str, Any], form: dict
 
 async def sign_in_page(request: Request) -> Response:
     """GET /ui/signin: the sign-in form."""
-    if session.credential(request) is not None:
-        return RedirectResponse("/ui", status_code=303)
+    try:
+        if await session.credential(request) is not None:
+            return RedirectResponse("/ui", status_code=303)
+    except StoreUnavailableError:
+        pass  # the form works without Redis; signing in will say it is unavailable
     return _signin_page(request, 200)
 
 
@@ -250,8 +258,12 @@ async def sign_in(request: Request) -> Response:
         return _signin_page(request, 403, "The form expired; sign in again.")
     if not hmac.compare_digest(fields.get("token", "").strip().encode(), expected.reveal().encode()):
         return _signin_page(request, 401, "Wrong token.")
+    try:
+        opened = await session.new_session(request)
+    except StoreUnavailableError as exc:
+        return _signin_page(request, 503, f"Cannot sign in now: {exc}")
     response = RedirectResponse("/ui", status_code=303)
-    session.set_cookie(request, response, session.SESSION_COOKIE, session.new_session(request), session.SESSION_S)
+    session.set_cookie(request, response, session.SESSION_COOKIE, opened, session.SESSION_S)
     session.clear_cookie(request, response, session.SIGNIN_COOKIE)
     return response
 

@@ -9,7 +9,8 @@ decoded, each action's attempt history from the event's audit records), ``chain_
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chainer.fastjson import loads
@@ -17,6 +18,9 @@ from chainer.store import Store, current_error
 from chainer.web.params import OUTCOMES
 
 MAX_CHAIN_NODES = 500
+SCAN_CAP = 5000  # audit records one GET /events reads at most (as GET /audit)
+SUMMARY_CAP = 500  # deliveries one GET /events summarises at most (each reads its event and ledgers)
+_SUMMARY_READERS = 8
 _ATTEMPT_ENDS = ("attempt.succeeded", "attempt.failed")
 _HISTORY_FIELDS = ("attempt", "time", "outcome", "http_status", "error", "downstream_id")
 _NODE_FIELDS = ("provider", "kind", "project", "branch", "tag", "commit", "status", "build_url", "workflow")
@@ -107,27 +111,58 @@ async def _chain_node(store: Store, event_id: str, budget: list[int]) -> dict[st
 
 async def events_page(store: Store, q: Mapping[str, Any]) -> dict[str, Any]:
     """``GET /events``: one page of deliveries from the audit log (newest first unless ``after``), each with its
-    outcome, its event's matched rules and its actions' states. ``next`` continues in the same direction; a
-    page may hold fewer than ``limit`` items when the ``rule`` filter drops some (keep following ``next``)."""
+    outcome, its event's matched rules and its actions' states. ``next`` continues in the same direction.
+
+    Like ``/audit``'s filtered reads, a page is full unless a bound is reached first: the filters on the records
+    go to the store, the ``rule`` filter (the rules the delivery's event matched) is applied to the summaries, and
+    reading goes on until ``limit`` deliveries are kept, at most ``SCAN_CAP`` audit records were read or
+    ``SUMMARY_CAP`` deliveries summarised; ``next`` is then the position reached, so following it finds the rest
+    (None once the range is exhausted)."""
     wanted = set(OUTCOMES) if q["outcome"] is None else {t for t, o in OUTCOMES.items() if o in q["outcome"]}
     match: dict[str, set[str]] = {"type": wanted}
     match |= {name: set(q[name]) for name in ("provider", "project", "branch", "commit") if q[name] is not None}
-    before = q["before"] if q["before"] is not None or q["after"] is not None else "+"
-    page = await store.read_audit(
-        after=q["after"],
-        before=before,
-        since_ms=q["since"],
-        until_ms=q["until"],
-        limit=q["limit"],
-        match=match,
-        event_id=q["event_id"],
-    )
-    items = []
-    for record in page.items:
-        item = await delivery_summary(store, record)
-        if q["rule"] is None or set(q["rule"]) & set(item["matched"]):
-            items.append(item)
-    return {"items": items, "next": page.next}
+    after: str | None = q["after"]
+    before: str | None = q["before"] if q["before"] is not None or q["after"] is not None else "+"
+    rules = set(q["rule"]) if q["rule"] is not None else None
+    limit: int = q["limit"]
+    items: list[dict[str, Any]] = []
+    scanned = summarised = 0
+    while True:
+        chunk = limit - len(items) if rules is None else min(max(limit, 50), SUMMARY_CAP - summarised)
+        page = await store.read_audit(
+            after=after,
+            before=before,
+            since_ms=q["since"],
+            until_ms=q["until"],
+            limit=chunk,
+            match=match,
+            event_id=q["event_id"],
+            scan_cap=SCAN_CAP - scanned,
+        )
+        scanned += page.scanned
+        summarised += len(page.items)
+        for record, item in zip(page.items, await summaries(store, page.items), strict=True):
+            if rules is None or rules & set(item["matched"]):
+                items.append(item)
+                if len(items) == limit:  # the rest of this chunk is read again from here
+                    return {"items": items, "next": record["id"]}
+        if page.next is None or scanned >= SCAN_CAP or summarised >= SUMMARY_CAP:
+            return {"items": items, "next": page.next}
+        if before is not None:
+            before = page.next
+        else:
+            after = page.next
+
+
+async def summaries(store: Store, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``delivery_summary`` of each record, in order, ``_SUMMARY_READERS`` at a time (their reads overlap)."""
+    gate = asyncio.Semaphore(_SUMMARY_READERS)
+
+    async def one(record: Mapping[str, Any]) -> dict[str, Any]:
+        async with gate:
+            return await delivery_summary(store, record)
+
+    return list(await asyncio.gather(*(one(r) for r in records)))
 
 
 async def delivery_summary(store: Store, record: Mapping[str, Any]) -> dict[str, Any]:

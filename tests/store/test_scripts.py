@@ -33,7 +33,7 @@ def test_includes_are_replaced_by_the_fragment_text() -> None:
     for name in SCRIPTS:
         assert "--#include" not in source(name), name
     assert fragment in source("accept") and fragment in source("fire_join")
-    assert source("accept").count("redis.call('XADD', KEYS[2], 'MINID'") == 3  # duplicate, audit fragment, progress
+    assert source("accept").count("redis.call('XADD', KEYS[2], '*'") == 3  # duplicate, audit fragment, progress
 
 
 @pytest.mark.integration

@@ -183,16 +183,22 @@ async def test_audit_filters_and_reverse_paging(redis: Redis) -> None:
 
 
 async def test_audit_retention_trims_by_time(redis: Redis) -> None:
-    """Records older than the retention window are trimmed when new records arrive (MINID)."""
+    """Records older than the retention window are trimmed by ``trim_audit`` (the worker's cron job), not when new
+    records arrive; records within the window stay."""
     await redis.xadd(AUDIT_KEY, {"r": json.dumps({"type": "old"})}, id="1000-0")
     for _ in range(150):
         await redis.xadd(AUDIT_KEY, {"r": json.dumps({"type": "old"})}, id="*")
     store = Store(redis, retention_ms=1)
-    await asyncio.sleep(0.01)
-    await store.append_audit([{"type": "new"}])
+    await asyncio.sleep(0.05)
+    (new,) = await store.append_audit([{"type": "new"}])
+    assert len((await store.read_audit(limit=500)).items) == 152  # appending trims nothing
+    hour = Store(redis, retention_ms=3_600_000)
+    assert await hour.trim_audit() == 1  # only the record of 1970 is older than an hour
+    # A window that starts 25 ms before the new record: every old one (50 ms older at least) goes.
+    window = Store(redis, retention_ms=now_ms() - int(new.split("-")[0]) + 25)
+    assert await window.trim_audit() == 150
     remaining = [r["type"] for r in (await store.read_audit(limit=500)).items]
-    assert "new" in remaining
-    assert len(remaining) < 151
+    assert remaining == ["new"]
 
 
 async def test_script_written_job_runs_on_an_unmodified_arq_worker(redis_url: str, redis: Redis) -> None:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 from collections.abc import AsyncIterator, Generator
 from dataclasses import dataclass
@@ -166,6 +167,36 @@ async def test_sends_heartbeats_while_nothing_happens(served: Served) -> None:
         reader = Reader(response)
         await read_until(reader, lambda r: r.comments.count("heartbeat") >= 2)
     assert reader.events == [] and not reader.ended
+
+
+async def test_a_stream_followed_with_the_page_session_ends_when_the_session_is_signed_out(served: Served) -> None:
+    """The page follows the stream with its session cookie; after sign-out (from any copy of the cookie) the open
+    stream ends within a heartbeat and a new one is refused, while a bearer follower goes on."""
+    async with (
+        httpx.AsyncClient(base_url=served.base) as browser,
+        httpx.AsyncClient(base_url=served.base, headers=AUTH) as bearer,
+    ):
+        form = await browser.get("/ui/signin")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf is not None
+        assert (await browser.post("/ui/signin", data={"csrf": csrf[1], "token": ADMIN})).status_code == 303
+        async with (
+            browser.stream("GET", "/audit/stream") as response,
+            bearer.stream("GET", "/audit/stream") as other,
+        ):
+            assert response.status_code == other.status_code == 200
+            reader, kept = Reader(response), Reader(other)
+            await read_until(reader, lambda r: any("heartbeat" in c for c in r.comments))
+            page = await browser.get("/ui")
+            token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert token is not None
+            assert (await browser.post("/ui/signout", data={"csrf": token[1]})).status_code == 303
+            await read_until(reader, lambda r: False, timeout=10)
+            assert reader.ended and any("session has ended" in c for c in reader.comments)
+            await read_until(kept, lambda r: sum("heartbeat" in c for c in r.comments) >= 3)
+            assert not kept.ended
+        refused = await browser.get("/audit/stream")
+        assert refused.status_code == 401
 
 
 async def test_refuses_bad_resume_points_and_missing_tokens(served: Served) -> None:

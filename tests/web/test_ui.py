@@ -198,3 +198,49 @@ async def test_static_files_and_no_cdn(site: Site) -> None:
     for url in ("/ui", f"/ui/events/{site.event_id}", "/ui/dlq", "/ui/rules"):
         text = (await site.client.get(url)).text
         assert not re.search(r"(src|href)=\"https?://", text), url
+
+
+async def test_a_cookie_copied_before_sign_out_is_refused_after_it(site: Site, redis: Redis) -> None:
+    """Sign-out closes the session in Redis: a copy of the cookie (another browser, a stolen one) that read the
+    pages and the API before is refused after, on pages, forms and API reads alike."""
+    await sign_in(site.client)
+    copied = site.client.cookies.get("chainer_session")
+    assert copied is not None
+    app = site.client._transport.app  # type: ignore[attr-defined]
+    async with app_client(app, "https://chainer.test") as other:
+        other.cookies.set("chainer_session", copied, domain="chainer.test")
+        before = await other.get("/ui")
+        assert before.status_code == 200 and site.event_id in before.text
+        assert (await other.get("/audit")).status_code == 200
+        stolen_csrf = csrf_of(await other.get("/ui/dlq"))
+        page = await site.client.get("/ui")
+        assert (await site.client.post("/ui/signout", data={"csrf": csrf_of(page)})).status_code == 303
+        assert (await other.get("/ui")).status_code == 401
+        assert (await other.get("/audit")).status_code == 401
+        assert (await other.get("/audit/stream")).status_code == 401
+        replay = await other.post(f"/ui/dlq/{site.action_id}/replay", data={"csrf": stolen_csrf})
+        assert replay.status_code == 401
+    assert (await site.store.get_action(site.action_id))["state"] == "dead"
+    assert await redis.keys("chainer:session:*") == []
+
+
+async def test_sessions_live_in_redis_by_digest_and_end_when_the_admin_token_rotates(site: Site, redis: Redis) -> None:
+    """Redis holds the session id's digest only, for the session's lifetime; an app restarted with another
+    CHAINER_ADMIN_TOKEN refuses every session opened under the old one, and a new sign-in works."""
+    await sign_in(site.client)
+    copied = site.client.cookies.get("chainer_session")
+    assert copied is not None
+    session_id = copied.split(".")[0]
+    stored = [k.decode() for k in await redis.keys("chainer:session:*")]
+    assert len(stored) == 1 and session_id not in stored[0] and ADMIN not in stored[0]
+    assert 0 < await redis.pttl(stored[0]) <= 12 * 3600 * 1000
+    rotated = create_app(
+        settings(admin_token=Secret("rotated-admin-token")), ruleset=parse_rules(RULES), store=site.store
+    )
+    async with app_client(rotated, "https://chainer.test") as after:
+        after.cookies.set("chainer_session", copied, domain="chainer.test")
+        assert (await after.get("/ui")).status_code == 401
+        assert (await after.get("/audit")).status_code == 401
+        after.cookies.clear()
+        assert (await sign_in(after, "rotated-admin-token")).status_code == 303
+        assert (await after.get("/ui")).status_code == 200

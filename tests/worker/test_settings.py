@@ -61,7 +61,7 @@ async def test_create_worker_uses_the_settings_class_and_keyword_overrides(redis
             retry_policy=policy,
         )
         assert isinstance(worker, ChainerWorker)
-        assert set(worker.functions) == {"run_action", "fire_join", "sweep"}
+        assert set(worker.functions) == {"run_action", "fire_join", "sweep", "trim_audit"}
         assert (worker.max_jobs, worker.job_timeout_s, worker.keep_result_s) == (3, JOB_TIMEOUT_S, 3600)
         assert worker.on_startup is not None and worker.on_shutdown is shutdown
         worker.ctx["redis"] = worker.pool  # as arq's Worker.main does before on_startup
@@ -126,7 +126,8 @@ async def test_job_timings_follow_the_settings(redis_url: str) -> None:
     worker = create_worker(
         settings, handle_signals=False, redis_pool=connect_arq(redis_url, retries=0), ruleset=parse_rules(RULES)
     )
-    assert {name: f.timeout_s for name, f in worker.functions.items()} == {"run_action": 2, "fire_join": 2, "sweep": 2}
+    timeouts = {name: f.timeout_s for name, f in worker.functions.items()}
+    assert timeouts == {"run_action": 2, "fire_join": 2, "sweep": 2, "trim_audit": 2}
     assert (worker.job_timeout_s, worker.in_progress_timeout_s, worker.poll_delay_s) == (2, 3.5, 0.05)
     assert worker.wake_timeout_s == 0.7
     assert worker.cron_jobs[0].second == {0, 15, 30, 45}
@@ -182,7 +183,7 @@ async def test_the_sweep_runs_at_the_configured_interval_with_the_configured_gra
     running = asyncio.create_task(worker.async_run())
     try:
         for _ in range(500):
-            if worker.jobs_complete >= 1:
+            if worker.jobs_complete >= 2:  # the start-up sweep and audit trim
                 break
             await asyncio.sleep(0.02)
         app = create_app(settings, ruleset=parse_rules(RULES), store=Store(redis))

@@ -148,13 +148,13 @@ async def eventually(check: Callable[[], Any], what: str, timeout: float = 20.0)
 
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings, redis_url: str) -> AsyncIterator[ChainerWorker]:
-    """A ChainerWorker on its own pool, yielded once it has started, run the start-up sweep and gone idle."""
+    """A ChainerWorker on its own pool, yielded once it has started, run the start-up sweep and trim and gone idle."""
     worker = create_worker(
         settings, handle_signals=False, redis_pool=connect_arq(redis_url, retries=0), ruleset=parse_rules(RULES)
     )
     task = asyncio.create_task(worker.async_run())
     try:
-        await eventually(lambda: worker.jobs_complete >= 1 or task.done(), "the worker's start-up sweep")
+        await eventually(lambda: worker.jobs_complete >= 2 or task.done(), "the worker's start-up sweep and trim")
         assert not task.done(), task
         await asyncio.sleep(0.3)  # past the look at the queue that follows the sweep: waiting now
         yield worker
@@ -258,7 +258,7 @@ async def test_wake_tokens_without_a_job_do_no_harm(redis: Redis, redis_url: str
         await redis.lpush(keys.WAKE, *(["1"] * 40))
         await eventually(lambda: _equals(redis.llen(keys.WAKE), 0), "the tokens consumed")
         assert worker.waker is not None and worker.waker.tokens >= 40
-        assert circle.calls == [] and await redis.zcard(keys.ARQ_QUEUE) <= 1  # at most the deferred sweep
+        assert circle.calls == [] and await redis.zcard(keys.ARQ_QUEUE) <= 2  # at most the deferred sweep and trim
         posted = time.time()
         await deliver(client, 303)
         await eventually(lambda: circle.upstreams() == ["303"], "the trigger at CircleCI")
@@ -502,7 +502,7 @@ async def test_a_claim_answered_after_the_worker_was_told_to_stop_still_runs_its
     worker = create_worker(settings, handle_signals=False, redis_pool=pool, ruleset=parse_rules(RULES))
     task = asyncio.create_task(worker.async_run())
     try:
-        await eventually(lambda: worker.jobs_complete >= 1, "the worker's start-up sweep")
+        await eventually(lambda: worker.jobs_complete >= 2, "the worker's start-up sweep and trim")
         await asyncio.sleep(0.3)
         pool.arm()
         async with web(settings, redis) as client:

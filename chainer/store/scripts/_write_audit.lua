@@ -4,6 +4,6 @@
 -- _write_actions.lua.
 for _, rec in ipairs(plan.audit) do
   if type(rec) == 'table' then rec = chosen[rec.a] else rec = ARGV[rec] end
-  local id = redis.call('XADD', KEYS[2], 'MINID', '~', plan.minid, '*', 'r', rec)
+  local id = redis.call('XADD', KEYS[2], '*', 'r', rec)
   trail(KEYS[3], id, rec)
 end

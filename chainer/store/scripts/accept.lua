@@ -28,7 +28,7 @@ for i = 1, nd do
     local dup = cjson.decode(plan.dup)
     dup.event_id = existing
     local rec = cjson.encode(dup)
-    local id = redis.call('XADD', KEYS[2], 'MINID', '~', plan.minid, '*', 'r', rec)
+    local id = redis.call('XADD', KEYS[2], '*', 'r', rec)
     if redis.call('EXISTS', target) == 1 then trail(target, id, rec) end
     return {'duplicate', existing, 0}
   end
@@ -87,7 +87,7 @@ for _, jn in ipairs(plan.joins) do
 end
 --#include _write_audit.lua
 for _, rec in ipairs(progress) do
-  local id = redis.call('XADD', KEYS[2], 'MINID', '~', plan.minid, '*', 'r', rec)
+  local id = redis.call('XADD', KEYS[2], '*', 'r', rec)
   trail(KEYS[3], id, rec)
 end
 redis.call('PEXPIRE', KEYS[3], plan.ttl)

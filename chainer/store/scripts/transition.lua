@@ -16,7 +16,7 @@ end
 if #p.set > 0 then redis.call('HSET', KEYS[1], unpack(p.set)) end
 for i = 1, #p.incr, 2 do redis.call('HINCRBY', KEYS[1], p.incr[i], p.incr[i + 1]) end
 for i = 2, #ARGV do
-  local id = redis.call('XADD', KEYS[2], 'MINID', '~', p.minid, '*', 'r', ARGV[i])
+  local id = redis.call('XADD', KEYS[2], '*', 'r', ARGV[i])
   trail(KEYS[3], id, ARGV[i])
 end
 if p.dlq == 'add' then redis.call('ZADD', KEYS[4], p.now, p.action_id)
