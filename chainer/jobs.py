@@ -15,6 +15,7 @@ Jobs read what they share (store, settings, provider clients, locks, retry polic
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -27,6 +28,7 @@ from typing import Any
 import httpx
 from arq import Retry
 from arq.jobs import serialize_job
+from arq.typing import WorkerCoroutine
 
 from chainer import audit, lineage, metrics
 from chainer.errors import (
@@ -443,6 +445,22 @@ async def _die(
         metrics.action_dead(str(context["action"]), reason)
 
 
+def _housekeeping(job: Callable[[dict[str, Any]], Awaitable[int]]) -> WorkerCoroutine:
+    """A cron job that skips its run, with one warning line and no traceback, while Redis is unavailable: the
+    next run (a minute or an interval later) does the work, and the worker rides out the outage meanwhile."""
+
+    @functools.wraps(job)
+    async def run(ctx: dict[Any, Any], *args: Any, **kwargs: Any) -> int:
+        try:
+            return await job(ctx)
+        except StoreUnavailableError as exc:
+            log.warning("housekeeping_skipped", extra={"job": job.__name__, "error": str(exc)[:300]})
+            return 0
+
+    return run
+
+
+@_housekeeping
 async def trim_audit(ctx: dict[str, Any]) -> int:
     """Drop audit records older than ``CHAINER_AUDIT_RETENTION_DAYS`` in bounded steps (``Store.trim_audit``); a
     cron job of every worker (arq runs each due run once), so no request ever waits on a trim."""
@@ -452,12 +470,14 @@ async def trim_audit(ctx: dict[str, Any]) -> int:
     return removed
 
 
+@_housekeeping
 async def sweep(ctx: dict[str, Any]) -> int:
     """Dead-letter actions whose arq job vanished before they finished; returns how many it found.
 
     arq drops a job without calling any hook when it expires, cannot be deserialized or runs out
     of tries (shared/reference/arq-redis.md §1.4); its ledger would stay pending for ever. Every
-    action still open ``SWEEP_GRACE_MS`` after it was queued and without a job is marked ``lost``.
+    action still open ``SWEEP_GRACE_MS`` after it was queued and without a job is marked ``lost``
+    (``ambiguous`` if its request may have gone out).
     """
     shared = services(ctx)
     store = shared.store

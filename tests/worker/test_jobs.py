@@ -29,6 +29,7 @@ from chainer.web.hooks import status_of
 from chainer.worker import create_worker
 from tests import payloads
 from tests.helpers import job_ctx, parse_rules
+from tests.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -543,3 +544,22 @@ async def test_action_claimed_by_another_run_during_lookups_is_not_sent(redis: R
         assert await run_action(ctx, action) == "calling"
     assert [s for s, _ in api.seen] == ["auth", "projects", "builds"]
     assert (await redis.hget(action_key(action), "state")) == b"calling"
+
+
+@pytest.mark.parametrize("job", ["sweep", "trim_audit"])
+async def test_housekeeping_skips_a_run_while_redis_is_down_with_one_line_and_no_traceback(
+    job: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cron job that meets a Redis outage (the worker rides it out meanwhile) logs one warning and returns; arq
+    would otherwise log the failure with a traceback on every run."""
+    import chainer.jobs
+
+    down = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    try:
+        async with httpx.AsyncClient() as http:
+            ctx = job_ctx(Store(down), SETTINGS, Downstream(SETTINGS, http), sweep_grace_ms=0)
+            assert await getattr(chainer.jobs, job)(ctx) == 0
+    finally:
+        await down.aclose()
+    skipped = [r for r in caplog.records if r.getMessage() == "housekeeping_skipped"]
+    assert [(r.levelname, r.job, r.exc_info) for r in skipped] == [("WARNING", job, None)]  # type: ignore[attr-defined]
