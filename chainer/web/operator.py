@@ -9,7 +9,6 @@ Redis is unavailable.
 from __future__ import annotations
 
 import functools
-import hmac
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,7 +33,7 @@ from chainer.web.params import (
     Spec,
     parse_query,
 )
-from chainer.web.session import SESSION_COOKIE, session_valid
+from chainer.web.session import SESSION_COOKIE, bearer_problem, session_valid
 from chainer.web.stream import STREAM_PARAMS, get_audit_stream
 from chainer.web.views import chain_view, event_view, events_page
 
@@ -57,12 +56,8 @@ async def _refused(request: Request) -> JSONResponse | None:
                 return None
         except StoreUnavailableError as exc:
             return error(503, str(exc))
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not given:
-        return error(401, "missing bearer token (Authorization: Bearer <CHAINER_ADMIN_TOKEN>)", CHALLENGE)
-    if not hmac.compare_digest(given.strip().encode(), expected.reveal().encode()):
-        return error(401, "wrong bearer token", CHALLENGE)
-    return None
+    problem = bearer_problem(request)
+    return None if problem is None else error(401, problem, CHALLENGE)
 
 
 def _admin(spec: Spec = NO_PARAMS) -> Callable[[AdminHandler], Endpoint]:

@@ -94,13 +94,23 @@ async def session_valid(request: Request) -> bool:
     return session_id is not None and bool(await _guard(_redis(request).exists(_session_key(session_id))))
 
 
-def bearer_valid(request: Request) -> bool:
-    """Whether the request carries ``Authorization: Bearer <CHAINER_ADMIN_TOKEN>`` (constant-time compare)."""
+def token_matches(request: Request, given: str) -> bool:
+    """Whether ``given`` is ``CHAINER_ADMIN_TOKEN`` (constant-time compare); never with no token configured."""
     key = _key(request)
+    return key is not None and bool(given.strip()) and hmac.compare_digest(given.strip().encode(), key)
+
+
+def bearer_problem(request: Request) -> str | None:
+    """What is wrong with the request's ``Authorization: Bearer <CHAINER_ADMIN_TOKEN>``, or None when it holds."""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if key is None or scheme.lower() != "bearer" or not given:
-        return False
-    return hmac.compare_digest(given.strip().encode(), key)
+    if scheme.lower() != "bearer" or not given:
+        return "missing bearer token (Authorization: Bearer <CHAINER_ADMIN_TOKEN>)"
+    return None if token_matches(request, given) else "wrong bearer token"
+
+
+def bearer_valid(request: Request) -> bool:
+    """Whether the request carries ``Authorization: Bearer <CHAINER_ADMIN_TOKEN>``."""
+    return bearer_problem(request) is None
 
 
 async def credential(request: Request) -> Credential | None:

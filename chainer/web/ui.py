@@ -13,7 +13,6 @@ checked like the API's (``chainer.web.params``), a bad one is a 400 naming it.
 from __future__ import annotations
 
 import functools
-import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -256,7 +255,7 @@ async def sign_in(request: Request) -> Response:
     fields = dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
     if not session.signin_csrf_valid(request, fields.get("csrf", "")):
         return _signin_page(request, 403, "The form expired; sign in again.")
-    if not hmac.compare_digest(fields.get("token", "").strip().encode(), expected.reveal().encode()):
+    if not session.token_matches(request, fields.get("token", "")):
         return _signin_page(request, 401, "Wrong token.")
     try:
         opened = await session.new_session(request)
