@@ -205,6 +205,8 @@ def test_other_events_are_ignored_after_authentication(name: str) -> None:
         (lambda b: b["build"].pop("state"), "missing field build.state"),
         (lambda b: b["build"].update(blocked="yes"), "build.blocked: expected true or false"),
         (lambda b: b["build"].update(finished_at="yesterday"), "build.finished_at: 'yesterday' is not a timestamp"),
+        (lambda b: b["build"].update(finished_at="9999-12-31T23:59:59-14:00"), "build.finished_at: '9999-12-31"),
+        (lambda b: b["build"].update(finished_at="0001-01-01T00:00:00+14:00"), "build.finished_at: '0001-01-01"),
         (lambda b: b["build"].update(meta_data=["x"]), "build.meta_data: expected an object"),
         (lambda b: b["pipeline"].update(url="https://api.buildkite.com/v1/x"), "pipeline.url: 'https://api.buildkite"),
         (
@@ -214,7 +216,18 @@ def test_other_events_are_ignored_after_authentication(name: str) -> None:
             "missing field pipeline.url (or build.url, build.web_url)",
         ),
     ],
-    ids=["no-id", "number-text", "no-state", "blocked-text", "bad-time", "meta-list", "bad-url", "no-urls"],
+    ids=[
+        "no-id",
+        "number-text",
+        "no-state",
+        "blocked-text",
+        "bad-time",
+        "after-9999",
+        "before-1",
+        "meta-list",
+        "bad-url",
+        "no-urls",
+    ],
 )
 def test_missing_or_mistyped_fields_are_400_naming_them(change: Any, message: str) -> None:
     body = buildkite_build(commit="HEAD")

@@ -301,11 +301,13 @@ def iso_timestamp(value: str, path: str) -> str:
         raise PayloadError(
             f"{path}: {clip(value)!r} is not a timestamp (expected 'YYYY-MM-DD HH:MM:SS UTC' or ISO 8601 with a zone)"
         )
-    return (
-        when.astimezone(UTC)
-        .isoformat(timespec="milliseconds" if when.microsecond else "seconds")
-        .replace("+00:00", "Z")
-    )
+    try:
+        utc = when.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 is in year 10000 in UTC
+        raise PayloadError(
+            f"{path}: {clip(value)!r} is out of the range of timestamps (years 1 to 9999 in UTC)"
+        ) from None
+    return utc.isoformat(timespec="milliseconds" if when.microsecond else "seconds").replace("+00:00", "Z")
 
 
 def _without_agent_token(data: dict[str, Any]) -> dict[str, Any]:

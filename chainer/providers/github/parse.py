@@ -168,12 +168,21 @@ def _read(headers: Mapping[str, str], body: bytes) -> BuildEvent | Ignored:
         return Ignored(f"GitHub event {shown!r} is not one chainer reads; subscribe the hook to Workflow runs", shown)
     delivery = header(headers, DELIVERY_HEADER)
     hook_id = header(headers, HOOK_ID_HEADER)
-    first = f"github:delivery:{clip(delivery.strip())}" if delivery and delivery.strip() else None
+    first = f"github:delivery:{_key_part(delivery)}" if delivery and delivery.strip() else None
     if first and hook_id and hook_id.strip():
-        first += f":hook:{clip(hook_id.strip())}"
+        first += f":hook:{_key_part(hook_id)}"
     if event == "workflow_run":
         return _workflow_run(data, first)
     return _workflow_job(data, first)
+
+
+def _key_part(value: str) -> str:
+    """A header value as part of a dedupe key: itself when short (GitHub sends a GUID and a number), else its
+    SHA-256, so that two long values never collide the way a shortened display of them would."""
+    value = value.strip()
+    if len(value) <= 64 and value.isprintable():
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _ping(data: dict[str, Any], form: bool) -> Ignored:

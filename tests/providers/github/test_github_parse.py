@@ -301,3 +301,12 @@ def test_parse_github_takes_the_headers_in_any_case() -> None:
     shouted = {k.upper(): v for k, v in headers.items()}
     event = parse_github(shouted, body, secrets=[SECRET])
     assert isinstance(event, BuildEvent) and event.status == "canceled"
+
+
+def test_long_delivery_ids_that_share_a_prefix_are_told_apart() -> None:
+    """The delivery key holds the whole header value (a digest when it is long), not a shortened display of it."""
+    stem = "d" * 120
+    first = parsed(run_body("failure"), guid=f"{stem}-1")
+    second = parsed(run_body("failure"), guid=f"{stem}-2")
+    assert first.dedupe_keys[0] != second.dedupe_keys[0]
+    assert first.dedupe_keys[0].startswith("github:delivery:sha256:") and len(first.dedupe_keys[0]) < 120
