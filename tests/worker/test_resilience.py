@@ -196,6 +196,22 @@ def lines(log_path: Path, event: str) -> list[str]:
     return [line for line in log_path.read_text(errors="replace").splitlines() if f" chainer.worker {event}" in line]
 
 
+def worker_env(tmp_path: Path, redis: RedisServer, *, retries: int, **extra: str) -> dict[str, str]:
+    """The environment of a worker process on ``redis`` with this module's rules and compressed outage timings:
+    ``retries`` Redis retries (about 0.15 s each instead of the default 20), reconnect probes and heartbeats
+    every 0.2 s."""
+    (tmp_path / "rules.yaml").write_text(RULES)
+    return {
+        **os.environ,
+        "CHAINER_REDIS_URL": redis.url,
+        "CHAINER_RULES": str(tmp_path / "rules.yaml"),
+        "CHAINER_WORKER_REDIS_RETRIES": str(retries),
+        "CHAINER_WORKER_RECONNECT_MAX_SECONDS": "0.2",
+        "CHAINER_WORKER_HEARTBEAT_SECONDS": "0.2",
+        **extra,
+    }
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 async def test_worker_process_rides_out_a_redis_outage_and_then_runs_new_jobs(
@@ -204,17 +220,9 @@ async def test_worker_process_rides_out_a_redis_outage_and_then_runs_new_jobs(
     """A worker whose Redis is stopped past its retry window stays up, logs one lost and one restored line,
     then runs a newly accepted event's action against a loopback CircleCI; killed, it drops out of /readyz."""
     circleci_url, seen = circleci
-    (tmp_path / "rules.yaml").write_text(RULES)
-    env = {
-        **os.environ,
-        "CHAINER_REDIS_URL": private_redis.url,
-        "CHAINER_RULES": str(tmp_path / "rules.yaml"),
-        "CHAINER_CIRCLECI_URL": circleci_url,
-        "CHAINER_CIRCLECI_TOKEN": CIRCLE_TOKEN,
-        "CHAINER_WORKER_REDIS_RETRIES": "2",  # a retry window of about 0.3 s instead of about 30 s
-        "CHAINER_WORKER_RECONNECT_MAX_SECONDS": "0.2",
-        "CHAINER_WORKER_HEARTBEAT_SECONDS": "0.2",
-    }
+    env = worker_env(
+        tmp_path, private_redis, retries=2, CHAINER_CIRCLECI_URL=circleci_url, CHAINER_CIRCLECI_TOKEN=CIRCLE_TOKEN
+    )
     for name in ("CHAINER_CODESHIP_USER", "CHAINER_CODESHIP_PASSWORD", "CHAINER_DRY_RUN"):
         env.pop(name, None)
     settings = Settings(hook_token=Secret(HOOK), admin_token=Secret(ADMIN))
@@ -260,15 +268,7 @@ async def test_worker_started_before_redis_waits_for_it(
     tmp_path: Path, private_redis: RedisServer, private_client: Redis
 ) -> None:
     """A worker started while Redis is down stays up, logs one lost line, and registers once Redis starts."""
-    (tmp_path / "rules.yaml").write_text(RULES)
-    env = {
-        **os.environ,
-        "CHAINER_REDIS_URL": private_redis.url,
-        "CHAINER_RULES": str(tmp_path / "rules.yaml"),
-        "CHAINER_WORKER_REDIS_RETRIES": "1",
-        "CHAINER_WORKER_RECONNECT_MAX_SECONDS": "0.2",
-        "CHAINER_WORKER_HEARTBEAT_SECONDS": "0.2",
-    }
+    env = worker_env(tmp_path, private_redis, retries=1)
     private_redis.stop()
     with worker_process(tmp_path, env) as (process, log_path):
         await eventually(lambda: bool(lines(log_path, "redis_lost")), "the redis_lost line")
@@ -288,15 +288,7 @@ async def test_worker_stops_cleanly_on_sigterm_while_redis_is_lost(
     tmp_path: Path, private_redis: RedisServer, private_client: Redis
 ) -> None:
     """SIGTERM during an outage ends the worker with exit code 0 and no traceback; its entry then expires."""
-    (tmp_path / "rules.yaml").write_text(RULES)
-    env = {
-        **os.environ,
-        "CHAINER_REDIS_URL": private_redis.url,
-        "CHAINER_RULES": str(tmp_path / "rules.yaml"),
-        "CHAINER_WORKER_REDIS_RETRIES": "1",
-        "CHAINER_WORKER_RECONNECT_MAX_SECONDS": "0.2",
-        "CHAINER_WORKER_HEARTBEAT_SECONDS": "0.2",
-    }
+    env = worker_env(tmp_path, private_redis, retries=1)
     with worker_process(tmp_path, env) as (process, log_path):
         await eventually(lambda: _equals(private_client.zcard(WORKERS_KEY), 1), "the worker's heartbeat")
         private_redis.stop()
