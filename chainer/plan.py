@@ -45,11 +45,7 @@ def queue_actions(
             "action_id": aid,
             "action": planned.action,
         }
-        ledger = {
-            "action_id": aid,
-            "event_id": event.event_id,
-            "rule": planned.rule,
-            "index": str(planned.index),
+        ledger = {  # its identity (action_id, event_id, rule, index) is its key: chainer.store.ledger.identity
             "action": planned.action,
             "params": _compact(planned.params),
             "attempts": "0",

@@ -24,6 +24,7 @@ from chainer.store import (
     event_key,
     now_ms,
 )
+from chainer.store import keys as keys_module
 from chainer.store.codec import job_deserializer, job_serializer
 from tests.redis_server import free_port
 
@@ -220,3 +221,21 @@ async def test_script_written_job_runs_on_an_unmodified_arq_worker(redis_url: st
     await worker.main()
     await worker.close()
     assert calls == [("evt_1:rule-a:0", 1)]
+
+
+async def test_long_ledger_values_are_stored_in_pieces_and_read_back_whole(redis: Redis) -> None:
+    """A value over keys.HASH_CHUNK bytes (a 300-character error with text beyond ASCII cut inside a character)
+    keeps the ledger a listpack and reads back whole; a shorter value later leaves no stale piece behind."""
+    store = Store(redis)
+    await store.accept(_plan("evt_1", actions=1))
+    aid = "evt_1:rule-a:0"
+    long_error = "é" + "x" * 62 + "😀" * 60
+    await store.transition(Transition(aid, "evt_1", ("pending",), {"state": "pending", "last_error": long_error}))
+    assert await redis.object("encoding", action_key(aid)) == b"listpack"
+    assert max(len(v) for v in (await redis.hgetall(action_key(aid))).values()) <= keys_module.HASH_CHUNK
+    ledger = await store.get_action(aid)
+    assert ledger["last_error"] == long_error and ledger["state"] == "pending"
+    assert (ledger["action_id"], ledger["event_id"], ledger["rule"], ledger["index"]) == (aid, "evt_1", "rule-a", "0")
+    await store.transition(Transition(aid, "evt_1", ("pending",), {"last_error": "short"}))
+    assert (await store.get_action(aid))["last_error"] == "short"
+    assert [f for f in await redis.hkeys(action_key(aid)) if f.startswith(b"last_error")] == [b"last_error"]
