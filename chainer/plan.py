@@ -73,7 +73,8 @@ def queue_actions(
                 job_bytes(aid, at_ms),
                 at_ms,
                 budgets,
-                audit.action_skipped(context, "budget spent", params=planned.params),
+                # written only when a budget is spent, so only made for an action that has one
+                audit.action_skipped(context, "budget spent", params=planned.params) if budgets else {},
             )
         )
     return queued

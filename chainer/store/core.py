@@ -452,7 +452,7 @@ def _encode_actions(
                 "job": action.job.decode(),
                 "score": action.score_ms,
                 "record": _argv(records, offset, action.record),
-                "skip": encode_record(action.skip_record),
+                "skip": encode_record(action.skip_record) if action.budgets else "",  # read only when one is spent
                 "budget": [[b.limit, b.ttl_ms, b.reason] for b in action.budgets],
             }
         )
