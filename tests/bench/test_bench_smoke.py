@@ -482,11 +482,19 @@ def test_baselines_run_under_the_uvicorn_settings_of_chainer_web() -> None:
     import ast
 
     from bench.bare_app import UVICORN_SETTINGS
+    from chainer.runner import SERVER_SETTINGS
 
     chainer_dir = Path(__file__).resolve().parents[2] / "chainer"
     calls = []
     for source in sorted(chainer_dir.rglob("*.py")):
         for node in ast.walk(ast.parse(source.read_text())):
             if isinstance(node, ast.Call) and ast.unparse(node.func) == "uvicorn.run":
-                calls.append({k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg not in ("host", "port")})
+                keywords: dict[str, object] = {}
+                for k in node.keywords:
+                    if k.arg is None:  # **SERVER_SETTINGS, the settings `chainer run` serves with too
+                        assert ast.unparse(k.value) == "SERVER_SETTINGS", ast.unparse(node)
+                        keywords.update(SERVER_SETTINGS)
+                    elif k.arg not in ("host", "port"):
+                        keywords[k.arg] = ast.literal_eval(k.value)
+                calls.append(keywords)
     assert calls == [UVICORN_SETTINGS]
