@@ -156,10 +156,11 @@ async def test_audit_pages_see_every_record_once_while_writers_append(redis: Red
     seen: list[str] = []
     cursor = None
     for _ in range(500):
+        finished = task.done()  # before the read: a write landing during it is still to be seen
         page = await store.read_audit(after=cursor, limit=7)
         seen += [item["id"] for item in page.items]
         cursor = page.items[-1]["id"] if page.items else cursor
-        if task.done() and not page.items:
+        if finished and not page.items:
             break
         await asyncio.sleep(0)
     await task
