@@ -5,8 +5,8 @@ as JSON and answers 202: the ceiling of any route on this stack. ``--mode naive 
 and then one ``ArqRedis.enqueue_job`` per request, awaited before the 202: durable, but one job and several
 Redis round trips per event, nothing shared between concurrent requests.
 
-Both run under uvicorn with the settings of ``chainer web`` (``chainer/cli.py``), its loop (uvloop) and HTTP
-parser (httptools) included.
+Both run under uvicorn with the settings of ``chainer web`` (``chainer.runner.SERVER_SETTINGS``), its loop
+(uvloop) and HTTP parser (httptools) included.
 """
 
 from __future__ import annotations
@@ -23,15 +23,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from chainer.runner import SERVER_SETTINGS
+
 # The keyword arguments `chainer web` passes to uvicorn.run besides the app, host and port.
-UVICORN_SETTINGS: dict[str, Any] = {
-    "proxy_headers": True,
-    "timeout_graceful_shutdown": 10,
-    "log_config": None,
-    "access_log": False,
-    "loop": "uvloop",
-    "http": "httptools",
-}
+UVICORN_SETTINGS: dict[str, Any] = {"loop": "uvloop", **SERVER_SETTINGS}  # exactly as `chainer web` runs
 
 
 def _bad(message: str) -> Response:

@@ -235,6 +235,11 @@ def summary_table(results: Results) -> list[str]:
     return [*lines, "", *errors, *([""] if errors else [])]
 
 
+def per_request_us(cpu_s: float, requests: int | None) -> str:
+    """CPU seconds spread over the requests served, in µs; a dash when none were served."""
+    return f"{num(cpu_s / requests * 1e6)} µs" if requests else "–"
+
+
 def ingest_section(phase: Results) -> list[str]:
     systems = phase["systems"]
     bare = systems.get("bare", {}).get("requests_per_s")
@@ -245,17 +250,19 @@ def ingest_section(phase: Results) -> list[str]:
         "fresh Codeship event (its own build id) per request, matching one rule with one action. The bare route "
         "and the naive route run under uvicorn with the settings of `chainer web`; chainer and the naive route "
         "each write to a fresh redis-server with AOF (`appendfsync always`). *Server CPU* is the server process's "
-        "CPU during the measured run, *others* the CPU of processes outside the bench.",
+        "CPU during the measured run (*per request*: divided by the requests served), *others* the CPU of "
+        "processes outside the bench.",
         "",
-        "| system | req/s | of bare | p50 | p90 | p99 | max | non-2xx | socket errors | server CPU | others |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| system | req/s | of bare | p50 | p90 | p99 | max | non-2xx | socket errors | server CPU | per request "
+        "| others |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key in INGEST_ORDER:
         s = systems.get(key)
         if s is None:
             continue
         if "error" in s:
-            lines.append(f"| {INGEST_NAMES[key]} | failed: {s['error'][:120]} |||||||||")
+            lines.append(f"| {INGEST_NAMES[key]} | failed: {s['error'][:120]} ||||||||||")
             continue
         lat = s["latency_ms"]
         errors = sum(s["errors"].values())
@@ -263,7 +270,7 @@ def ingest_section(phase: Results) -> list[str]:
             f"| {INGEST_NAMES[key]} | {num(s['requests_per_s'])} | {pct(s['requests_per_s'], bare or 0)} | "
             f"{ms(lat.get('p50'))} | {ms(lat.get('p90'))} | {ms(lat.get('p99'))} | {ms(lat.get('max'))} | "
             f"{num(s['non_2xx_3xx'])} | {num(errors)} | {num(s['server_cpu_s'], 1)} s | "
-            f"{num(s['cpu']['others_pct_of_machine'], 1)} % |"
+            f"{per_request_us(s['server_cpu_s'], s.get('requests'))} | {num(s['cpu']['others_pct_of_machine'], 1)} % |"
         )
     return [*lines, "", "![requests per second of each system](perf-ingest.png)", ""]
 

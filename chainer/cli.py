@@ -83,19 +83,10 @@ def web(host: str, port: int) -> None:
     _configure_logging()
     settings = _settings()
     app = _load_app(settings)
-    # access_log=False: uvicorn's access log prints hook tokens; chainer.accesslog logs requests redacted.
-    # uvloop and httptools: the libuv event loop and the C HTTP parser (dependencies of chainer, issue 11).
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        proxy_headers=True,
-        timeout_graceful_shutdown=10,
-        log_config=None,
-        access_log=False,
-        loop="uvloop",
-        http="httptools",
-    )
+    from chainer.runner import SERVER_SETTINGS
+
+    # uvloop: the libuv event loop (a dependency of chainer, issue 11); the rest as `chainer run` serves.
+    uvicorn.run(app, host=host, port=port, loop="uvloop", **SERVER_SETTINGS)
 
 
 @main.command()

@@ -45,11 +45,7 @@ def queue_actions(
             "action_id": aid,
             "action": planned.action,
         }
-        ledger = {
-            "action_id": aid,
-            "event_id": event.event_id,
-            "rule": planned.rule,
-            "index": str(planned.index),
+        ledger = {  # its identity (action_id, event_id, rule, index) is its key: chainer.store.ledger.identity
             "action": planned.action,
             "params": _compact(planned.params),
             "attempts": "0",
@@ -77,7 +73,8 @@ def queue_actions(
                 job_bytes(aid, at_ms),
                 at_ms,
                 budgets,
-                audit.action_skipped(context, "budget spent", params=planned.params),
+                # written only when a budget is spent, so only made for an action that has one
+                audit.action_skipped(context, "budget spent", params=planned.params) if budgets else {},
             )
         )
     return queued

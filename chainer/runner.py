@@ -20,6 +20,16 @@ from chainer import localredis
 from chainer.settings import Settings
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# How chainer serves HTTP, in `chainer web` (which adds uvicorn's loop="uvloop") and `chainer run` (which runs its
+# own uvloop loop), and how bench/bare_app.py serves its baselines, so that they are measured alike. uvicorn's
+# access log is off: it prints hook tokens (chainer.accesslog logs requests redacted). httptools: the C HTTP parser.
+SERVER_SETTINGS: dict[str, Any] = {
+    "proxy_headers": True,
+    "timeout_graceful_shutdown": 10,
+    "log_config": None,
+    "access_log": False,
+    "http": "httptools",
+}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -80,9 +90,7 @@ async def _serve_all(app: Any, settings: Settings, host: str, port: int, sandbox
     from chainer.web.stream import stop_streams
     from chainer.worker import create_worker
 
-    config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10, http="httptools"
-    )
+    config = uvicorn.Config(app, host=host, port=port, **SERVER_SETTINGS)
     server = SignalFreeServer(config)
     worker = create_worker(settings, handle_signals=False)
     serving = asyncio.create_task(server.serve())

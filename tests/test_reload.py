@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -250,3 +251,97 @@ async def test_worker_holds_and_reloads_the_rules(tmp_path: Path, redis: Redis, 
         await http.aclose()
     rules_task = services(ctx).rules_task
     assert rules_task is not None and rules_task.done()
+
+
+def _open_for_writing(fifo: Path, timeout: float) -> int | None:
+    """A write end of ``fifo``, as soon as a reader (the rules loader) has it open; None when no reader came within
+    ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: nobody has it open for reading yet
+                raise
+            time.sleep(0.01)
+            continue
+        os.set_blocking(fd, True)
+        return fd
+    return None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+BULK = 2000  # rules in the reloaded file (about 0.2 MB)
+
+
+def _bulk_rules() -> bytes:
+    extra = "".join(
+        f"  - name: bulk-{i}\n    when: {{project: acme/bulk-{i}, status: success}}\n"
+        f"    then:\n      - codeship.trigger_build: {{project: acme/web-{i}}}\n"
+        for i in range(BULK)
+    )
+    return (GOOD + extra).encode()
+
+
+@pytest.mark.timeout(120)
+def test_a_delivery_is_answered_while_a_reload_is_still_loading(tmp_path: Path, redis_url: str) -> None:
+    """A reload reads and validates the file off the event loop. The rules path is a symlink, to a plain file at
+    start and then to a FIFO: a SIGHUP reload is held inside its read of the file (the loader has the FIFO open,
+    the test has not written the big new file yet), and a delivery through a real socket is answered 202 by the
+    rules still active. The new rules come in only once their whole file has loaded: the audit log has the
+    delivery's records before the reload's."""
+    good, fifo, path = tmp_path / "good.yaml", tmp_path / "rules.fifo", tmp_path / "rules.yaml"
+    good.write_text(GOOD)
+    os.mkfifo(fifo)
+    path.symlink_to(good)
+    port = free_port()
+    env = {
+        **os.environ,
+        "CHAINER_REDIS_URL": redis_url,
+        "CHAINER_RULES": str(path),
+        "CHAINER_HOOK_TOKEN": "hook",
+        "CHAINER_ADMIN_TOKEN": "adm",
+        "CHAINER_RULES_POLL_SECONDS": "3600",
+    }
+    base, auth = f"http://127.0.0.1:{port}", {"authorization": "Bearer adm"}
+    with chainer_process(["web", "--port", str(port)], tmp_path, env, [f"{base}/readyz"]) as running:
+        before = httpx.get(f"{base}/rules", headers=auth, timeout=5).json()
+        (tmp_path / "next").symlink_to(fifo)
+        (tmp_path / "next").replace(path)
+        running.process.send_signal(signal.SIGHUP)
+        fd = _open_for_writing(fifo, 20)
+        assert fd is not None, "the SIGHUP reload did not open the rules file within 20 s"
+        try:  # the reload is now inside its read of the file: nothing of the new rules has been written
+            body = json.dumps(payloads.codeship("success", build_id=8128)).encode()
+            answer = httpx.post(
+                f"{base}/hooks/codeship/hook", content=body, headers={"content-type": "application/json"}, timeout=15
+            )
+            during = httpx.get(f"{base}/rules", headers=auth, timeout=15).json()
+        finally:
+            _write_all(fd, _bulk_rules())
+        assert answer.status_code == 202 and answer.json()["matched"] == ["first"], answer.text
+        assert during["version"] == before["version"]
+        deadline = time.monotonic() + 60
+        reloads: list[dict[str, Any]] = []
+        while not reloads and time.monotonic() < deadline:
+            time.sleep(0.05)
+            query = {"type": "rules.reloaded"}
+            reloads = httpx.get(f"{base}/audit", params=query, headers=auth, timeout=5).json()["items"]
+        assert [(r["cause"], r["rules"]) for r in reloads] == [("SIGHUP", BULK + 1)], reloads
+        after = httpx.get(f"{base}/rules", headers=auth, timeout=5).json()
+        assert len(after["rules"]) == BULK + 1 and after["version"] == reloads[0]["rules_version"]
+        records = httpx.get(f"{base}/audit", params={"limit": 500}, headers=auth, timeout=5).json()["items"]
+        path.unlink()
+        path.symlink_to(good)  # the FIFO would hold a shutdown that reads the file again
+    assert running.returncode == 0, running.stderr[-3000:]
+    order = [r["type"] for r in records if r["type"] in ("webhook.received", "rules.reloaded")]
+    assert order == ["webhook.received", "rules.reloaded"]
+    assert "rules_reloaded" in running.stderr

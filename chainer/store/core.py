@@ -3,9 +3,11 @@
 Acceptance is one Lua script per event: dedupe, the lineage check, event, ledgers, audit records and arq
 jobs are written together or not at all, and concurrent accepts share round trips (``lua.ScriptBatcher``).
 
-The audit log is one stream (``keys.AUDIT``); each event's trail (``keys.event_audit``) is the list of its
-records' ids in it, so a record is stored once. Records and the event's stored fields are compressed
-(``codec.pack_record``, ``codec.pack_fields``) and read back as they were written.
+The audit log is one stream (``keys.AUDIT``); each event's trail (``keys.event_audit``) is a short string of
+its records' ids in it (``scripts/_trail.lua``), so a record is stored once. Records and the event's stored
+fields are compressed (``codec.pack_record``, ``codec.pack_fields``) and read back as they were written.
+Ledger values longer than ``keys.HASH_CHUNK`` bytes are stored in pieces (``scripts/_hset.lua``) so that a
+ledger stays a compact listpack; ``get_action`` and ``get_ledger`` join them.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from chainer.store.codec import (
     unpack_fields,
     unpack_record,
 )
-from chainer.store.ledger import OPEN_STATES, Ledger
+from chainer.store.ledger import OPEN_STATES, Ledger, identity
 from chainer.store.lua import ScriptBatcher
 from chainer.store.plans import (
     AcceptOutcome,
@@ -159,6 +161,7 @@ class Store:
             "job_ttl": self.job_ttl_ms,
             "wake": len(names),
             "wake_max": keys.WAKE_MAX,
+            "chunk": keys.HASH_CHUNK,
         }
         # A duplicate of another event (a new delivery id, but an event key already seen) is audited on
         # that event's trail; the script names the event, and the call is repeated with its trail key.
@@ -205,6 +208,7 @@ class Store:
             "job_ttl": self.job_ttl_ms,
             "wake": len(names),
             "wake_max": keys.WAKE_MAX,
+            "chunk": keys.HASH_CHUNK,
         }
         status, _, queued = (text(x) for x in await self._fire(names, [fastjson.dumps(args), *packed]))
         return int(queued) if status == "fired" else None
@@ -247,18 +251,21 @@ class Store:
             "job_ttl": self.job_ttl_ms,
             "wake": len(names),
             "wake_max": keys.WAKE_MAX,
+            "chunk": keys.HASH_CHUNK,
         }
         packed = [pack_record(r) for r in change.audit]
         status, state = (text(x) for x in await self._transition(names, [fastjson.dumps(args), *packed]))
         return TransitionResult(ok=status == "ok", previous_state=state)
 
     async def get_action(self, action_id: str) -> dict[str, str]:
-        return decode_hash(await self._guard(self.redis.hgetall(keys.action(action_id))))
+        """The action's ledger as text fields, with its identity (``ledger.identity``); {} when it does not exist."""
+        raw = await self._guard(self.redis.hgetall(keys.action(action_id)))
+        return identity(action_id) | decode_hash(raw) if raw else {}
 
     async def get_ledger(self, action_id: str) -> Ledger | None:
         """The action's ledger, typed; None when it does not exist (expired, or never written)."""
         raw = await self._guard(self.redis.hgetall(keys.action(action_id)))
-        return Ledger.from_hash(raw) if raw else None
+        return Ledger.from_hash(identity(action_id) | decode_hash(raw)) if raw else None
 
     async def get_event(self, event_id: str) -> dict[str, str]:
         """The event's stored fields (``event``, ``raw``, ``decisions``, ``actions`` …) as text; {} when not stored."""
@@ -479,7 +486,7 @@ def _encode_actions(
                 "job": action.job.decode(),
                 "score": action.score_ms,
                 "record": _argv(records, offset, action.record),
-                "skip": encode_record(action.skip_record),
+                "skip": encode_record(action.skip_record) if action.budgets else "",  # read only when one is spent
                 "budget": [[b.limit, b.ttl_ms, b.reason] for b in action.budgets],
             }
         )

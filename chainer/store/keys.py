@@ -7,10 +7,13 @@ literal of their own. The layout:
     chainer:event:<event id>                    HASH   ``actions`` (action ids) and ``z``: event JSON, raw payload,
                                                        decisions, rules version… compressed (codec.pack_fields)
     chainer:children:<event id>                 SET    events caused by this event's actions (lineage tree)
-    chainer:action:<action id>                  HASH   the action's ledger (see ``chainer.store.ledger``)
+    chainer:action:<action id>                  HASH   the action's ledger (see ``chainer.store.ledger``); values over
+                                                       HASH_CHUNK bytes in pieces (``name``, ``name~1`` …), so the
+                                                       hash stays a listpack; its identity is the key's id
     chainer:audit                               STREAM every audit record (compressed), trimmed by time by the worker
-    chainer:audit:event:<event id>              LIST   the ids of the event's records in chainer:audit (a STREAM
-                                                       of the records themselves for events stored before 0.2)
+    chainer:audit:event:<event id>              STRING the ids of the event's records in chainer:audit, compactly
+                                                       (scripts/_trail.lua); a LIST of the ids, or a STREAM of the
+                                                       records themselves, for events stored by earlier versions
     chainer:dlq                                 ZSET   dead action ids → time they died
     chainer:open                                ZSET   actions not yet finished → when they were queued
     chainer:join:<rule>:<on>:<value>            HASH   a fan-in join's clauses and whether it fired
@@ -49,6 +52,11 @@ LINEAGE_ID_TTL_MS = 7 * DAY_MS  # a build recognised by the id its provider retu
 # project, branch and commit (or, when the action named no commit, by project and branch alone for
 # an hour: a build someone else starts there in that hour is taken as part of the chain too).
 LINEAGE_REF_TTL_MS = 3_600_000
+
+# The longest value written into a ledger hash in one piece: Redis's default hash-max-listpack-value. A hash
+# with a longer value becomes a hashtable (a ledger: about 1.7 KB instead of about 0.7 KB), so a longer value
+# is stored in pieces of this size (scripts/_hset.lua) and joined again when read (codec.decode_hash).
+HASH_CHUNK = 64
 
 # Single keys.
 AUDIT = f"{PREFIX}audit"

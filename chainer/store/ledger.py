@@ -1,9 +1,12 @@
 """The action ledger (``chainer:action:<id>``, a Redis hash of text fields) and a typed view of it.
 
-Every field is written as text: at acceptance (identity, rendered params, ``state`` pending or
-skipped) and by ``Store.transition`` (state changes, attempts, last status and error, downstream id,
-result). ``Ledger`` decodes one hash into typed fields; ledgers are only ever changed through
-``Store.transition``.
+Every field is written as text: at acceptance (rendered params, the event's project, branch and commit,
+``state`` pending or skipped …) and by ``Store.transition`` (state changes, attempts, last status and error,
+downstream id, result). The action's identity (``action_id``, ``event_id``, ``rule``, ``index``) is its key
+and is not stored again (``identity``; ledgers written by earlier versions hold it too). A value longer than
+``keys.HASH_CHUNK`` bytes is stored in pieces, so that the hash stays a compact listpack. ``Store.get_action``
+and ``Store.get_ledger`` give the whole ledger back; ``Ledger`` decodes one into typed fields; ledgers are only
+ever changed through ``Store.transition``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,15 @@ OPEN_STATES = frozenset({"pending", "calling"})
 # Ledger states in which ``last_error`` says why the action is where it is: waiting for a retry, dead (or
 # discarded after dying), skipped. A done or calling action's ``last_error`` is left from an earlier try.
 ERROR_STATES = frozenset({"pending", "dead", "discarded", "skipped"})
+
+
+def identity(action_id: str) -> dict[str, str]:
+    """The fields an action id names (``<event id>:<rule>:<index>``, ``chainer.jobs.action_id``): the ledger's
+    identity, which its key holds and its hash does not repeat."""
+    parts = action_id.split(":")
+    if len(parts) != 3:
+        return {"action_id": action_id}
+    return {"action_id": action_id, "event_id": parts[0], "rule": parts[1], "index": parts[2]}
 
 
 def current_error(ledger: Mapping[str, str]) -> str | None:

@@ -430,6 +430,8 @@ def test_report_states_every_figure_against_its_target() -> None:
         "1 163 vs 13 635 req/s (9 %)" in ingest and "p99 28.7 ms vs 2.90 ms" in ingest and ingest.endswith("**no** |")
     )
     assert "0.65× (1 800 req/s)" in _row(text, "| vs the naive design")
+    # server CPU per request: 9.5 s over 11 630 and 136 350 requests
+    assert "| 9.5 s | 817 µs |" in _row(text, "| chainer web |") and "| 70 µs |" in _row(text, "| bare Starlette")
     assert "webhook` failed" not in text and "failed: webhook exited (1)" in text
     fan100 = _row(text, "| webhook → provider, 100 events/s")
     assert "p50 8.00 ms, p99 20.0 ms" in fan100 and fan100.endswith("yes |")
@@ -482,11 +484,19 @@ def test_baselines_run_under_the_uvicorn_settings_of_chainer_web() -> None:
     import ast
 
     from bench.bare_app import UVICORN_SETTINGS
+    from chainer.runner import SERVER_SETTINGS
 
     chainer_dir = Path(__file__).resolve().parents[2] / "chainer"
     calls = []
     for source in sorted(chainer_dir.rglob("*.py")):
         for node in ast.walk(ast.parse(source.read_text())):
             if isinstance(node, ast.Call) and ast.unparse(node.func) == "uvicorn.run":
-                calls.append({k.arg: ast.literal_eval(k.value) for k in node.keywords if k.arg not in ("host", "port")})
+                keywords: dict[str, object] = {}
+                for k in node.keywords:
+                    if k.arg is None:  # **SERVER_SETTINGS, the settings `chainer run` serves with too
+                        assert ast.unparse(k.value) == "SERVER_SETTINGS", ast.unparse(node)
+                        keywords.update(SERVER_SETTINGS)
+                    elif k.arg not in ("host", "port"):
+                        keywords[k.arg] = ast.literal_eval(k.value)
+                calls.append(keywords)
     assert calls == [UVICORN_SETTINGS]

@@ -1,7 +1,8 @@
 -- Fragment (included by accept.lua and fire_join.lua): writes plan.actions, each a ledger, an arq job
 -- (queue KEYS[4], open set KEYS[5]) unless one of its budgets is spent, and its audit record into
 -- `chosen` (queued: the record ARGV[act.record]; or skipped with the budget's reason). Expects `plan`,
--- `chosen`, `queued` and `k` (the index of the last key before the first action's keys) to be defined.
+-- `chosen`, `queued`, `k` (the index of the last key before the first action's keys) and hset (_hset.lua)
+-- to be defined.
 -- Each action's keys: its ledger, its arq job key, then one key per budget.
 for a, act in ipairs(plan.actions) do
   local lk, jk = KEYS[k + 1], KEYS[k + 2]
@@ -15,7 +16,7 @@ for a, act in ipairs(plan.actions) do
     for b, budget in ipairs(act.budget) do
       if redis.call('INCR', KEYS[k + b]) == 1 then redis.call('PEXPIRE', KEYS[k + b], budget[2]) end
     end
-    redis.call('HSET', lk, unpack(act.ledger))
+    hset(lk, act.ledger, plan.chunk, false)
     if act.job_id ~= '' then
       redis.call('SET', jk, act.job, 'PX', plan.job_ttl)
       redis.call('ZADD', KEYS[4], act.score, act.job_id)
@@ -24,8 +25,8 @@ for a, act in ipairs(plan.actions) do
     end
     chosen[a] = ARGV[act.record]
   else
-    redis.call('HSET', lk, unpack(act.ledger))
-    redis.call('HSET', lk, 'state', 'skipped', 'job_id', '', 'last_error', spent)
+    hset(lk, act.ledger, plan.chunk, false)
+    hset(lk, {'state', 'skipped', 'job_id', '', 'last_error', spent}, plan.chunk, true)
     local skip = cjson.decode(act.skip)
     skip.reason = spent
     chosen[a] = cjson.encode(skip)

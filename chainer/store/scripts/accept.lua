@@ -14,6 +14,7 @@
 local plan = cjson.decode(ARGV[1])
 local nd = plan.nd
 --#include _trail.lua
+--#include _hset.lua
 for i = 1, nd do
   local existing = redis.call('GET', KEYS[6 + i])
   if existing then

@@ -5,6 +5,7 @@
 -- Returns {'fired', event id, jobs queued}, or {'done', the event that fired it, 0} when already written.
 local plan = cjson.decode(ARGV[1])
 --#include _trail.lua
+--#include _hset.lua
 if redis.call('HEXISTS', KEYS[1], 'done') == 1 then return {'done', redis.call('HGET', KEYS[1], 'done'), 0} end
 redis.call('HSET', KEYS[1], 'done', plan.event_id)
 local chosen = {}

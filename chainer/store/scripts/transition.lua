@@ -6,6 +6,7 @@
 -- Returns {'ok', previous state}, {'conflict', actual state} or {'missing', ''}.
 local p = cjson.decode(ARGV[1])
 --#include _trail.lua
+--#include _hset.lua
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'missing', ''} end
 if #p.from > 0 then
@@ -13,7 +14,7 @@ if #p.from > 0 then
   for _, s in ipairs(p.from) do if s == state then ok = true end end
   if not ok then return {'conflict', state} end
 end
-if #p.set > 0 then redis.call('HSET', KEYS[1], unpack(p.set)) end
+hset(KEYS[1], p.set, p.chunk, true)
 for i = 1, #p.incr, 2 do redis.call('HINCRBY', KEYS[1], p.incr[i], p.incr[i + 1]) end
 for i = 2, #ARGV do
   local id = redis.call('XADD', KEYS[2], '*', 'r', ARGV[i])
