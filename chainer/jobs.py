@@ -15,7 +15,6 @@ Jobs read what they share (store, settings, provider clients, locks, retry polic
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 import random
@@ -28,7 +27,6 @@ from typing import Any
 import httpx
 from arq import Retry
 from arq.jobs import serialize_job
-from arq.typing import WorkerCoroutine
 
 from chainer import audit, lineage, metrics
 from chainer.errors import (
@@ -172,7 +170,9 @@ async def run_action(ctx: dict[str, Any], action: str) -> str:
     if state == "calling":
         # An earlier run sent the request and died before recording the answer: calling again could
         # build twice, so the action goes to the dead-letter list for a human to replay or discard.
-        await _die(store, context, "ambiguous", "an earlier attempt was interrupted after sending the request", None)
+        await dead_letter(
+            store, context, "ambiguous", "an earlier attempt was interrupted after sending the request", None
+        )
         await _let_go(shared, ctx, ledger)
         return "dead"
     params = json.loads(ledger.get("params") or "{}")
@@ -312,7 +312,9 @@ async def _attempt(
     except TransientDownstreamError as exc:
         metrics.attempt_done(ledger["action"], "transient", started_at)
         if attempt >= policy.max_tries:
-            await _die(store, context, "exhausted", exc.message, exc.status, attempt=attempt, from_state=state, exc=exc)
+            await dead_letter(
+                store, context, "exhausted", exc.message, exc.status, attempt=attempt, from_state=state, exc=exc
+            )
             return "dead"
         defer = policy.delay(attempt, exc.retry_after)
         await store.transition(
@@ -331,11 +333,15 @@ async def _attempt(
         raise Retry(defer=defer) from exc
     except AmbiguousDownstreamError as exc:
         metrics.attempt_done(ledger["action"], "ambiguous", started_at)
-        await _die(store, context, "ambiguous", exc.message, exc.status, attempt=attempt, from_state=state, exc=exc)
+        await dead_letter(
+            store, context, "ambiguous", exc.message, exc.status, attempt=attempt, from_state=state, exc=exc
+        )
         return "dead"
     except PermanentDownstreamError as exc:
         metrics.attempt_done(ledger["action"], "permanent", started_at)
-        await _die(store, context, "permanent", exc.message, exc.status, attempt=attempt, from_state=state, exc=exc)
+        await dead_letter(
+            store, context, "permanent", exc.message, exc.status, attempt=attempt, from_state=state, exc=exc
+        )
         return "dead"
     done = Transition(
         action,
@@ -405,7 +411,7 @@ async def _register_lineage(
         log.warning("lineage_not_recorded", extra={"action_id": ledger["action_id"], "error": str(exc)})
 
 
-async def _die(
+async def dead_letter(
     store: Store,
     context: Mapping[str, Any],
     reason: str,
@@ -443,64 +449,3 @@ async def _die(
         )
     else:
         metrics.action_dead(str(context["action"]), reason)
-
-
-def _housekeeping(job: Callable[[dict[str, Any]], Awaitable[int]]) -> WorkerCoroutine:
-    """A cron job that skips its run, with one warning line and no traceback, while Redis is unavailable: the
-    next run (a minute or an interval later) does the work, and the worker rides out the outage meanwhile."""
-
-    @functools.wraps(job)
-    async def run(ctx: dict[Any, Any], *args: Any, **kwargs: Any) -> int:
-        try:
-            return await job(ctx)
-        except StoreUnavailableError as exc:
-            log.warning("housekeeping_skipped", extra={"job": job.__name__, "error": str(exc)[:300]})
-            return 0
-
-    return run
-
-
-@_housekeeping
-async def trim_audit(ctx: dict[str, Any]) -> int:
-    """Drop audit records older than ``CHAINER_AUDIT_RETENTION_DAYS`` in bounded steps (``Store.trim_audit``); a
-    cron job of every worker (arq runs each due run once), so no request ever waits on a trim."""
-    removed = await services(ctx).store.trim_audit()
-    if removed:
-        log.info("audit_trimmed", extra={"records": removed})
-    return removed
-
-
-@_housekeeping
-async def sweep(ctx: dict[str, Any]) -> int:
-    """Dead-letter actions whose arq job vanished before they finished; returns how many it found.
-
-    arq drops a job without calling any hook when it expires, cannot be deserialized or runs out
-    of tries (shared/reference/arq-redis.md §1.4); its ledger would stay pending for ever. Every
-    action still open ``SWEEP_GRACE_MS`` after it was queued and without a job is marked ``lost``
-    (``ambiguous`` if its request may have gone out).
-    """
-    shared = services(ctx)
-    store = shared.store
-    cutoff = now_ms() - shared.sweep_grace_ms
-    lost = 0
-    for action in await store.open_actions(cutoff):
-        ledger = await store.get_action(action)
-        state = ledger.get("state", "")
-        if state not in ("pending", "calling"):
-            await store.forget_open(action)
-            continue
-        if await store.job_exists(ledger.get("job_id", "")):
-            continue
-        if state == "calling":
-            # Its request may have gone out (the run died, or Redis failed, after sending it): a replay could
-            # build twice, so a human looks at the provider first.
-            reason = "ambiguous"
-            message = "the job disappeared after its request was sent; it may have taken effect"
-        else:
-            reason = "lost"
-            message = "the queued job disappeared before the action finished (expired, unreadable or out of tries)"
-        await _die(store, ledger_context(ledger), reason, message, None, from_state=state)
-        lost += 1
-    if lost:
-        log.warning("actions_lost", extra={"count": lost})
-    return lost

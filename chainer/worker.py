@@ -35,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from chainer import heartbeat
 from chainer.errors import DownstreamError
 from chainer.fanin import fire_join
+from chainer.housekeeping import sweep, trim_audit
 from chainer.jobs import (
     FIRE_JOIN,
     RUN_ACTION,
@@ -42,8 +43,6 @@ from chainer.jobs import (
     RetryPolicy,
     Services,
     run_action,
-    sweep,
-    trim_audit,
 )
 from chainer.limits import InflightLocks
 from chainer.providers import Downstream, catalogue
