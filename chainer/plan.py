@@ -152,7 +152,10 @@ def join_key(step: JoinStep) -> str:
 def join_plan(event: BuildEvent, step: JoinStep, rules_version: str, at_ms: int) -> JoinPlan:
     """The write of ``event``'s step into its fan-in join, and the ``fire_join`` job queued if it completes it."""
     key = join_key(step)
-    jid = "join:" + hashlib.sha256(key.encode()).hexdigest()[:24]
+    # A branch join fires once per round: the step that completes it moves the round aside (``fired_key``) so the
+    # branch's next builds start a new one. A commit or tag join fires once for that commit or tag.
+    fired_key = f"{key}:fired:{event.event_id}" if step.on == "branch" else key
+    jid = "join:" + hashlib.sha256(fired_key.encode()).hexdigest()[:24]
     record = {
         "type": "join.progress",
         **audit.event_context(event, rules_version),
@@ -161,9 +164,10 @@ def join_plan(event: BuildEvent, step: JoinStep, rules_version: str, at_ms: int)
         "contributed": list(step.contributes),
         "reset": list(step.resets) or None,
     }
-    job = serialize_job(FIRE_JOIN, (key,), {}, None, at_ms, serializer=job_serializer)
+    job = serialize_job(FIRE_JOIN, (fired_key,), {}, None, at_ms, serializer=job_serializer)
     return JoinPlan(
         key=key,
+        fired_key=fired_key,
         rule=step.rule,
         on=step.on,
         value=step.value,

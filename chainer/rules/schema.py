@@ -103,7 +103,13 @@ def _fan_in() -> dict[str, Any]:
     unit = DURATION.pattern.removeprefix("^").removesuffix("$")
     keys: dict[str, Any] = {
         "all": {"type": "array", "minItems": 2, "items": {"$ref": "#/$defs/clause"}},
-        "join_on": {"enum": list(JOIN_ON), "description": "default: commit"},
+        "join_on": {
+            "enum": list(JOIN_ON),
+            "description": (
+                "default: commit. commit and tag joins fire once per commit or tag; "
+                "a branch join fires each time every clause is green again on the branch"
+            ),
+        },
         "within": {
             "description": "how far apart the clauses' events may be: 90s, 30m, 2h, 1d (at most 30d) or seconds",
             "anyOf": [

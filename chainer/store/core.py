@@ -126,7 +126,7 @@ class Store:
         names += action_keys
         joins = []
         for jn in plan.joins:
-            names += [jn.key, keys.arq_job(jn.job_id)]
+            names += [jn.key, keys.arq_job(jn.job_id), jn.fired_key]
             joins.append(
                 {
                     "rule": jn.rule,
@@ -137,6 +137,7 @@ class Store:
                     "resets": list(jn.resets),
                     "within": jn.within_ms,
                     "job_id": jn.job_id,
+                    "rounds": jn.fired_key != jn.key,
                     "job": jn.job.decode(),
                     "record": encode_record(jn.record),
                 }

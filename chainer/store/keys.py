@@ -16,7 +16,8 @@ literal of their own. The layout:
                                                        records themselves, for events stored by earlier versions
     chainer:dlq                                 ZSET   dead action ids → time they died
     chainer:open                                ZSET   actions not yet finished → when they were queued
-    chainer:join:<rule>:<on>:<value>            HASH   a fan-in join's clauses and whether it fired
+    chainer:join:<rule>:<on>:<value>            HASH   a fan-in join's clauses and whether it fired (a branch
+                                                       join's fired round moves to …:fired:<event id>)
     chainer:budget:<rule>:commit:<sha>          STRING actions a rule ran for a commit
     chainer:budget:<rule>:day:<YYYY-MM-DD>      STRING actions a rule ran on a UTC day
     chainer:rate:<provider>                     ZSET   outbound requests in the provider's rate window

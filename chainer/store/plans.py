@@ -40,9 +40,11 @@ class QueuedAction:
 
 @dataclass(frozen=True, slots=True)
 class JoinPlan:
-    """One event's step in a fan-in join; the script fires ``job`` when the step completes the join."""
+    """One event's step in a fan-in join; the script fires ``job`` when the step completes the join, and the join
+    hash is then kept at ``fired_key`` (``key`` itself, or a key of that round when the join starts over)."""
 
     key: str
+    fired_key: str
     rule: str
     on: str
     value: str

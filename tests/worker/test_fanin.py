@@ -218,3 +218,29 @@ async def test_fire_join_delivered_twice_after_firing_sends_one_build(redis: Red
     fired = (await store.read_audit(match={"type": {"join.fired"}})).items
     queued = (await store.read_audit(match={"type": {"action.queued"}})).items
     assert len(fired) == 1 and len(queued) == 1
+
+
+async def test_a_branch_join_fires_again_for_the_next_round_on_that_branch(redis: Redis, redis_url: str) -> None:
+    """join_on: branch fires each time both halves are green on the branch again, not once per retention window;
+    each round's events render its own actions."""
+    ruleset = parse_rules(RULES.replace("WITHIN", "2h").replace("join_on: commit", "join_on: branch"))
+    store, codeship = Store(redis), Codeship()
+    first, second = "d" * 40, "e" * 40
+    async with _client(ruleset, store) as client:
+        await _post(client, "acme/api", "success", 1, first)
+        await _post(client, "acme/web", "success", 2, first)
+        await _drain(redis_url, ruleset, codeship)
+        await _post(client, "acme/api", "success", 3, second)
+        await _post(client, "acme/web", "success", 4, second)
+        await _drain(redis_url, ruleset, codeship)
+    assert codeship.builds == [
+        {"ref": "heads/main", "commit_sha": first},
+        {"ref": "heads/main", "commit_sha": second},
+    ]
+    progress = (await store.read_audit(match={"type": {"join.progress"}})).items
+    assert [(p["satisfied"], p["complete"], p.get("fired")) for p in progress] == [
+        ([0], False, None),
+        ([0, 1], True, True),
+        ([0], False, None),
+        ([0, 1], True, True),
+    ]

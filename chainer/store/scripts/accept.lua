@@ -3,7 +3,8 @@
 -- duplicate's record is.
 -- KEYS: 1 event hash, 2 audit log, 3 event trail, 4 arq queue, 5 open set, 6 the parent's children set,
 --       7..6+nd the dedupe (seen) keys, then the nl lineage keys of the event (most specific first), then
---       each action's keys (_write_actions.lua), then each join's hash and fire job key, the wake list
+--       each action's keys (_write_actions.lua), then each join's hash, fire job key and fired round's key, the
+--       wake list
 --       (KEYS[plan.wake]), and last (when plan.dup_key > 0) the trail of the event a duplicate belongs to.
 -- ARGV[1]: the plan as JSON (Store.accept); ARGV[2]: the event's stored fields (compressed); ARGV[3..]:
 --          audit records, which the plan names by their index in ARGV.
@@ -55,9 +56,10 @@ local queued = 0
 local k = 6 + nd + plan.nl
 --#include _write_actions.lua
 local progress = {}
+local fired_any = false
 for _, jn in ipairs(plan.joins) do
-  local jk, fk = KEYS[k + 1], KEYS[k + 2]
-  k = k + 2
+  local jk, fk, rk = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
+  k = k + 3
   local fired = redis.call('HGET', jk, 'fired')
   if not fired then
     for _, i in ipairs(jn.resets) do redis.call('HDEL', jk, 'c' .. i) end
@@ -77,7 +79,11 @@ for _, jn in ipairs(plan.joins) do
     rec.already_fired_by = fired
   elseif rec.complete then
     redis.call('HSET', jk, 'fired', plan.event_id)
-    redis.call('PEXPIRE', jk, plan.ttl)
+    -- A join that fires once per round (join_on: branch) moves this round aside for its job: the next event
+    -- on the branch starts a new one.
+    if jn.rounds then redis.call('RENAME', jk, rk) end
+    redis.call('PEXPIRE', rk, plan.ttl)
+    fired_any = true
     redis.call('SET', fk, jn.job, 'PX', plan.job_ttl)
     redis.call('ZADD', KEYS[4], plan.now, jn.job_id)
     rec.fired = true
@@ -92,6 +98,6 @@ for _, rec in ipairs(progress) do
   trail(KEYS[3], id, rec)
 end
 redis.call('PEXPIRE', KEYS[3], plan.ttl)
-local woke, wake, wake_max = queued > 0 or #plan.joins > 0, plan.wake or 0, plan.wake_max or 0
+local woke, wake, wake_max = queued > 0 or fired_any, plan.wake or 0, plan.wake_max or 0
 --#include _wake.lua
 return {'accepted', plan.event_id, queued}
