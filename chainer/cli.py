@@ -80,6 +80,8 @@ def web(host: str, port: int) -> None:
     """Serve the webhook endpoints and the operator API."""
     import uvicorn
 
+    from chainer.web.server import head_deadline_protocol
+
     _configure_logging()
     settings = _settings()
     app = _load_app(settings)
@@ -94,7 +96,7 @@ def web(host: str, port: int) -> None:
         log_config=None,
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=head_deadline_protocol(settings.header_timeout_seconds),  # httptools, with a deadline on each head
     )
 
 

@@ -77,11 +77,18 @@ async def _serve_all(app: Any, settings: Settings, host: str, port: int, sandbox
     import uvicorn
 
     from chainer.sandbox import SignalFreeServer, serve_sandbox
+    from chainer.web.server import head_deadline_protocol
     from chainer.web.stream import stop_streams
     from chainer.worker import create_worker
 
     config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=10, http="httptools"
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        http=head_deadline_protocol(settings.header_timeout_seconds),
     )
     server = SignalFreeServer(config)
     worker = create_worker(settings, handle_signals=False)

@@ -45,7 +45,7 @@ rules:
           parameters: {{marker: "{{{{ event.event_id }}}}"}}
 """
 # Compressed timings: a job may run 6 s (so the HTTP client gives up after 2 s) and is held 7 s, backoff 0.2 s
-# to 1 s over 4 tries, sweeps every second.
+# to 1 s over 4 tries, sweeps every second; a request head and a body each have 2 s to arrive.
 TIMINGS = {
     "CHAINER_JOB_TIMEOUT_SECONDS": "6",
     "CHAINER_JOB_LEASE_SECONDS": "7",
@@ -58,6 +58,8 @@ TIMINGS = {
     "CHAINER_WORKER_HEARTBEAT_SECONDS": "0.2",
     "CHAINER_WORKER_RECONNECT_MAX_SECONDS": "0.5",
     "CHAINER_RULES_POLL_SECONDS": "0.1",
+    "CHAINER_HEADER_TIMEOUT_SECONDS": "2",
+    "CHAINER_BODY_TIMEOUT_SECONDS": "2",
 }
 TERMINAL = {"done", "dead", "skipped", "discarded"}
 BOUND_S = 30.0  # every action of an accepted event is terminal within this many seconds
