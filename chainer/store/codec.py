@@ -10,17 +10,17 @@ dictionaries are part of the stored format: never change one, add a new marker i
 
 from __future__ import annotations
 
-import time
 import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from chainer import fastjson
+from chainer import clock, fastjson
 
 
 def now_ms() -> int:
-    return int(time.time() * 1000)
+    """The Redis server's clock (``chainer.clock``), which every process's time-based decisions use."""
+    return clock.now_ms()
 
 
 def ms_to_iso(ms: int) -> str:

@@ -93,6 +93,7 @@ class Cluster:
     accepted: set[str] = field(default_factory=set)  # event ids a web answered 2xx for
     replayed: Counter[str] = field(default_factory=Counter)  # action id -> successful DLQ replays
     checks: int = 0
+    web_env: list[dict[str, str]] = field(default_factory=lambda: [{}, {}])  # extra environment of each web
     _next_web: int = 0
 
     def __post_init__(self) -> None:
@@ -116,12 +117,12 @@ class Cluster:
             "CHAINER_LOG_LEVEL": "INFO",
         }
 
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         with (self.root / log_name).open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "chainer.cli", *args],
                 cwd=self.root,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
@@ -135,7 +136,7 @@ class Cluster:
         self._spawn(["sandbox", "--port", str(port)], "sandbox.log")
         for n in range(2):
             web_port = free_port()
-            self._spawn(["web", "--port", str(web_port)], f"web{n}.log")
+            self._spawn(["web", "--port", str(web_port)], f"web{n}.log", self.web_env[n])
             self.web_urls.append(f"http://127.0.0.1:{web_port}")
         for url in [f"{self.sandbox_url}/_sandbox/requests", *(f"{u}/healthz" for u in self.web_urls)]:
             wait_for(lambda url=url: _answers(url), f"{url} to answer", 30)
@@ -152,8 +153,8 @@ class Cluster:
                 process.wait(timeout=10)
         self.redis.stop()
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        worker = self._spawn(["worker"], "worker.log")
+    def start_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        worker = self._spawn(["worker"], "worker.log", env)
         self.workers.append(worker)
         return worker
 
@@ -251,6 +252,12 @@ class Cluster:
 
         wait_for(reached, f"action of {event_id} in {sorted(states)}", timeout)
         return found
+
+
+def skewed(seconds: float) -> dict[str, str]:
+    """The environment of a process whose wall clock is ``seconds`` off (tests/faults/skew/sitecustomize.py)."""
+    paths = [str(Path(__file__).parent / "skew"), os.environ.get("PYTHONPATH", "")]
+    return {"PYTHONPATH": os.pathsep.join(p for p in paths if p), "CHAINER_TEST_CLOCK_SKEW_SECONDS": str(seconds)}
 
 
 def _marker(request: dict[str, Any]) -> str | None:
