@@ -63,6 +63,8 @@ TIMINGS = {
 }
 TERMINAL = {"done", "dead", "skipped", "discarded"}
 BOUND_S = 30.0  # every action of an accepted event is terminal within this many seconds
+NOTES: list[str] = []  # measurements a case reports in the run's summary (tests/faults/conftest.py)
+PASSED: list[int] = []  # one entry per passed check_invariants call in this run: (accepted events checked)
 
 
 class InvariantViolation(AssertionError):
@@ -338,6 +340,7 @@ def check_invariants(cluster: Cluster, *, bound: float = BOUND_S) -> None:
     _check_stored_events(cluster)
     _check_audit(cluster, actions)
     cluster.checks += 1
+    PASSED.append(len(actions))
 
 
 def _check_stored_events(cluster: Cluster) -> None:
