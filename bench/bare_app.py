@@ -30,7 +30,7 @@ UVICORN_SETTINGS: dict[str, Any] = {
     "log_config": None,
     "access_log": False,
     "loop": "uvloop",
-    "http": "httptools",
+    "http": "chainer.web.server:HeadDeadlineProtocol",  # httptools with chainer's request-head deadline
 }
 
 

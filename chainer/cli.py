@@ -80,11 +80,12 @@ def web(host: str, port: int) -> None:
     """Serve the webhook endpoints and the operator API."""
     import uvicorn
 
-    from chainer.web.server import head_deadline_protocol
+    from chainer.web.server import HeadDeadlineProtocol
 
     _configure_logging()
     settings = _settings()
     app = _load_app(settings)
+    HeadDeadlineProtocol.seconds = settings.header_timeout_seconds
     # access_log=False: uvicorn's access log prints hook tokens; chainer.accesslog logs requests redacted.
     # uvloop and httptools: the libuv event loop and the C HTTP parser (dependencies of chainer, issue 11).
     uvicorn.run(
@@ -96,7 +97,7 @@ def web(host: str, port: int) -> None:
         log_config=None,
         access_log=False,
         loop="uvloop",
-        http=head_deadline_protocol(settings.header_timeout_seconds),  # httptools, with a deadline on each head
+        http="chainer.web.server:HeadDeadlineProtocol",  # httptools, with a deadline on each request head
     )
 
 

@@ -77,7 +77,7 @@ async def _serve_all(app: Any, settings: Settings, host: str, port: int, sandbox
     import uvicorn
 
     from chainer.sandbox import SignalFreeServer, serve_sandbox
-    from chainer.web.server import head_deadline_protocol
+    from chainer.web.server import HTTP_PROTOCOL, HeadDeadlineProtocol
     from chainer.web.stream import stop_streams
     from chainer.worker import create_worker
 
@@ -88,8 +88,9 @@ async def _serve_all(app: Any, settings: Settings, host: str, port: int, sandbox
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
-        http=head_deadline_protocol(settings.header_timeout_seconds),
+        http=HTTP_PROTOCOL,
     )
+    HeadDeadlineProtocol.seconds = settings.header_timeout_seconds
     server = SignalFreeServer(config)
     worker = create_worker(settings, handle_signals=False)
     serving = asyncio.create_task(server.serve())
