@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from chainer import clock
 from chainer.accesslog import AccessLog, secret_values
 from chainer.providers import catalogue
 from chainer.reload import RulesWatcher
@@ -68,9 +69,13 @@ def create_app(
         watcher = RulesWatcher(settings.rules_path, state.rules, state.activate, serving, load=load)
         app.state.rules_watcher = watcher
         task = asyncio.create_task(watcher.watch(settings.rules_poll_seconds)) if watch else None
+        with contextlib.suppress(Exception):  # the Redis clock decides (chainer.clock); Redis may be down yet
+            await asyncio.wait_for(clock.sync(serving.redis), 2)
+        clock_task = asyncio.create_task(clock.follow(serving.redis))
         try:
             yield
         finally:
+            clock_task.cancel()
             restore_signals()
             stop_streams(app)
             if task is not None:

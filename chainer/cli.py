@@ -80,11 +80,14 @@ def web(host: str, port: int) -> None:
     """Serve the webhook endpoints and the operator API."""
     import uvicorn
 
+    from chainer.web.server import HeadDeadlineProtocol
+
     _configure_logging()
     settings = _settings()
     app = _load_app(settings)
     from chainer.runner import SERVER_SETTINGS
 
+    HeadDeadlineProtocol.seconds = settings.header_timeout_seconds
     # uvloop: the libuv event loop (a dependency of chainer, issue 11); the rest as `chainer run` serves.
     uvicorn.run(app, host=host, port=port, loop="uvloop", **SERVER_SETTINGS)
 

@@ -89,6 +89,12 @@ class PayloadTooLargeError(WebhookError):
     status = 413
 
 
+class BodyTimeoutError(WebhookError):
+    """The body did not arrive within ``CHAINER_BODY_TIMEOUT_SECONDS``."""
+
+    status = 408
+
+
 class UnsupportedMediaError(WebhookError):
     """The request's content type is not JSON."""
 

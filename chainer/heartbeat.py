@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import time
 
 from redis.asyncio import Redis
 
+from chainer import clock
 from chainer.store import keys
 
 WORKERS_KEY = keys.WORKERS
@@ -29,7 +31,7 @@ _BEAT = (
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZADD', KEYS[1], string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
-return 1
+return now
 """
 )
 
@@ -42,8 +44,11 @@ def worker_id() -> str:
 
 
 async def beat(redis: Redis, worker: str, ttl_ms: int) -> None:
-    """Mark ``worker`` alive for ``ttl_ms`` from now (Redis time). Raises redis-py errors."""
-    await redis.eval(_BEAT, 1, WORKERS_KEY, worker, str(ttl_ms))  # type: ignore[misc]
+    """Mark ``worker`` alive for ``ttl_ms`` from now (Redis time), and measure this host's clock against Redis's
+    (``chainer.clock``) on the way. Raises redis-py errors."""
+    sent = time.time()
+    now = await redis.eval(_BEAT, 1, WORKERS_KEY, worker, str(ttl_ms))  # type: ignore[misc]
+    clock.observe(int(now), sent, time.time())
 
 
 async def leave(redis: Redis, worker: str) -> None:

@@ -311,7 +311,11 @@ async def _attempt(
         raise Retry(defer=defer) from exc
     except TransientDownstreamError as exc:
         metrics.attempt_done(ledger["action"], "transient", started_at)
-        if attempt >= policy.max_tries:
+        # A 429 with Retry-After: the provider refused before doing anything and said when to come back. That is
+        # a wait, however long (even past the job's timeout and lease), not a failed try: the attempt is given
+        # back and never exhausts the action.
+        waited = exc.status == 429 and exc.retry_after is not None
+        if attempt >= policy.max_tries and not waited:
             await dead_letter(
                 store, context, "exhausted", exc.message, exc.status, attempt=attempt, from_state=state, exc=exc
             )
@@ -323,9 +327,10 @@ async def _attempt(
                 event_id,
                 from_states=(state,),
                 set={"state": "pending", "last_status": str(exc.status or ""), "last_error": exc.message[:512]},
+                incr={"attempts": -1} if waited else {},
                 audit=[
                     audit.attempt_failed(context, attempt, exc, "transient"),
-                    audit.retry_scheduled(context, attempt + 1, defer),
+                    audit.retry_scheduled(context, attempt if waited else attempt + 1, defer),
                 ],
             )
         )

@@ -18,17 +18,18 @@ import uvloop
 
 from chainer import localredis
 from chainer.settings import Settings
+from chainer.web.server import HTTP_PROTOCOL
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # How chainer serves HTTP, in `chainer web` (which adds uvicorn's loop="uvloop") and `chainer run` (which runs its
 # own uvloop loop), and how bench/bare_app.py serves its baselines, so that they are measured alike. uvicorn's
-# access log is off: it prints hook tokens (chainer.accesslog logs requests redacted). httptools: the C HTTP parser.
+# access log is off: it prints hook tokens (chainer.accesslog logs requests redacted).
 SERVER_SETTINGS: dict[str, Any] = {
     "proxy_headers": True,
     "timeout_graceful_shutdown": 10,
     "log_config": None,
     "access_log": False,
-    "http": "httptools",
+    "http": HTTP_PROTOCOL,  # httptools (the C HTTP parser) with a deadline on each request head
 }
 
 
@@ -87,10 +88,12 @@ async def _serve_all(app: Any, settings: Settings, host: str, port: int, sandbox
     import uvicorn
 
     from chainer.sandbox import SignalFreeServer, serve_sandbox
+    from chainer.web.server import HeadDeadlineProtocol
     from chainer.web.stream import stop_streams
     from chainer.worker import create_worker
 
     config = uvicorn.Config(app, host=host, port=port, **SERVER_SETTINGS)
+    HeadDeadlineProtocol.seconds = settings.header_timeout_seconds
     server = SignalFreeServer(config)
     worker = create_worker(settings, handle_signals=False)
     serving = asyncio.create_task(server.serve())

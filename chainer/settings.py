@@ -190,6 +190,10 @@ class Settings:
     rules_poll_seconds: float = 1.0
     stream_heartbeat_seconds: float = 15.0  # GET /audit/stream sends a comment line this often
     max_body_bytes: int = 1024 * 1024
+    # Slow clients: a request head (request line and headers) and a request body must each arrive within this
+    # long, else 408 and the connection is closed (chainer.web.server, chainer.web.common.read_body).
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 10.0
     # Workers: how often a Redis command is retried (backoff up to 2 s) before Redis counts as lost,
     # the longest wait between reconnect probes while it is lost, and the liveness heartbeat period.
     worker_redis_retries: int = 20
@@ -286,6 +290,8 @@ class Settings:
             audit_retention_days=_number(environ, "CHAINER_AUDIT_RETENTION_DAYS", 30.0, 0.001),
             rules_poll_seconds=_number(environ, "CHAINER_RULES_POLL_SECONDS", 1.0, 0.05),
             stream_heartbeat_seconds=_number(environ, "CHAINER_STREAM_HEARTBEAT_SECONDS", 15.0, 0.05),
+            header_timeout_seconds=_number(environ, "CHAINER_HEADER_TIMEOUT_SECONDS", 10.0, 0.05),
+            body_timeout_seconds=_number(environ, "CHAINER_BODY_TIMEOUT_SECONDS", 10.0, 0.05),
             worker_redis_retries=_whole(environ, "CHAINER_WORKER_REDIS_RETRIES", 20, 0),
             worker_reconnect_max_seconds=_number(environ, "CHAINER_WORKER_RECONNECT_MAX_SECONDS", 10.0, 0.05),
             worker_heartbeat_seconds=_number(environ, "CHAINER_WORKER_HEARTBEAT_SECONDS", 5.0, 0.05),

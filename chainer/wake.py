@@ -26,11 +26,12 @@ from typing import Any
 
 from arq import Worker
 from arq.connections import create_pool, log_redis_info
-from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
+from chainer import clock
+from chainer.clock import now_ms
 from chainer.store import keys
 from chainer.store.connections import dedicated_client
 
@@ -211,7 +212,7 @@ class WakingWorker(Worker):
             if remaining < 1:
                 return
             count = min(remaining, count)
-        now = timestamp_ms()
+        now = now_ms()
         async with self.pool.pipeline(transaction=False) as pipe:
             pipe.zrangebyscore(self.queue_name, "-inf", now, start=self._queue_read_offset, num=count)
             pipe.zrangebyscore(self.queue_name, f"({now}", "+inf", start=0, num=1, withscores=True)
@@ -244,9 +245,9 @@ class WakingWorker(Worker):
         timeout = until - asyncio.get_running_loop().time()
         if self._next_due_ms is not None:
             # One ms late rather than early: a job is picked only once its score is not after the clock.
-            timeout = min(timeout, (self._next_due_ms - timestamp_ms() + 1) / 1000)
+            timeout = min(timeout, (self._next_due_ms - now_ms() + 1) / 1000)
         if timeout > 0 and not self.woken.is_set():
-            self._waiting_until_ms = timestamp_ms() + timeout * 1000
+            self._waiting_until_ms = now_ms() + timeout * 1000
             try:
                 async with asyncio.timeout(timeout):
                     await self.woken.wait()
@@ -270,9 +271,7 @@ class WakingWorker(Worker):
             job_id = job_id_b.decode()
             names = [self.queue_name, keys.arq_in_progress(job_id)]
             try:
-                score = await self._claim(
-                    keys=names, args=[job_id, timestamp_ms(), int(self.in_progress_timeout_s * 1000)]
-                )
+                score = await self._claim(keys=names, args=[job_id, now_ms(), int(self.in_progress_timeout_s * 1000)])
             except BaseException:  # Redis failed (or we were cancelled): the slot was never used, give it back
                 self.job_counter -= 1
                 self.sem.release()
@@ -332,7 +331,8 @@ class WakingWorker(Worker):
     ) -> None:
         """arq's end of a job; a deferred retry is recorded by ``chainer.wake.FINISH_RETRY`` instead of arq's
         transaction (the same two writes), which keeps the job due now if a target's lease was handed to it
-        meanwhile, and ends this worker's wait early if the retry falls due before it would.
+        meanwhile, and ends this worker's wait early if the retry falls due before it would. The retry is due on
+        the Redis clock, whatever this host's clock says.
 
         A cron job (the sweep) cancelled by a shutdown is queued again like any other job, without arq's 60 s
         hold on its in-progress key (that hold guards a finished run of a unique cron job against a second
@@ -344,9 +344,12 @@ class WakingWorker(Worker):
                 job_id, finish, result_data, result_timeout_s, keep_result_forever, incr_score, keep_in_progress
             )
             return
+        # arq computed ``defer + (its clock - the job's score)`` for ZINCRBY, i.e. a due time on this host's clock:
+        # shift it onto the Redis clock (chainer.clock), or a host an hour ahead would defer its retries an hour.
+        incr_score += round(clock.offset_ms())
         names = [self.queue_name, keys.arq_in_progress(job_id), keys.REWAKE, keys.WAKE]
         due = await self.pool.eval(  # type: ignore[misc]
-            FINISH_RETRY, len(names), *names, job_id, str(incr_score), str(timestamp_ms()), str(keys.WAKE_MAX)
+            FINISH_RETRY, len(names), *names, job_id, str(incr_score), str(now_ms()), str(keys.WAKE_MAX)
         )
         waiting_until = self._waiting_until_ms
         if waiting_until is not None and float(due) < waiting_until:

@@ -74,26 +74,50 @@ class _ReadAgain(Exception):
     """The C parser read something the pure-Python parser reads differently."""
 
 
+class _TooBig(Exception):
+    """Aliases expand the document past its budget of values (a billion-laughs bomb); ``line`` is where."""
+
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+# How many mapping entries and list items a document may build: each alias is built out in full (the checker and
+# templates need plain values), so nine levels of nine aliases would be 9**9 values. Without aliases a document
+# cannot have more entries than bytes; aliases may add four values per byte of the file and 100 000 besides.
+_BUDGET_PER_BYTE = 4
+_BUDGET_EXTRA = 100_000
+
+
 def compose(text: str, source: str, problems: list[str], flaws: list[Flaw]) -> Any:
     """The document with lines, or None after a YAML syntax error (then ``problems`` holds it).
 
     Key-level trouble goes to ``flaws`` instead, so that validation goes on.
     """
+    budget = _BUDGET_PER_BYTE * len(text) + _BUDGET_EXTRA
     if _C_LOADER is not None and not _PURE_ONLY.search(text) and not _NON_PRINTABLE.search(text):
         c_flaws: list[Flaw] = []
         loader = _C_LOADER(text)
         try:
             node = loader.get_single_node()
-            builder = _Builder(loader, c_flaws, from_c=True, flow_marks="?" in text)
+            builder = _Builder(loader, c_flaws, from_c=True, flow_marks="?" in text, budget=budget)
             doc = None if node is None else builder.build(node, None)
         except (yaml.YAMLError, _ReadAgain):
             pass  # read again below, by the pure-Python parser, which reports errors in its own words
+        except _TooBig as exc:
+            problems.append(_too_big(source, exc, budget))
+            return None
         else:
             flaws += c_flaws
             return doc
         finally:
             loader.dispose()
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # its reader refuses control characters (NUL, ESC) at once
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        problems.append(f"{source}:{line}: YAML syntax error: control character {chr(exc.character)!r} is not allowed")
+        return None
     try:
         node = loader.get_single_node()
     except yaml.YAMLError as exc:
@@ -103,7 +127,15 @@ def compose(text: str, source: str, problems: list[str], flaws: list[Flaw]) -> A
         return None
     finally:
         loader.dispose()
-    return None if node is None else _Builder(loader, flaws).build(node, None)
+    try:
+        return None if node is None else _Builder(loader, flaws, budget=budget).build(node, None)
+    except _TooBig as exc:
+        problems.append(_too_big(source, exc, budget))
+        return None
+
+
+def _too_big(source: str, exc: _TooBig, budget: int) -> str:
+    return f"{source}:{exc.line}: YAML aliases expand the document past {budget} values (an alias bomb?)"
 
 
 def _text(path: _Path) -> str:
@@ -136,7 +168,10 @@ class _Builder:
     directly, and call ``build`` for everything else.
     """
 
-    def __init__(self, loader: Any, flaws: list[Flaw], *, from_c: bool = False, flow_marks: bool = False) -> None:
+    def __init__(
+        self, loader: Any, flaws: list[Flaw], *, from_c: bool = False, flow_marks: bool = False, budget: int
+    ) -> None:
+        self.budget = budget  # mapping entries and list items left to build (aliases count each time)
         self.loader = loader
         self.flaws = flaws
         self.from_c = from_c
@@ -202,7 +237,13 @@ class _Builder:
             self.check(item)
             stack += [n for pair in item.value for n in pair] if isinstance(item, yaml.MappingNode) else item.value
 
+    def spend(self, node: yaml.Node) -> None:
+        self.budget -= len(node.value)
+        if self.budget < 0:
+            raise _TooBig(node.start_mark.line + 1)
+
     def mapping(self, node: yaml.MappingNode, path: _Path) -> LinedMap:
+        self.spend(node)
         result = LinedMap()
         key_lines: dict[str, int] = {}
         result.line, result.key_lines = node.start_mark.line + 1, key_lines
@@ -246,6 +287,7 @@ class _Builder:
         return result
 
     def sequence(self, node: yaml.SequenceNode, path: _Path) -> LinedList:
+        self.spend(node)
         items = LinedList()
         items.line = node.start_mark.line + 1
         items.item_lines = [child.start_mark.line + 1 for child in node.value]

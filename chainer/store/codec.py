@@ -11,18 +11,18 @@ and a new marker instead.
 
 from __future__ import annotations
 
-import time
 import zlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-from chainer import fastjson
+from chainer import clock, fastjson
 
 
 def now_ms() -> int:
-    return int(time.time() * 1000)
+    """The Redis server's clock (``chainer.clock``), which every process's time-based decisions use."""
+    return clock.now_ms()
 
 
 def ms_to_iso(ms: int) -> str:

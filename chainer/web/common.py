@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -9,7 +10,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from chainer.errors import PayloadTooLargeError, UnsupportedMediaError
+from chainer.errors import BodyTimeoutError, PayloadTooLargeError, UnsupportedMediaError
 from chainer.intake import Intake
 from chainer.rules import RuleSet
 from chainer.settings import Settings
@@ -78,17 +79,23 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body; PayloadTooLargeError as soon as it is known to be over ``limit`` bytes."""
+    """The request body; PayloadTooLargeError as soon as it is known to be over ``limit`` bytes, BodyTimeoutError
+    (408) when it has not all arrived within ``CHAINER_BODY_TIMEOUT_SECONDS`` (a slow or stalled sender)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"body of {declared} bytes is over the {limit}-byte limit")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"body is over the {limit}-byte limit")
-        chunks.append(chunk)
+    seconds = state(request).settings.body_timeout_seconds
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLargeError(f"body is over the {limit}-byte limit")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTimeoutError(f"the body did not arrive within {seconds:g} s ({size} bytes came)") from None
     return b"".join(chunks)
 
 

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chainer import metrics, providers
-from chainer.errors import WebhookError
+from chainer.errors import BodyTimeoutError, PayloadTooLargeError, WebhookError
 from chainer.intake import Outcome
 from chainer.providers.base import Provider
 from chainer.web.common import answer, check_content_type, error, read_body, state
@@ -35,6 +35,8 @@ def reply(outcome: Outcome) -> Response:
     """The answer to a delivery; an unavailable store also says when to retry."""
     status = status_of(outcome)
     headers = {"Retry-After": str(RETRY_AFTER_S)} if outcome.kind == "unavailable" else None
+    if isinstance(outcome.problem, (PayloadTooLargeError, BodyTimeoutError)):
+        headers = {"connection": "close"}  # the body was not read to its end: the connection cannot carry another
     return answer(status, outcome.body(), headers)
 
 

@@ -45,7 +45,7 @@ rules:
           parameters: {{marker: "{{{{ event.event_id }}}}"}}
 """
 # Compressed timings: a job may run 6 s (so the HTTP client gives up after 2 s) and is held 7 s, backoff 0.2 s
-# to 1 s over 4 tries, sweeps every second.
+# to 1 s over 4 tries, sweeps every second; a request head and a body each have 2 s to arrive.
 TIMINGS = {
     "CHAINER_JOB_TIMEOUT_SECONDS": "6",
     "CHAINER_JOB_LEASE_SECONDS": "7",
@@ -58,9 +58,13 @@ TIMINGS = {
     "CHAINER_WORKER_HEARTBEAT_SECONDS": "0.2",
     "CHAINER_WORKER_RECONNECT_MAX_SECONDS": "0.5",
     "CHAINER_RULES_POLL_SECONDS": "0.1",
+    "CHAINER_HEADER_TIMEOUT_SECONDS": "2",
+    "CHAINER_BODY_TIMEOUT_SECONDS": "2",
 }
 TERMINAL = {"done", "dead", "skipped", "discarded"}
 BOUND_S = 30.0  # every action of an accepted event is terminal within this many seconds
+NOTES: list[str] = []  # measurements a case reports in the run's summary (tests/faults/conftest.py)
+PASSED: list[int] = []  # one entry per passed check_invariants call in this run: (accepted events checked)
 
 
 class InvariantViolation(AssertionError):
@@ -91,6 +95,7 @@ class Cluster:
     accepted: set[str] = field(default_factory=set)  # event ids a web answered 2xx for
     replayed: Counter[str] = field(default_factory=Counter)  # action id -> successful DLQ replays
     checks: int = 0
+    web_env: list[dict[str, str]] = field(default_factory=lambda: [{}, {}])  # extra environment of each web
     _next_web: int = 0
 
     def __post_init__(self) -> None:
@@ -114,12 +119,12 @@ class Cluster:
             "CHAINER_LOG_LEVEL": "INFO",
         }
 
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         with (self.root / log_name).open("ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "chainer.cli", *args],
                 cwd=self.root,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
@@ -133,7 +138,7 @@ class Cluster:
         self._spawn(["sandbox", "--port", str(port)], "sandbox.log")
         for n in range(2):
             web_port = free_port()
-            self._spawn(["web", "--port", str(web_port)], f"web{n}.log")
+            self._spawn(["web", "--port", str(web_port)], f"web{n}.log", self.web_env[n])
             self.web_urls.append(f"http://127.0.0.1:{web_port}")
         for url in [f"{self.sandbox_url}/_sandbox/requests", *(f"{u}/healthz" for u in self.web_urls)]:
             wait_for(lambda url=url: _answers(url), f"{url} to answer", 30)
@@ -150,8 +155,8 @@ class Cluster:
                 process.wait(timeout=10)
         self.redis.stop()
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        worker = self._spawn(["worker"], "worker.log")
+    def start_worker(self, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        worker = self._spawn(["worker"], "worker.log", env)
         self.workers.append(worker)
         return worker
 
@@ -251,6 +256,12 @@ class Cluster:
         return found
 
 
+def skewed(seconds: float) -> dict[str, str]:
+    """The environment of a process whose wall clock is ``seconds`` off (tests/faults/skew/sitecustomize.py)."""
+    paths = [str(Path(__file__).parent / "skew"), os.environ.get("PYTHONPATH", "")]
+    return {"PYTHONPATH": os.pathsep.join(p for p in paths if p), "CHAINER_TEST_CLOCK_SKEW_SECONDS": str(seconds)}
+
+
 def _marker(request: dict[str, Any]) -> str | None:
     body = request.get("body")
     if isinstance(body, dict) and isinstance(body.get("parameters"), dict):
@@ -329,6 +340,7 @@ def check_invariants(cluster: Cluster, *, bound: float = BOUND_S) -> None:
     _check_stored_events(cluster)
     _check_audit(cluster, actions)
     cluster.checks += 1
+    PASSED.append(len(actions))
 
 
 def _check_stored_events(cluster: Cluster) -> None:

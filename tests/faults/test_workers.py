@@ -262,3 +262,40 @@ def test_the_invariant_check_sees_a_second_call(fresh: Cluster) -> None:
     )
     with pytest.raises(InvariantViolation, match="I2"):
         check_invariants(fresh)
+
+
+def test_a_worker_crash_loop_loses_no_job_and_calls_nothing_twice(fresh: Cluster) -> None:
+    """Eight events to one target, every call held 0.6 s (calls to one target run one at a time); five times a
+    worker is started and killed -9 as soon as a call of its reaches the sandbox (it dies holding the target's
+    lease, its claim and a call in flight), then one stays up. Every action ends terminal: done with one
+    accepted call, or dead as ambiguous (its one call was in flight when its worker died); none lost, none
+    called twice. The workers' target lease is 1 s so that a dead holder's target is free again soon."""
+    fresh.script("crash", 201, body={"id": "p", "number": 1, "state": "created"}, delay=0.6, times=100)
+    lease = {"CHAINER_TARGET_LEASE_SECONDS": "1", "CHAINER_TARGET_LEASE_RENEW_SECONDS": "0.3"}
+    events = [fresh.deliver("crash").body["event_id"] for _ in range(8)]
+    for _ in range(5):
+        seen = len(fresh.calls())
+        worker = fresh.start_worker(lease)
+        wait_for(lambda seen=seen: len(fresh.calls()) > seen, "a call by the restarted worker", 30)
+        worker.kill()
+        worker.wait(timeout=10)
+    fresh.start_worker(lease)
+    check_invariants(fresh, bound=60)
+    actions = [fresh.action(e) for e in events]
+    assert {a["state"] for a in actions} <= {"done", "dead"}
+    assert all(a["dead_reason"] == "ambiguous" for a in actions if a["state"] == "dead"), actions
+    assert all(len(fresh.calls(e)) == 1 for e in events)
+    assert sum(a["state"] == "dead" for a in actions) <= 5 and any(a["state"] == "done" for a in actions)
+
+
+def test_a_retry_after_longer_than_the_jobs_lifetime_waits_and_then_succeeds(fresh: Cluster) -> None:
+    """429 with Retry-After: 9, longer than the job timeout (6 s) and its lease (7 s): the action waits (not
+    counted as a try, not swept as lost, not called meanwhile) and the one call after the wait succeeds."""
+    fresh.script("patience", 429, body={"message": "later"}, headers={"Retry-After": "9"}, times=1)
+    fresh.start_worker()
+    sent = fresh.deliver("patience")
+    action = fresh.wait_state(sent.body["event_id"], {"done", "dead"})
+    first, second = fresh.calls(sent.body["event_id"])
+    assert (first["status"], second["status"], action["state"], action["attempts"]) == (429, 201, "done", 1)
+    assert second["time"] - first["time"] >= 9.0  # the sandbox's own clock, both stamps from one process
+    check_invariants(fresh)

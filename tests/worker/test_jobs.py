@@ -151,6 +151,21 @@ async def test_last_try_transient_failure_is_dead_exhausted(world: World) -> Non
     assert (await world.types())[-2:] == ["attempt.failed", "action.dead"]
 
 
+async def test_a_429_with_retry_after_on_the_last_try_is_a_wait_not_a_failed_try(world: World) -> None:
+    """The provider refused before doing anything and said when: the attempt is given back (the ledger's count
+    stays 2 of 3), the action waits instead of dying exhausted; a 429 without Retry-After still counts."""
+    world.provider.script = [reply(429, {"message": "slow down"}, {"Retry-After": "600"})]
+    await world.redis.hset(action_key(world.action), "attempts", 2)
+    with pytest.raises(Retry) as info:
+        await run_action(world.ctx(job_try=3), world.action)
+    assert info.value.defer_score is not None and info.value.defer_score >= 600_000
+    ledger = await world.ledger()
+    assert (ledger[b"state"], ledger[b"attempts"], ledger[b"last_status"]) == (b"pending", b"2", b"429")
+    world.provider.script = [reply(429, {"message": "slow down"})]
+    assert await run_action(world.ctx(job_try=4), world.action) == "dead"
+    assert (await world.ledger())[b"dead_reason"] == b"exhausted"
+
+
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [
