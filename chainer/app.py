@@ -83,6 +83,10 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             if owned is not None:
+                # Forget the store with its connection: a lifespan run again on this app (an ASGI test client
+                # starts one per test) connects anew instead of serving from a client closed here and never
+                # closing it again.
+                state.release_store()
                 await owned.aclose()
 
     routes = [*hooks.routes(), *operator.routes(), *probes.routes(), *openapi.routes(), *ui.routes()]

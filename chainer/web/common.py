@@ -37,6 +37,11 @@ class WebState:
         self.store = store
         self.intake = Intake(self.settings, store, self.rules)
 
+    def release_store(self) -> None:
+        """Stop serving from the store (its connection is closing): the routes answer 503 until ``use_store``."""
+        self.store = None
+        self.intake = None
+
     def rules(self) -> RuleSet:
         """The active rules (they change on reload)."""
         return self.ruleset

@@ -53,14 +53,19 @@ _TAGS = {
 }
 
 
-def produces(media: str, *, public: Spec | None = None) -> Callable[[F], F]:
+def produces(
+    media: str, *, public: Spec | None = None, bodies: dict[str, dict[str, Any]] | None = None
+) -> Callable[[F], F]:
     """Mark an endpoint as answering ``media`` (default JSON); ``public``: the query parameters of an endpoint
-    anyone may call (operator endpoints declare theirs as ``query_spec``)."""
+    anyone may call (operator endpoints declare theirs as ``query_spec``); ``bodies``: the JSON Schema of the
+    body by status, where it is not the default (an object, or for a 4xx/5xx the ``{"error": ...}`` object)."""
 
     def mark(endpoint: F) -> F:
         setattr(endpoint, "openapi_media", media)  # noqa: B010 (read by document())
         if public is not None:
             setattr(endpoint, "public_spec", public)  # noqa: B010
+        if bodies is not None:
+            setattr(endpoint, "openapi_bodies", bodies)  # noqa: B010
         return endpoint
 
     return mark
@@ -98,6 +103,10 @@ def _param_text(name: str, kind: Param) -> str:
 
 
 _HOOK_TOKEN = Text()
+_CSRF_TEXT = {
+    True: "the page's CSRF token: required with the session cookie (403 without it), not with the bearer header",
+    False: "the sign-in form's value, the same as its chainer_signin cookie (403 otherwise)",
+}
 
 
 def _operation(route: Route, method: str, paths: set[str]) -> dict[str, Any]:
@@ -126,6 +135,7 @@ def _operation(route: Route, method: str, paths: set[str]) -> dict[str, Any]:
         for name, kind in spec.items()
     ]
     media = getattr(endpoint, "openapi_media", JSON)
+    bodies: dict[str, dict[str, Any]] = getattr(endpoint, "openapi_bodies", {})
     responses: dict[str, Any] = {}
     for status in statuses:
         if status == "401" and not operator and tag not in ("webhooks", "pages"):
@@ -133,6 +143,8 @@ def _operation(route: Route, method: str, paths: set[str]) -> dict[str, Any]:
         body: dict[str, Any] = {media: {"schema": {"type": "object"} if media == JSON else {"type": "string"}}}
         if status[0] in "45":
             body = {JSON: {"schema": _ERROR}} if tag != "pages" else {"text/html": {"schema": {"type": "string"}}}
+        if status in bodies:
+            body = {media: {"schema": bodies[status]}}
         responses[status] = {"description": _STATUS_TEXT[status]} | ({"content": body} if status != "303" else {})
     operation: dict[str, Any] = {
         "operationId": f"{method.lower()}_{re.sub(r'[^a-z0-9]+', '_', route.path.lower()).strip('_') or 'root'}",
@@ -147,7 +159,12 @@ def _operation(route: Route, method: str, paths: set[str]) -> dict[str, Any]:
     if method in ("POST", "PUT", "PATCH") and tag != "pages":
         operation["requestBody"] = {"required": True, "content": {JSON: {"schema": {"type": "object"}}}}
     elif method == "POST":
-        form = {"type": "object", "properties": {"csrf": {"type": "string"}}, "required": ["csrf"]}
+        # A signed-in page's form needs its CSRF token only with the session cookie: a request with the bearer
+        # header needs none (chainer.web.session); the sign-in form always needs its double-submit value.
+        csrf = {"type": "string", "description": _CSRF_TEXT[operator]}
+        form: dict[str, Any] = {"type": "object", "properties": {"csrf": csrf}}
+        if not operator:
+            form["required"] = ["csrf"]
         operation["requestBody"] = {
             "required": True,
             "content": {"application/x-www-form-urlencoded": {"schema": form}},

@@ -18,6 +18,18 @@ from chainer.web.params import Count, ParamError, Spec
 
 MAX_READY_WORKERS = 10_000
 READY_PARAMS: Spec = {"workers": Count(0, MAX_READY_WORKERS, default=0)}
+# What /readyz answers, ready (200) or not (503): the probe's verdict, never the error object.
+READINESS: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "rules_version", "rules", "workers"],
+    "properties": {
+        "status": {"enum": ["ready", "not ready"]},
+        "rules_version": {"type": "string"},
+        "rules": {"type": "integer", "minimum": 0},
+        "workers": {"type": ["integer", "null"], "minimum": 0, "description": "live workers; null without Redis"},
+        "problems": {"type": "array", "items": {"type": "string"}, "description": "why it is not ready"},
+    },
+}
 
 
 async def healthz(request: Request) -> Response:
@@ -25,7 +37,7 @@ async def healthz(request: Request) -> Response:
     return answer(200, {"status": "ok"})
 
 
-@produces("application/json", public=READY_PARAMS)
+@produces("application/json", public=READY_PARAMS, bodies={"200": READINESS, "503": READINESS})
 async def readyz(request: Request) -> Response:
     """GET /readyz: Redis answers and rules are loaded (at least one); ``workers`` counts the live workers.
 
