@@ -174,7 +174,12 @@ def test_run_uses_the_sandbox_only_without_api_credentials(tmp_path: Path, crede
         env[credential] = str(secret) if credential.endswith("_FILE") else "a-real-looking-token"
     args = ["run", "--sandbox-unless-configured", "--port", str(port), "--sandbox-port", str(sandbox_port)]
     with chainer_process(args, tmp_path, env, [f"http://127.0.0.1:{port}/readyz"]) as running:
-        pass
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+        try:  # the emulated providers answer only in sandbox mode
+            sandbox_up = httpx.get(f"http://127.0.0.1:{sandbox_port}/_sandbox/requests", timeout=5).status_code == 200
+        except httpx.ConnectError:
+            sandbox_up = False
+        assert sandbox_up is (credential is None)
     assert running.returncode == 0, running.stderr[-3000:]
     assert ("sandbox mode" in running.stderr) is (credential is None)
 

@@ -151,6 +151,10 @@ async def test_trim_is_bounded_per_run_and_resumes(redis: Redis) -> None:
     first = await store.trim_audit(step=100, max_steps=3)
     assert 0 < first <= 300
     assert await redis.xlen(AUDIT_KEY) == 705 - first
-    while await store.trim_audit(step=100, max_steps=3):
-        pass
+    runs = [first]
+    while removed := await store.trim_audit(step=100, max_steps=3):
+        assert removed <= 300  # every run stays within its bound
+        runs.append(removed)
+        assert len(runs) <= 10, runs  # and the runs make progress to the end
+    assert sum(runs) == 700 and len(runs) >= 3
     assert [sid.decode() for sid, _ in await redis.xrange(AUDIT_KEY)] == recent
