@@ -10,8 +10,6 @@ twice and every one ends terminal (``check_invariants``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.faults.harness import Cluster, check_invariants, skewed
@@ -22,18 +20,7 @@ HOUR = 3600.0
 RETRY = {"CHAINER_RETRY_BASE_SECONDS": "2", "CHAINER_RETRY_CAP_SECONDS": "2"}  # a retry waits 1 to 2 s
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = Cluster(tmp_path_factory.mktemp("skew"), web_env=[skewed(HOUR), skewed(-HOUR)])
-    running.start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def fresh(cluster: Cluster) -> Cluster:
-    cluster.reset()
-    return cluster
+CLUSTER_OPTIONS = {"web_env": [skewed(HOUR), skewed(-HOUR)]}
 
 
 def test_a_job_queued_by_a_web_an_hour_ahead_runs_at_once_on_a_worker_an_hour_behind(fresh: Cluster) -> None:

@@ -14,7 +14,6 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -36,20 +35,6 @@ class Ending:
     status: int | None
     closed: bool
     sent: int
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = Cluster(tmp_path_factory.mktemp("slow"))
-    running.start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def fresh(cluster: Cluster) -> Cluster:
-    cluster.reset()
-    return cluster
 
 
 def _connect(cluster: Cluster, web: int = 0) -> socket.socket:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis as syncredis
@@ -17,20 +16,6 @@ import redis as syncredis
 from tests.faults.harness import Cluster, InvariantViolation, check_invariants, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = Cluster(tmp_path_factory.mktemp("faults"))
-    running.start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def fresh(cluster: Cluster) -> Cluster:
-    cluster.reset()
-    return cluster
 
 
 def test_kill_9_during_the_call_is_never_called_twice(fresh: Cluster) -> None:
