@@ -334,24 +334,34 @@ async def test_worker_stops_even_when_its_cancellation_is_swallowed(redis_url: s
     assert CancelSwallowingPool.swallowed == 1 and running.done()
 
 
+# An in-process worker's settings for outage tests: a CircleCI behind httpx.MockTransport and quick probes.
+OUTAGE_SETTINGS = Settings(
+    hook_token=Secret(HOOK),
+    circleci_token=Secret(CIRCLE_TOKEN),
+    circleci_url="https://cci.test",
+    worker_reconnect_max_seconds=0.1,
+    worker_heartbeat_seconds=0.05,
+)
+
+
+def recording_circleci(calls: list[httpx.Request]) -> Callable[[httpx.Request], httpx.Response]:
+    """A CircleCI v2 handler for httpx.MockTransport that creates a pipeline for every request into ``calls``."""
+
+    def circleci(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(201, json={"id": PIPELINE, "number": 1, "state": "created"})
+
+    return circleci
+
+
 async def test_worker_rides_out_redis_refusing_writes_then_runs_the_job(
     private_redis: RedisServer, private_client: Redis, caplog: pytest.LogCaptureFixture
 ) -> None:
     """While Redis refuses writes (min-replicas-to-write) the worker waits with one lost line, then runs the job."""
     caplog.set_level(logging.INFO, logger="chainer.worker")
     calls: list[httpx.Request] = []
-
-    def circleci(request: httpx.Request) -> httpx.Response:
-        calls.append(request)
-        return httpx.Response(201, json={"id": PIPELINE, "number": 1, "state": "created"})
-
-    settings = Settings(
-        hook_token=Secret(HOOK),
-        circleci_token=Secret(CIRCLE_TOKEN),
-        circleci_url="https://cci.test",
-        worker_reconnect_max_seconds=0.1,
-        worker_heartbeat_seconds=0.05,
-    )
+    circleci = recording_circleci(calls)
+    settings = OUTAGE_SETTINGS
     http = httpx.AsyncClient(transport=httpx.MockTransport(circleci))
     worker = create_worker(
         settings,
@@ -453,18 +463,8 @@ async def test_claims_cut_off_by_redis_outages_give_their_job_slots_back(
     a job slot: after more such outages than it has slots, the worker still claims and runs the job."""
     caplog.set_level(logging.INFO, logger="chainer.worker")
     calls: list[httpx.Request] = []
-
-    def circleci(request: httpx.Request) -> httpx.Response:
-        calls.append(request)
-        return httpx.Response(201, json={"id": PIPELINE, "number": 1, "state": "created"})
-
-    settings = Settings(
-        hook_token=Secret(HOOK),
-        circleci_token=Secret(CIRCLE_TOKEN),
-        circleci_url="https://cci.test",
-        worker_reconnect_max_seconds=0.1,
-        worker_heartbeat_seconds=0.05,
-    )
+    circleci = recording_circleci(calls)
+    settings = OUTAGE_SETTINGS
     async with asgi_client(settings, private_client) as client:
         body = json.dumps(payloads.codeship("success")).encode()
         accepted = await client.post(
