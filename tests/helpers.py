@@ -465,3 +465,23 @@ async def chain_stack(
         app = create_app(chosen, ruleset=parse_rules(rules_text), store=store)
         async with app_client(app) as client:
             yield kind(client, state, chosen, redis_url)
+
+
+# The rules most web tests run with: a trigger, a budgeted restart and a finished-status rule.
+WEB_RULES = """
+version: 1
+rules:
+  - name: api-after-lib
+    when: {project: acme/lib, branch: main, status: success}
+    then:
+      - circleci.trigger_pipeline: {project: gh/acme/api, parameters: {upstream_sha: "{{ event.commit }}"}}
+  - name: restart-infra
+    when: {provider: codeship, status: error}
+    then:
+      - codeship.restart_build: {}
+    limit: {per_commit: 2, per_day: 3}
+  - name: web-after-lib
+    when: {project: acme/lib, branch: "release/*", status: finished}
+    then:
+      - codeship.trigger_build: {project: acme/web}
+"""

@@ -13,33 +13,15 @@ from starlette.applications import Starlette
 
 from chainer.app import create_app
 from chainer.store import Store
-from tests.helpers import app_client, parse_rules, settings
-
-RULES = """
-version: 1
-rules:
-  - name: api-after-lib
-    when: {project: acme/lib, branch: main, status: success}
-    then:
-      - circleci.trigger_pipeline: {project: gh/acme/api, parameters: {upstream_sha: "{{ event.commit }}"}}
-  - name: restart-infra
-    when: {provider: codeship, status: error}
-    then:
-      - codeship.restart_build: {}
-    limit: {per_commit: 2, per_day: 3}
-  - name: web-after-lib
-    when: {project: acme/lib, branch: "release/*", status: finished}
-    then:
-      - codeship.trigger_build: {project: acme/web}
-"""
+from tests.helpers import WEB_RULES, app_client, parse_rules, settings
 
 
 @pytest.fixture
 def web_app() -> Callable[..., Starlette]:
-    """Builds the app on a store with ``RULES`` and ``tests.helpers.settings(**overrides)``."""
+    """Builds the app on a store with ``tests.helpers.WEB_RULES`` and ``tests.helpers.settings(**overrides)``."""
 
     def build(store: Store, **overrides: Any) -> Starlette:
-        return create_app(settings(**overrides), ruleset=parse_rules(RULES), store=store)
+        return create_app(settings(**overrides), ruleset=parse_rules(WEB_RULES), store=store)
 
     return build
 

@@ -1,6 +1,6 @@
 """The webhook endpoints: every answer to a delivery, through ASGI against a real Redis.
 
-The app and its rules come from tests/web/conftest.py.
+The app comes from tests/web/conftest.py, its rules from tests.helpers.WEB_RULES.
 """
 
 from __future__ import annotations

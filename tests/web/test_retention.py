@@ -21,8 +21,8 @@ from chainer.store.connections import connect_arq
 from chainer.store.lua import SCRIPTS, source
 from chainer.worker import create_worker
 from tests import payloads
+from tests.helpers import WEB_RULES as RULES
 from tests.helpers import app_client, parse_rules, post_codeship, settings
-from tests.web.conftest import RULES
 
 pytestmark = pytest.mark.integration
 

@@ -49,24 +49,12 @@ from starlette.applications import Starlette
 
 from chainer.app import create_app
 from chainer.web.openapi import document
-from tests.helpers import ADMIN, AUTH, HOOK, app_client, parse_rules
+from tests.helpers import ADMIN, AUTH, HOOK, WEB_RULES, app_client, parse_rules
 from tests.helpers import settings as chainer_settings
 from tests.redis_server import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-RULES = """
-version: 1
-rules:
-  - name: api-after-lib
-    when: {project: acme/lib, branch: main, status: success}
-    then:
-      - circleci.trigger_pipeline: {project: gh/acme/api, parameters: {upstream_sha: "{{ event.commit }}"}}
-  - name: restart-infra
-    when: {provider: codeship, status: error}
-    then:
-      - codeship.restart_build: {}
-"""
 EXAMPLES = 100  # per operation and generation mode, signed in
 EXAMPLES_NO_AUTH = 25  # per secured operation, without credentials
 CHECKS = [
@@ -94,7 +82,7 @@ STREAM_S = 0.3  # how long a GET /audit/stream request is read (the stream never
 def _build(redis_url: str) -> Starlette:
     # Heartbeats every 50 ms, so a stream read for STREAM_S sends a few events.
     options = chainer_settings(redis_url=redis_url, stream_heartbeat_seconds=0.05)
-    return create_app(options, ruleset=parse_rules(RULES), watch_rules=False)
+    return create_app(options, ruleset=parse_rules(WEB_RULES), watch_rules=False)
 
 
 def _call(case: Any) -> Any:
