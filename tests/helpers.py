@@ -445,6 +445,16 @@ class ChainStack:
     async def view(self, event_id: str) -> dict[str, Any]:
         return await read_event(self.client, event_id)
 
+    async def loop_stop(self, event_id: str) -> tuple[list[str], str]:
+        """The chain an event inherited (its ancestors' event ids) and the reason of its one skipped action."""
+        view = await self.view(event_id)
+        [skipped] = [r for r in view["audit"] if r["type"] == "action.skipped"]
+        return [link["event_id"] for link in view["event"]["chain"]], skipped["reason"]
+
+    def sent(self, action: str) -> list[Any]:
+        """The requests the sandbox received for ``action`` (``<provider>.<verb>``)."""
+        return [r for r in self.sandbox.requests if r.action == action]
+
 
 _Stack = TypeVar("_Stack", bound=ChainStack)
 
