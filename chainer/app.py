@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chainer import clock
+from chainer import clock, heap
 from chainer.accesslog import AccessLog, secret_values
 from chainer.providers import catalogue
 from chainer.reload import RulesWatcher
@@ -72,6 +72,7 @@ def create_app(
         with contextlib.suppress(Exception):  # the Redis clock decides (chainer.clock); Redis may be down yet
             await asyncio.wait_for(clock.sync(serving.redis), 2)
         clock_task = asyncio.create_task(clock.follow(serving.redis))
+        heap.settle()  # ready: what lives now lives as long as the process (chainer.heap)
         try:
             yield
         finally:

@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
+from chainer import heap
 from chainer.errors import RulesError, StoreUnavailableError
 from chainer.rules import RuleSet
 from chainer.store import Store
@@ -79,14 +80,17 @@ class RulesWatcher:
             if new.version == old.version:
                 return False
             self._activate(new)
-            log.info("rules_reloaded", extra={"cause": cause, "version": new.version, "previous": old.version})
+            previous = old.version
+            del old  # the replaced rules go: nothing else holds them, frozen or not
+            heap.settle()  # the new rules live until the next reload: out of the collector's way (chainer.heap)
+            log.info("rules_reloaded", extra={"cause": cause, "version": new.version, "previous": previous})
             await self._audit(
                 {
                     "type": "rules.reloaded",
                     "cause": cause,
                     "path": str(self.path),
                     "rules_version": new.version,
-                    "previous_version": old.version,
+                    "previous_version": previous,
                     "rules": len(new.rules),
                 }
             )

@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from chainer import heartbeat
+from chainer import heap, heartbeat
 from chainer.errors import DownstreamError
 from chainer.fanin import fire_join
 from chainer.housekeeping import sweep, trim_audit
@@ -105,8 +105,10 @@ class ServicesBuilder:
     retry_policy: RetryPolicy | None = None
 
     async def startup(self, ctx: dict[str, Any]) -> None:
-        """arq's ``on_startup``: the Services on arq's pool, into ``ctx["services"]``."""
+        """arq's ``on_startup``: the Services on arq's pool, into ``ctx["services"]``; then the heap is settled
+        (``chainer.heap``): what lives now lives as long as the worker."""
         ctx[SERVICES] = await self.build(ctx["redis"])
+        heap.settle()
 
     async def build(self, redis: Any) -> Services:
         """The Services on ``redis`` (arq's pool): store, locks, rules (watched), provider clients."""

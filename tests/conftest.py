@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -42,3 +43,11 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture(autouse=True)
+def _thaw_heap() -> Iterator[None]:
+    """Apps and workers started by a test freeze the heap when ready (chainer.heap): in a long-lived process that
+    is what they should do, but here it would freeze every earlier test's leftovers for the rest of the run."""
+    yield
+    gc.unfreeze()

@@ -1,0 +1,85 @@
+"""The long-lived heap is frozen out of the cyclic collector once a process is ready and after a rules reload
+(chainer.heap): the web when its lifespan has started, the worker when its services are built. The p99 this buys
+is measured by bench/run (ingest), not here."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from chainer.app import create_app
+from chainer.rules import RuleSet
+from chainer.settings import Settings
+from chainer.store import Store
+
+pytestmark = pytest.mark.integration
+
+RULES = """
+version: 1
+rules:
+  - name: first
+    when: {project: acme/lib}
+    then:
+      - codeship.trigger_build: {project: acme/web}
+"""
+
+
+def frozen(thing: object) -> bool:
+    """Whether ``thing`` is in the permanent generation: tracked by the collector, yet in none of its generations."""
+    assert gc.is_tracked(thing)
+    return not any(o is thing for o in gc.get_objects())
+
+
+async def _until(check: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_the_web_freezes_its_heap_when_ready_and_again_after_a_reload(tmp_path: Path, redis: Redis) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    app = create_app(Settings(rules_path=path, rules_poll_seconds=0.05), store=Store(redis))
+    state = app.state.chainer
+    gc.unfreeze()
+    assert not frozen(state.ruleset)
+    async with app.router.lifespan_context(app):
+        first: RuleSet = state.ruleset
+        assert gc.get_freeze_count() > 0 and frozen(first)
+        gone = weakref.ref(first)
+        del first
+        path.write_text(RULES.replace("acme/web", "acme/api"))
+        await _until(lambda: gone() is None and state.ruleset.rules[0].actions[0].args["project"] == "acme/api")
+        # The rules the reload replaced were freed though frozen; the new ones are frozen in their turn.
+        assert frozen(state.ruleset)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_the_worker_freezes_its_heap_once_its_services_are_built(tmp_path: Path, redis_url: str) -> None:
+    from chainer.jobs import services
+    from chainer.providers import Downstream
+    from chainer.store.connections import connect_arq
+    from chainer.worker import ServicesBuilder, shutdown
+
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    pool = connect_arq(redis_url, retries=0)
+    settings = Settings(rules_path=path)
+    ctx: dict[str, Any] = {"redis": pool}
+    async with httpx.AsyncClient() as http:
+        gc.unfreeze()
+        await ServicesBuilder(settings, downstream=Downstream(settings, http)).startup(ctx)
+        try:
+            assert frozen(services(ctx).rules()) and frozen(services(ctx).store)
+        finally:
+            await shutdown(ctx)
+            await pool.aclose()
