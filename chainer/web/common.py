@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
+from starlette.types import Receive
 
 from chainer.errors import BodyTimeoutError, PayloadTooLargeError, UnsupportedMediaError
 from chainer.intake import Intake
@@ -55,22 +57,28 @@ def state(request: Request) -> WebState:
     return found
 
 
-class _JSONResponse(JSONResponse):
-    """JSON that always encodes: text holding a lone surrogate (a payload may escape one, ``"\\ud800"``, and
-    JSON decoding keeps it) is written as that same JSON escape instead of failing as strict UTF-8.
+def json_bytes(content: Any) -> bytes:
+    """``content`` as compact UTF-8 JSON that always encodes: text holding a lone surrogate (a payload may escape
+    one, ``"\\ud800"``, and JSON decoding keeps it) is written as that same JSON escape instead of failing as strict
+    UTF-8.
 
-    orjson writes what starlette's ``json.dumps`` would (compact, UTF-8); what it refuses (lone surrogates,
-    keys that are not strings, integers beyond 64 bits) goes the standard library's way."""
+    orjson writes what starlette's ``json.dumps`` would (compact, UTF-8); what it refuses (lone surrogates, keys
+    that are not strings, integers beyond 64 bits) goes the standard library's way."""
+    try:
+        return orjson.dumps(content)
+    except TypeError:
+        pass
+    try:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+class _JSONResponse(JSONResponse):
+    """A JSON answer written by ``json_bytes``."""
 
     def render(self, content: Any) -> bytes:
-        try:
-            return orjson.dumps(content)
-        except TypeError:
-            pass
-        try:
-            return super().render(content)
-        except UnicodeEncodeError:
-            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+        return json_bytes(content)
 
 
 def answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
@@ -84,30 +92,41 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body; PayloadTooLargeError as soon as it is known to be over ``limit`` bytes, BodyTimeoutError
-    (408) when it has not all arrived within ``CHAINER_BODY_TIMEOUT_SECONDS`` (a slow or stalled sender)."""
-    declared = request.headers.get("content-length")
+    """The request body, read by ``receive_body`` with the app's body deadline."""
+    return await receive_body(request.receive, request.headers, limit, state(request).settings.body_timeout_seconds)
+
+
+async def receive_body(receive: Receive, headers: Mapping[str, str], limit: int, seconds: float) -> bytes:
+    """An ASGI request's body; PayloadTooLargeError as soon as it is known to be over ``limit`` bytes,
+    BodyTimeoutError (408) when it has not all arrived within ``seconds`` (``CHAINER_BODY_TIMEOUT_SECONDS``: a slow
+    or stalled sender), ClientDisconnect when the client hung up first (as starlette's ``Request.stream``)."""
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"body of {declared} bytes is over the {limit}-byte limit")
     chunks: list[bytes] = []
     size = 0
-    seconds = state(request).settings.body_timeout_seconds
     try:
         async with asyncio.timeout(seconds):
-            async for chunk in request.stream():
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunk: bytes = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
                     raise PayloadTooLargeError(f"body is over the {limit}-byte limit")
                 chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
     except TimeoutError:
         raise BodyTimeoutError(f"the body did not arrive within {seconds:g} s ({size} bytes came)") from None
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def check_content_type(request: Request, also: tuple[str, ...] = ()) -> None:
-    """UnsupportedMediaError unless the request says it carries JSON (``application/json`` or ``…+json``)
-    or one of the media types ``also`` names (a provider's ``Hook.content_types``)."""
-    value = request.headers.get("content-type", "")
+def check_content_type(headers: Mapping[str, str], also: tuple[str, ...] = ()) -> None:
+    """UnsupportedMediaError unless the request's ``headers`` say it carries JSON (``application/json`` or
+    ``…+json``) or one of the media types ``also`` names (a provider's ``Hook.content_types``)."""
+    value = headers.get("content-type", "")
     media = value.split(";", 1)[0].strip().lower()
     if media in also:
         return

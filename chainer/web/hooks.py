@@ -7,20 +7,23 @@ answer in ``status_of``, the one place that maps outcomes to status codes.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
+from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.datastructures import Headers, QueryParams
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from chainer import metrics, providers
 from chainer.errors import BodyTimeoutError, PayloadTooLargeError, WebhookError
 from chainer.intake import Outcome
 from chainer.providers.base import Provider
-from chainer.web.common import answer, check_content_type, error, read_body, state
+from chainer.web.common import WebState, check_content_type, json_bytes, receive_body
 
 RETRY_AFTER_S = 5
+_Headers = list[tuple[bytes, bytes]]
 _STATUS = {"accepted": 202, "duplicate": 200, "ignored": 202, "unavailable": 503}
 
 
@@ -31,51 +34,78 @@ def status_of(outcome: Outcome) -> int:
     return _STATUS[outcome.kind]
 
 
-def reply(outcome: Outcome) -> Response:
-    """The answer to a delivery; an unavailable store also says when to retry."""
-    status = status_of(outcome)
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if outcome.kind == "unavailable" else None
-    if isinstance(outcome.problem, (PayloadTooLargeError, BodyTimeoutError)):
-        headers = {"connection": "close"}  # the body was not read to its end: the connection cannot carry another
-    return answer(status, outcome.body(), headers)
+class WebhookEndpoint:
+    """POST /hooks/{provider}[/{token}]: verify, parse, match and durably accept one delivery.
+
+    A plain ASGI app under the routes (starlette takes an object that is not a function as one): the hot path of
+    chainer, so no ``Request`` or ``Response`` is built around a delivery, and no per-request wrapper runs; the
+    router, the access log and the error answers around it are the app's as for every route."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        web: WebState = scope["app"].state.chainer
+        provider = scope["path"].split("/")[2]
+        intake = web.intake
+        if intake is None:
+            _count(provider, "unavailable")
+            await _send(send, 503, {"error": "the store is not ready"})
+            return
+        client = scope.get("client")
+        remote = client[0] if client else None
+        hook = providers.get(provider).hook
+        headers = Headers(scope=scope)
+        started = time.perf_counter()
+        try:
+            check_content_type(headers, hook.content_types)
+            body = await receive_body(receive, headers, web.settings.max_body_bytes, web.settings.body_timeout_seconds)
+        except WebhookError as exc:
+            outcome = await intake.reject(provider, exc, remote)
+        else:
+            token = None
+            if hook.token:
+                token = scope["path_params"].get("token") or QueryParams(scope["query_string"]).get("token")
+            outcome = await intake.receive(provider, headers, body, token, remote)
+        _count(provider, outcome.kind, time.perf_counter() - started, outcome.matched)
+        status = status_of(outcome)
+        extra = None
+        if outcome.kind == "unavailable":
+            extra = [(b"retry-after", b"%d" % RETRY_AFTER_S)]
+        elif isinstance(outcome.problem, (PayloadTooLargeError, BodyTimeoutError)):
+            extra = [(b"connection", b"close")]  # the body was not read to its end: the connection cannot carry another
+        await _send(send, status, outcome.body(), extra)
 
 
-async def receive_webhook(request: Request) -> Response:
-    """POST /hooks/{provider}[/{token}]: verify, parse, match and durably accept one delivery."""
-    web = state(request)
-    provider = request.url.path.split("/")[2]
-    intake = web.intake
-    if intake is None:
-        metrics.WEBHOOKS.labels(provider, "unavailable").inc()
-        return error(503, "the store is not ready")
-    remote = request.client.host if request.client else None
-    hook = providers.get(provider).hook
-    started = time.perf_counter()
-    try:
-        check_content_type(request, hook.content_types)
-        body = await read_body(request, web.settings.max_body_bytes)
-    except WebhookError as exc:
-        outcome = await intake.reject(provider, exc, remote)
-    else:
-        token = (request.path_params.get("token") or request.query_params.get("token")) if hook.token else None
-        outcome = await intake.receive(provider, request.headers, body, token, remote)
-    _count(provider, outcome, time.perf_counter() - started)
-    return reply(outcome)
+async def _send(send: Send, status: int, content: dict[str, Any], extra: _Headers | None = None) -> None:
+    """A JSON answer, with the headers starlette's JSONResponse writes (and ``extra``)."""
+    body = json_bytes(content)
+    headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": status, "headers": headers + extra if extra else headers})
+    await send({"type": "http.response.body", "body": body})
 
 
-def _count(provider: str, outcome: Outcome, seconds: float) -> None:
+# prometheus-client's ``labels`` takes a lock and builds a key on every call; the children of fixed label values
+# (provider names, outcomes, rule names) are looked up once and kept.
+_webhooks = functools.cache(metrics.WEBHOOKS.labels)
+_accept_seconds = functools.cache(metrics.ACCEPT_SECONDS.labels)
+_rule_matches = functools.cache(metrics.RULE_MATCHES.labels)
+
+
+def _count(provider: str, kind: str, seconds: float | None = None, matched: tuple[str, ...] = ()) -> None:
     """The delivery's metrics: its outcome, its latency, and the rules it matched (names from rules.yaml)."""
-    metrics.WEBHOOKS.labels(provider, outcome.kind).inc()
-    metrics.ACCEPT_SECONDS.labels(provider).observe(seconds)
-    for rule in outcome.matched if outcome.kind == "accepted" else ():
-        metrics.RULE_MATCHES.labels(rule).inc()
+    _webhooks(provider, kind).inc()
+    if seconds is not None:
+        _accept_seconds(provider).observe(seconds)
+    for rule in matched if kind == "accepted" else ():
+        _rule_matches(rule).inc()
+
+
+receive_webhook = WebhookEndpoint()
 
 
 def routes(registered: Mapping[str, Provider] | None = None) -> list[Route]:
     """``/hooks/<name>`` for each registered provider (default: the registry's), and ``/hooks/<name>/<token>``
     for those whose deliveries may carry the hook token in the URL."""
     return [
-        Route(f"/hooks/{name}{suffix}", receive_webhook, methods=["POST"])
+        Route(f"/hooks/{name}{suffix}", receive_webhook, methods=["POST"], name="receive_webhook")
         for name, provider in (providers.PROVIDERS if registered is None else registered).items()
         for suffix in ("", "/{token}")
         if provider.hook.token or not suffix

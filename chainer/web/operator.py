@@ -181,7 +181,7 @@ async def post_explain(request: Request, q: dict[str, Any]) -> Response:
     """
     web = state(request)
     try:
-        check_content_type(request)
+        check_content_type(request.headers)
         raw = await read_body(request, web.settings.max_body_bytes * 2)
         query = decode_json_object(raw)
     except WebhookError as exc:
