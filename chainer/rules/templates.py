@@ -5,6 +5,11 @@ Templates see ``event`` (the triggering event's canonical fields) and, in a fan-
 values, so a field the event lacks is a ``RenderError`` naming the argument, never the text "None".
 ``argument_problems`` holds the checks lint and rendering share: types, exclusive pairs, groups one of
 which must be filled, and each argument's own limits as its provider declares them (``Param.check``).
+
+Most templates are text with ``{{ event.<field> }}`` in it. For those, compiling also keeps the template's
+parts (literal text and field names, read off Jinja's own parse tree, so whitespace control and newlines are
+already applied) and rendering joins them without Jinja's per-render context: the same text Jinja writes, the
+same error for an empty field, and Jinja itself for any value that is not a plain ``str`` or ``int``.
 """
 
 from __future__ import annotations
@@ -31,14 +36,67 @@ _TYPE_NAMES: Mapping[type, str] = {str: "a string", int: "a number", bool: "true
 
 @dataclass(frozen=True, slots=True)
 class Template:
-    """A templated argument value: its text and the compiled template (None when only marked, not parsed)."""
+    """A templated argument value: its text and the compiled template (None when only marked, not parsed).
+
+    ``parts`` is set when the template is only text and ``{{ event.<field> }}``: literal text at even
+    indexes, field names at odd ones (``("b-", "build_id", "")`` for ``b-{{ event.build_id }}``).
+    """
 
     source: str
     template: Any
+    parts: tuple[str, ...] | None = None
 
     def render(self, context: Mapping[str, Any]) -> str:
+        parts = self.parts
+        if parts is not None:
+            event = context.get("event")
+            if type(event) is dict:
+                pieces = list(parts)
+                for i in range(1, len(parts), 2):
+                    value = event.get(parts[i], _MISSING)
+                    kind = type(value)
+                    if kind is str:
+                        pieces[i] = value
+                    elif kind is int:  # not bool, not an int subclass such as an enum: str() is what Jinja writes
+                        pieces[i] = str(value)
+                    elif value is _MISSING:  # Jinja's own error for it: StrictUndefined of the dict and field
+                        str(_ENV.undefined(obj=event, name=parts[i]))  # raises UndefinedError
+                        break
+                    else:  # None, bool, float, list, dict, …: whatever Jinja writes for them
+                        break
+                else:
+                    return "".join(pieces)
         rendered: str = self.template.render(context)
         return rendered
+
+
+_MISSING: Any = object()
+# Fields a template may read as `event.<field>` without Jinja: a dict attribute of the same name would win
+# over the key in Jinja's getattr, so such a field (none today) always goes through Jinja.
+_PLAIN_FIELDS = frozenset(f for f in EVENT_FIELDS if not hasattr(dict, f))
+
+
+def _plain_parts(tree: nodes.Template) -> tuple[str, ...] | None:
+    """The parts of a template that is only text and ``{{ event.<field> }}``; None for anything else."""
+    parts = [""]
+    for output in tree.body:
+        if type(output) is not nodes.Output:
+            return None
+        for child in output.nodes:
+            if type(child) is nodes.TemplateData:
+                parts[-1] += child.data
+            elif (
+                type(child) is nodes.Getattr
+                and child.ctx == "load"
+                and child.attr in _PLAIN_FIELDS
+                and type(child.node) is nodes.Name
+                and child.node.name == "event"
+                and child.node.ctx == "load"
+            ):
+                parts += [child.attr, ""]
+            else:
+                return None
+    return tuple(parts)
 
 
 def template_problems(text: str, fan_in: int = 0) -> list[str]:
@@ -49,8 +107,13 @@ def template_problems(text: str, fan_in: int = 0) -> list[str]:
 # A big rules file repeats a few templates (`{{ event.branch }}`) many times: each text is parsed, checked and
 # compiled once. Both caches are bounded; the compiled templates are immutable and shared by every rule using them.
 @functools.lru_cache(maxsize=1024)
-def _compiled(text: str) -> Any:
-    return _ENV.from_string(text)
+def _compiled(text: str) -> Template:
+    try:
+        tree = _ENV.parse(text)
+        parts = _plain_parts(tree)  # before compiling: Jinja's optimizer may rewrite the tree in place
+        return Template(text, _ENV.from_string(tree), parts)
+    except TemplateSyntaxError:
+        return Template(text, _ENV.from_string(text))  # raises the error exactly as compiling the text does
 
 
 @functools.lru_cache(maxsize=1024)
@@ -103,7 +166,9 @@ def compile_value(value: Any, *, parse: bool = True) -> Any:
     ``parse=False`` marks templates without parsing them: lint checks arguments before it knows they parse.
     """
     if isinstance(value, str):
-        return Template(value, _compiled(value) if parse else None) if is_template(value) else value
+        if not is_template(value):
+            return value
+        return _compiled(value) if parse else Template(value, None)
     if isinstance(value, dict):
         return {k: compile_value(v, parse=parse) for k, v in value.items()}
     if isinstance(value, list):
