@@ -246,7 +246,8 @@ def ingest_section(phase: Results) -> list[str]:
     lines = [
         "## Ingest",
         "",
-        f"`wrk {phase['wrk']}` after a {num(phase['warmup_s'], 1)} s warm-up, loopback, one server process each, a "
+        f"`wrk {phase['wrk']}` after a {num(phase['warmup_s'], 1)} s warm-up, loopback, one server process each, "
+        f"{_rounds_text(phase.get('rounds', 1))} a "
         "fresh Codeship event (its own build id) per request, matching one rule with one action. The bare route "
         "and the naive route run under uvicorn with the settings of `chainer web`; chainer and the naive route "
         "each write to a fresh redis-server with AOF (`appendfsync always`). *Server CPU* is the server process's "
@@ -272,7 +273,23 @@ def ingest_section(phase: Results) -> list[str]:
             f"{num(s['non_2xx_3xx'])} | {num(errors)} | {num(s['server_cpu_s'], 1)} s | "
             f"{per_request_us(s['server_cpu_s'], s.get('requests'))} | {num(s['cpu']['others_pct_of_machine'], 1)} % |"
         )
+    rounds = [
+        f"{INGEST_NAMES[key]} {', '.join(num(r) for r in systems[key]['rounds_rps'])}"
+        for key in INGEST_ORDER
+        if len(systems.get(key, {}).get("rounds_rps", ())) > 1
+    ]
+    if rounds:
+        lines += ["", "Requests per second of each round: " + "; ".join(rounds) + "."]
     return [*lines, "", "![requests per second of each system](perf-ingest.png)", ""]
+
+
+def _rounds_text(rounds: int) -> str:
+    if rounds <= 1:
+        return "one run of each system,"
+    return (
+        f"{rounds} rounds in which every system takes its turn (a shared machine's faster and slower spells fall "
+        "on all of them alike; each system's row is its median round),"
+    )
 
 
 def e2e_section(phase: Results) -> list[str]:

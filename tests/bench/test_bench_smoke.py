@@ -500,3 +500,22 @@ def test_baselines_run_under_the_uvicorn_settings_of_chainer_web() -> None:
                         keywords[k.arg] = ast.literal_eval(k.value)
                 calls.append(keywords)
     assert calls == [UVICORN_SETTINGS]
+
+
+def test_ingest_rounds_keep_each_systems_median_round_and_say_so() -> None:
+    runs = [_wrk(rps, p99) for rps, p99 in ((3000, 9.0), (1000, 30.0), (2000, 12.0))]
+    median = suite.median_round(runs)
+    assert median["requests_per_s"] == 2000 and median["latency_ms"]["p99"] == 12.0
+    assert median["rounds_rps"] == [3000, 1000, 2000]  # in the order they ran
+    assert suite.median_round(runs[:2])["requests_per_s"] == 1000  # an even count: the lower middle one
+    assert suite.parse_args(["--ingest-rounds", "5"]).ingest_rounds == 5
+    assert suite.parse_args(["--quick"]).ingest_rounds == 1 and suite.Config().ingest_rounds == 3
+    results = canned_results(quick=False)
+    results["phases"]["ingest"]["rounds"] = 3
+    results["phases"]["ingest"]["systems"]["chainer"] = suite.median_round(
+        [_wrk(1163, 28.7), _wrk(900, 30.0), _wrk(1500, 20.0)]
+    )
+    text = report.markdown(results)
+    assert "3 rounds in which every system takes its turn" in text
+    assert "Requests per second of each round: chainer web 1 163, 900, 1 500." in text
+    assert "1 163 vs 13 635 req/s" in _row(text, "| ingest, `POST /hooks/codeship`")
