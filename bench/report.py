@@ -287,8 +287,9 @@ def _rounds_text(rounds: int) -> str:
     if rounds <= 1:
         return "one run of each system,"
     return (
-        f"{rounds} rounds in which every system takes its turn (a shared machine's faster and slower spells fall "
-        "on all of them alike; each system's row is its median round),"
+        f"{rounds} rounds in which every system takes its turn, in an order that turns each round (a shared "
+        "machine's faster and slower spells fall on all of them alike; each system's row is its median round; a "
+        "system keeps its server and Redis across rounds),"
     )
 
 

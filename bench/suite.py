@@ -403,9 +403,13 @@ def phase_ingest(b: Bench) -> dict[str, Any]:
                 results["systems"][key] = {"label": label, "error": str(exc)}
                 _log(f"  failed: {exc}")
         measured: dict[str, list[dict[str, Any]]] = {key: [] for key in live}
+        labels = {key: label for key, label, _ in systems}
+        failed: dict[str, str] = {}
         for turn in range(cfg.ingest_rounds):
-            for key, label, _ in systems:
-                if key not in live or key in results["systems"]:
+            # The order turns with each round, so that no system always follows the same one (whose Redis may still
+            # be flushing its load).
+            for key, label, _ in systems[turn % len(systems) :] + systems[: turn % len(systems)]:
+                if key not in live or key in failed:
                     continue
                 proc, port, answer = live[key]
                 url = f"http://{HOST}:{port}{HOOK_PATH}"
@@ -417,7 +421,7 @@ def phase_ingest(b: Bench) -> dict[str, Any]:
                     )
                     server_cpu = procs.cpu_seconds(proc.pid) - cpu_before
                 except (BenchError, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-                    results["systems"][key] = {"label": label, "error": str(exc)}
+                    failed[key] = str(exc)  # no more turns for it; the rounds it finished still count
                     _log(f"  {label} failed: {exc}")
                     continue
                 b.next_id += 10_000_000
@@ -437,10 +441,13 @@ def phase_ingest(b: Bench) -> dict[str, Any]:
                     f"p99 {parsed['latency_ms'].get('p99', 0):.1f} ms"
                 )
         for key, runs in measured.items():
-            if key in results["systems"] or not runs:
+            if not runs:
+                results["systems"][key] = {"label": labels[key], "error": failed[key]}
                 continue
             results["systems"][key] = median_round(runs)
-            if key == "chainer":  # a duplicate is answered 200, which wrk counts as a success
+            if key in failed:
+                results["systems"][key]["failed_round"] = failed[key]
+            if key == "chainer":  # a duplicate is answered 200, which wrk counts as a success (over every round)
                 results["systems"][key]["duplicates"] = audit_count(live[key][1], "webhook.duplicate")
     return results
 
@@ -947,13 +954,20 @@ def _stop(signum: int, frame: object) -> None:
     raise Stopped(signal.Signals(signum).name)
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} rounds: at least 1")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> Config:
     parser = argparse.ArgumentParser(prog="bench/run", description="chainer's benchmark suite (bench/README.md).")
     parser.add_argument("--quick", action="store_true", help="short loads and small counts (a few minutes)")
     parser.add_argument("--only", help=f"comma-separated phases of {', '.join(PHASES)}")
     parser.add_argument("--skip", help="comma-separated phases to leave out")
     parser.add_argument("--ingest-seconds", type=float)
-    parser.add_argument("--ingest-rounds", type=int, help="turns of every system in the ingest phase (3)")
+    parser.add_argument("--ingest-rounds", type=_at_least_one, help="turns of every system in the ingest phase (3)")
     parser.add_argument("--warmup-seconds", type=float)
     parser.add_argument("--e2e-runs", help="comma-separated layout:target:rate, e.g. split:fan:50,run:one:50")
     parser.add_argument("--e2e-events", type=int)

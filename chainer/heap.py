@@ -8,8 +8,10 @@ the heap was frozen). ``settle`` moves what is alive once a process is ready int
 generation (``gc.freeze``), which collections skip; objects made later are collected as before, and reference
 counting still frees anything frozen that stops being used and is not part of a cycle.
 
-A rules reload settles the heap again, so that the new rules are frozen too; the rules it replaced hold no cycles,
-so reference counting frees them though they were frozen (a test reloads and checks that they are gone).
+A rules reload settles the heap again with ``refresh``: it thaws the heap first, so one full collection (one pause
+per reload) frees what became garbage since the last freeze, cycles included. Compiled Jinja templates hold
+reference cycles: without the thaw, each template a reload pushed out of the template cache would stay frozen, and
+so allocated, for the life of the process.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ from __future__ import annotations
 import gc
 
 
-def settle() -> None:
-    """Collect what is garbage now, then freeze everything alive into the permanent generation. Only objects made
-    since the last call are examined, so a second call costs little."""
+def settle(*, refresh: bool = False) -> None:
+    """Collect what is garbage now, then freeze everything alive into the permanent generation. Without ``refresh``
+    only objects made since the last call are examined (a second call costs little); ``refresh`` thaws the heap
+    first, so that garbage frozen earlier, in cycles too, is collected."""
+    if refresh:
+        gc.unfreeze()
     gc.collect()
     gc.freeze()

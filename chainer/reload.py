@@ -81,8 +81,8 @@ class RulesWatcher:
                 return False
             self._activate(new)
             previous = old.version
-            del old  # the replaced rules go: nothing else holds them, frozen or not
-            heap.settle()  # the new rules live until the next reload: out of the collector's way (chainer.heap)
+            del old  # the replaced rules go, with their cycles (chainer.heap); the new ones are frozen
+            heap.settle(refresh=True)
             log.info("rules_reloaded", extra={"cause": cause, "version": new.version, "previous": previous})
             await self._audit(
                 {

@@ -15,7 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from chainer.app import create_app
-from chainer.rules import RuleSet
+from chainer.rules import RuleSet, templates
 from chainer.settings import Settings
 from chainer.store import Store
 from tests.helpers import WEB_RULES
@@ -43,14 +43,19 @@ async def test_the_web_freezes_its_heap_when_ready_and_again_after_a_reload(tmp_
     state = app.state.chainer
     gc.unfreeze()
     assert not frozen(state.ruleset)
+    # A compiled template that only the template cache holds: Jinja's templates are reference cycles.
+    evicted = weakref.ref(templates.compile_value("{{ event.branch }}-only-in-this-test").template)
     async with app.router.lifespan_context(app):
         first: RuleSet = state.ruleset
         assert gc.get_freeze_count() > 0 and frozen(first)
         gone = weakref.ref(first)
         del first
+        templates._compiled.cache_clear()  # as a reload pushing templates out of the cache does
+        assert evicted() is not None  # frozen in its cycle: only a collection of the thawed heap frees it
         path.write_text(WEB_RULES.replace("acme/web", "acme/docs"))
-        await _until(lambda: gone() is None and "acme/docs" in str(state.ruleset.as_dict()))
-        # The rules the reload replaced were freed though frozen; the new ones are frozen in their turn.
+        await _until(lambda: "acme/docs" in str(state.ruleset.as_dict()))
+        # The rules the reload replaced and the evicted template were freed though frozen; the new rules are frozen.
+        assert gone() is None and evicted() is None
         assert frozen(state.ruleset)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
             assert (await client.get("/healthz")).status_code == 200

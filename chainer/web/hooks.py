@@ -34,12 +34,12 @@ def status_of(outcome: Outcome) -> int:
     return _STATUS[outcome.kind]
 
 
+# A plain ASGI app under the routes (starlette takes an object that is not a function as one): the hot path of
+# chainer, so no ``Request`` or ``Response`` is built around a delivery, and no per-request wrapper runs; the router,
+# the access log and the error answers around it are the app's as for every route. Its docstring is the operation's
+# summary in /openapi.json.
 class WebhookEndpoint:
-    """POST /hooks/{provider}[/{token}]: verify, parse, match and durably accept one delivery.
-
-    A plain ASGI app under the routes (starlette takes an object that is not a function as one): the hot path of
-    chainer, so no ``Request`` or ``Response`` is built around a delivery, and no per-request wrapper runs; the
-    router, the access log and the error answers around it are the app's as for every route."""
+    """POST /hooks/{provider}[/{token}]: verify, parse, match and durably accept one delivery."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         web: WebState = scope["app"].state.chainer

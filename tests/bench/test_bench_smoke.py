@@ -510,6 +510,8 @@ def test_ingest_rounds_keep_each_systems_median_round_and_say_so() -> None:
     assert suite.median_round(runs[:2])["requests_per_s"] == 1000  # an even count: the lower middle one
     assert suite.parse_args(["--ingest-rounds", "5"]).ingest_rounds == 5
     assert suite.parse_args(["--quick"]).ingest_rounds == 1 and suite.Config().ingest_rounds == 3
+    with pytest.raises(SystemExit):
+        suite.parse_args(["--ingest-rounds", "0"])
     results = canned_results(quick=False)
     results["phases"]["ingest"]["rounds"] = 3
     results["phases"]["ingest"]["systems"]["chainer"] = suite.median_round(
