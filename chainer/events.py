@@ -102,4 +102,4 @@ class BuildEvent:
 _DICT_FIELDS = tuple(f.name for f in dataclasses.fields(BuildEvent) if f.name not in ("raw", "dedupe_keys"))
 
 # The event fields a template or a rule may name (DESIGN §4, minus ``raw``).
-EVENT_FIELDS = frozenset(f.name for f in dataclasses.fields(BuildEvent)) - {"raw", "dedupe_keys"}
+EVENT_FIELDS = frozenset(_DICT_FIELDS)

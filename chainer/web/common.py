@@ -57,28 +57,22 @@ def state(request: Request) -> WebState:
     return found
 
 
-def json_bytes(content: Any) -> bytes:
-    """``content`` as compact UTF-8 JSON that always encodes: text holding a lone surrogate (a payload may escape
-    one, ``"\\ud800"``, and JSON decoding keeps it) is written as that same JSON escape instead of failing as strict
-    UTF-8.
-
-    orjson writes what starlette's ``json.dumps`` would (compact, UTF-8); what it refuses (lone surrogates, keys
-    that are not strings, integers beyond 64 bits) goes the standard library's way."""
-    try:
-        return orjson.dumps(content)
-    except TypeError:
-        pass
-    try:
-        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
-
-
 class _JSONResponse(JSONResponse):
-    """A JSON answer written by ``json_bytes``."""
+    """JSON that always encodes: text holding a lone surrogate (a payload may escape one, ``"\\ud800"``, and
+    JSON decoding keeps it) is written as that same JSON escape instead of failing as strict UTF-8.
+
+    orjson writes what starlette's ``json.dumps`` would (compact, UTF-8); what it refuses (lone surrogates,
+    keys that are not strings, integers beyond 64 bits) goes the standard library's way."""
 
     def render(self, content: Any) -> bytes:
-        return json_bytes(content)
+        try:
+            return orjson.dumps(content)
+        except TypeError:
+            pass
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 def answer(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:

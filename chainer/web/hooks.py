@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from starlette.datastructures import Headers, QueryParams
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -20,10 +20,9 @@ from chainer import metrics, providers
 from chainer.errors import BodyTimeoutError, PayloadTooLargeError, WebhookError
 from chainer.intake import Outcome
 from chainer.providers.base import Provider
-from chainer.web.common import WebState, check_content_type, json_bytes, receive_body
+from chainer.web.common import WebState, answer, check_content_type, error, receive_body
 
 RETRY_AFTER_S = 5
-_Headers = list[tuple[bytes, bytes]]
 _STATUS = {"accepted": 202, "duplicate": 200, "ignored": 202, "unavailable": 503}
 
 
@@ -47,7 +46,7 @@ class WebhookEndpoint:
         intake = web.intake
         if intake is None:
             _count(provider, "unavailable")
-            await _send(send, 503, {"error": "the store is not ready"})
+            await error(503, "the store is not ready")(scope, receive, send)
             return
         client = scope.get("client")
         remote = client[0] if client else None
@@ -65,21 +64,15 @@ class WebhookEndpoint:
                 token = scope["path_params"].get("token") or QueryParams(scope["query_string"]).get("token")
             outcome = await intake.receive(provider, headers, body, token, remote)
         _count(provider, outcome.kind, time.perf_counter() - started, outcome.matched)
-        status = status_of(outcome)
-        extra = None
-        if outcome.kind == "unavailable":
-            extra = [(b"retry-after", b"%d" % RETRY_AFTER_S)]
-        elif isinstance(outcome.problem, (PayloadTooLargeError, BodyTimeoutError)):
-            extra = [(b"connection", b"close")]  # the body was not read to its end: the connection cannot carry another
-        await _send(send, status, outcome.body(), extra)
+        await reply(outcome)(scope, receive, send)
 
 
-async def _send(send: Send, status: int, content: dict[str, Any], extra: _Headers | None = None) -> None:
-    """A JSON answer, with the headers starlette's JSONResponse writes (and ``extra``)."""
-    body = json_bytes(content)
-    headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
-    await send({"type": "http.response.start", "status": status, "headers": headers + extra if extra else headers})
-    await send({"type": "http.response.body", "body": body})
+def reply(outcome: Outcome) -> Response:
+    """The answer to a delivery; an unavailable store also says when to retry."""
+    headers = {"retry-after": str(RETRY_AFTER_S)} if outcome.kind == "unavailable" else None
+    if isinstance(outcome.problem, (PayloadTooLargeError, BodyTimeoutError)):
+        headers = {"connection": "close"}  # the body was not read to its end: the connection cannot carry another
+    return answer(status_of(outcome), outcome.body(), headers)
 
 
 # prometheus-client's ``labels`` takes a lock and builds a key on every call; the children of fixed label values
