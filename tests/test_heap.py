@@ -4,7 +4,6 @@ is measured by bench/run (ingest), not here."""
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import weakref
 from pathlib import Path
@@ -18,7 +17,7 @@ from chainer.app import create_app
 from chainer.rules import RuleSet, templates
 from chainer.settings import Settings
 from chainer.store import Store
-from tests.helpers import WEB_RULES
+from tests.helpers import WEB_RULES, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -27,13 +26,6 @@ def frozen(thing: object) -> bool:
     """Whether ``thing`` is in the permanent generation: tracked by the collector, yet in none of its generations."""
     assert gc.is_tracked(thing)
     return not any(o is thing for o in gc.get_objects())
-
-
-async def _until(check: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "not reached in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_the_web_freezes_its_heap_when_ready_and_again_after_a_reload(tmp_path: Path, redis: Redis) -> None:
@@ -53,7 +45,7 @@ async def test_the_web_freezes_its_heap_when_ready_and_again_after_a_reload(tmp_
         templates._compiled.cache_clear()  # as a reload pushing templates out of the cache does
         assert evicted() is not None  # frozen in its cycle: only a collection of the thawed heap frees it
         path.write_text(WEB_RULES.replace("acme/web", "acme/docs"))
-        await _until(lambda: "acme/docs" in str(state.ruleset.as_dict()))
+        await wait_until(lambda: "acme/docs" in str(state.ruleset.as_dict()), "the edited rules active", 5)
         # The rules the reload replaced and the evicted template were freed though frozen; the new rules are frozen.
         assert gone() is None and evicted() is None
         assert frozen(state.ruleset)

@@ -18,19 +18,11 @@ from chainer.store import Store
 from chainer.store.connections import connect_arq
 from chainer.worker import create_worker
 from tests import payloads
-from tests.helpers import AUTH, HOOK, JSON, WHSEC, app_client, parse_rules, settings
+from tests.helpers import AUTH, HOOK, JSON, WEB_RULES, WHSEC, app_client, parse_rules, settings
 
 pytestmark = pytest.mark.integration
 
 
-RULES = """
-version: 1
-rules:
-  - name: api-after-lib
-    when: {project: acme/lib, branch: main, status: success}
-    then:
-      - circleci.trigger_pipeline: {project: gh/acme/api, parameters: {upstream_sha: "{{ event.commit }}"}}
-"""
 SETTINGS = settings(
     circleci_token=Secret("cci-token"),
     circleci_url="https://circleci.example",
@@ -40,7 +32,7 @@ CREATED = {"id": "5034460f-c7c4-4c43-9457-de07e2029e7b", "state": "created", "nu
 
 @pytest.fixture
 async def client(redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(SETTINGS, ruleset=parse_rules(RULES), store=Store(redis))
+    app = create_app(SETTINGS, ruleset=parse_rules(WEB_RULES), store=Store(redis))
     async with app_client(app) as c:
         yield c
 
