@@ -334,7 +334,6 @@ def phase_ingest(b: Bench) -> dict[str, Any]:
     script.write_text(wrk.lua_script(template, count, HOOK_PATH))
     hooks = b.run_dir / "hooks.json"
     hooks.write_text(json.dumps(payloads.webhook_hooks(), indent=2))
-    systems: list[tuple[str, str, Callable[[], tuple[Proc, int]]]] = []
 
     def bare() -> tuple[Proc, int]:
         port = procs.free_port()
@@ -371,7 +370,7 @@ def phase_ingest(b: Bench) -> dict[str, Any]:
         procs.wait_until(lambda: procs.port_open(port), 30, "adnanh/webhook listens", proc)
         return proc, port
 
-    systems = [
+    systems: list[tuple[str, str, Callable[[], tuple[Proc, int]]]] = [
         ("bare", "bare Starlette route (parse, 202)", bare),
         ("chainer", "chainer web (durable accept)", chainer),
         ("naive", "naive: one arq enqueue_job per request", naive),
@@ -383,48 +382,47 @@ def phase_ingest(b: Bench) -> dict[str, Any]:
         "rounds": cfg.ingest_rounds,
         "systems": {},
     }
+    failures = (BenchError, RuntimeError, OSError, subprocess.TimeoutExpired)
+
+    def load(port: int, seconds: float) -> tuple[dict[str, Any], str]:
+        first, b.next_id = b.next_id, b.next_id + 10_000_000  # every request of the run a fresh event
+        return wrk.run(f"http://{HOST}:{port}{HOOK_PATH}", script, first, seconds=seconds, connections=cfg.connections)
+
     # Every system is started and warmed up first, then measured in turns, round after round: a shared machine
     # goes through faster and slower spells, and turns put each system through the same ones. Each system's
     # figures are those of its median round (by req/s); ``rounds_rps`` keeps every round's.
     with b.group():
-        live: dict[str, tuple[Proc, int, Any]] = {}
+        live: dict[str, tuple[str, Proc, int, Any]] = {}  # key: label, server, port, its first answer
         for key, label, start in systems:
             _log(f"ingest: start {label}")
             try:
                 proc, port = start()
-                first = b.ids(1)[0]
-                answer = _check_accepts(port, first, 202)
-                url = f"http://{HOST}:{port}{HOOK_PATH}"
+                answer = _check_accepts(port, b.ids(1)[0], 202)
                 if cfg.warmup_seconds > 0:
-                    wrk.run(url, script, b.next_id, seconds=cfg.warmup_seconds, connections=cfg.connections)
-                    b.next_id += 10_000_000
-                live[key] = (proc, port, answer)
-            except (BenchError, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+                    load(port, cfg.warmup_seconds)
+                live[key] = (label, proc, port, answer)
+            except failures as exc:
                 results["systems"][key] = {"label": label, "error": str(exc)}
                 _log(f"  failed: {exc}")
-        measured: dict[str, list[dict[str, Any]]] = {key: [] for key in live}
-        labels = {key: label for key, label, _ in systems}
+        order = list(live)
+        measured: dict[str, list[dict[str, Any]]] = {key: [] for key in order}
         failed: dict[str, str] = {}
         for turn in range(cfg.ingest_rounds):
             # The order turns with each round, so that no system always follows the same one (whose Redis may still
             # be flushing its load).
-            for key, label, _ in systems[turn % len(systems) :] + systems[: turn % len(systems)]:
-                if key not in live or key in failed:
+            for key in order[turn % len(order) :] + order[: turn % len(order)]:
+                if key in failed:
                     continue
-                proc, port, answer = live[key]
-                url = f"http://{HOST}:{port}{HOOK_PATH}"
+                label, proc, port, answer = live[key]
                 try:
                     account = CpuAccount(b.procs)
                     cpu_before = procs.cpu_seconds(proc.pid)
-                    parsed, raw = wrk.run(
-                        url, script, b.next_id, seconds=cfg.ingest_seconds, connections=cfg.connections
-                    )
+                    parsed, raw = load(port, cfg.ingest_seconds)
                     server_cpu = procs.cpu_seconds(proc.pid) - cpu_before
-                except (BenchError, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+                except failures as exc:
                     failed[key] = str(exc)  # no more turns for it; the rounds it finished still count
                     _log(f"  {label} failed: {exc}")
                     continue
-                b.next_id += 10_000_000
                 (b.run_dir / f"wrk-{key}-{turn + 1}.txt").write_text(raw)
                 measured[key].append(
                     {
@@ -442,13 +440,11 @@ def phase_ingest(b: Bench) -> dict[str, Any]:
                 )
         for key, runs in measured.items():
             if not runs:
-                results["systems"][key] = {"label": labels[key], "error": failed[key]}
+                results["systems"][key] = {"label": live[key][0], "error": failed[key]}
                 continue
-            results["systems"][key] = median_round(runs)
-            if key in failed:
-                results["systems"][key]["failed_round"] = failed[key]
-            if key == "chainer":  # a duplicate is answered 200, which wrk counts as a success (over every round)
-                results["systems"][key]["duplicates"] = audit_count(live[key][1], "webhook.duplicate")
+            results["systems"][key] = median_round(runs) | ({"failed_round": failed[key]} if key in failed else {})
+        if measured.get("chainer"):  # a duplicate is answered 200, which wrk counts as a success
+            results["systems"]["chainer"]["duplicates"] = audit_count(live["chainer"][2], "webhook.duplicate")
     return results
 
 
