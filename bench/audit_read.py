@@ -127,7 +127,7 @@ async def fill(redis_url: str, rules_path: Path, records: int, recent: int) -> d
     settings = Settings.from_env(settings_env(redis_url, rules_path))
     ruleset = load_rules(rules_path, catalogue=catalogue())
     client = Redis.from_url(redis_url)
-    store = Store(client, retention_ms=settings.audit_retention_ms)
+    store = Store.configured(client, settings)
     try:
         started = time.perf_counter()
         intake = Intake(settings, store, lambda: ruleset)

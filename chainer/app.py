@@ -63,7 +63,7 @@ def create_app(
         serving = state.store
         if serving is None:
             owned = connect(settings.redis_url)
-            serving = Store(owned, retention_ms=settings.audit_retention_ms)
+            serving = Store.configured(owned, settings)
             state.use_store(serving)
         restore_signals = stop_on_exit_signals(app)  # open /audit/stream followers must not hold a shutdown
         watcher = RulesWatcher(settings.rules_path, state.rules, state.activate, serving, load=load)

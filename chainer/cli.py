@@ -319,7 +319,7 @@ async def _with_store(work: Callable[[Any], Any]) -> Any:
     settings = _settings()
     client: Any = connect(settings.redis_url)
     try:
-        return await work(Store(client, retention_ms=settings.audit_retention_ms))
+        return await work(Store.configured(client, settings))
     except StoreUnavailableError as exc:
         _fail(str(exc))
     finally:

@@ -11,6 +11,7 @@ from typing import TypedDict
 from urllib.parse import urlsplit
 
 from chainer.errors import ConfigError
+from chainer.store.codec import PACKERS
 
 
 class Secret:
@@ -152,6 +153,16 @@ def _number(environ: Mapping[str, str], name: str, default: float, minimum: floa
     return number
 
 
+def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (the first when unset), compared without case."""
+    value = (_read(environ, name) or "").strip().lower()
+    if not value:
+        return choices[0]
+    if value not in choices:
+        raise ConfigError(f"{name}: {_read(environ, name)!r} is not one of {', '.join(choices)}")
+    return value
+
+
 def _whole(environ: Mapping[str, str], name: str, default: int, minimum: int) -> int:
     number = float(_number(environ, name, default, minimum))
     if not number.is_integer():
@@ -218,6 +229,9 @@ class Settings:
     worker_wake_timeout_seconds: float = 5.0
     sweep_interval_seconds: int = 60
     sweep_grace_seconds: float = 300.0
+    # The format new audit records and stored events are written in (chainer.store.codec.PACKERS); every format
+    # is read. "zlib" only while a rolling upgrade still runs processes of a build that reads nothing else.
+    store_compression: str = "zstd"
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -287,6 +301,7 @@ class Settings:
             buildkite_token=_secret(environ, "CHAINER_BUILDKITE_TOKEN"),
             buildkite_url=_url(environ, "CHAINER_BUILDKITE_URL", "https://api.buildkite.com", ("https", "http")),
             dry_run=_bool(environ, "CHAINER_DRY_RUN", False),
+            store_compression=_choice(environ, "CHAINER_STORE_COMPRESSION", tuple(PACKERS)),
             audit_retention_days=_number(environ, "CHAINER_AUDIT_RETENTION_DAYS", 30.0, 0.001),
             rules_poll_seconds=_number(environ, "CHAINER_RULES_POLL_SECONDS", 1.0, 0.05),
             stream_heartbeat_seconds=_number(environ, "CHAINER_STREAM_HEARTBEAT_SECONDS", 15.0, 0.05),

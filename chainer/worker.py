@@ -113,7 +113,7 @@ class ServicesBuilder:
     async def build(self, redis: Any) -> Services:
         """The Services on ``redis`` (arq's pool): store, locks, rules (watched), provider clients."""
         settings = self.settings or Settings.from_env(os.environ)
-        store = Store(redis, retention_ms=settings.audit_retention_ms)
+        store = Store.configured(redis, settings)
         load = functools.partial(load_rules, catalogue=catalogue())
         rules = _ActiveRules(self.ruleset or load(settings.rules_path))
         watcher = RulesWatcher(settings.rules_path, rules, rules.activate, store, load=load)

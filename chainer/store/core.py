@@ -5,7 +5,8 @@ jobs are written together or not at all, and concurrent accepts share round trip
 
 The audit log is one stream (``keys.AUDIT``); each event's trail (``keys.event_audit``) is a short string of
 its records' ids in it (``scripts/_trail.lua``), so a record is stored once. Records and the event's stored
-fields are compressed (``codec.pack_record``, ``codec.pack_fields``) and read back as they were written.
+fields are compressed in the store's format (``codec.Packer``: zstd, or zlib during a rolling upgrade) and read
+back as they were written, in either.
 Ledger values longer than ``keys.HASH_CHUNK`` bytes are stored in pieces (``scripts/_hset.lua``) so that a
 ledger stays a compact listpack; ``get_action`` and ``get_ledger`` join them.
 """
@@ -13,7 +14,7 @@ ledger stays a compact listpack; ``get_action`` and ``get_ledger`` join them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -22,12 +23,13 @@ from chainer import fastjson
 from chainer.errors import StoreUnavailableError
 from chainer.store import keys
 from chainer.store.codec import (
+    PACKERS,
+    ZSTD,
+    Packer,
     decode_hash,
     encode_record,
     matches,
     now_ms,
-    pack_fields,
-    pack_record,
     stream_item,
     text,
     unpack_fields,
@@ -43,21 +45,32 @@ from chainer.store.plans import (
     QueuedAction,
     Transition,
     TransitionResult,
+    encode_actions,
+    encode_audit,
 )
+
+if TYPE_CHECKING:
+    from chainer.settings import Settings
 
 _DUPLICATE_ROUNDS = 3
 # Event fields kept apart from the compressed ones: the fan-in script appends to ``actions``.
 _PLAIN_EVENT_FIELDS = frozenset({"actions"})
-_PACKED = "z"  # the event hash's field holding the other fields, compressed (codec.pack_fields)
+_PACKED = "z"  # the event hash's field holding the other fields, compressed (codec.Packer.pack_fields)
 
 
 class Store:
     """chainer's Redis data layer; every method raises StoreUnavailableError when Redis fails."""
 
     def __init__(
-        self, redis: Redis, *, retention_ms: int = keys.RETENTION_MS, job_ttl_ms: int = keys.JOB_TTL_MS
+        self,
+        redis: Redis,
+        *,
+        retention_ms: int = keys.RETENTION_MS,
+        job_ttl_ms: int = keys.JOB_TTL_MS,
+        packer: Packer = ZSTD,
     ) -> None:
         self.redis = redis
+        self.packer = packer  # the format records and events are written in (all are read)
         self.retention_ms = retention_ms
         self.job_ttl_ms = job_ttl_ms
         self._accept = ScriptBatcher(redis, "accept")
@@ -66,6 +79,11 @@ class Store:
         self._first = ScriptBatcher(redis, "first_value")
         self._fire = ScriptBatcher(redis, "fire_join")
         self._trail = ScriptBatcher(redis, "audit_trail")
+
+    @classmethod
+    def configured(cls, redis: Redis, settings: Settings) -> Store:
+        """The store as a process's settings make it: the audit retention, and the format it writes."""
+        return cls(redis, retention_ms=settings.audit_retention_ms, packer=PACKERS[settings.store_compression])
 
     def _minid(self) -> str:
         return f"{max(now_ms() - self.retention_ms, 0)}-0"
@@ -122,7 +140,8 @@ class Store:
             *plan.lineage_keys,
         ]
         records: list[bytes] = []
-        action_keys, actions = _encode_actions(plan.actions, records, 2)  # ARGV: plan, event fields, records
+        # ARGV: plan, event fields, records
+        action_keys, actions = encode_actions(plan.actions, records, 2, self.packer)
         names += action_keys
         joins = []
         for jn in plan.joins:
@@ -144,7 +163,7 @@ class Store:
             )
         names.append(keys.WAKE)  # wakes an idle worker when a job was queued (scripts/_wake.lua)
         plain = [x for name, value in plan.event_fields.items() if name in _PLAIN_EVENT_FIELDS for x in (name, value)]
-        packed = pack_fields({k: v for k, v in plan.event_fields.items() if k not in _PLAIN_EVENT_FIELDS})
+        packed = self.packer.pack_fields({k: v for k, v in plan.event_fields.items() if k not in _PLAIN_EVENT_FIELDS})
         args = {
             "joins": joins,
             "now": now_ms(),
@@ -154,7 +173,7 @@ class Store:
             "parent": plan.parent,
             "event_id": plan.event_id,
             "event": plain,
-            "audit": _encode_audit(plan.audit, records, 2),
+            "audit": encode_audit(plan.audit, records, 2, self.packer),
             "dup": encode_record(plan.duplicate_record),
             "actions": actions,
             "ttl": self.retention_ms,
@@ -190,7 +209,7 @@ class Store:
     ) -> int | None:
         """Write a completed fan-in's actions once; None when the join had already been fired and written."""
         packed: list[bytes] = []
-        action_keys, encoded = _encode_actions(actions, packed, 1)  # ARGV: plan, records
+        action_keys, encoded = encode_actions(actions, packed, 1, self.packer)  # ARGV: plan, records
         names = [
             key,
             keys.AUDIT,
@@ -204,7 +223,7 @@ class Store:
         args = {
             "event_id": event_id,
             "actions": encoded,
-            "audit": _encode_audit(records, packed, 1),
+            "audit": encode_audit(records, packed, 1, self.packer),
             "ttl": self.retention_ms,
             "job_ttl": self.job_ttl_ms,
             "wake": len(names),
@@ -221,7 +240,7 @@ class Store:
         """Append records to the audit log (and to the event's own stream when ``event_id`` is given)."""
         names = [keys.AUDIT] + ([keys.event_audit(event_id)] if event_id else [])
         args = {"ttl": self.retention_ms}
-        ids = await self._append(names, [fastjson.dumps(args), *[pack_record(r) for r in records]])
+        ids = await self._append(names, [fastjson.dumps(args), *[self.packer.pack_record(r) for r in records]])
         return [text(i) for i in ids]
 
     async def transition(self, change: Transition) -> TransitionResult:
@@ -254,7 +273,7 @@ class Store:
             "wake_max": keys.WAKE_MAX,
             "chunk": keys.HASH_CHUNK,
         }
-        packed = [pack_record(r) for r in change.audit]
+        packed = [self.packer.pack_record(r) for r in change.audit]
         status, state = (text(x) for x in await self._transition(names, [fastjson.dumps(args), *packed]))
         return TransitionResult(ok=status == "ok", previous_state=state)
 
@@ -462,37 +481,3 @@ def _within(sid: Any, start: _Bound, end: _Bound) -> bool:
     if start is not None and (at < start[0] or (start[1] and at == start[0])):
         return False
     return end is None or not (at > end[0] or (end[1] and at == end[0]))
-
-
-def _argv(records: list[bytes], offset: int, record: Mapping[str, Any]) -> int:
-    """Add a compressed record to a script's arguments, which hold ``offset`` others before ``records``; the
-    record's index in ARGV (counted from 1, as Lua does), by which the plan names it."""
-    records.append(pack_record(record))
-    return offset + len(records)
-
-
-def _encode_actions(
-    actions: Sequence[QueuedAction], records: list[bytes], offset: int
-) -> tuple[list[str], list[dict[str, Any]]]:
-    names: list[str] = []
-    encoded = []
-    for action in actions:
-        names += [keys.action(action.action_id), keys.arq_job(action.job_id or action.action_id)]
-        names += [b.key for b in action.budgets]
-        encoded.append(
-            {
-                "ledger": [x for kv in action.ledger.items() for x in kv],
-                "action_id": action.action_id,
-                "job_id": action.job_id,
-                "job": action.job.decode(),
-                "score": action.score_ms,
-                "record": _argv(records, offset, action.record),
-                "skip": encode_record(action.skip_record) if action.budgets else "",  # read only when one is spent
-                "budget": [[b.limit, b.ttl_ms, b.reason] for b in action.budgets],
-            }
-        )
-    return names, encoded
-
-
-def _encode_audit(audit: Sequence[Mapping[str, Any] | ActionSlot], records: list[bytes], offset: int) -> list[Any]:
-    return [{"a": r.index + 1} if isinstance(r, ActionSlot) else _argv(records, offset, r) for r in audit]

@@ -1,23 +1,30 @@
-"""The stored format of compressed values: its preset dictionaries never change, and what was written reads back.
+"""The stored formats of compressed values: their dictionaries never change, and what was written reads back.
 
-A compressed record or event can only be inflated with the dictionary it was deflated with, so a dictionary edited in
-place would make every value already in Redis unreadable. These tests pin each dictionary by its digest and pin
-values written by the first version of the format.
+A compressed record or event can only be read with the dictionary it was written with, so a dictionary edited in
+place would make every value already in Redis unreadable. These tests pin each dictionary by its digest, pin values
+written by each format (zlib, the first; zstd, the second), and round-trip what chainer writes for deliveries of
+every provider (the samples the zstd dictionaries were trained on, scripts/train_dictionaries.py) in both.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from chainer.store import codec
 
 DICTIONARIES = Path(codec.__file__).parent / "dictionaries"
+ROOT = Path(__file__).resolve().parents[2]
 PINNED = {
     "records-1.dict": "f0f0a6c005ed85f1d24d72ddfc9f96df49677ef0d594d6e33aba34c2e8c76d3b",
     "events-1.dict": "c01db58504deeebff797ce0004e12d00d025526158852fa5eb9e79d62bcaa4d1",
+    "records-2.zdict": "80debd8956334b91c6de6f2c643b0ecf473248ea7bcee238499e497f5283904d",
+    "events-2.zdict": "820059fe33cfb1c277ee624e396cd71d1c7170faa49d4e6668303743d76db617",
 }
 
 
@@ -29,7 +36,7 @@ def test_a_dictionary_is_never_changed_in_place(name: str) -> None:
 
 
 def test_every_dictionary_file_is_pinned() -> None:
-    assert sorted(p.name for p in DICTIONARIES.iterdir() if p.suffix == ".dict") == sorted(PINNED)
+    assert sorted(p.name for p in DICTIONARIES.iterdir() if p.suffix in (".dict", ".zdict")) == sorted(PINNED)
 
 
 def test_a_record_written_by_the_first_format_reads_back() -> None:
@@ -42,13 +49,57 @@ def test_event_fields_written_by_the_first_format_read_back() -> None:
     assert codec.unpack_fields(stored) == {"event": '{"provider":"x"}', "payload": '{"a":1}'}
 
 
+def test_a_record_written_by_the_zstd_format_reads_back() -> None:
+    stored = bytes.fromhex("032045c50000286162223a2205fc0e1000a922ed3c69d985c0303a3b9902")
+    assert codec.unpack_record(stored) == {"type": "rule.matched", "event_id": "evt_abc", "rule": "api", "actions": 1}
+
+
+def test_event_fields_written_by_the_zstd_format_read_back() -> None:
+    stored = bytes.fromhex("04202a050100b0313678227d7061796c6f61640a370a7b2261223a317d02cc9564664984ac29")
+    assert codec.unpack_fields(stored) == {"event": '{"provider":"x"}', "payload": '{"a":1}'}
+
+
+def test_zstd_is_what_is_written_unless_settings_say_otherwise() -> None:
+    assert list(codec.PACKERS) == ["zstd", "zlib"] and codec.pack_record == codec.ZSTD.pack_record
+    assert codec.pack_record({"type": "x"})[:1] == codec.RECORD_ZSTD_MARK
+    assert codec.ZLIB.pack_record({"type": "x"})[:1] == codec.RECORD_MARK
+
+
+@pytest.mark.parametrize("packer", [codec.ZSTD, codec.ZLIB], ids=lambda p: p.name)
 @pytest.mark.parametrize("size", [0, 100, 5_000, 20_000, 70_000])
-def test_fields_of_every_size_round_trip_through_their_compressor(size: int) -> None:
+def test_fields_of_every_size_round_trip_through_their_compressor(packer: codec.Packer, size: int) -> None:
     text = "".join(chr(0x20 + (i * 7919) % 0x5F) for i in range(size)) + "\ud800é"
     fields = {"payload": text, "event": "{}"}
-    packed = codec.pack_fields(fields)
-    assert packed.startswith(codec.EVENT_MARK)
+    packed = packer.pack_fields(fields)
+    assert packed[:1] == (codec.EVENT_ZSTD_MARK if packer is codec.ZSTD else codec.EVENT_MARK)
     assert codec.unpack_fields(packed) == fields
+
+
+def _training_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("train_dictionaries", ROOT / "scripts" / "train_dictionaries.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_what_chainer_writes_for_every_provider_round_trips_in_both_formats_and_zstd_is_smaller() -> None:
+    """The training script's samples (other deliveries than it trains on): accept and worker records and stored
+    event fields for Codeship, CircleCI, GitHub and Buildkite deliveries."""
+    records, events = _training_script().samples(seed=11, count=120)
+    decoded = [json.loads(r) for r in records]
+    assert {r["provider"] for r in decoded if "provider" in r} == {"codeship", "circleci", "github", "buildkite"}
+    assert {"webhook.received", "rule.not_matched", "action.queued", "attempt.succeeded"} <= {
+        r["type"] for r in decoded
+    }
+    sizes: dict[str, int] = {}
+    for packer in (codec.ZSTD, codec.ZLIB):
+        packed_records = [packer.pack_json(r) for r in records]
+        packed_events = [packer.pack_joined(e) for e in events]
+        assert [codec.inflate(p) for p in packed_records] == records
+        assert [codec.inflate(p) for p in packed_events] == events
+        sizes[packer.name] = sum(map(len, packed_records + packed_events))
+    assert sizes["zstd"] < sizes["zlib"], sizes
 
 
 def test_json_text_written_before_compression_reads_as_it_is() -> None:

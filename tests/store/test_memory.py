@@ -21,7 +21,7 @@ from chainer.app import create_app
 from chainer.providers import Downstream
 from chainer.settings import Secret
 from chainer.store import AUDIT_KEY, Store, event_audit_key, event_key, keys
-from chainer.store.codec import EVENT_MARK, RECORD_MARK
+from chainer.store.codec import EVENT_ZSTD_MARK, RECORD_ZSTD_MARK
 from chainer.store.connections import connect_arq
 from chainer.worker import create_worker
 from tests import payloads
@@ -85,7 +85,7 @@ async def test_bytes_per_retained_event_stay_small(client: httpx.AsyncClient, re
     ids = _trail_ids((await redis.get(event_audit_key(event_id))).decode())
     assert len(ids) == 3
     entries = [(await redis.xrange(AUDIT_KEY, i, i))[0] for i in ids]
-    assert all(fields[b"r"].startswith(RECORD_MARK) for _, fields in entries)
+    assert all(fields[b"r"].startswith(RECORD_ZSTD_MARK) for _, fields in entries)
     view = (await client.get(f"/events/{event_id}", headers=AUTH)).json()
     assert [r["id"] for r in view["audit"]] == [i.decode() for i in ids]
     assert [r["type"] for r in view["audit"]] == ["webhook.received", "rule.matched", "action.queued"]
@@ -119,7 +119,7 @@ async def test_payload_is_stored_compressed_and_read_back_exactly(client: httpx.
     event_id = answer.json()["event_id"]
     stored = await redis.hgetall(event_key(event_id))
     assert set(stored) == {b"z", b"actions"}  # no plain copy of the payload
-    assert stored[b"z"].startswith(EVENT_MARK) and len(stored[b"z"]) < len(body) / 4, len(stored[b"z"])
+    assert stored[b"z"].startswith(EVENT_ZSTD_MARK) and len(stored[b"z"]) < len(body) / 4, len(stored[b"z"])
     view = await client.get(f"/events/{event_id}", headers=AUTH)
     assert view.status_code == 200, view.text
     raw = view.json()["event"]["raw"]

@@ -60,18 +60,23 @@ def _pip(*args: str) -> None:
 
 
 def test_the_wheel_ships_the_scripts_and_the_installed_package_loads_them(tmp_path: Path) -> None:
-    """``pip install .`` gets every .lua file, and the loader reads them from the installed package."""
+    """``pip install .`` gets every .lua file and compression dictionary, and the installed package reads them."""
     wheels = tmp_path / "wheels"
     _pip("wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO))
     (wheel,) = wheels.glob("chainer-*.whl")
     shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("chainer/store/scripts/")}
     assert shipped == {f"chainer/store/scripts/{p.name}" for p in SCRIPTS_DIR.glob("*.lua")}
+    dictionaries = SCRIPTS_DIR.parent / "dictionaries"
+    shipped = {n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("chainer/store/dictionaries/")}
+    assert shipped == {f"chainer/store/dictionaries/{p.name}" for p in dictionaries.glob("*.*dict")} and shipped
 
     target = tmp_path / "site"
     _pip("install", "--no-deps", "--target", str(target), str(wheel))
     check = (
         "import chainer.store.lua as lua, pathlib, sys\n"
         "assert pathlib.Path(lua.__file__).is_relative_to(sys.argv[1]), lua.__file__\n"
+        "from chainer.store import codec\n"
+        "assert all(codec.unpack_record(p.pack_record({'a': 1})) == {'a': 1} for p in codec.PACKERS.values())\n"
         "print(sum(len(lua.source(n)) for n in lua.SCRIPTS))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}

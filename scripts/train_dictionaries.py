@@ -1,0 +1,200 @@
+"""Train the zstd dictionaries of chainer's stored format from chainer's own records and events.
+
+    .venv/bin/python scripts/train_dictionaries.py            # write chainer/store/dictionaries/*-2.zdict
+    .venv/bin/python scripts/train_dictionaries.py --compare  # sizes and times of each format, on other samples
+
+A stored value can only be read with the dictionary it was written with: the dictionaries are part of the stored
+format, pinned by digest in tests/store/test_codec.py, and never retrained in place. To change one, write it under a
+new name with a new marker byte in chainer/store/codec.py and keep the old one readable.
+
+The samples are what chainer itself writes for webhook deliveries of all four providers, built by the test suite's
+delivery builders (tests/payloads.py, tests/providers/github/support.py) with projects, branches, statuses and ids
+drawn from a seeded random generator, parsed as chainer parses them, matched against the example rules.yaml and
+planned as an accept plans them: the accept's audit records and stored event fields, and the worker's records for
+the queued actions (attempts, retries, dead letters). ``--compare`` measures on samples from another seed, so the
+figures are not those of the training set itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import zstandard  # noqa: E402
+
+from chainer import fastjson  # noqa: E402
+from chainer.audit import action_dead, attempt_failed, attempt_started, attempt_succeeded, retry_scheduled  # noqa: E402
+from chainer.errors import DownstreamError  # noqa: E402
+from chainer.events import BuildEvent  # noqa: E402
+from chainer.explain import parse_any  # noqa: E402
+from chainer.plan import plan_accept  # noqa: E402
+from chainer.providers import catalogue  # noqa: E402
+from chainer.rules.validate import parse_rules  # noqa: E402
+from chainer.store import codec  # noqa: E402
+from chainer.store.core import _PLAIN_EVENT_FIELDS  # noqa: E402
+from tests import payloads  # noqa: E402
+from tests.providers.github import support as github  # noqa: E402
+
+RECORDS_SIZE = 8192
+EVENTS_SIZE = 8192
+# COVER's segment and d-mer sizes, fixed so training is one deterministic pass (no parameter search, one thread).
+COVER = {"k": 200, "d": 8, "steps": 0, "threads": 0}
+RECORDS_ID = 0x43480201  # "CH", format 2, records
+EVENTS_ID = 0x43480202
+TRAIN_SEED = 20_261_203
+COMPARE_SEED = 7
+SAMPLES = 2_500  # deliveries; each gives one stored event and three to a dozen records
+
+_PROJECTS = ["acme/lib", "acme/web", "acme/web-admin", "acme/api", "acme/smoke-tests", "tools/release", "x/y"]
+_BRANCHES = ["main", "develop", "release/2.4", "hotfix-12", "experiment/new-ui", "dependabot/npm/left-pad-2.0.1"]
+_ERRORS = [
+    (503, "503 Service Unavailable: upstream is down"),
+    (429, "429 Too Many Requests: rate limit exceeded"),
+    (None, "connection refused"),
+    (None, "timed out after 30.0 s"),
+    (404, "404 Not Found: no such project"),
+    (401, '401 Unauthorized: {"message":"Bad credentials"}'),
+]
+
+
+def _hex(rnd: random.Random, n: int) -> str:
+    return "".join(rnd.choice("0123456789abcdef") for _ in range(n))
+
+
+def _uuid(rnd: random.Random) -> str:
+    h = _hex(rnd, 32)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _delivery(rnd: random.Random, i: int) -> tuple[str, dict[str, Any]]:
+    """One webhook body of a provider taken in turn, with drawn projects, branches, statuses and ids."""
+    project, branch, commit = rnd.choice(_PROJECTS), rnd.choice(_BRANCHES), _hex(rnd, 40)
+    org, repo = project.split("/")
+    provider = ("codeship", "circleci", "github", "buildkite")[i % 4]
+    if provider == "codeship":
+        status = rnd.choice(["success", "error", "testing", "stopped", "infrastructure_failure", "waiting"])
+        build = rnd.randrange(10**6, 10**8)
+        return provider, payloads.codeship(
+            status, build_id=build, project=project, branch=branch, commit=commit, project_id=rnd.randrange(10**5)
+        )
+    if provider == "circleci":
+        status = rnd.choice(["success", "failed", "error", "canceled", "unauthorized"])
+        return provider, payloads.circleci_workflow(
+            status, delivery=_uuid(rnd), workflow_id=_uuid(rnd), org=org, repo=repo, branch=branch, commit=commit
+        )
+    if provider == "github":
+        conclusion = rnd.choice(["success", "failure", "cancelled", "timed_out", "startup_failure"])
+        body = github.workflow_run(conclusion, run_id=rnd.randrange(10**9, 10**11), repo=project, branch=branch)
+        body["workflow_run"]["head_sha"] = commit
+        return provider, body
+    state = rnd.choice(["passed", "failed", "canceled", "running", "blocked"])
+    return provider, payloads.buildkite_build(
+        "build.finished" if state != "running" else "build.running",
+        state,
+        build_id=_uuid(rnd),
+        number=rnd.randrange(1, 10**5),
+        org=org,
+        pipeline=repo,
+        branch=branch,
+        commit=commit,
+    )
+
+
+def _worker_records(rnd: random.Random, context: dict[str, Any]) -> list[dict[str, Any]]:
+    """What a worker writes about one action: attempts, and a retry or a dead letter now and then."""
+    records = [attempt_started(context, 1)]
+    if rnd.random() < 0.2:
+        status, message = rnd.choice(_ERRORS)
+        exc = DownstreamError(message, status=status, retry_after=rnd.choice([None, 30.0]))
+        records.append(attempt_failed(context, 1, exc, rnd.choice(["transient", "permanent"])))
+        if rnd.random() < 0.5:
+            records.append(retry_scheduled(context, 2, rnd.uniform(1, 120), rnd.choice([None, "Retry-After"])))
+            records.append(attempt_started(context, 2))
+        else:
+            records.append(action_dead(context, "permanent", message, status))
+            return records
+    downstream = rnd.choice([_uuid(rnd), str(rnd.randrange(10**9)), None])
+    detail = rnd.choice([{"build_uuid": downstream}, {"pipeline_id": downstream, "number": rnd.randrange(10**4)}, {}])
+    status = rnd.choice([200, 201, 202, 204])
+    records.append(attempt_succeeded(context, records[-1]["attempt"], status, downstream, detail))
+    return records
+
+
+def samples(seed: int, count: int = SAMPLES) -> tuple[list[bytes], list[bytes]]:
+    """(records, event fields) as chainer stores them before compression, for ``count`` deliveries."""
+    rnd = random.Random(seed)
+    rules = parse_rules((ROOT / "rules.yaml").read_text(), catalogue=catalogue())
+    records: list[bytes] = []
+    events: list[bytes] = []
+    for i in range(count):
+        provider, body = _delivery(rnd, i)
+        event = parse_any(provider, {}, json.dumps(body).encode())
+        if not isinstance(event, BuildEvent):
+            continue
+        at_ms = 1_795_000_000_000 + i * rnd.randrange(1, 60_000)
+        plan = plan_accept(event, rules.evaluate(event), rules.version, at_ms, rules.limits)
+        audit = [r for r in plan.audit if isinstance(r, dict)] + [a.record for a in plan.actions]
+        for action in plan.actions:
+            context = {k: action.record.get(k) for k in ("event_id", "rule", "action_id", "action", "project")}
+            context |= {k: action.record.get(k) for k in ("branch", "commit", "rules_version")}
+            audit += _worker_records(rnd, context)
+        records += [fastjson.dumps({k: v for k, v in r.items() if v is not None}) for r in audit]
+        fields = {k: v for k, v in plan.event_fields.items() if k not in _PLAIN_EVENT_FIELDS}
+        events.append(codec.join_fields(fields))
+    return records, events
+
+
+def train(records: list[bytes], events: list[bytes]) -> tuple[bytes, bytes]:
+    """The two dictionaries' bytes, the same for the same samples."""
+    trained = []
+    for size, dict_id, data in ((RECORDS_SIZE, RECORDS_ID, records), (EVENTS_SIZE, EVENTS_ID, events)):
+        trained.append(zstandard.train_dictionary(size, data, dict_id=dict_id, **COVER).as_bytes())
+    return trained[0], trained[1]
+
+
+def _measure(name: str, pack: Callable[[bytes], bytes], data: list[bytes]) -> None:
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        out = [pack(d) for d in data]
+        best = min(best, time.perf_counter() - start)
+    print(f"{name:28s} {1e6 * best / len(data):6.2f} µs  {sum(map(len, out)) / len(out):7.1f} B on average")
+
+
+def compare() -> None:
+    records, events = samples(COMPARE_SEED, 1_000)
+    raw = sum(map(len, records)) / len(records), sum(map(len, events)) / len(events)
+    print(f"{len(records)} records ({raw[0]:.0f} B of JSON), {len(events)} events ({raw[1]:.0f} B of fields)")
+    for name, packer in (("zlib", codec.ZLIB), ("zstd", codec.ZSTD)):
+        _measure(f"{name} records", lambda d, p=packer: p.pack_json(d), records)
+        _measure(f"{name} event fields", lambda d, p=packer: p.pack_joined(d), events)
+    if any(codec.inflate(codec.ZSTD.pack_json(r)) != r for r in records):
+        raise SystemExit("a record did not read back as it was written")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--compare", action="store_true", help="measure the formats instead of training")
+    parser.add_argument("--out", type=Path, default=ROOT / "chainer" / "store" / "dictionaries")
+    args = parser.parse_args()
+    if args.compare:
+        compare()
+        return
+    records_dict, events_dict = train(*samples(TRAIN_SEED))
+    for name, data in (("records-2.zdict", records_dict), ("events-2.zdict", events_dict)):
+        (args.out / name).write_bytes(data)
+        print(f"{args.out / name}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
+
+
+if __name__ == "__main__":
+    main()
