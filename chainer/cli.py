@@ -147,7 +147,7 @@ def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path)
 
     from chainer.providers import catalogue
     from chainer.rules import load_rules
-    from chainer.sandbox import SandboxState, example_events, seed_sandbox
+    from chainer.sandbox import SandboxState, example_events, sandbox_settings, seed_sandbox
     from chainer.settings import Secret
 
     state = SandboxState()
@@ -161,29 +161,14 @@ def _sandboxed(settings: Settings, host: str, sandbox_port: int, examples: Path)
         err=True,
     )
     base = f"http://{host}:{sandbox_port}"
-    changes: dict[str, Any] = {
-        "github_url": base,  # with the sandbox's token: App credentials are set aside for the run
-        "github_token": Secret(state.github.token),
-        "github_app_id": None,
-        "github_app_private_key": None,
-        "circleci_url": base,
-        "circleci_token": Secret(state.circleci_token),
-        "codeship_url": base,
-        "codeship_v1_url": base,
-        "codeship_user": state.codeship_user,
-        "codeship_password": Secret(state.codeship_password),
-        "codeship_org": None,
-        "codeship_api_key": Secret(state.codeship_api_key),
-        "buildkite_url": base,
-        "buildkite_token": Secret(state.buildkite_token),
-    }
+    changes: dict[str, Any] = {}
     for name in ("hook_token", "admin_token"):
         if getattr(settings, name) is None:
             token = secrets.token_hex(12)
             changes[name] = Secret(token)
             click.echo(f"chainer: sandbox mode: CHAINER_{name.upper()} for this run is {token}", err=True)
     click.echo(f"chainer: sandbox mode: provider APIs are emulated at {base} (requests at {base}/_sandbox/)", err=True)
-    return dataclasses.replace(settings, **changes), state
+    return dataclasses.replace(sandbox_settings(settings, state, base), **changes), state
 
 
 @main.command()

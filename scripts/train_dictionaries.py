@@ -10,15 +10,18 @@ new name with a new marker byte in chainer/store/codec.py and keep the old one r
 The samples are what chainer itself writes for webhook deliveries of all four providers, built by the test suite's
 delivery builders (tests/payloads.py, tests/providers/github/support.py) with projects, branches, statuses and ids
 drawn from a seeded random generator, parsed as chainer parses them, matched against the example rules.yaml and
-planned as an accept plans them: the accept's audit records and stored event fields, and the worker's records for
-the queued actions (attempts, retries, dead letters). ``--compare`` measures on samples from another seed, so the
-figures are not those of the training set itself.
+planned as an accept plans them: the accept's audit records and stored event fields; and the worker's records for
+the queued actions, each called by chainer's own provider client against the sandbox's emulation of its API
+(chainer/sandbox), with transient failures and retries drawn now and then. ``--compare`` measures on samples
+from another seed, so the figures are not those of the training set itself.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
+import itertools
 import json
 import random
 import sys
@@ -30,18 +33,22 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import httpx  # noqa: E402
 import zstandard  # noqa: E402
 
 from chainer import fastjson  # noqa: E402
 from chainer.audit import action_dead, attempt_failed, attempt_started, attempt_succeeded, retry_scheduled  # noqa: E402
-from chainer.errors import DownstreamError  # noqa: E402
+from chainer.errors import DownstreamError, PermanentDownstreamError, TransientDownstreamError  # noqa: E402
 from chainer.events import BuildEvent  # noqa: E402
 from chainer.explain import parse_any  # noqa: E402
 from chainer.plan import plan_accept  # noqa: E402
-from chainer.providers import catalogue  # noqa: E402
+from chainer.providers import Downstream, catalogue  # noqa: E402
 from chainer.rules.validate import parse_rules  # noqa: E402
+from chainer.sandbox import SandboxState, create_sandbox_app, sandbox_settings, seed_sandbox  # noqa: E402
+from chainer.settings import Settings  # noqa: E402
 from chainer.store import codec  # noqa: E402
 from chainer.store.core import _PLAIN_EVENT_FIELDS  # noqa: E402
+from chainer.store.plans import QueuedAction  # noqa: E402
 from tests import payloads  # noqa: E402
 from tests.providers.github import support as github  # noqa: E402
 
@@ -55,6 +62,41 @@ TRAIN_SEED = 20_261_203
 COMPARE_SEED = 7
 SAMPLES = 2_500  # deliveries; each gives one stored event and three to a dozen records
 
+# Rules beyond the example rules.yaml, so that every action of every provider is called often enough: the example
+# has no Buildkite action and no repository_dispatch, and most of its other rules need projects or workflows the
+# drawn deliveries rarely name.
+_MORE_RULES = """
+  - name: train-buildkite-deploy
+    when: {provider: [codeship, github], status: success}
+    then:
+      - buildkite.create_build:
+          {pipeline: acme/deploy, message: "after {{ event.project }}", env: {SHA: "{{ event.commit }}"}}
+  - name: train-buildkite-rebuild
+    when: {provider: buildkite, status: failed}
+    then:
+      - buildkite.rebuild: {}
+  - name: train-github-dispatch
+    when: {provider: [circleci, buildkite], status: success}
+    then:
+      - github.repository_dispatch:
+          {repo: acme/docs-site, event_type: upstream-green, client_payload: {sha: "{{ event.commit }}"}}
+      - github.dispatch_workflow:
+          {repo: acme/docs-site, workflow: deploy.yml, inputs: {upstream_sha: "{{ event.commit }}"}}
+  - name: train-github-rerun
+    when: {provider: github, status: failed}
+    then:
+      - github.rerun_workflow_run: {}
+  - name: train-circleci-pipeline
+    when: {provider: [github, buildkite, codeship], status: success}
+    then:
+      - circleci.trigger_pipeline:
+          {project: gh/acme/api, branch: "{{ event.branch }}", parameters: {upstream_sha: "{{ event.commit }}"}}
+  - name: train-circleci-v1
+    when: {provider: [codeship, github], status: [failed, error]}
+    then:
+      - circleci.v1_trigger_build: {project: github/acme/packaging, branch: main, revision: "{{ event.commit }}"}
+      - codeship.v1_restart_build: {}
+"""
 _PROJECTS = ["acme/lib", "acme/web", "acme/web-admin", "acme/api", "acme/smoke-tests", "tools/release", "x/y"]
 _BRANCHES = ["main", "develop", "release/2.4", "hotfix-12", "experiment/new-ui", "dependabot/npm/left-pad-2.0.1"]
 _ERRORS = [
@@ -94,8 +136,13 @@ def _delivery(rnd: random.Random, i: int) -> tuple[str, dict[str, Any]]:
         )
     if provider == "github":
         conclusion = rnd.choice(["success", "failure", "cancelled", "timed_out", "startup_failure"])
-        body = github.workflow_run(conclusion, run_id=rnd.randrange(10**9, 10**11), repo=project, branch=branch)
-        body["workflow_run"]["head_sha"] = commit
+        number = _PROJECTS.index(project)  # each repository has ids of its own, its workflow too
+        workflow = {"id": 200_000 + number, "name": "CI", "path": ".github/workflows/ci.yml", "state": "active"}
+        run_id = rnd.randrange(10**9, 10**11)
+        body = github.workflow_run(
+            conclusion, run_id=run_id, repo=project, repo_id=10**8 + number, branch=branch, workflow=workflow
+        )
+        body["workflow_run"] |= {"head_sha": commit, "workflow_id": workflow["id"]}
         return provider, body
     state = rnd.choice(["passed", "failed", "canceled", "running", "blocked"])
     return provider, payloads.buildkite_build(
@@ -110,48 +157,72 @@ def _delivery(rnd: random.Random, i: int) -> tuple[str, dict[str, Any]]:
     )
 
 
-def _worker_records(rnd: random.Random, context: dict[str, Any]) -> list[dict[str, Any]]:
-    """What a worker writes about one action: attempts, and a retry or a dead letter now and then."""
+async def _worker_records(
+    rnd: random.Random, downstream: Downstream, action: QueuedAction, event: BuildEvent
+) -> list[dict[str, Any]]:
+    """What a worker writes about one action, its call made by chainer's own provider client against the sandbox's
+    emulated API: the attempt and its result (the API's answer as the client records it, or the error it raised),
+    with a transient failure and its retry first now and then."""
+    context = {k: action.record.get(k) for k in ("event_id", "rule", "action_id", "action", "project", "branch")}
+    context |= {k: action.record.get(k) for k in ("commit", "rules_version")}
     records = [attempt_started(context, 1)]
     if rnd.random() < 0.2:
         status, message = rnd.choice(_ERRORS)
-        exc = DownstreamError(message, status=status, retry_after=rnd.choice([None, 30.0]))
-        records.append(attempt_failed(context, 1, exc, rnd.choice(["transient", "permanent"])))
-        if rnd.random() < 0.5:
-            records.append(retry_scheduled(context, 2, rnd.uniform(1, 120), rnd.choice([None, "Retry-After"])))
-            records.append(attempt_started(context, 2))
-        else:
-            records.append(action_dead(context, "permanent", message, status))
-            return records
-    downstream = rnd.choice([_uuid(rnd), str(rnd.randrange(10**9)), None])
-    detail = rnd.choice([{"build_uuid": downstream}, {"pipeline_id": downstream, "number": rnd.randrange(10**4)}, {}])
-    status = rnd.choice([200, 201, 202, 204])
-    records.append(attempt_succeeded(context, records[-1]["attempt"], status, downstream, detail))
+        exc: DownstreamError = TransientDownstreamError(message, status=status, retry_after=rnd.choice([None, 30.0]))
+        records.append(attempt_failed(context, 1, exc, "transient"))
+        records.append(retry_scheduled(context, 2, rnd.uniform(1, 120), rnd.choice([None, message])))
+        records.append(attempt_started(context, 2))
+    attempt = records[-1]["attempt"]
+    params = fastjson.loads(action.ledger["params"])
+    try:
+        result = await downstream.execute(str(action.record["action"]), params, event)
+    except TransientDownstreamError as exc:
+        records.append(attempt_failed(context, attempt, exc, "transient"))
+        records.append(retry_scheduled(context, attempt + 1, rnd.uniform(1, 120)))
+        return records
+    except DownstreamError as exc:
+        reason = "permanent" if isinstance(exc, PermanentDownstreamError) else "ambiguous"
+        records.append(attempt_failed(context, attempt, exc, reason))
+        records.append(action_dead(context, reason, exc.message, exc.status))
+        return records
+    records.append(attempt_succeeded(context, attempt, result.status, result.downstream_id, result.detail))
     return records
+
+
+async def _samples(seed: int, count: int) -> tuple[list[bytes], list[bytes]]:
+    rnd = random.Random(seed)
+    rules = parse_rules((ROOT / "rules.yaml").read_text() + _MORE_RULES, catalogue=catalogue())
+    # A clock of its own (the same samples on every run) and no Codeship rate limit (the samples are not about it).
+    ticks = itertools.count()
+    state = SandboxState(codeship_rate_limit=10**9, clock=lambda: 1_795_000_000.0 + next(ticks) * 0.37)
+    base = "http://sandbox.test"
+    cfg = sandbox_settings(Settings(), state, base)
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=create_sandbox_app(state)), base_url=base)
+    downstream = Downstream(cfg, http)
+    records: list[bytes] = []
+    events: list[bytes] = []
+    async with http:
+        for i in range(count):
+            provider, body = _delivery(rnd, i)
+            event = parse_any(provider, {}, json.dumps(body).encode())
+            if not isinstance(event, BuildEvent):
+                continue
+            seed_sandbox(state, rules, [event])
+            at_ms = 1_795_000_000_000 + i * rnd.randrange(1, 60_000)
+            plan = plan_accept(event, rules.evaluate(event), rules.version, at_ms, rules.limits)
+            audit = [r for r in plan.audit if isinstance(r, dict)] + [a.record for a in plan.actions]
+            for action in plan.actions:
+                if action.job_id:  # queued, not skipped
+                    audit += await _worker_records(rnd, downstream, action, event)
+            records += [fastjson.dumps({k: v for k, v in r.items() if v is not None}) for r in audit]
+            fields = {k: v for k, v in plan.event_fields.items() if k not in _PLAIN_EVENT_FIELDS}
+            events.append(codec.join_fields(fields))
+    return records, events
 
 
 def samples(seed: int, count: int = SAMPLES) -> tuple[list[bytes], list[bytes]]:
     """(records, event fields) as chainer stores them before compression, for ``count`` deliveries."""
-    rnd = random.Random(seed)
-    rules = parse_rules((ROOT / "rules.yaml").read_text(), catalogue=catalogue())
-    records: list[bytes] = []
-    events: list[bytes] = []
-    for i in range(count):
-        provider, body = _delivery(rnd, i)
-        event = parse_any(provider, {}, json.dumps(body).encode())
-        if not isinstance(event, BuildEvent):
-            continue
-        at_ms = 1_795_000_000_000 + i * rnd.randrange(1, 60_000)
-        plan = plan_accept(event, rules.evaluate(event), rules.version, at_ms, rules.limits)
-        audit = [r for r in plan.audit if isinstance(r, dict)] + [a.record for a in plan.actions]
-        for action in plan.actions:
-            context = {k: action.record.get(k) for k in ("event_id", "rule", "action_id", "action", "project")}
-            context |= {k: action.record.get(k) for k in ("branch", "commit", "rules_version")}
-            audit += _worker_records(rnd, context)
-        records += [fastjson.dumps({k: v for k, v in r.items() if v is not None}) for r in audit]
-        fields = {k: v for k, v in plan.event_fields.items() if k not in _PLAIN_EVENT_FIELDS}
-        events.append(codec.join_fields(fields))
-    return records, events
+    return asyncio.run(_samples(seed, count))
 
 
 def train(records: list[bytes], events: list[bytes]) -> tuple[bytes, bytes]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from chainer.sandbox.app import SignalFreeServer, create_sandbox_app, serve_sandbox
 from chainer.sandbox.models import RecordedRequest
-from chainer.sandbox.seed import example_events, seed_sandbox
+from chainer.sandbox.seed import example_events, sandbox_settings, seed_sandbox
 from chainer.sandbox.state import SandboxState
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "SignalFreeServer",
     "create_sandbox_app",
     "example_events",
+    "sandbox_settings",
     "seed_sandbox",
     "serve_sandbox",
 ]

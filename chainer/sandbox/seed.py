@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +16,7 @@ from chainer.providers.circleci.facts import normalize_vcs
 from chainer.providers.payload import decode_json_object
 from chainer.rules import RuleSet
 from chainer.sandbox.state import SandboxState
+from chainer.settings import Secret, Settings
 
 _V2_STATUS = {"error": "failed"}  # Codeship webhooks say error where API v2 says failed (providers.md §3.3)
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.IGNORECASE)
@@ -50,6 +52,28 @@ def _provider_of(data: dict[str, Any]) -> str:
     if isinstance(data.get("workflow_run"), dict) or isinstance(data.get("workflow_job"), dict):
         return "github"
     return "codeship" if "build" in data else "circleci"
+
+
+def sandbox_settings(settings: Settings, state: SandboxState, base: str) -> Settings:
+    """``settings`` with every provider's API at the sandbox served at ``base``, with the sandbox's credentials (GitHub
+    App credentials are set aside: the sandbox's token stands in for them)."""
+    return dataclasses.replace(
+        settings,
+        github_url=base,
+        github_token=Secret(state.github.token),
+        github_app_id=None,
+        github_app_private_key=None,
+        circleci_url=base,
+        circleci_token=Secret(state.circleci_token),
+        codeship_url=base,
+        codeship_v1_url=base,
+        codeship_user=state.codeship_user,
+        codeship_password=Secret(state.codeship_password),
+        codeship_org=None,
+        codeship_api_key=Secret(state.codeship_api_key),
+        buildkite_url=base,
+        buildkite_token=Secret(state.buildkite_token),
+    )
 
 
 def seed_sandbox(state: SandboxState, ruleset: RuleSet, events: Iterable[BuildEvent] = ()) -> list[str]:

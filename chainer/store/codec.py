@@ -80,20 +80,27 @@ def _inflater(wbits: int, zdict: bytes) -> Callable[[bytes], bytes]:
     return lambda data: zlib.decompressobj(wbits, zdict=zdict).decompress(data)
 
 
-# zstd: level 3; frames without the magic number, checksum or dictionary id (the marker byte names the dictionary,
-# and Redis keeps what it was given), with the content size, so a reader allocates once. A compression context is
-# not safe for two threads at once, so each thread has its own.
-_ZSTD_PARAMS = zstandard.ZstdCompressionParameters.from_level(
-    3, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_content_size=1, write_checksum=0, write_dict_id=0
-)
-for _zdict in (_RECORD_ZDICT, _EVENT_ZDICT):
-    _zdict.precompute_compress(compression_params=_ZSTD_PARAMS)
+# zstd: frames without the magic number, checksum or dictionary id (the marker byte names the dictionary, and Redis
+# keeps what it was given), with the content size, so a reader allocates once. Records at level 5: they are kept for
+# the whole retention, five or so per event, and level 5 makes them 10 % smaller than level 3 for 0.6 µs more each
+# (84 B in 2.4 µs); event fields at level 3 (259 B in 3.1 µs; level 5 takes 5.6 µs). A compression context is not
+# safe for two threads at once, so each thread has its own.
+def _zstd_params(level: int) -> zstandard.ZstdCompressionParameters:
+    return zstandard.ZstdCompressionParameters.from_level(
+        level, format=zstandard.FORMAT_ZSTD1_MAGICLESS, write_content_size=1, write_checksum=0, write_dict_id=0
+    )
+
+
+_RECORD_ZSTD_PARAMS = _zstd_params(5)
+_EVENT_ZSTD_PARAMS = _zstd_params(3)
+_RECORD_ZDICT.precompute_compress(compression_params=_RECORD_ZSTD_PARAMS)
+_EVENT_ZDICT.precompute_compress(compression_params=_EVENT_ZSTD_PARAMS)
 
 
 class _ZstdContexts(threading.local):
     def __init__(self) -> None:
-        self.record = zstandard.ZstdCompressor(dict_data=_RECORD_ZDICT, compression_params=_ZSTD_PARAMS)
-        self.event = zstandard.ZstdCompressor(dict_data=_EVENT_ZDICT, compression_params=_ZSTD_PARAMS)
+        self.record = zstandard.ZstdCompressor(dict_data=_RECORD_ZDICT, compression_params=_RECORD_ZSTD_PARAMS)
+        self.event = zstandard.ZstdCompressor(dict_data=_EVENT_ZDICT, compression_params=_EVENT_ZSTD_PARAMS)
         magicless = zstandard.FORMAT_ZSTD1_MAGICLESS
         self.readers = {
             RECORD_ZSTD_MARK[0]: zstandard.ZstdDecompressor(dict_data=_RECORD_ZDICT, format=magicless),
