@@ -32,6 +32,7 @@ RECORD_TYPES = (
     "action.skipped",
     "rules.reloaded",
     "rules.refused",
+    "record.unreadable",  # not written: how a reader shows a stored record that cannot be read back (store.codec)
 )
 
 

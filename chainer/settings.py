@@ -11,7 +11,6 @@ from typing import TypedDict
 from urllib.parse import urlsplit
 
 from chainer.errors import ConfigError
-from chainer.store.codec import PACKERS
 
 
 class Secret:
@@ -170,6 +169,11 @@ def _whole(environ: Mapping[str, str], name: str, default: int, minimum: int) ->
     return int(number)
 
 
+# The formats the store writes (chainer.store.codec.PACKERS, the default first), named here so that reading settings
+# does not import the store.
+STORE_COMPRESSIONS = ("zstd", "zlib")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a chainer process reads from its environment."""
@@ -233,6 +237,11 @@ class Settings:
     # is read. "zlib" only while a rolling upgrade still runs processes of a build that reads nothing else.
     store_compression: str = "zstd"
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.store_compression not in STORE_COMPRESSIONS:  # settings built in code, not read by from_env
+            choices = ", ".join(STORE_COMPRESSIONS)
+            raise ConfigError(f"store_compression: {self.store_compression!r} is not one of {choices}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -301,7 +310,7 @@ class Settings:
             buildkite_token=_secret(environ, "CHAINER_BUILDKITE_TOKEN"),
             buildkite_url=_url(environ, "CHAINER_BUILDKITE_URL", "https://api.buildkite.com", ("https", "http")),
             dry_run=_bool(environ, "CHAINER_DRY_RUN", False),
-            store_compression=_choice(environ, "CHAINER_STORE_COMPRESSION", tuple(PACKERS)),
+            store_compression=_choice(environ, "CHAINER_STORE_COMPRESSION", STORE_COMPRESSIONS),
             audit_retention_days=_number(environ, "CHAINER_AUDIT_RETENTION_DAYS", 30.0, 0.001),
             rules_poll_seconds=_number(environ, "CHAINER_RULES_POLL_SECONDS", 1.0, 0.05),
             stream_heartbeat_seconds=_number(environ, "CHAINER_STREAM_HEARTBEAT_SECONDS", 15.0, 0.05),

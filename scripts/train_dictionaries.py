@@ -1,7 +1,8 @@
 """Train the zstd dictionaries of chainer's stored format from chainer's own records and events.
 
-    .venv/bin/python scripts/train_dictionaries.py            # write chainer/store/dictionaries/*-2.zdict
+    .venv/bin/python scripts/train_dictionaries.py --check    # train again: are the committed dictionaries these?
     .venv/bin/python scripts/train_dictionaries.py --compare  # sizes and times of each format, on other samples
+    .venv/bin/python scripts/train_dictionaries.py --out DIR  # write *-2.zdict to DIR (never over other bytes)
 
 A stored value can only be read with the dictionary it was written with: the dictionaries are part of the stored
 format, pinned by digest in tests/store/test_codec.py, and never retrained in place. To change one, write it under a
@@ -12,8 +13,12 @@ delivery builders (tests/payloads.py, tests/providers/github/support.py) with pr
 drawn from a seeded random generator, parsed as chainer parses them, matched against the example rules.yaml and
 planned as an accept plans them: the accept's audit records and stored event fields; and the worker's records for
 the queued actions, each called by chainer's own provider client against the sandbox's emulation of its API
-(chainer/sandbox), with transient failures and retries drawn now and then. ``--compare`` measures on samples
-from another seed, so the figures are not those of the training set itself.
+(chainer/sandbox), with transient failures and retries drawn now and then; and a share of duplicates,
+rejections, ignored deliveries and skipped actions. ``--compare`` measures on samples from another seed with other
+project and branch names, so the figures are not those of the training set itself (they are still samples of
+chainer's own builders: real payloads, GitHub's above all, are bigger). The samples, and so the dictionaries,
+depend on this script, the builders, rules.yaml, chainer's record shapes and zstandard's trainer: ``--check``
+tells whether they still give the committed bytes; they need not, as long as the committed files stay.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +42,15 @@ import httpx  # noqa: E402
 import zstandard  # noqa: E402
 
 from chainer import fastjson  # noqa: E402
-from chainer.audit import action_dead, attempt_failed, attempt_started, attempt_succeeded, retry_scheduled  # noqa: E402
+from chainer.audit import (  # noqa: E402
+    action_dead,
+    attempt_failed,
+    attempt_started,
+    attempt_succeeded,
+    retry_scheduled,
+    webhook_ignored,
+    webhook_rejected,
+)
 from chainer.errors import DownstreamError, PermanentDownstreamError, TransientDownstreamError  # noqa: E402
 from chainer.events import BuildEvent  # noqa: E402
 from chainer.explain import parse_any  # noqa: E402
@@ -52,9 +65,11 @@ from chainer.store.plans import QueuedAction  # noqa: E402
 from tests import payloads  # noqa: E402
 from tests.providers.github import support as github  # noqa: E402
 
+DICTIONARIES = ROOT / "chainer" / "store" / "dictionaries"
 RECORDS_SIZE = 8192
 EVENTS_SIZE = 8192
-# COVER's segment and d-mer sizes, fixed so training is one deterministic pass (no parameter search, one thread).
+# zstandard always trains with fastCover; segment and d-mer sizes fixed, no parameter search (steps=0) and one thread
+# (threads=0), so training is one deterministic pass.
 COVER = {"k": 200, "d": 8, "steps": 0, "threads": 0}
 RECORDS_ID = 0x43480201  # "CH", format 2, records
 EVENTS_ID = 0x43480202
@@ -97,8 +112,21 @@ _MORE_RULES = """
       - circleci.v1_trigger_build: {project: github/acme/packaging, branch: main, revision: "{{ event.commit }}"}
       - codeship.v1_restart_build: {}
 """
-_PROJECTS = ["acme/lib", "acme/web", "acme/web-admin", "acme/api", "acme/smoke-tests", "tools/release", "x/y"]
-_BRANCHES = ["main", "develop", "release/2.4", "hotfix-12", "experiment/new-ui", "dependabot/npm/left-pad-2.0.1"]
+# (projects, branches) the deliveries name: the example rules' for training, others for --compare
+_TRAIN_NAMES = (
+    ["acme/lib", "acme/web", "acme/web-admin", "acme/api", "acme/smoke-tests", "tools/release", "x/y"],
+    ["main", "develop", "release/2.4", "hotfix-12", "experiment/new-ui", "dependabot/npm/left-pad-2.0.1"],
+)
+_COMPARE_NAMES = (
+    ["shop/checkout", "shop/cart-service", "infra/terraform", "data/etl-jobs", "mobile/ios"],
+    ["master", "feature/PAY-1234-refunds", "release/7.0", "renovate/lodash-4.x", "trunk"],
+)
+_REJECTIONS = [
+    (401, "missing or wrong token"),
+    (401, "no circleci-signature header matches any CHAINER_CIRCLECI_WEBHOOK_SECRETS"),
+    (400, "the body is not JSON: Expecting value: line 1 column 1 (char 0)"),
+    (415, "Content-Type text/plain is not JSON or form data"),
+]
 _ERRORS = [
     (503, "503 Service Unavailable: upstream is down"),
     (429, "429 Too Many Requests: rate limit exceeded"),
@@ -118,9 +146,10 @@ def _uuid(rnd: random.Random) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def _delivery(rnd: random.Random, i: int) -> tuple[str, dict[str, Any]]:
+def _delivery(rnd: random.Random, i: int, names: tuple[list[str], list[str]]) -> tuple[str, dict[str, Any]]:
     """One webhook body of a provider taken in turn, with drawn projects, branches, statuses and ids."""
-    project, branch, commit = rnd.choice(_PROJECTS), rnd.choice(_BRANCHES), _hex(rnd, 40)
+    projects, branches = names
+    project, branch, commit = rnd.choice(projects), rnd.choice(branches), _hex(rnd, 40)
     org, repo = project.split("/")
     provider = ("codeship", "circleci", "github", "buildkite")[i % 4]
     if provider == "codeship":
@@ -136,7 +165,7 @@ def _delivery(rnd: random.Random, i: int) -> tuple[str, dict[str, Any]]:
         )
     if provider == "github":
         conclusion = rnd.choice(["success", "failure", "cancelled", "timed_out", "startup_failure"])
-        number = _PROJECTS.index(project)  # each repository has ids of its own, its workflow too
+        number = projects.index(project)  # each repository has ids of its own, its workflow too
         workflow = {"id": 200_000 + number, "name": "CI", "path": ".github/workflows/ci.yml", "state": "active"}
         run_id = rnd.randrange(10**9, 10**11)
         body = github.workflow_run(
@@ -189,7 +218,7 @@ async def _worker_records(
     return records
 
 
-async def _samples(seed: int, count: int) -> tuple[list[bytes], list[bytes]]:
+async def _samples(seed: int, count: int, names: tuple[list[str], list[str]]) -> tuple[list[bytes], list[bytes]]:
     rnd = random.Random(seed)
     rules = parse_rules((ROOT / "rules.yaml").read_text() + _MORE_RULES, catalogue=catalogue())
     # A clock of its own (the same samples on every run) and no Codeship rate limit (the samples are not about it).
@@ -203,26 +232,47 @@ async def _samples(seed: int, count: int) -> tuple[list[bytes], list[bytes]]:
     events: list[bytes] = []
     async with http:
         for i in range(count):
-            provider, body = _delivery(rnd, i)
+            provider, body = _delivery(rnd, i, names)
+            audit: list[dict[str, Any]] = []
+            if i % 25 == 0:
+                status, cause = rnd.choice(_REJECTIONS)
+                audit.append(
+                    webhook_rejected(provider, status, cause, f"10.0.{rnd.randrange(256)}.{rnd.randrange(256)}")
+                )
             event = parse_any(provider, {}, json.dumps(body).encode())
             if not isinstance(event, BuildEvent):
                 continue
+            decisions = rules.evaluate(event)
+            if not event.terminal and not any(d.matched for d in decisions):  # as the intake ignores it
+                reason = f"status `{event.status}` (raw `{event.raw_status}`) is not final and no rule asks for it"
+                audit.append(webhook_ignored(provider, reason, rules.version, event))
+                records += [_json(r) for r in audit]
+                continue
             seed_sandbox(state, rules, [event])
             at_ms = 1_795_000_000_000 + i * rnd.randrange(1, 60_000)
-            plan = plan_accept(event, rules.evaluate(event), rules.version, at_ms, rules.limits)
-            audit = [r for r in plan.audit if isinstance(r, dict)] + [a.record for a in plan.actions]
+            plan = plan_accept(event, decisions, rules.version, at_ms, rules.limits)
+            audit += [r for r in plan.audit if isinstance(r, dict)] + [a.record for a in plan.actions]
+            if i % 10 == 0:
+                audit.append(plan.duplicate_record)
             for action in plan.actions:
-                if action.job_id:  # queued, not skipped
+                if action.budgets and rnd.random() < 0.3:
+                    audit.append(action.skip_record)  # its budget was spent
+                elif action.job_id:  # queued, not skipped
                     audit += await _worker_records(rnd, downstream, action, event)
-            records += [fastjson.dumps({k: v for k, v in r.items() if v is not None}) for r in audit]
+            records += [_json(r) for r in audit]
             fields = {k: v for k, v in plan.event_fields.items() if k not in _PLAIN_EVENT_FIELDS}
             events.append(codec.join_fields(fields))
     return records, events
 
 
-def samples(seed: int, count: int = SAMPLES) -> tuple[list[bytes], list[bytes]]:
-    """(records, event fields) as chainer stores them before compression, for ``count`` deliveries."""
-    return asyncio.run(_samples(seed, count))
+def _json(record: Mapping[str, Any]) -> bytes:
+    return fastjson.dumps({k: v for k, v in record.items() if v is not None})
+
+
+def samples(seed: int, count: int = SAMPLES, *, other_names: bool = False) -> tuple[list[bytes], list[bytes]]:
+    """(records, event fields) as chainer stores them before compression, for ``count`` deliveries; with
+    ``other_names``, of projects and branches the training samples never name."""
+    return asyncio.run(_samples(seed, count, _COMPARE_NAMES if other_names else _TRAIN_NAMES))
 
 
 def train(records: list[bytes], events: list[bytes]) -> tuple[bytes, bytes]:
@@ -243,7 +293,7 @@ def _measure(name: str, pack: Callable[[bytes], bytes], data: list[bytes]) -> No
 
 
 def compare() -> None:
-    records, events = samples(COMPARE_SEED, 1_000)
+    records, events = samples(COMPARE_SEED, 1_000, other_names=True)
     raw = sum(map(len, records)) / len(records), sum(map(len, events)) / len(events)
     print(f"{len(records)} records ({raw[0]:.0f} B of JSON), {len(events)} events ({raw[1]:.0f} B of fields)")
     for name, packer in (("zlib", codec.ZLIB), ("zstd", codec.ZSTD)):
@@ -256,15 +306,27 @@ def compare() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--compare", action="store_true", help="measure the formats instead of training")
-    parser.add_argument("--out", type=Path, default=ROOT / "chainer" / "store" / "dictionaries")
+    parser.add_argument("--check", action="store_true", help="train, and compare with the committed dictionaries")
+    parser.add_argument("--out", type=Path, default=DICTIONARIES, help="where to write them (never over other bytes)")
     args = parser.parse_args()
     if args.compare:
         compare()
         return
-    records_dict, events_dict = train(*samples(TRAIN_SEED))
-    for name, data in (("records-2.zdict", records_dict), ("events-2.zdict", events_dict)):
-        (args.out / name).write_bytes(data)
-        print(f"{args.out / name}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
+    trained = dict(zip(("records-2.zdict", "events-2.zdict"), train(*samples(TRAIN_SEED)), strict=True))
+    differ = []
+    for name, data in trained.items():
+        path = (DICTIONARIES if args.check else args.out) / name
+        print(f"{name}: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}")
+        if path.exists() and path.read_bytes() != data:
+            differ.append(str(path))
+        elif not args.check and not path.exists():
+            path.write_bytes(data)
+            print(f"  wrote {path}")
+    if differ:
+        raise SystemExit(
+            f"training gives other bytes than {', '.join(differ)}: left as they are (values stored with them must "
+            "stay readable); to change the format, write new files under new names and markers"
+        )
 
 
 if __name__ == "__main__":

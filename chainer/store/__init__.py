@@ -3,6 +3,7 @@
     keys.py         every key name and TTL (``chainer:*`` and arq's), in one place
     core.py         ``Store``: atomic accept, ledger transitions, fan-in fires, audit reads
     plans.py        what callers ask the store to write (``AcceptPlan``, ``QueuedAction``, ``Transition`` …)
+    args.py         how a plan becomes a Lua script's arguments
     ledger.py       the action ledger: ``Ledger`` (typed view), states, ``current_error``
     lua.py          the Lua scripts in ``scripts/*.lua`` and the batcher that runs them
     codec.py        times, audit records and stream entries in and out of Redis

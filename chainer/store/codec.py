@@ -41,8 +41,9 @@ def encode_record(record: Mapping[str, Any]) -> str:
 # -- compressed values ----------------------------------------------------------------------------------------------
 # Two formats. zstd (the default since issue 11) with dictionaries trained on chainer's own records and events
 # (scripts/train_dictionaries.py): a trained dictionary carries the entropy tables, so a record of about 400 bytes
-# compresses in about 1.5 µs to about 90 bytes. zlib (raw deflate) with preset dictionaries, the first format: about
-# 8 µs and 115 bytes, because deflate builds its Huffman tables for every value. Readers take both, always; which one
+# compresses in about 2.6 µs to about 110 bytes (`train_dictionaries.py --compare`, on samples naming other projects
+# and branches than the training ones). zlib (raw deflate) with preset dictionaries, the first format: about 12 µs and
+# 167 bytes, because deflate builds its Huffman tables for every value. Readers take both, always; which one
 # a process writes is CHAINER_STORE_COMPRESSION (a rolling upgrade from a build that reads only zlib writes zlib
 # until no such process is left). The dictionaries (``chainer/store/dictionaries/``) are data files of the package,
 # pinned by their digests in the tests: a stored value can only be read with the dictionary it was written with.
@@ -109,18 +110,44 @@ class _ZstdContexts(threading.local):
 
 
 _zstd = _ZstdContexts()
+# The most a zstd value may say it holds: a frame names its size, which decompress() allocates at once, so a damaged
+# header must not make a reader reserve gigabytes. Event fields hold a payload (at most CHAINER_MAX_BODY_BYTES, 1 MiB
+# by default) and what chainer made of it.
+MAX_INFLATED = 64 * 1024 * 1024
+
+
+def _unzstd(mark: bytes) -> Callable[[bytes], bytes]:
+    def read(data: bytes) -> bytes:
+        size = zstandard.get_frame_parameters(data, format=zstandard.FORMAT_ZSTD1_MAGICLESS).content_size
+        if size > MAX_INFLATED:
+            raise UnreadableValueError(f"a stored value says it holds {size} bytes, over {MAX_INFLATED}")
+        return _zstd.readers[mark[0]].decompress(data)
+
+    return read
+
+
 _INFLATERS: dict[int, Callable[[bytes], bytes]] = {
     RECORD_MARK[0]: _inflater(_RECORD_WBITS, _RECORD_DICT),
     EVENT_MARK[0]: _inflater(_EVENT_WBITS, _EVENT_DICT),
-    RECORD_ZSTD_MARK[0]: lambda data: _zstd.readers[RECORD_ZSTD_MARK[0]].decompress(data),
-    EVENT_ZSTD_MARK[0]: lambda data: _zstd.readers[EVENT_ZSTD_MARK[0]].decompress(data),
+    RECORD_ZSTD_MARK[0]: _unzstd(RECORD_ZSTD_MARK),
+    EVENT_ZSTD_MARK[0]: _unzstd(EVENT_ZSTD_MARK),
 }
 
 
+class UnreadableValueError(ValueError):
+    """A stored value that cannot be read back: damaged in Redis, or cut short."""
+
+
 def inflate(value: bytes) -> bytes:
-    """A stored value as written: compressed ones (marked) decompressed, anything else as it is."""
+    """A stored value as written: compressed ones (marked) decompressed, anything else as it is. Raises
+    UnreadableValueError for a compressed value that does not decompress."""
     found = _INFLATERS.get(value[0]) if value else None
-    return value if found is None else found(value[1:])
+    if found is None:
+        return value
+    try:
+        return found(value[1:])
+    except (zstandard.ZstdError, zlib.error) as exc:
+        raise UnreadableValueError(f"a stored value does not decompress: {exc}") from None
 
 
 def join_fields(fields: Mapping[str, str]) -> bytes:
@@ -163,15 +190,30 @@ ZSTD = Packer(
     lambda data: RECORD_ZSTD_MARK + _zstd.record.compress(data),
     lambda data: EVENT_ZSTD_MARK + _zstd.event.compress(data),
 )
-PACKERS = {p.name: p for p in (ZSTD, ZLIB)}  # the first is the default
-pack_record = ZSTD.pack_record
-pack_fields = ZSTD.pack_fields
+PACKERS = {p.name: p for p in (ZSTD, ZLIB)}  # the first is the default (chainer.settings.STORE_COMPRESSIONS)
 
 
 def unpack_record(value: bytes | str) -> dict[str, Any]:
-    """A stored audit record (compressed in either format, or JSON text) as the record."""
-    record: dict[str, Any] = fastjson.loads(inflate(value) if isinstance(value, bytes) else value)
+    """A stored audit record (compressed in either format, or JSON text) as the record; UnreadableValueError when it
+    is damaged."""
+    try:
+        record = fastjson.loads(inflate(value) if isinstance(value, bytes) else value)
+    except UnreadableValueError:
+        raise
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise UnreadableValueError(f"a stored record is not JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise UnreadableValueError(f"a stored record is a JSON {type(record).__name__}, not an object")
     return record
+
+
+def record_of(fields: Mapping[Any, Any]) -> dict[str, Any]:
+    """The record an audit stream entry holds; a damaged one as a ``record.unreadable`` record saying why, so that one
+    bad entry does not hide the rest of the log."""
+    try:
+        return unpack_record(fields.get(b"r") or fields.get("r") or b"{}")
+    except UnreadableValueError as exc:
+        return {"type": "record.unreadable", "error": str(exc)}
 
 
 def unpack_fields(value: bytes) -> dict[str, str]:
@@ -227,9 +269,7 @@ def decode_hash(raw: Mapping[Any, Any]) -> dict[str, str]:
 def stream_item(sid: Any, fields: Mapping[Any, Any]) -> dict[str, Any]:
     """An audit stream entry as the record it holds, with its stream ``id`` and ISO ``time``."""
     sid_text = text(sid)
-    raw = fields.get(b"r") or fields.get("r") or b"{}"
-    record = unpack_record(raw)
-    return {"id": sid_text, "time": ms_to_iso(int(sid_text.split("-", 1)[0])), **record}
+    return {"id": sid_text, "time": ms_to_iso(int(sid_text.split("-", 1)[0])), **record_of(fields)}
 
 
 def matches(item: Mapping[str, Any], match: Mapping[str, set[str]] | None) -> bool:

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from chainer import fastjson
 from chainer.errors import StoreUnavailableError
 from chainer.store import keys
+from chainer.store.args import encode_actions, encode_audit
 from chainer.store.codec import (
     PACKERS,
     ZSTD,
@@ -30,10 +31,10 @@ from chainer.store.codec import (
     encode_record,
     matches,
     now_ms,
+    record_of,
     stream_item,
     text,
     unpack_fields,
-    unpack_record,
 )
 from chainer.store.ledger import OPEN_STATES, Ledger, identity
 from chainer.store.lua import ScriptBatcher
@@ -45,8 +46,6 @@ from chainer.store.plans import (
     QueuedAction,
     Transition,
     TransitionResult,
-    encode_actions,
-    encode_audit,
 )
 
 if TYPE_CHECKING:
@@ -354,7 +353,7 @@ class Store:
                 scanned += 1
                 cursor = text(sid)
                 # A record the filters drop is only inflated and tested, never turned into an item.
-                if not match or matches(unpack_record(fields.get(b"r") or fields.get("r") or b"{}"), match):
+                if not match or matches(record_of(fields), match):
                     items.append(stream_item(sid, fields))
                     if len(items) == limit:
                         break

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PINNED = {
     "records-1.dict": "f0f0a6c005ed85f1d24d72ddfc9f96df49677ef0d594d6e33aba34c2e8c76d3b",
     "events-1.dict": "c01db58504deeebff797ce0004e12d00d025526158852fa5eb9e79d62bcaa4d1",
-    "records-2.zdict": "4faec2610f4b43b1a23a86d17a6639c4a3f28d22b24ff2e51bc1117d22fdbffb",
-    "events-2.zdict": "62e7e22ecf75a10ee4e0e80c0f0583e3da5db0344335ff1c85be47f178374556",
+    "records-2.zdict": "7f34c96b044391011806ba27c629abe49bc1656476524263e2e9f69a7492211a",
+    "events-2.zdict": "fb12376e43de2eb91153891b92ad2fe344d5d9bb9e451029d4a3a152d7be57e4",
 }
 
 
@@ -50,19 +50,56 @@ def test_event_fields_written_by_the_first_format_read_back() -> None:
 
 
 def test_a_record_written_by_the_zstd_format_reads_back() -> None:
-    stored = bytes.fromhex("032045bd000038616273223a317d04fc2fff4add22503e27bf80225b08")
+    stored = bytes.fromhex("032045b50000286162223a2204fc8c8502e21b8aa37499a34c586b04")
     assert codec.unpack_record(stored) == {"type": "rule.matched", "event_id": "evt_abc", "rule": "api", "actions": 1}
 
 
 def test_event_fields_written_by_the_zstd_format_read_back() -> None:
-    stored = bytes.fromhex("04202a0d0100b0313678227d7061796c6f61640a370a7b2261223a317d02cc547fb8eab51f5401")
+    stored = bytes.fromhex("04202a050100b0313678227d7061796c6f61640a370a7b2261223a317d02ccae057b9d42780a")
     assert codec.unpack_fields(stored) == {"event": '{"provider":"x"}', "payload": '{"a":1}'}
 
 
-def test_zstd_is_what_is_written_unless_settings_say_otherwise() -> None:
-    assert list(codec.PACKERS) == ["zstd", "zlib"] and codec.pack_record == codec.ZSTD.pack_record
-    assert codec.pack_record({"type": "x"})[:1] == codec.RECORD_ZSTD_MARK
+def test_each_format_writes_its_own_marks() -> None:
+    assert list(codec.PACKERS) == ["zstd", "zlib"]
+    assert codec.ZSTD.pack_record({"type": "x"})[:1] == codec.RECORD_ZSTD_MARK
+    assert codec.ZSTD.pack_fields({"a": "b"})[:1] == codec.EVENT_ZSTD_MARK
     assert codec.ZLIB.pack_record({"type": "x"})[:1] == codec.RECORD_MARK
+    assert codec.ZLIB.pack_fields({"a": "b"})[:1] == codec.EVENT_MARK
+
+
+RECORD = {"type": "webhook.received", "event_id": "evt_abc", "project": "acme/lib", "branch": "main"}
+
+
+def _damaged() -> dict[str, bytes]:
+    zstd, zlib_ = codec.ZSTD.pack_record(RECORD), codec.ZLIB.pack_record(RECORD)
+    huge = bytearray(codec.ZSTD.pack_fields({"payload": "x" * 100}))
+    return {
+        "zstd cut short": zstd[: len(zstd) // 2],
+        "zlib cut short": zlib_[: len(zlib_) // 2],
+        "a marker alone": codec.RECORD_ZSTD_MARK,
+        "zstd flipped": zstd[:1] + bytes(b ^ 0x5A for b in zstd[1:]),
+        "not JSON": b"{not json",
+        "JSON but no object": b"[1, 2]",
+        # a frame header claiming 2**40 bytes (single-segment frame, 8-byte content size)
+        "a huge claimed size": bytes(huge[:1]) + bytes([0xE0]) + (2**40).to_bytes(8, "little") + bytes(huge[3:]),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_damaged()))
+def test_a_damaged_record_is_unreadable_not_a_crash(name: str) -> None:
+    """Damaged stored values raise UnreadableValueError (never zstd's or zlib's own errors, nor a gigabyte
+    allocation); the audit log shows them as ``record.unreadable`` with the reason."""
+    value = _damaged()[name]
+    with pytest.raises(codec.UnreadableValueError):
+        codec.unpack_record(value)
+    item = codec.stream_item(b"1700000000000-0", {b"r": value})
+    assert item["type"] == "record.unreadable" and item["id"] == "1700000000000-0" and item["error"]
+
+
+def test_damaged_event_fields_are_unreadable() -> None:
+    packed = codec.ZSTD.pack_fields({"event": "{}", "payload": "x" * 1000})
+    with pytest.raises(codec.UnreadableValueError):
+        codec.unpack_fields(packed[:-5])
 
 
 @pytest.mark.parametrize("packer", [codec.ZSTD, codec.ZLIB], ids=lambda p: p.name)

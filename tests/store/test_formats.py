@@ -11,13 +11,16 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from redis.asyncio import Redis
 
 from chainer.app import create_app
+from chainer.cli import main
+from chainer.errors import ConfigError
 from chainer.providers import Downstream
-from chainer.settings import Secret, Settings
-from chainer.store import AUDIT_KEY, event_key
-from chainer.store.codec import EVENT_MARK, EVENT_ZSTD_MARK, RECORD_MARK, RECORD_ZSTD_MARK
+from chainer.settings import STORE_COMPRESSIONS, Secret, Settings
+from chainer.store import AUDIT_KEY, codec, event_key
+from chainer.store.codec import EVENT_MARK, EVENT_ZSTD_MARK, PACKERS, RECORD_MARK, RECORD_ZSTD_MARK
 from chainer.store.connections import connect_arq
 from chainer.worker import create_worker
 from tests import payloads
@@ -130,7 +133,115 @@ async def test_processes_writing_either_format_read_each_others_records(
         assert sorted(r["event_id"] for r in page["items"]) == sorted(events)
 
 
+SCENARIO = parse_rules(
+    """
+version: 1
+rules:
+  - name: api-after-lib
+    when: {project: acme/lib, status: success}
+    then:
+      - circleci.trigger_pipeline: {project: gh/acme/api, branch: "{{ event.branch }}"}
+  - name: release-after-both
+    when:
+      all:
+        - {project: acme/api, status: success}
+        - {project: acme/web, status: success}
+      join_on: commit
+      within: 1h
+    then:
+      - circleci.trigger_pipeline: {project: gh/acme/release, branch: "{{ event.branch }}"}
+"""
+)
+
+
+@pytest.mark.parametrize("compression", ["zlib", "zstd"])
+async def test_every_writer_of_a_deployment_writes_its_format(
+    compression: str, redis: Redis, redis_url: str, running: contextlib.AsyncExitStack
+) -> None:
+    """Every kind of write, by the process that makes it, in the format the settings name: the web's accepts,
+    rejections and ignored deliveries; the worker's fan-in and its attempts that end in dead letters (CircleCI
+    answers 404); `chainer dlq replay`. Records the Lua scripts write as JSON text (a duplicate's) are the only
+    others."""
+    cfg = _config(redis_url, compression)
+    app = create_app(cfg, ruleset=SCENARIO)
+    await running.enter_async_context(app.router.lifespan_context(app))
+    client = await running.enter_async_context(app_client(app))
+    commit = "c" * 40
+    deliveries = [
+        payloads.codeship("success", build_id=1, project="acme/lib"),
+        payloads.codeship("success", build_id=1, project="acme/lib"),  # the same event again: a duplicate
+        payloads.codeship("testing", build_id=2, project="acme/lib"),  # not final, no rule asks: ignored
+        payloads.codeship("success", build_id=3, project="acme/api", commit=commit),
+        payloads.codeship("success", build_id=4, project="acme/web", commit=commit),  # completes the fan-in
+    ]
+    for body in deliveries:
+        answer = await client.post(f"/hooks/codeship/{HOOK}", content=json.dumps(body).encode(), headers=JSON)
+        assert answer.status_code in (200, 202), answer.text
+    rejected = await client.post("/hooks/codeship/wrong-token", content=b"{}", headers=JSON)
+    assert rejected.status_code in (401, 403), rejected.text
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(404, json={"message": "no"})))
+    worker = create_worker(
+        cfg,
+        burst=True,
+        handle_signals=False,
+        poll_delay=0.01,
+        downstream=Downstream(cfg, http),
+        ruleset=SCENARIO,
+        redis_pool=connect_arq(redis_url, retries=0),
+    )
+    try:
+        await asyncio.wait_for(worker.main(), timeout=60)
+    finally:
+        await worker.close()
+        await http.aclose()
+    dead = (await client.get("/dlq", headers=AUTH)).json()["items"]
+    assert len(dead) == 2, dead  # the chained action and the fan-in's
+    env = {"CHAINER_REDIS_URL": redis_url, "CHAINER_STORE_COMPRESSION": compression}
+    replay = await asyncio.to_thread(CliRunner().invoke, main, ["dlq", "replay", dead[0]["action_id"]], env=env)
+    assert replay.exit_code == 0, replay.output
+
+    entries = [(fields[b"r"], codec.unpack_record(fields[b"r"])) for _, fields in await redis.xrange(AUDIT_KEY)]
+    types = {record["type"] for _, record in entries}
+    assert {"webhook.rejected", "webhook.ignored", "webhook.duplicate", "join.fired", "action.dead"} <= types
+    assert "action.replayed" in types, types
+    compressed = {record["type"] for raw, record in entries if raw[:1] != b"{"}
+    assert {raw[:1] for raw, _ in entries if raw[:1] != b"{"} == {MARKS[compression][0]}, compressed
+    assert {"webhook.rejected", "webhook.ignored", "join.fired", "action.dead", "action.replayed"} <= compressed
+
+
+async def test_a_damaged_record_shows_as_unreadable_and_the_rest_of_the_log_reads(
+    redis: Redis, redis_url: str, running: contextlib.AsyncExitStack
+) -> None:
+    """A record damaged in Redis (cut short here) does not fail GET /audit, a filtered read or GET /events: it is
+    listed in its place as ``record.unreadable``, the records around it as they were written."""
+    client = await _start(running, _config(redis_url, None))
+    event_id = await _deliver(client, 7)
+    entries = await redis.xrange(AUDIT_KEY)
+    damaged_id = entries[1][0]
+    await redis.delete(AUDIT_KEY)  # written again with the same ids, the second record cut short
+    for sid, fields in entries:
+        await redis.xadd(AUDIT_KEY, {"r": fields[b"r"][:-8] if sid == damaged_id else fields[b"r"]}, id=sid)
+    page = await client.get("/audit", headers=AUTH)
+    assert page.status_code == 200, page.text
+    types = [r["type"] for r in page.json()["items"]]
+    assert types == ["webhook.received", "record.unreadable", "action.queued"], types
+    filtered = await client.get("/audit", params={"event_id": event_id, "type": "action.queued"}, headers=AUTH)
+    assert filtered.status_code == 200 and [r["type"] for r in filtered.json()["items"]] == ["action.queued"]
+    view = await client.get(f"/events/{event_id}", headers=AUTH)
+    assert view.status_code == 200, view.text
+    unreadable = view.json()["audit"][1]
+    assert unreadable["type"] == "record.unreadable" and unreadable["id"] == damaged_id.decode()
+    assert "decompress" in unreadable["error"]
+
+
 @pytest.mark.parametrize("value", ["gzip", "zstd2", "1"])
 def test_an_unknown_format_is_refused_by_name(value: str) -> None:
-    with pytest.raises(Exception, match=r"CHAINER_STORE_COMPRESSION: .* is not one of zstd, zlib"):
+    with pytest.raises(ConfigError, match=r"CHAINER_STORE_COMPRESSION: .* is not one of zstd, zlib"):
         Settings.from_env({"CHAINER_STORE_COMPRESSION": value})
+    with pytest.raises(ConfigError, match=r"store_compression: .* is not one of zstd, zlib"):
+        Settings(store_compression=value)
+
+
+def test_the_settings_offer_exactly_the_formats_the_store_writes() -> None:
+    assert STORE_COMPRESSIONS == tuple(PACKERS) and Settings().store_compression == STORE_COMPRESSIONS[0]

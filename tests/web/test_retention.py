@@ -16,7 +16,7 @@ from starlette.applications import Starlette
 from chainer import audit
 from chainer.providers import Downstream
 from chainer.store import AUDIT_KEY, DLQ_KEY, Store, keys, now_ms
-from chainer.store.codec import pack_record
+from chainer.store.codec import ZSTD
 from chainer.store.connections import connect_arq
 from chainer.store.lua import SCRIPTS, source
 from chainer.worker import create_worker
@@ -30,12 +30,12 @@ DAY_MS = 86_400_000
 
 
 async def seed_old(redis: Redis, count: int, age_days: int = 40) -> list[str]:
-    """``count`` audit records as chainer stores them (``pack_record``), written ``age_days`` ago."""
+    """``count`` audit records as chainer stores them (``ZSTD.pack_record``), written ``age_days`` ago."""
     start = now_ms() - age_days * DAY_MS
     ids = []
     for i in range(count):
         record = audit.webhook_rejected("codeship", 401, "missing or wrong token", "127.0.0.1")
-        ids.append((await redis.xadd(AUDIT_KEY, {"r": pack_record(record)}, id=f"{start + i}-0")).decode())
+        ids.append((await redis.xadd(AUDIT_KEY, {"r": ZSTD.pack_record(record)}, id=f"{start + i}-0")).decode())
     return ids
 
 
