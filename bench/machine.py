@@ -24,6 +24,7 @@ PACKAGES = (
     "uvloop",
     "httptools",
     "orjson",
+    "zstandard",
     "matplotlib",
 )
 

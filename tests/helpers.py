@@ -397,11 +397,11 @@ async def serve_sandbox(state: SandboxState) -> AsyncIterator[str]:
         await task
 
 
-async def drain(settings: Settings, redis_url: str, **http_options: Any) -> None:
+async def drain(settings: Settings, redis_url: str, ruleset: rules.RuleSet | None = None, **http_options: Any) -> None:
     """A real arq worker (burst) runs every queued job against the providers ``settings`` point at, then stops.
 
-    Quick retries (three tries, 10-50 ms apart); ``http_options`` go to the worker's ``httpx.AsyncClient``
-    (``timeout`` 5 s unless given).
+    Quick retries (three tries, 10-50 ms apart); ``ruleset`` instead of the rules file ``settings`` name;
+    ``http_options`` go to the worker's ``httpx.AsyncClient`` (``timeout`` 5 s unless given).
     """
     async with httpx.AsyncClient(**({"timeout": 5} | http_options)) as http:
         worker = create_worker(
@@ -412,6 +412,7 @@ async def drain(settings: Settings, redis_url: str, **http_options: Any) -> None
             downstream=Downstream(settings, http),
             retry_policy=RetryPolicy(max_tries=3, base_s=0.01, cap_s=0.05),
             redis_pool=connect_arq(redis_url, retries=0),
+            ruleset=ruleset,
         )
         await worker.main()
         await worker.close()
@@ -478,6 +479,16 @@ async def chain_stack(
 
 
 # The rules most web tests run with: a trigger, a budgeted restart and a finished-status rule.
+# One rule: a green acme/lib build triggers gh/acme/api's pipeline on the same branch.
+CHAIN_RULE = """
+version: 1
+rules:
+  - name: api-after-lib
+    when: {project: acme/lib, status: success}
+    then:
+      - circleci.trigger_pipeline: {project: gh/acme/api, branch: "{{ event.branch }}"}
+"""
+
 WEB_RULES = """
 version: 1
 rules:

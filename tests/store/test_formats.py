@@ -17,27 +17,16 @@ from redis.asyncio import Redis
 from chainer.app import create_app
 from chainer.cli import main
 from chainer.errors import ConfigError
-from chainer.providers import Downstream
+from chainer.rules import RuleSet
 from chainer.settings import STORE_COMPRESSIONS, Secret, Settings
 from chainer.store import AUDIT_KEY, codec, event_key
 from chainer.store.codec import EVENT_MARK, EVENT_ZSTD_MARK, PACKERS, RECORD_MARK, RECORD_ZSTD_MARK
-from chainer.store.connections import connect_arq
-from chainer.worker import create_worker
 from tests import payloads
-from tests.helpers import AUTH, HOOK, JSON, app_client, parse_rules, settings
+from tests.helpers import AUTH, CHAIN_RULE, HOOK, JSON, app_client, drain, parse_rules, settings
 
 pytestmark = pytest.mark.integration
 
-RULES = parse_rules(
-    """
-version: 1
-rules:
-  - name: api-after-lib
-    when: {project: acme/lib, status: success}
-    then:
-      - circleci.trigger_pipeline: {project: gh/acme/api, branch: "{{ event.branch }}"}
-"""
-)
+RULES = parse_rules(CHAIN_RULE)
 MARKS = {"zstd": (RECORD_ZSTD_MARK, EVENT_ZSTD_MARK), "zlib": (RECORD_MARK, EVENT_MARK)}
 TYPES = ["webhook.received", "rule.matched", "action.queued", "attempt.started", "attempt.succeeded"]
 
@@ -74,23 +63,10 @@ async def _deliver(client: httpx.AsyncClient, build: int) -> str:
     return str(answer.json()["event_id"])
 
 
-async def _work(cfg: Settings, redis_url: str) -> None:
-    """A worker made from ``cfg`` runs every queued action against a CircleCI that answers 201."""
-    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(201, json={"number": 1})))
-    worker = create_worker(
-        cfg,
-        burst=True,
-        handle_signals=False,
-        poll_delay=0.01,
-        downstream=Downstream(cfg, http),
-        ruleset=RULES,
-        redis_pool=connect_arq(redis_url, retries=0),
-    )
-    try:
-        await asyncio.wait_for(worker.main(), timeout=60)
-    finally:
-        await worker.close()
-        await http.aclose()
+async def _work(cfg: Settings, redis_url: str, rules: RuleSet, status: int) -> None:
+    """A worker made from ``cfg`` runs every queued action against a CircleCI that answers ``status``."""
+    answer = httpx.MockTransport(lambda _: httpx.Response(status, json={"number": 1, "message": "ok or not"}))
+    await asyncio.wait_for(drain(cfg, redis_url, rules, transport=answer), timeout=60)
 
 
 @pytest.mark.parametrize("compression", [None, "zstd", "ZLIB"])
@@ -103,7 +79,7 @@ async def test_web_and_worker_write_the_format_their_settings_name(
     record_mark, event_mark = MARKS[(compression or "zstd").lower()]
     client = await _start(running, cfg)
     event_id = await _deliver(client, 4711)
-    await _work(cfg, redis_url)
+    await _work(cfg, redis_url, RULES, 201)
     entries = await redis.xrange(AUDIT_KEY)
     assert len(entries) == len(TYPES)
     assert [fields[b"r"][:1] for _, fields in entries] == [record_mark] * len(TYPES)
@@ -121,7 +97,7 @@ async def test_processes_writing_either_format_read_each_others_records(
     old = await _start(running, _config(redis_url, "zlib"))
     new = await _start(running, _config(redis_url, None))
     events = [await _deliver(old, 1), await _deliver(new, 2)]
-    await _work(_config(redis_url, "zlib"), redis_url)
+    await _work(_config(redis_url, "zlib"), redis_url, RULES, 201)
     marks = {fields[b"r"][:1] for _, fields in await redis.xrange(AUDIT_KEY)}
     assert marks == {RECORD_MARK, RECORD_ZSTD_MARK}
     for client in (old, new):
@@ -134,13 +110,8 @@ async def test_processes_writing_either_format_read_each_others_records(
 
 
 SCENARIO = parse_rules(
-    """
-version: 1
-rules:
-  - name: api-after-lib
-    when: {project: acme/lib, status: success}
-    then:
-      - circleci.trigger_pipeline: {project: gh/acme/api, branch: "{{ event.branch }}"}
+    CHAIN_RULE
+    + """
   - name: release-after-both
     when:
       all:
@@ -180,21 +151,7 @@ async def test_every_writer_of_a_deployment_writes_its_format(
     rejected = await client.post("/hooks/codeship/wrong-token", content=b"{}", headers=JSON)
     assert rejected.status_code in (401, 403), rejected.text
 
-    http = httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(404, json={"message": "no"})))
-    worker = create_worker(
-        cfg,
-        burst=True,
-        handle_signals=False,
-        poll_delay=0.01,
-        downstream=Downstream(cfg, http),
-        ruleset=SCENARIO,
-        redis_pool=connect_arq(redis_url, retries=0),
-    )
-    try:
-        await asyncio.wait_for(worker.main(), timeout=60)
-    finally:
-        await worker.close()
-        await http.aclose()
+    await _work(cfg, redis_url, SCENARIO, 404)
     dead = (await client.get("/dlq", headers=AUTH)).json()["items"]
     assert len(dead) == 2, dead  # the chained action and the fan-in's
     env = {"CHAINER_REDIS_URL": redis_url, "CHAINER_STORE_COMPRESSION": compression}

@@ -25,18 +25,11 @@ from chainer.store.codec import EVENT_ZSTD_MARK, RECORD_ZSTD_MARK
 from chainer.store.connections import connect_arq
 from chainer.worker import create_worker
 from tests import payloads
-from tests.helpers import AUTH, HOOK, JSON, app_client, parse_rules, settings
+from tests.helpers import AUTH, CHAIN_RULE, HOOK, JSON, app_client, parse_rules, settings
 
 pytestmark = pytest.mark.integration
 
-RULES = """
-version: 1
-rules:
-  - name: api-after-lib
-    when: {project: acme/lib, status: success}
-    then:
-      - circleci.trigger_pipeline: {project: gh/acme/api, branch: "{{ event.branch }}"}
-"""
+RULES = CHAIN_RULE
 EVENTS = 60
 BOUND = 4096  # bytes per event beyond its compressed payload (about 2 KB measured; 10 KB with a stream per event)
 

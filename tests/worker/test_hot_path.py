@@ -25,18 +25,11 @@ from chainer.providers import Downstream
 from chainer.settings import Secret, Settings
 from chainer.store import Store
 from tests import payloads
-from tests.helpers import LoopbackApi, job_ctx, parse_rules
+from tests.helpers import CHAIN_RULE, LoopbackApi, job_ctx, parse_rules
 
 pytestmark = pytest.mark.integration
 
-RULES = """
-version: 1
-rules:
-  - name: api-after-lib
-    when: {project: acme/lib, status: success}
-    then:
-      - circleci.trigger_pipeline: {project: gh/acme/api, branch: "{{ event.branch }}"}
-"""
+RULES = CHAIN_RULE
 
 
 class ImportSearches(importlib.abc.MetaPathFinder):
