@@ -33,9 +33,14 @@ def ms_to_iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def record_json(record: Mapping[str, Any]) -> bytes:
+    """An audit record as compact JSON, without empty fields: what is stored, before compression."""
+    return fastjson.dumps({k: v for k, v in record.items() if v is not None})
+
+
 def encode_record(record: Mapping[str, Any]) -> str:
-    """An audit record as compact JSON, without empty fields."""
-    return fastjson.dumps_str({k: v for k, v in record.items() if v is not None})
+    """``record_json`` as text (what the Lua scripts store as it is)."""
+    return record_json(record).decode()
 
 
 # -- compressed values ----------------------------------------------------------------------------------------------
@@ -103,10 +108,8 @@ class _ZstdContexts(threading.local):
         self.record = zstandard.ZstdCompressor(dict_data=_RECORD_ZDICT, compression_params=_RECORD_ZSTD_PARAMS)
         self.event = zstandard.ZstdCompressor(dict_data=_EVENT_ZDICT, compression_params=_EVENT_ZSTD_PARAMS)
         magicless = zstandard.FORMAT_ZSTD1_MAGICLESS
-        self.readers = {
-            RECORD_ZSTD_MARK[0]: zstandard.ZstdDecompressor(dict_data=_RECORD_ZDICT, format=magicless),
-            EVENT_ZSTD_MARK[0]: zstandard.ZstdDecompressor(dict_data=_EVENT_ZDICT, format=magicless),
-        }
+        self.record_reader = zstandard.ZstdDecompressor(dict_data=_RECORD_ZDICT, format=magicless)
+        self.event_reader = zstandard.ZstdDecompressor(dict_data=_EVENT_ZDICT, format=magicless)
 
 
 _zstd = _ZstdContexts()
@@ -116,21 +119,18 @@ _zstd = _ZstdContexts()
 MAX_INFLATED = 64 * 1024 * 1024
 
 
-def _unzstd(mark: bytes) -> Callable[[bytes], bytes]:
-    def read(data: bytes) -> bytes:
-        size = zstandard.get_frame_parameters(data, format=zstandard.FORMAT_ZSTD1_MAGICLESS).content_size
-        if size > MAX_INFLATED:
-            raise UnreadableValueError(f"a stored value says it holds {size} bytes, over {MAX_INFLATED}")
-        return _zstd.readers[mark[0]].decompress(data)
-
-    return read
+def _unzstd(reader: zstandard.ZstdDecompressor, data: bytes) -> bytes:
+    size = zstandard.get_frame_parameters(data, format=zstandard.FORMAT_ZSTD1_MAGICLESS).content_size
+    if size > MAX_INFLATED:
+        raise UnreadableValueError(f"a stored value says it holds {size} bytes, over {MAX_INFLATED}")
+    return reader.decompress(data)
 
 
 _INFLATERS: dict[int, Callable[[bytes], bytes]] = {
     RECORD_MARK[0]: _inflater(_RECORD_WBITS, _RECORD_DICT),
     EVENT_MARK[0]: _inflater(_EVENT_WBITS, _EVENT_DICT),
-    RECORD_ZSTD_MARK[0]: _unzstd(RECORD_ZSTD_MARK),
-    EVENT_ZSTD_MARK[0]: _unzstd(EVENT_ZSTD_MARK),
+    RECORD_ZSTD_MARK[0]: lambda data: _unzstd(_zstd.record_reader, data),
+    EVENT_ZSTD_MARK[0]: lambda data: _unzstd(_zstd.event_reader, data),
 }
 
 
@@ -176,8 +176,8 @@ class Packer:
     pack_joined: Callable[[bytes], bytes]
 
     def pack_record(self, record: Mapping[str, Any]) -> bytes:
-        """An audit record as it is stored: compact JSON without empty fields, compressed."""
-        return self.pack_json(fastjson.dumps({k: v for k, v in record.items() if v is not None}))
+        """An audit record as it is stored: ``record_json``, compressed."""
+        return self.pack_json(record_json(record))
 
     def pack_fields(self, fields: Mapping[str, str]) -> bytes:
         """Text fields (an event's JSON, its payload, decisions …) as one compressed value."""
@@ -196,10 +196,9 @@ PACKERS = {p.name: p for p in (ZSTD, ZLIB)}  # the first is the default (chainer
 def unpack_record(value: bytes | str) -> dict[str, Any]:
     """A stored audit record (compressed in either format, or JSON text) as the record; UnreadableValueError when it
     is damaged."""
+    data = inflate(value) if isinstance(value, bytes) else value
     try:
-        record = fastjson.loads(inflate(value) if isinstance(value, bytes) else value)
-    except UnreadableValueError:
-        raise
+        record = fastjson.loads(data)
     except ValueError as exc:  # not JSON, or not UTF-8
         raise UnreadableValueError(f"a stored record is not JSON: {exc}") from None
     if not isinstance(record, dict):
@@ -268,8 +267,13 @@ def decode_hash(raw: Mapping[Any, Any]) -> dict[str, str]:
 
 def stream_item(sid: Any, fields: Mapping[Any, Any]) -> dict[str, Any]:
     """An audit stream entry as the record it holds, with its stream ``id`` and ISO ``time``."""
+    return item_of(sid, record_of(fields))
+
+
+def item_of(sid: Any, record: Mapping[str, Any]) -> dict[str, Any]:
+    """The record of the audit stream entry ``sid`` with the entry's ``id`` and ISO ``time``."""
     sid_text = text(sid)
-    return {"id": sid_text, "time": ms_to_iso(int(sid_text.split("-", 1)[0])), **record_of(fields)}
+    return {"id": sid_text, "time": ms_to_iso(int(sid_text.split("-", 1)[0])), **record}
 
 
 def matches(item: Mapping[str, Any], match: Mapping[str, set[str]] | None) -> bool:

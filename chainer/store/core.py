@@ -29,6 +29,7 @@ from chainer.store.codec import (
     Packer,
     decode_hash,
     encode_record,
+    item_of,
     matches,
     now_ms,
     record_of,
@@ -352,9 +353,10 @@ class Store:
             for sid, fields in chunk:
                 scanned += 1
                 cursor = text(sid)
-                # A record the filters drop is only inflated and tested, never turned into an item.
-                if not match or matches(record_of(fields), match):
-                    items.append(stream_item(sid, fields))
+                # Each record is inflated once; one the filters drop is never turned into an item.
+                record = record_of(fields)
+                if matches(record, match):
+                    items.append(item_of(sid, record))
                     if len(items) == limit:
                         break
             if reverse:

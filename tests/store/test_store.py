@@ -21,6 +21,7 @@ from chainer.store import (
     Store,
     Transition,
     action_key,
+    codec,
     event_key,
     now_ms,
 )
@@ -182,6 +183,23 @@ async def test_audit_filters_and_reverse_paging(redis: Redis) -> None:
     first_ms = int(all_items[0]["id"].split("-")[0])
     bounded = await store.read_audit(since_ms=first_ms, until_ms=first_ms, limit=100)
     assert bounded.items and all(int(r["id"].split("-")[0]) == first_ms for r in bounded.items)
+
+
+async def test_a_filtered_read_inflates_each_record_once(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The filter tests a record and the page shows the same decoded record: no record is decompressed twice."""
+    store = Store(redis)
+    await store.append_audit([{"type": "a" if i % 3 else "b", "n": i} for i in range(30)])
+    read: list[bytes] = []
+    real = codec.inflate
+
+    def counted(value: bytes) -> bytes:
+        read.append(value)
+        return real(value)
+
+    monkeypatch.setattr(codec, "inflate", counted)
+    page = await store.read_audit(match={"type": {"b"}}, limit=100)
+    assert [r["n"] for r in page.items] == list(range(0, 30, 3))
+    assert len(read) == page.scanned == 30
 
 
 async def test_audit_retention_trims_by_time(redis: Redis) -> None:
