@@ -15,6 +15,7 @@ from typing import Any
 
 from chainer import providers
 from chainer.events import BuildEvent
+from chainer.plan import ignored_reason
 from chainer.providers.base import Ignored
 from chainer.rules import Decision, RuleSet
 
@@ -67,8 +68,9 @@ def explain(ruleset: RuleSet, provider: str, headers: Mapping[str, str], body: b
         for d in decisions
         for a in d.actions
     ]
-    if not parsed.terminal and not any(d.matched for d in decisions):
-        result["ignored"] = f"status `{parsed.status}` is not final and no rule asks for it"
+    reason = ignored_reason(parsed, decisions)
+    if reason is not None:
+        result["ignored"] = reason  # as the intake would answer and audit it
     return result
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from chainer import audit, fastjson, lineage, providers
 from chainer.errors import StoreUnavailableError, WebhookError
 from chainer.events import BuildEvent, ChainLink
-from chainer.plan import plan_accept
+from chainer.plan import ignored_reason, plan_accept
 from chainer.providers.base import HookAuth, Ignored
 from chainer.rules import RuleSet
 from chainer.settings import Settings
@@ -118,9 +118,8 @@ class Intake:
         # Which rules match does not depend on the chain (no clause reads it), so an event no rule asks for is
         # ignored without a lineage look-up; what the matching rules do (rendering, the loop guard) does.
         decisions = ruleset.evaluate(parsed)
-        matched = [d.rule for d in decisions if d.matched]
-        if not parsed.terminal and not matched:
-            reason = f"status `{parsed.status}` (raw `{parsed.raw_status}`) is not final and no rule asks for it"
+        reason = ignored_reason(parsed, decisions)
+        if reason is not None:
             return await self._ignore(provider, reason, ruleset.version, parsed)
         # Group commit: the lineage check rides in the accept script (one round trip, shared with every accept
         # waiting meanwhile). The plan assumes no chain; when a lineage key exists, the script writes nothing

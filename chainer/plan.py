@@ -1,5 +1,6 @@
 """What an accepted event writes, computed without I/O (DESIGN §3, §5): intake and fan-in share it.
 
+``ignored_reason`` says when an event is ignored instead (a status that is not final, which no rule asks for);
 ``plan_accept`` turns an event and the active rules' decisions into one ``AcceptPlan`` (the event,
 a ledger, job and audit record per action, the join steps), which the store writes atomically.
 ``queue_actions`` and ``budgets_for`` are its parts that a completed fan-in (``chainer.fanin``) reuses
@@ -78,6 +79,14 @@ def queue_actions(
             )
         )
     return queued
+
+
+def ignored_reason(event: BuildEvent, decisions: Sequence[Decision]) -> str | None:
+    """Why a parsed delivery is ignored rather than accepted, or None: its status is not final and no rule asks
+    for it (``webhook.ignored``)."""
+    if event.terminal or any(d.matched for d in decisions):
+        return None
+    return f"status `{event.status}` (raw `{event.raw_status}`) is not final and no rule asks for it"
 
 
 def plan_accept(

@@ -31,7 +31,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +54,15 @@ from chainer.audit import (  # noqa: E402
 from chainer.errors import DownstreamError, PermanentDownstreamError, TransientDownstreamError  # noqa: E402
 from chainer.events import BuildEvent  # noqa: E402
 from chainer.explain import parse_any  # noqa: E402
-from chainer.plan import plan_accept  # noqa: E402
+from chainer.jobs import ledger_context  # noqa: E402
+from chainer.plan import ignored_reason, plan_accept  # noqa: E402
 from chainer.providers import Downstream, catalogue  # noqa: E402
 from chainer.rules.validate import parse_rules  # noqa: E402
 from chainer.sandbox import SandboxState, create_sandbox_app, sandbox_settings, seed_sandbox  # noqa: E402
 from chainer.settings import Settings  # noqa: E402
 from chainer.store import codec  # noqa: E402
-from chainer.store.core import _PLAIN_EVENT_FIELDS  # noqa: E402
+from chainer.store.codec import record_json  # noqa: E402
+from chainer.store.core import packed_event_fields  # noqa: E402
 from chainer.store.plans import QueuedAction  # noqa: E402
 from tests import payloads  # noqa: E402
 from tests.providers.github import support as github  # noqa: E402
@@ -192,8 +194,7 @@ async def _worker_records(
     """What a worker writes about one action, its call made by chainer's own provider client against the sandbox's
     emulated API: the attempt and its result (the API's answer as the client records it, or the error it raised),
     with a transient failure and its retry first now and then."""
-    context = {k: action.record.get(k) for k in ("event_id", "rule", "action_id", "action", "project", "branch")}
-    context |= {k: action.record.get(k) for k in ("commit", "rules_version")}
+    context = ledger_context(action.record)  # the action's queued record names what its ledger holds
     records = [attempt_started(context, 1)]
     if rnd.random() < 0.2:
         status, message = rnd.choice(_ERRORS)
@@ -233,25 +234,22 @@ async def _samples(seed: int, count: int, names: tuple[list[str], list[str]]) ->
     async with http:
         for i in range(count):
             provider, body = _delivery(rnd, i, names)
-            audit: list[dict[str, Any]] = []
             if i % 25 == 0:
                 status, cause = rnd.choice(_REJECTIONS)
-                audit.append(
-                    webhook_rejected(provider, status, cause, f"10.0.{rnd.randrange(256)}.{rnd.randrange(256)}")
-                )
+                remote = f"10.0.{rnd.randrange(256)}.{rnd.randrange(256)}"
+                records.append(record_json(webhook_rejected(provider, status, cause, remote)))
             event = parse_any(provider, {}, json.dumps(body).encode())
             if not isinstance(event, BuildEvent):
                 continue
             decisions = rules.evaluate(event)
-            if not event.terminal and not any(d.matched for d in decisions):  # as the intake ignores it
-                reason = f"status `{event.status}` (raw `{event.raw_status}`) is not final and no rule asks for it"
-                audit.append(webhook_ignored(provider, reason, rules.version, event))
-                records += [_json(r) for r in audit]
+            reason = ignored_reason(event, decisions)
+            if reason is not None:
+                records.append(record_json(webhook_ignored(provider, reason, rules.version, event)))
                 continue
             seed_sandbox(state, rules, [event])
             at_ms = 1_795_000_000_000 + i * rnd.randrange(1, 60_000)
             plan = plan_accept(event, decisions, rules.version, at_ms, rules.limits)
-            audit += [r for r in plan.audit if isinstance(r, dict)] + [a.record for a in plan.actions]
+            audit = [r for r in plan.audit if isinstance(r, dict)] + [a.record for a in plan.actions]
             if i % 10 == 0:
                 audit.append(plan.duplicate_record)
             for action in plan.actions:
@@ -259,14 +257,9 @@ async def _samples(seed: int, count: int, names: tuple[list[str], list[str]]) ->
                     audit.append(action.skip_record)  # its budget was spent
                 elif action.job_id:  # queued, not skipped
                     audit += await _worker_records(rnd, downstream, action, event)
-            records += [_json(r) for r in audit]
-            fields = {k: v for k, v in plan.event_fields.items() if k not in _PLAIN_EVENT_FIELDS}
-            events.append(codec.join_fields(fields))
+            records += [record_json(r) for r in audit]
+            events.append(codec.join_fields(packed_event_fields(plan.event_fields)))
     return records, events
-
-
-def _json(record: Mapping[str, Any]) -> bytes:
-    return fastjson.dumps({k: v for k, v in record.items() if v is not None})
 
 
 def samples(seed: int, count: int = SAMPLES, *, other_names: bool = False) -> tuple[list[bytes], list[bytes]]:

@@ -162,3 +162,20 @@ async def test_post_explain_stores_and_sends_nothing(redis: Redis) -> None:
     assert bad.status_code == 400 and "provider" in bad.json()["error"]
     assert broken.status_code == 400
     assert await redis.dbsize() == 0
+
+
+async def test_explain_says_why_a_delivery_is_ignored_as_the_intake_audits_it(redis: Redis) -> None:
+    """A running build no rule asks for: POST /explain's ``ignored`` is the reason the delivery's
+    ``webhook.ignored`` record gives when the same body is delivered."""
+    rules = parse_rules(RULES.split("  - name: by-kind")[0])  # one rule: any Codeship build, green (the default)
+    app = create_app(Settings(admin_token=Secret("adm"), hook_token=Secret("hook")), ruleset=rules, store=Store(redis))
+    body = payloads.codeship("testing")
+    admin = {"authorization": "Bearer adm"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        explained = await client.post("/explain", json={"provider": "codeship", "payload": body}, headers=admin)
+        delivered = await client.post("/hooks/codeship/hook", json=body)
+        audited = await client.get("/audit", params={"type": "webhook.ignored"}, headers=admin)
+    assert delivered.status_code == 202 and delivered.json()["status"] == "ignored", delivered.text
+    (record,) = audited.json()["items"]
+    assert explained.json()["ignored"] == record["reason"] == delivered.json()["reason"]
+    assert "raw `testing`" in record["reason"]

@@ -58,6 +58,11 @@ _PLAIN_EVENT_FIELDS = frozenset({"actions"})
 _PACKED = "z"  # the event hash's field holding the other fields, compressed (codec.Packer.pack_fields)
 
 
+def packed_event_fields(event_fields: Mapping[str, str]) -> dict[str, str]:
+    """The fields of an accepted event that are stored as one compressed value (all but ``_PLAIN_EVENT_FIELDS``)."""
+    return {k: v for k, v in event_fields.items() if k not in _PLAIN_EVENT_FIELDS}
+
+
 class Store:
     """chainer's Redis data layer; every method raises StoreUnavailableError when Redis fails."""
 
@@ -163,7 +168,7 @@ class Store:
             )
         names.append(keys.WAKE)  # wakes an idle worker when a job was queued (scripts/_wake.lua)
         plain = [x for name, value in plan.event_fields.items() if name in _PLAIN_EVENT_FIELDS for x in (name, value)]
-        packed = self.packer.pack_fields({k: v for k, v in plan.event_fields.items() if k not in _PLAIN_EVENT_FIELDS})
+        packed = self.packer.pack_fields(packed_event_fields(plan.event_fields))
         args = {
             "joins": joins,
             "now": now_ms(),
