@@ -45,7 +45,7 @@ from chainer.providers.http import BeforeEffect, CallResult
 from chainer.rules import RuleSet
 from chainer.settings import Settings
 from chainer.store import Store, Transition, now_ms
-from chainer.store.codec import job_serializer
+from chainer.store.codec import UnreadableValueError, job_serializer
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +286,12 @@ async def _attempt(
             raise ClaimLostError(claimed.previous_state)
         state = "calling"
 
-    event_json = await store.get_event_field(event_id, "event")
+    try:
+        event_json = await store.get_event_field(event_id, "event")
+    except UnreadableValueError as exc:  # damaged in Redis: no call can be made for it, now or on a retry
+        message = f"the stored event {event_id} cannot be read: {exc}"
+        await dead_letter(store, context, "unreadable", message, None, from_state="pending")
+        return "dead"
     event = BuildEvent.from_dict(json.loads(event_json or "{}"))
     started_at = time.perf_counter()
     try:

@@ -192,6 +192,30 @@ async def test_a_damaged_record_shows_as_unreadable_and_the_rest_of_the_log_read
     assert "decompress" in unreadable["error"]
 
 
+async def test_an_action_whose_event_is_damaged_is_dead_lettered_as_unreadable_without_a_call(
+    redis: Redis, redis_url: str, running: contextlib.AsyncExitStack
+) -> None:
+    """The worker cannot read the event an action belongs to (its stored fields cut short): the action goes to the
+    dead letters at once as ``unreadable``, saying which event and why, and nothing is sent downstream."""
+    cfg = _config(redis_url, None)
+    client = await _start(running, cfg)
+    event_id = await _deliver(client, 9)
+    packed = await redis.hget(event_key(event_id), "z")
+    assert packed is not None
+    await redis.hset(event_key(event_id), "z", packed[:-10])
+    sent: list[httpx.Request] = []
+
+    def circleci(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(201, json={"number": 1})
+
+    await asyncio.wait_for(drain(cfg, redis_url, RULES, transport=httpx.MockTransport(circleci)), timeout=60)
+    assert sent == []
+    (dead,) = (await client.get("/dlq", headers=AUTH)).json()["items"]
+    assert dead["reason"] == "unreadable" and f"the stored event {event_id} cannot be read" in dead["last_error"], dead
+    assert codec.unpack_record((await redis.xrevrange(AUDIT_KEY, count=1))[0][1][b"r"])["type"] == "action.dead"
+
+
 @pytest.mark.parametrize("value", ["gzip", "zstd2", "1"])
 def test_an_unknown_format_is_refused_by_name(value: str) -> None:
     with pytest.raises(ConfigError, match=r"CHAINER_STORE_COMPRESSION: .* is not one of zstd, zlib"):
